@@ -1,0 +1,111 @@
+"""Every error mongosnap raises, with the exit code the CLI maps it to.
+
+    MongosnapError                      1
+    ├── UsageError                      2   bad arguments or a malformed destination
+    ├── SourceError                     10  MongoDB side
+    │   ├── ServerUnreachable           11
+    │   ├── AuthenticationFailed        12
+    │   └── DatabaseNotFound            13  database missing or holds no collection
+    ├── StorageError                    20  storage side
+    │   ├── BucketNotFound              21
+    │   ├── AccessDenied                22
+    │   ├── ObjectNotFound              23
+    │   └── ObjectExists                24  a writer never overwrites
+    ├── ArchiveError                    30  an archive fails its checks
+    │   ├── CorruptArchive              31  bad checksum, count, gzip/zstd or tar data
+    │   ├── TruncatedArchive            32
+    │   └── UnsafeArchive               33  hostile member names, absurd lengths
+    ├── NoBackupsFound                  40
+    ├── HealIncomplete                  41  collections still missing after the search
+    └── Interrupted                     130 Ctrl-C or SIGTERM
+
+Messages never carry credentials: URIs are redacted before they reach one.
+Lower-layer exceptions are translated at the boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class MongosnapError(Exception):
+    """Base of every error raised by mongosnap."""
+
+    exit_code = 1
+
+
+class UsageError(MongosnapError):
+    exit_code = 2
+
+
+class SourceError(MongosnapError):
+    exit_code = 10
+
+
+class ServerUnreachable(SourceError):
+    exit_code = 11
+
+
+class AuthenticationFailed(SourceError):
+    exit_code = 12
+
+
+class DatabaseNotFound(SourceError):
+    exit_code = 13
+
+
+class StorageError(MongosnapError):
+    exit_code = 20
+
+
+class BucketNotFound(StorageError):
+    exit_code = 21
+
+
+class AccessDenied(StorageError):
+    exit_code = 22
+
+
+class ObjectNotFound(StorageError):
+    exit_code = 23
+
+
+class ObjectExists(StorageError):
+    exit_code = 24
+
+
+class ArchiveError(MongosnapError):
+    exit_code = 30
+
+
+class CorruptArchive(ArchiveError):
+    exit_code = 31
+
+
+class TruncatedArchive(ArchiveError):
+    exit_code = 32
+
+
+class UnsafeArchive(ArchiveError):
+    exit_code = 33
+
+
+class NoBackupsFound(MongosnapError):
+    exit_code = 40
+
+
+class HealIncomplete(MongosnapError):
+    exit_code = 41
+
+
+class Interrupted(MongosnapError):
+    exit_code = 130
+
+
+def all_errors() -> list[type[MongosnapError]]:
+    """Every error class, base first; the CLI docs and a test use it."""
+    found: list[type[MongosnapError]] = []
+    pending: list[type[MongosnapError]] = [MongosnapError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

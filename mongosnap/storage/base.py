@@ -1,0 +1,115 @@
+"""The storage contract: where archives live. It knows nothing of BSON or tar.
+
+A storage is a flat namespace of immutable objects under one root (a bucket
+and prefix, or a directory). Keys are relative to that root and use ``/``.
+Every backend (local directory, S3, in-memory) honours the same contract and
+runs the same conformance suite (``tests/storage/test_conformance.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime | None = None
+
+
+@runtime_checkable
+class ObjectWriter(Protocol):
+    """Streams one new object. Nothing is visible under the key until commit().
+
+    The object is the concatenation of every ``write`` and ``reserve`` in call
+    order. A reserved region is written later with ``fill`` (same length),
+    which lets a producer emit a fixed-size header before it knows its content.
+    A backend must keep back any bytes that share an upload unit with an
+    unfilled reservation; everything else may be uploaded as it comes, so
+    memory stays bounded by the reservations plus the writer's buffers.
+    """
+
+    @property
+    def position(self) -> int:
+        """Bytes written or reserved so far: the offset of the next write."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Append data. May wait for uploads to drain (backpressure)."""
+        ...
+
+    async def reserve(self, placeholder: bytes) -> int:
+        """Append a placeholder to be replaced by fill(); return its offset."""
+        ...
+
+    async def fill(self, offset: int, data: bytes) -> None:
+        """Replace a reserved region; ``len(data)`` must equal the placeholder's."""
+        ...
+
+    async def commit(self) -> ObjectInfo:
+        """Make the object visible atomically; every reservation must be filled.
+
+        Raises ObjectExists if the key appeared meanwhile (never overwrites).
+        On any failure the writer aborts itself before raising.
+        """
+        ...
+
+    async def abort(self) -> None:
+        """Discard everything written; idempotent; leaves nothing behind."""
+        ...
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A flat store of immutable objects."""
+
+    @property
+    def url(self) -> str:
+        """Where this storage points, without credentials (for messages)."""
+        ...
+
+    async def check(self) -> None:
+        """Fail early if the storage cannot be reached or written.
+
+        Raises BucketNotFound, AccessDenied or StorageError.
+        """
+        ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Objects whose key starts with prefix, in ascending key order."""
+        ...
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """Raises ObjectNotFound."""
+        ...
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) of an object (end None: to its end).
+
+        Raises ObjectNotFound. Chunks are bounded in size.
+        """
+        ...
+
+    async def read_bytes(self, key: str, *, limit: int) -> bytes:
+        """Read a whole small object; raises StorageError if larger than limit."""
+        ...
+
+    async def put(self, key: str, data: bytes) -> ObjectInfo:
+        """Store a small object atomically; raises ObjectExists if present."""
+        ...
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        """Start streaming a new object under key (see ObjectWriter)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove an object; missing objects are not an error."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
