@@ -1,0 +1,289 @@
+"""The MongoDB side: connect, list namespaces, stream raw batches out, insert raw in.
+
+Works with a URI, a ``host[:port]`` string, a PyMongo ``AsyncMongoClient`` or a
+Motor client: both expose the same coroutine/cursor shapes for what is used here,
+except that some calls return a cursor directly in Motor and a coroutine in
+PyMongo, which ``_cursor`` smooths over. Documents are never decoded.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from bson.binary import Binary
+from bson.raw_bson import RawBSONDocument
+from pymongo import AsyncMongoClient, uri_parser
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+)
+
+from ._errors import (
+    AuthenticationFailed,
+    DatabaseNotFound,
+    ServerUnreachable,
+    SourceError,
+    UsageError,
+)
+
+SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
+DEFAULT_TIMEOUT = 10.0
+_AUTH_FAILED_CODES = frozenset({18, 13})
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """One namespace as listCollections described it."""
+
+    database: str
+    name: str
+    type: str = "collection"
+    options: dict[str, Any] = field(default_factory=dict)
+    uuid: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.database}.{self.name}"
+
+    @property
+    def has_documents(self) -> bool:
+        return self.type != "view"
+
+
+def select(names: Iterable[str], include: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """Names matching any include pattern (all when none) and no exclude pattern."""
+    chosen = []
+    for name in names:
+        if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in exclude):
+            continue
+        chosen.append(name)
+    return chosen
+
+
+def to_uri(source: str) -> str:
+    """Accept a MongoDB URI or the legacy scripts' ``host[:port]``."""
+    if "://" in source:
+        return source
+    if not source or any(c in source for c in "/@ "):
+        raise UsageError(f"not a host[:port] or MongoDB URI: {source!r}")
+    return f"mongodb://{source}/"
+
+
+def describe_uri(uri: str) -> str:
+    """The hosts of a URI, never its credentials."""
+    try:
+        nodes = uri_parser.parse_uri(uri, validate=False, warn=True)["nodelist"]
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        raise UsageError(f"malformed MongoDB URI: {_scrub(str(exc), uri)}") from None
+    return ",".join(f"{h}:{p}" for h, p in nodes) or "mongodb"
+
+
+def _scrub(message: str, uri: str) -> str:
+    """Remove a URI's userinfo from a message that may echo it."""
+    if "@" in uri and "://" in uri:
+        userinfo = uri.split("://", 1)[1].split("@", 1)[0]
+        if userinfo:
+            message = message.replace(userinfo, "***")
+    return message
+
+
+async def _cursor(call: Any) -> AsyncIterator[Any]:
+    """Iterate a Motor or PyMongo cursor, whether returned or awaited."""
+    cursor = await call if inspect.isawaitable(call) else call
+    async for item in cursor:
+        yield item
+
+
+class Source:
+    """A MongoDB deployment to read from or restore into."""
+
+    def __init__(self, client: Any, hosts: str, *, owned: bool) -> None:
+        self._client = client
+        self.hosts = hosts
+        self._owned = owned
+
+    @classmethod
+    async def connect(cls, source: Any, *, connect_timeout: float = DEFAULT_TIMEOUT) -> Source:
+        """Connect and ping; ServerUnreachable within ``connect_timeout`` seconds."""
+        if isinstance(source, str):
+            uri = to_uri(source)
+            hosts = describe_uri(uri)
+            ms = int(connect_timeout * 1000)
+            try:
+                client: Any = AsyncMongoClient(
+                    uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms
+                )
+            except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
+                raise UsageError(f"bad MongoDB URI for {hosts}: {_scrub(str(exc), uri)}") from None
+            found = cls(client, hosts, owned=True)
+        else:
+            found = cls(source, _client_hosts(source), owned=False)
+        try:
+            await found.ping()
+        except BaseException:
+            await found.aclose()
+            raise
+        return found
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._client.close()
+
+    async def __aenter__(self) -> Source:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def ping(self) -> None:
+        await self._command("admin", {"ping": 1})
+
+    async def server_version(self) -> str:
+        info = await self._command("admin", {"buildInfo": 1})
+        return str(info.get("version", ""))
+
+    async def _command(self, database: str, command: dict[str, Any]) -> Any:
+        with self._translate(database):
+            return await self._client[database].command(command)
+
+    def _translate(self, database: str) -> _Translate:
+        return _Translate(self.hosts, database)
+
+    async def database_names(self) -> list[str]:
+        with self._translate("admin"):
+            names = await self._client.list_database_names()
+        return sorted(n for n in names if n not in SYSTEM_DATABASES)
+
+    async def collections(
+        self,
+        database: str,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> list[CollectionSpec]:
+        """Collections and views of a database, sorted by name, system ones left out."""
+        found: dict[str, CollectionSpec] = {}
+        with self._translate(database):
+            async for entry in _cursor(self._client[database].list_collections()):
+                spec = _spec(database, _plain(entry))
+                if not spec.name.startswith("system."):
+                    found[spec.name] = spec
+        return [found[n] for n in select(sorted(found), include, exclude)]
+
+    async def collection_names(self, database: str) -> set[str]:
+        with self._translate(database):
+            return set(await self._client[database].list_collection_names())
+
+    async def indexes(self, database: str, collection: str) -> list[dict[str, Any]]:
+        with self._translate(database):
+            coll = self._client[database][collection]
+            return [_plain(ix) async for ix in _cursor(coll.list_indexes())]
+
+    async def raw_batches(
+        self, database: str, collection: str, *, batch_size: int = 1000
+    ) -> AsyncIterator[bytes]:
+        """Concatenated BSON documents, each batch exactly as the server sent it."""
+        coll = self._client[database][collection]
+        cursor = coll.find_raw_batches(batch_size=batch_size)
+        with self._translate(database):
+            try:
+                async for batch in cursor:
+                    yield bytes(batch)
+            finally:
+                await cursor.close()
+
+    def client(self) -> Any:
+        return self._client
+
+
+class _Translate:
+    """Map PyMongo errors to mongosnap's tree, naming the host, never the URI."""
+
+    def __init__(self, hosts: str, database: str) -> None:
+        self.hosts = hosts
+        self.database = database
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is None or not isinstance(exc, PyMongoError):
+            return
+        if isinstance(exc, OperationFailure) and exc.code in _AUTH_FAILED_CODES:
+            raise AuthenticationFailed(
+                f"authentication failed or not authorized on {self.hosts} "
+                f"(database {self.database!r})"
+            ) from None
+        if isinstance(exc, ConnectionFailure):
+            message = f"cannot reach MongoDB at {self.hosts}: {_short(exc)}"
+            raise ServerUnreachable(message) from None
+        raise SourceError(f"MongoDB error on {self.hosts}: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).split(", Timeout:")[0].split(" Topology Description")[0]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _plain(doc: Any) -> dict[str, Any]:
+    """A document from any client's document_class as an ordered dict."""
+    if isinstance(doc, RawBSONDocument):
+        return dict(bson.decode(doc.raw))
+    return dict(doc)
+
+
+def _spec(database: str, entry: dict[str, Any]) -> CollectionSpec:
+    info = dict(entry.get("info") or {})
+    uuid = info.get("uuid")
+    if isinstance(uuid, uuidlib.UUID):
+        uuid = uuid.bytes
+    return CollectionSpec(
+        database=database,
+        name=str(entry["name"]),
+        type=str(entry.get("type", "collection")),
+        options=dict(entry.get("options") or {}),
+        uuid=uuid.hex() if isinstance(uuid, Binary | bytes) else "",
+        info=info,
+    )
+
+
+def _client_hosts(client: Any) -> str:
+    """Seed hosts of a user's client (PyMongo or Motor), for messages."""
+    inner = getattr(client, "delegate", client)
+    try:
+        seeds = inner.topology_description.server_descriptions().keys()
+    except Exception:
+        return "mongodb"
+    return ",".join(f"{h}:{p}" for h, p in sorted(seeds)) or "mongodb"
+
+
+async def ensure_database(source: Source, database: str) -> None:
+    """DatabaseNotFound unless the database exists and holds a collection."""
+    if not await source.collection_names(database):
+        raise DatabaseNotFound(
+            f"database {database!r} does not exist or holds no collection on {source.hosts}"
+        )
+
+
+def count_documents(batch: bytes) -> int:
+    """Documents in a batch of concatenated BSON, walking the length prefixes."""
+    count = offset = 0
+    end = len(batch)
+    while offset < end:
+        size = int.from_bytes(batch[offset : offset + 4], "little")
+        if size < 5:
+            raise SourceError(f"server sent a malformed batch (document length {size})")
+        offset += size
+        count += 1
+    return count
