@@ -17,8 +17,10 @@
     │   └── UnsafeArchive               33  hostile member names, absurd lengths
     ├── NoBackupsFound                  40
     ├── HealIncomplete                  41  collections still missing after the search
-    └── Interrupted                     130 Ctrl-C or SIGTERM
+    └── Interrupted                     130 Ctrl-C
+        └── Terminated                  143 SIGTERM
 
+The CLI adds 70 for an internal error (a bug), printed as one line.
 Messages never carry credentials: URIs are redacted before they reach one.
 Lower-layer exceptions are translated at the boundary with ``raise ... from exc``.
 """
@@ -98,6 +100,10 @@ class HealIncomplete(MongosnapError):
 
 class Interrupted(MongosnapError):
     exit_code = 130
+
+
+class Terminated(Interrupted):
+    exit_code = 143
 
 
 def all_errors() -> list[type[MongosnapError]]:
