@@ -1,0 +1,122 @@
+"""The command line: legacy argument shape, output modes, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import seed
+
+import mongosnap
+from mongosnap._errors import all_errors
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mongosnap", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+@pytest.fixture
+def host(mongo_uri: str) -> str:
+    return mongo_uri.split("://", 1)[1].rstrip("/")
+
+
+@pytest.fixture
+def seeded(mongo_uri: str, new_database: str) -> str:
+    seed(mongo_uri, new_database, {"repositories": 20, "users": 3})
+    return new_database
+
+
+def test_backup_with_the_legacy_argument_shape(tmp_path: Path, host: str, seeded: str) -> None:
+    done = run("backup", str(tmp_path), host, seeded)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert re.search(r"backed up 2 collections, 23 documents", line), line
+    archives = list(tmp_path.glob("*-mongodb-dump.tar.gz"))
+    assert len(archives) == 1
+    assert archives[0].name in line
+
+
+def test_json_output(tmp_path: Path, host: str, seeded: str) -> None:
+    done = run("backup", str(tmp_path), host, seeded, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["documents"] == 23
+    assert {c["name"] for c in result["collections"]} == {"repositories", "users"}
+    assert (tmp_path / result["archive_key"]).stat().st_size == result["bytes_out"]
+
+
+def test_uri_replaces_host(tmp_path: Path, mongo_uri: str, seeded: str) -> None:
+    done = run("backup", str(tmp_path), "--uri", mongo_uri, seeded, "--json")
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["backup", "DEST", "127.0.0.1:9", "db", "--connect-timeout", "1"], "ServerUnreachable"),
+        (["backup", "s3://", "h", "db"], "UsageError"),
+        (["backup", "DEST", "h"], "UsageError"),
+        (["backup", "DEST", "--uri", "mongodb://u:hunter2@127.0.0.1:9/", "db",
+          "--connect-timeout", "1"], "ServerUnreachable"),
+    ],
+)
+def test_errors_are_one_line_with_their_exit_code(
+    args: list[str], error: str, tmp_path: Path
+) -> None:
+    args = [str(tmp_path) if a == "DEST" else a for a in args]
+    done = run(*args)
+    expected = getattr(mongosnap, error).exit_code
+    assert done.returncode == expected, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("mongosnap: error: ")
+    assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_missing_database_exit_code(tmp_path: Path, host: str) -> None:
+    done = run("backup", str(tmp_path), host, "surely_not_here")
+    assert done.returncode == mongosnap.DatabaseNotFound.exit_code
+    assert "surely_not_here" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_argparse_usage_errors_exit_2() -> None:
+    assert run("backup").returncode == 2
+    assert run("nonsense").returncode == 2
+
+
+def test_every_exit_code_is_documented_and_distinct() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    codes = [e.exit_code for e in all_errors()]
+    assert len(codes) == len(set(codes))
+    for error in all_errors():
+        assert re.search(rf"\| {error.exit_code} \| {error.__name__} \|", doc), error.__name__
+
+
+def test_public_api_is_exactly_this() -> None:
+    assert set(mongosnap.__all__) >= {"backup", "BackupResult", "S3Config", "MongosnapError"}
+    for name in mongosnap.__all__:
+        assert hasattr(mongosnap, name), name
+
+
+def test_env_credentials_never_printed(tmp_path: Path, host: str, seeded: str) -> None:
+    env: dict[str, Any] = dict(os.environ, AWS_SECRET_ACCESS_KEY="zzSECRETzz", AWS_ACCESS_KEY_ID="k")
+    done = run(
+        "backup", "s3://nobucket", host, seeded, "--endpoint-url", "http://127.0.0.1:9",
+        "--connect-timeout", "1", env=env,
+    )
+    assert done.returncode != 0
+    assert "zzSECRETzz" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
