@@ -1,0 +1,126 @@
+"""Session fixtures: real servers for the tests (see scripts/testbed.py, docs/testbed.md).
+
+``testbed``       the started Testbed (binaries are built first if missing)
+``mongo_uri``     FerretDB's ``mongodb://`` URI
+``s3_endpoint``   an S3Endpoint, parametrized over "moto" and "versitygw"
+``new_bucket``    factory: ``new_bucket(endpoint) -> bucket name`` (fresh, emptied afterwards)
+``new_database``  a fresh database name on FerretDB, dropped afterwards
+
+With $MONGOSNAP_TESTBED_STATE set (``eval "$(python scripts/testbed.py env)"``
+after ``python scripts/testbed.py start``) the tests use those running servers
+instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from pymongo import MongoClient
+
+
+def _load_testbed() -> ModuleType:
+    """Import scripts/testbed.py by path; ``import testbed`` works afterwards."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "testbed.py"
+    spec = importlib.util.spec_from_file_location("testbed", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+testbed_module = _load_testbed()
+Testbed = testbed_module.Testbed
+S3Endpoint = testbed_module.S3Endpoint
+
+
+def s3_client(endpoint: Any) -> Any:
+    """A boto3 S3 client for an S3Endpoint: path-style, checksums only when required."""
+    config = Config(
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 2, "mode": "standard"},
+    )
+    return boto3.client("s3", config=config, **endpoint.client_kwargs())
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Any]:
+    state = os.environ.get(testbed_module.STATE_ENV)
+    if state:
+        running = Testbed.from_state(Path(state), owned=False)
+        running.check()
+        yield running
+        return
+    testbed_module.build()
+    with Testbed() as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(testbed: Any) -> str:
+    return str(testbed.mongo_uri)
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param("moto", id="moto"), pytest.param("versitygw", id="versitygw")],
+)
+def s3_endpoint(request: pytest.FixtureRequest, testbed: Any) -> Any:
+    return testbed.s3[request.param]
+
+
+@pytest.fixture
+def new_bucket() -> Iterator[Callable[[Any], str]]:
+    created: list[tuple[Any, str]] = []
+
+    def make(endpoint: Any) -> str:
+        name = f"mongosnap-test-{uuid.uuid4().hex[:16]}"
+        s3_client(endpoint).create_bucket(Bucket=name)
+        created.append((endpoint, name))
+        return name
+
+    yield make
+    for endpoint, name in created:
+        try:
+            _empty_and_delete(s3_client(endpoint), name)
+        except Exception as exc:  # the servers go away with the session anyway
+            warnings.warn(f"could not remove bucket {name} on {endpoint.name}: {exc}", stacklevel=1)
+
+
+def _empty_and_delete(client: Any, bucket: str) -> None:
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def _mongo_admin(mongo_uri: str) -> Iterator[MongoClient[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def new_database(_mongo_admin: MongoClient[dict[str, Any]]) -> Iterator[str]:
+    name = f"mongosnap_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    _mongo_admin.drop_database(name)
