@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 
@@ -31,6 +32,16 @@ class ObjectWriter(Protocol):
     A backend must keep back any bytes that share an upload unit with an
     unfilled reservation; everything else may be uploaded as it comes, so
     memory stays bounded by the reservations plus the writer's buffers.
+
+    Any error or cancellation inside write, reserve, fill or commit aborts the
+    writer before it propagates; misuse (filling an offset that holds no
+    unfilled reservation, a length that differs, using a finished writer)
+    raises StorageError. As an async context manager a writer aborts on
+    leaving the block, unless commit() succeeded inside it::
+
+        async with storage.open_writer("a/b") as writer:
+            await writer.write(data)
+            await writer.commit()
     """
 
     @property
@@ -62,6 +73,17 @@ class ObjectWriter(Protocol):
         """Discard everything written; idempotent; leaves nothing behind."""
         ...
 
+    async def __aenter__(self) -> ObjectWriter: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Abort unless committed (an exception leaving the block included)."""
+        ...
+
 
 @runtime_checkable
 class Storage(Protocol):
@@ -80,7 +102,8 @@ class Storage(Protocol):
         ...
 
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Objects whose key starts with prefix, in ascending key order."""
+        """Objects whose key starts with prefix (a string, not a folder), in
+        ascending key order."""
         ...
 
     async def stat(self, key: str) -> ObjectInfo:
@@ -90,7 +113,8 @@ class Storage(Protocol):
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stream bytes [start, end) of an object (end None: to its end).
 
-        Raises ObjectNotFound. Chunks are bounded in size.
+        Like a slice, the range is clipped to the object's size. Raises
+        ObjectNotFound (when iteration starts). Chunks are at most 1 MiB.
         """
         ...
 
