@@ -1,0 +1,209 @@
+"""The S3 streaming writer: a multipart upload fed part by part.
+
+Part sizes (``part_size``): parts 1-1000 have the configured size, and each
+further block of 1000 parts doubles it, capped at 5 GiB. With the default
+8 MiB the ten blocks give 8 MiB x 1000 x (1 + 2 + ... + 512), about 7.8 TiB,
+beyond S3's 5 TiB object limit; with the minimum 5 MiB the ceiling is about
+4.9 TiB (``object_size_ceiling``). Memory in use is bounded by
+(max_concurrency + 1) parts, plus any part held back by a reservation.
+
+Parts are cut from the stream as soon as they are full. A part that overlaps
+an unfilled reservation stays in memory until fill() completes it; the others
+upload at once as background tasks. The multipart upload is created with the
+first part that uploads; an object shorter than one part goes up with a single
+PutObject at commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from .._errors import StorageError
+from ._writer import BaseWriter
+from .base import ObjectInfo
+
+if TYPE_CHECKING:
+    from .s3 import S3Storage
+
+MIN_PART_SIZE = 5 * 1024**2
+MAX_PART_SIZE = 5 * 1024**3
+MAX_PARTS = 10_000
+PARTS_PER_STEP = 1000
+
+
+def part_size(number: int, base: int) -> int:
+    """Size of part ``number`` (from 1) when the first part is ``base`` bytes."""
+    return min(base << ((number - 1) // PARTS_PER_STEP), MAX_PART_SIZE)
+
+
+def object_size_ceiling(base: int) -> int:
+    """The largest object MAX_PARTS parts of the schedule can hold."""
+    steps = MAX_PARTS // PARTS_PER_STEP
+    return sum(PARTS_PER_STEP * part_size(1 + step * PARTS_PER_STEP, base) for step in range(steps))
+
+
+class S3Writer(BaseWriter):
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        super().__init__(key)
+        self._storage = storage
+        self._name = storage._name(key)
+        self._base = storage.config.part_size
+        self._concurrency = storage.config.max_concurrency
+        self._buffer = bytearray()
+        self._buffer_start = 0  # object offset of the buffer's first byte
+        self._next_part = 1
+        self._held: dict[int, tuple[int, bytearray]] = {}  # number: (offset, bytes)
+        self._running: set[asyncio.Task[dict[str, Any]]] = set()
+        self._uploaded: dict[int, dict[str, Any]] = {}
+        self._create: asyncio.Future[str] | None = None
+        self._upload_id: str | None = None
+
+    # -- BaseWriter steps ------------------------------------------------------
+
+    async def _append(self, offset: int, data: bytes) -> None:
+        self._reap()
+        self._buffer += data
+        while len(self._buffer) >= part_size(self._next_part, self._base):
+            await self._cut(part_size(self._next_part, self._base))
+
+    async def _fill(self, offset: int, data: bytes) -> None:
+        self._reap()
+        end = offset + len(data)
+        blocks = [*self._held.values(), (self._buffer_start, self._buffer)]
+        for start, block in blocks:
+            lo, hi = max(offset, start), min(end, start + len(block))
+            if lo < hi:
+                block[lo - start : hi - start] = data[lo - offset : hi - offset]
+        for number in sorted(self._held):
+            start, block = self._held[number]
+            if not self._reserved(start, start + len(block)):
+                del self._held[number]
+                await self._launch(number, bytes(block))
+
+    async def _commit(self) -> ObjectInfo:
+        self._reap()
+        if self._next_part == 1:
+            body, self._buffer = bytes(self._buffer), bytearray()
+            client = await self._storage.client()
+            args = self._storage.object_args(self._name)
+            await self._storage.create_new(
+                self.key, lambda **cond: client.put_object(**args, Body=body, **cond)
+            )
+            return ObjectInfo(self.key, len(body))
+        if self._buffer:
+            await self._cut(len(self._buffer))
+        while self._running:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_EXCEPTION)
+            self._reap()
+        parts = [self._uploaded.get(n) for n in range(1, self._next_part)]
+        if self._held or None in parts or self._upload_id is None:
+            raise StorageError(f"{self._storage.url}/{self.key}: a part was never uploaded")
+        client = await self._storage.client()
+        request: dict[str, Any] = {
+            "Bucket": self._storage.bucket,
+            "Key": self._name,
+            "UploadId": self._upload_id,
+            "MultipartUpload": {"Parts": parts},
+        }
+        await self._storage.create_new(
+            self.key, lambda **cond: client.complete_multipart_upload(**request, **cond)
+        )
+        self._upload_id = None
+        return ObjectInfo(self.key, self.position)
+
+    async def _discard(self) -> None:
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._running.clear()
+        self._held.clear()
+        self._buffer = bytearray()
+        upload_id = self._upload_id
+        if upload_id is None and self._create is not None:
+            (created,) = await asyncio.gather(self._create, return_exceptions=True)
+            upload_id = created if isinstance(created, str) else None
+        self._upload_id = self._create = None
+        if upload_id is not None:
+            await self._storage.abort_upload(self.key, upload_id)
+
+    # -- parts -------------------------------------------------------------------
+
+    async def _cut(self, size: int) -> None:
+        """Take the next part off the buffer: upload it, or hold it back."""
+        number = self._next_part
+        if number > MAX_PARTS:
+            raise StorageError(
+                f"{self._storage.url}/{self.key} outgrows S3's {MAX_PARTS} parts"
+                f" ({object_size_ceiling(self._base)} bytes with part_size {self._base})"
+            )
+        start = self._buffer_start
+        with memoryview(self._buffer) as view:
+            if self._reserved(start, start + size):
+                self._held[number] = (start, bytearray(view[:size]))
+                part = b""
+            else:
+                part = bytes(view[:size])
+        del self._buffer[:size]
+        self._buffer_start += size
+        self._next_part += 1
+        if part:
+            await self._launch(number, part)
+
+    def _reserved(self, start: int, end: int) -> bool:
+        """Whether [start, end) overlaps an unfilled reservation."""
+        return any(o < end and start < o + n for o, n in self._reservations.items())
+
+    async def _launch(self, number: int, data: bytes) -> None:
+        """Start uploading a part; first wait while max_concurrency are in flight."""
+        while len(self._running) >= self._concurrency:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            self._reap()
+        upload_id = await self._ensure_upload()
+        task = asyncio.create_task(self._upload_part(upload_id, number, data))
+        self._running.add(task)
+
+    def _reap(self) -> None:
+        """Collect finished part uploads; raise the first failure."""
+        for task in [t for t in self._running if t.done()]:
+            self._running.discard(task)
+            part = task.result()
+            self._uploaded[part["PartNumber"]] = part
+
+    async def _ensure_upload(self) -> str:
+        if self._upload_id is None:
+            if self._create is None:
+                # Shielded: if the caller is cancelled while the request is in
+                # flight, the id still arrives and _discard can abort it.
+                self._create = asyncio.ensure_future(self._create_upload())
+            self._upload_id = await asyncio.shield(self._create)
+        return self._upload_id
+
+    async def _create_upload(self) -> str:
+        storage = self._storage
+        client = await storage.client()
+        extra: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if storage.sends_checksums() else {}
+        with storage._translating(self.key):
+            created = await client.create_multipart_upload(
+                **storage.object_args(self._name), **extra
+            )
+        return created["UploadId"]
+
+    async def _upload_part(self, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        storage = self._storage
+        client = await storage.client()
+        crc = storage.sends_checksums()
+        extra: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if crc else {}
+        with storage._translating(self.key):
+            response = await client.upload_part(
+                Bucket=storage.bucket,
+                Key=self._name,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                **extra,
+            )
+        part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
+        if crc and "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part
