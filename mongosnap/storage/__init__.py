@@ -1,0 +1,81 @@
+"""Where archives live: one contract (base.py), three backends, one opener.
+
+open_storage("s3://bucket/prefix")     S3Storage (config from S3Config)
+open_storage("file:///srv/backups")    LocalStorage
+open_storage("/srv/backups")           LocalStorage
+open_storage("memory://name")          MemoryStorage, shared per name
+open_storage(storage)                  the storage itself
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlsplit
+
+from .._errors import UsageError
+from .base import ObjectInfo, ObjectWriter, Storage
+from .local import LocalStorage
+from .memory import MemoryStorage
+from .s3 import S3Config, S3Storage
+
+__all__ = [
+    "LocalStorage",
+    "MemoryStorage",
+    "ObjectInfo",
+    "ObjectWriter",
+    "S3Config",
+    "S3Storage",
+    "Storage",
+    "open_storage",
+]
+
+_SCHEMES = "s3://bucket[/prefix], file:///absolute/path, memory://name or a plain path"
+
+
+def open_storage(
+    destination: str | os.PathLike[str] | Storage, *, s3: S3Config | None = None
+) -> Storage:
+    """The storage a destination names; raises UsageError if it is malformed.
+
+    ``s3`` configures S3 access (endpoint, credentials, part size...); it is
+    ignored for other destinations.
+    """
+    if isinstance(destination, os.PathLike):
+        return LocalStorage(os.fspath(destination))
+    if not isinstance(destination, str):
+        if isinstance(destination, Storage):
+            return destination
+        raise UsageError(f"a destination is a string or a path, not {type(destination).__name__}")
+    if not destination:
+        raise UsageError(f"empty destination: expected {_SCHEMES}")
+    if "://" not in destination:
+        return LocalStorage(destination)
+    scheme = destination.split("://", 1)[0].lower()
+    parts = urlsplit(destination)
+    if parts.query or parts.fragment:
+        raise UsageError(f"destination {scheme}://... may not carry a query or a fragment")
+    if scheme == "s3":
+        return _s3(parts.netloc, parts.path, s3)
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise UsageError("file:// destinations name a local path: file:///absolute/path")
+        if not parts.path.startswith("/"):
+            raise UsageError("file:// destinations need an absolute path: file:///absolute/path")
+        return LocalStorage(unquote(parts.path))
+    if scheme == "memory":
+        if not parts.netloc or parts.path.strip("/"):
+            raise UsageError("memory destinations are memory://name")
+        return MemoryStorage.shared(parts.netloc)
+    raise UsageError(f"unsupported destination scheme {scheme + '://'!r}: expected {_SCHEMES}")
+
+
+def _s3(bucket: str, path: str, config: S3Config | None) -> S3Storage:
+    if "@" in bucket or ":" in bucket:
+        # Never echo it back: it may hold credentials.
+        raise UsageError("s3:// destinations take no credentials or port: s3://bucket[/prefix]")
+    if not bucket:
+        raise UsageError("s3:// destination without a bucket: expected s3://bucket[/prefix]")
+    prefix = unquote(path).strip("/")
+    if any(s in ("", ".", "..") for s in prefix.split("/")) and prefix:
+        raise UsageError(f"invalid prefix in s3://{bucket}/{prefix}")
+    return S3Storage(bucket, prefix, config)
