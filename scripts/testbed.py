@@ -52,6 +52,7 @@ STATE_ENV = "MONGOSNAP_TESTBED_STATE"
 DEFAULT_STATE = REPO_ROOT / ".cache" / "testbed" / "state.json"
 TEMP_PREFIX = "mongosnap-testbed-"
 HOST = "127.0.0.1"
+AUTH_USER = "admin"
 
 # Bump when the build recipe changes, so that cached binaries get rebuilt.
 BUILD_RECIPE = 1
@@ -378,6 +379,7 @@ class Testbed:
         self.die_with_parent = die_with_parent
         self.root: Path | None = None
         self.mongo_uri = ""
+        self.mongo_auth_uri = ""
         self.s3: dict[str, S3Endpoint] = {}
         self.processes: dict[str, _Process] = {}
         self.owned = True
@@ -402,7 +404,7 @@ class Testbed:
         self.root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.base_dir))
         atexit.register(self.stop)
         try:
-            self._start_ferretdb()
+            self._start_ferretdbs()
             self._start_moto()
             self._start_versitygw()
         except BaseException:
@@ -428,9 +430,9 @@ class Testbed:
 
     # -- servers
 
-    def _start_ferretdb(self) -> None:
+    def _start_ferretdb(self, name: str = "ferretdb", extra: tuple[str, ...] = ()) -> int:
         assert self.root is not None
-        data, state = self.root / "ferretdb-data", self.root / "ferretdb-state"
+        data, state = self.root / f"{name}-data", self.root / f"{name}-state"
         data.mkdir()
         state.mkdir()
 
@@ -444,10 +446,23 @@ class Testbed:
                 "--telemetry=disable",
                 "--debug-addr=-",
                 "--log-level=warn",
+                *extra,
             ]
 
-        port = self._spawn("ferretdb", argv, mongo_ping)
-        self.mongo_uri = f"mongodb://{HOST}:{port}/"
+        return self._spawn(name, argv, mongo_ping)
+
+    def _start_ferretdbs(self) -> None:
+        """One open FerretDB, and one that enforces authentication."""
+        self.mongo_uri = f"mongodb://{HOST}:{self._start_ferretdb()}/"
+        password = secrets.token_hex(8)
+        auth = (
+            "--test-enable-new-auth",
+            "--setup-database=admin",
+            f"--setup-username={AUTH_USER}",
+            f"--setup-password={password}",
+        )
+        port = self._start_ferretdb("ferretdb-auth", auth)
+        self.mongo_auth_uri = f"mongodb://{AUTH_USER}:{password}@{HOST}:{port}/"
 
     def _start_moto(self) -> None:
         def argv(port: int) -> list[str]:
@@ -549,6 +564,7 @@ class Testbed:
         return {
             "root": str(self.root),
             "mongo_uri": self.mongo_uri,
+            "mongo_auth_uri": self.mongo_auth_uri,
             "s3": {name: dataclasses.asdict(ep) for name, ep in self.s3.items()},
             "processes": {name: proc.to_json() for name, proc in self.processes.items()},
         }
@@ -573,6 +589,7 @@ class Testbed:
         tb = cls()
         tb.root = Path(raw["root"])
         tb.mongo_uri = raw["mongo_uri"]
+        tb.mongo_auth_uri = raw["mongo_auth_uri"]
         tb.s3 = {name: S3Endpoint(**ep) for name, ep in raw["s3"].items()}
         tb.processes = {name: _Process(**proc) for name, proc in raw["processes"].items()}
         tb.owned = owned

@@ -74,6 +74,12 @@ def mongo_uri(testbed: Any) -> str:
     return str(testbed.mongo_uri)
 
 
+@pytest.fixture(scope="session")
+def mongo_auth_uri(testbed: Any) -> str:
+    """A FerretDB that enforces authentication; the URI carries valid credentials."""
+    return str(testbed.mongo_auth_uri)
+
+
 @pytest.fixture(
     scope="session",
     params=[pytest.param("moto", id="moto"), pytest.param("versitygw", id="versitygw")],

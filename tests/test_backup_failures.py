@@ -188,3 +188,21 @@ def test_sigterm_during_cli_backup_aborts(
     assert proc.returncode == mongosnap.Terminated.exit_code, err
     assert b"Traceback" not in err
     assert_nothing_left(s3_destination)
+
+
+async def test_wrong_mongodb_credentials(mongo_auth_uri: str, tmp_path: Path) -> None:
+    user, password = mongo_auth_uri.split("://", 1)[1].split("@", 1)[0].split(":")
+    wrong = mongo_auth_uri.replace(f":{password}@", ":not-the-password@")
+    with pytest.raises(mongosnap.AuthenticationFailed) as caught:
+        await backup(wrong, tmp_path, database="anything")
+    assert "not-the-password" not in str(caught.value)
+    assert user not in str(caught.value) or "@" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_right_mongodb_credentials(mongo_auth_uri: str, tmp_path: Path) -> None:
+    with MongoClient(mongo_auth_uri) as client:
+        client.authdb.things.insert_many([{"n": n} for n in range(10)])
+    result = await backup(mongo_auth_uri, tmp_path, database="authdb")
+    assert result.documents == 10
+    assert mongo_auth_uri.split("@")[0] not in str(result.to_dict())
