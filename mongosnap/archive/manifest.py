@@ -1,0 +1,405 @@
+"""The manifest: what an archive holds and where, plus archive naming.
+
+The manifest is the archive's last member (``mongosnap/manifest.json``) and a
+sidecar object ``<archive key>.manifest.json`` with the same bytes. See
+docs/format.md for the schema and the ordering rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from .._errors import CorruptArchive
+from ..codecs import CODECS, Codec
+from .names import MANIFEST_MEMBER, member_name, validate_member_name
+
+FORMAT_NAME = "mongosnap-archive"
+FORMAT_VERSION = 1
+MANIFEST_SUFFIX = ".manifest.json"
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_OFFSET = 1 << 53
+MAX_TEXT = 4096
+
+_NAME_RE = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-mongodb-dump\.tar(?:\.gz|\.zst)?$"
+)
+
+
+# ------------------------------------------------------------------ naming
+
+
+def archive_name(when: datetime, codec: Codec | str, prefix: str = "") -> str:
+    """``<prefix>YYYY-MM-DD-HH-MM-SS-mongodb-dump.tar.gz`` (``.tar.zst``) in UTC."""
+    if when.tzinfo is None:
+        raise ValueError("archive_name needs an aware datetime")
+    suffix = CODECS[codec].suffix if isinstance(codec, str) else codec.suffix
+    return f"{prefix}{when.astimezone(UTC):%Y-%m-%d-%H-%M-%S}-mongodb-dump{suffix}"
+
+
+def parse_archive_name(key: str) -> datetime | None:
+    """The UTC time an archive key names, or None if it is not an archive name.
+
+    Legacy archives were named from the local clock; their time is read as UTC.
+    """
+    found = _NAME_RE.search(key)
+    if found is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(g) for g in found.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def manifest_key(archive_key: str) -> str:
+    """The sidecar manifest's key for an archive key."""
+    return archive_key + MANIFEST_SUFFIX
+
+
+# ----------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class MemberRange:
+    """Where one tar member lives in the compressed archive.
+
+    ``offset`` is the first byte of its header's compressed member, ``end`` the
+    first byte after its last body member; ``size`` is the member's file size.
+    """
+
+    name: str
+    offset: int
+    end: int
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "offset": self.offset, "end": self.end, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str) -> MemberRange:
+        d = _fields(raw, where, ("name", "offset", "end", "size"))
+        rng = cls(
+            _text(d["name"], f"{where}.name"),
+            _count(d["offset"], f"{where}.offset"),
+            _count(d["end"], f"{where}.end"),
+            _count(d["size"], f"{where}.size"),
+        )
+        if rng.end < rng.offset:
+            raise CorruptArchive(f"manifest {where}: end before offset")
+        return rng
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the data came from: hosts (never credentials) and server version."""
+
+    hosts: Sequence[str] = ()
+    server_version: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hosts", tuple(self.hosts))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hosts": list(self.hosts), "server_version": self.server_version}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Source:
+        d = _fields(raw, "source", ("hosts", "server_version"))
+        hosts = tuple(_text(h, "source.hosts[]") for h in _list(d["hosts"], "source.hosts"))
+        if any("@" in h for h in hosts):
+            raise CorruptArchive("manifest source.hosts carries credentials")
+        version = d["server_version"]
+        return cls(hosts, None if version is None else _text(version, "source.server_version"))
+
+
+@dataclass(frozen=True)
+class CollectionEntry:
+    """One collection: its counts, checksum and the ranges of its two members."""
+
+    database: str
+    name: str
+    type: str
+    documents: int
+    bson_bytes: int
+    sha256: str
+    metadata: MemberRange
+    bson: MemberRange | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "name": self.name,
+            "type": self.type,
+            "documents": self.documents,
+            "bson_bytes": self.bson_bytes,
+            "sha256": self.sha256,
+            "metadata": self.metadata.to_dict(),
+            "bson": None if self.bson is None else self.bson.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str) -> CollectionEntry:
+        keys = ("database", "name", "type", "documents", "bson_bytes", "sha256", "metadata", "bson")
+        d = _fields(raw, where, keys)
+        entry = cls(
+            _text(d["database"], f"{where}.database"),
+            _text(d["name"], f"{where}.name"),
+            _text(d["type"], f"{where}.type"),
+            _count(d["documents"], f"{where}.documents"),
+            _count(d["bson_bytes"], f"{where}.bson_bytes"),
+            _text(d["sha256"], f"{where}.sha256"),
+            MemberRange.from_dict(d["metadata"], f"{where}.metadata"),
+            None if d["bson"] is None else MemberRange.from_dict(d["bson"], f"{where}.bson"),
+        )
+        entry.check(where)
+        return entry
+
+    def check(self, where: str) -> None:
+        """Raise CorruptArchive unless the entry is consistent with itself."""
+        if self.type not in ("collection", "view", "timeseries"):
+            raise CorruptArchive(f"manifest {where}: unknown type {self.type!r}")
+        if len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef"):
+            raise CorruptArchive(f"manifest {where}: sha256 is not 64 lower-case hex digits")
+        try:
+            expected = member_name(self.database, self.name, "metadata")
+        except ValueError as exc:
+            raise CorruptArchive(f"manifest {where}: {exc}") from exc
+        if self.metadata.name != expected:
+            raise CorruptArchive(f"manifest {where}: metadata member should be {expected!r}")
+        if self.type == "view":
+            if self.bson is not None or self.documents or self.bson_bytes:
+                raise CorruptArchive(f"manifest {where}: a view has no data")
+            return
+        expected = member_name(self.database, self.name, "bson", collection_type=self.type)
+        if self.bson is None or self.bson.name != expected:
+            raise CorruptArchive(f"manifest {where}: data member should be {expected!r}")
+        if self.bson.size != self.bson_bytes:
+            raise CorruptArchive(f"manifest {where}: bson_bytes differs from the member size")
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Whole-archive sizes: tar bytes before compression, object bytes after."""
+
+    tar_bytes: int = 0
+    compressed_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tar_bytes": self.tar_bytes, "compressed_bytes": self.compressed_bytes}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Totals:
+        d = _fields(raw, "totals", ("tar_bytes", "compressed_bytes"))
+        return cls(
+            _count(d["tar_bytes"], "totals.tar_bytes"),
+            _count(d["compressed_bytes"], "totals.compressed_bytes"),
+        )
+
+
+_NO_MEMBER = MemberRange(MANIFEST_MEMBER, 0, 0, 0)
+_TOP_KEYS = (
+    "format",
+    "format_version",
+    "tool_version",
+    "archive",
+    "codec",
+    "created",
+    "started",
+    "finished",
+    "source",
+    "databases",
+    "collections",
+    "manifest",
+    "totals",
+)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything an archive holds. ``manifest`` and ``totals`` are set by sealed()."""
+
+    archive: str
+    codec: str
+    tool_version: str
+    created: datetime
+    started: datetime
+    finished: datetime
+    source: Source = field(default_factory=Source)
+    databases: Sequence[str] = ()
+    collections: Sequence[CollectionEntry] = ()
+    manifest: MemberRange = _NO_MEMBER
+    totals: Totals = field(default_factory=Totals)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:  # lists in, tuples kept: the manifest stays immutable
+        object.__setattr__(self, "databases", tuple(self.databases))
+        object.__setattr__(self, "collections", tuple(self.collections))
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON, two-space indented, keys in schema order, newline-terminated."""
+        self.check()
+        doc = {
+            "format": self.format,
+            "format_version": self.format_version,
+            "tool_version": self.tool_version,
+            "archive": self.archive,
+            "codec": self.codec,
+            "created": _iso(self.created),
+            "started": _iso(self.started),
+            "finished": _iso(self.finished),
+            "source": self.source.to_dict(),
+            "databases": list(self.databases),
+            "collections": [c.to_dict() for c in self.collections],
+            "manifest": self.manifest.to_dict(),
+            "totals": self.totals.to_dict(),
+        }
+        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        """Parse and validate; CorruptArchive with the reason on anything malformed."""
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise CorruptArchive(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            raw = json.loads(
+                data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+            )
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptArchive(f"manifest is not valid JSON: {exc}") from exc
+        d = _fields(raw, "manifest", _TOP_KEYS)
+        if d["format"] != FORMAT_NAME:
+            raise CorruptArchive(f"not a {FORMAT_NAME} manifest: format {d['format']!r}")
+        if d["format_version"] != FORMAT_VERSION or isinstance(d["format_version"], bool):
+            raise CorruptArchive(f"unsupported format_version {d['format_version']!r}")
+        collections = _list(d["collections"], "collections")
+        manifest = cls(
+            archive=_text(d["archive"], "archive"),
+            codec=_text(d["codec"], "codec"),
+            tool_version=_text(d["tool_version"], "tool_version"),
+            created=_parse_time(d["created"], "created"),
+            started=_parse_time(d["started"], "started"),
+            finished=_parse_time(d["finished"], "finished"),
+            source=Source.from_dict(d["source"]),
+            databases=tuple(_text(x, "databases[]") for x in _list(d["databases"], "databases")),
+            collections=tuple(
+                CollectionEntry.from_dict(c, f"collections[{i}]") for i, c in enumerate(collections)
+            ),
+            manifest=MemberRange.from_dict(d["manifest"], "manifest"),
+            totals=Totals.from_dict(d["totals"]),
+        )
+        manifest.check()
+        return manifest
+
+    def check(self) -> None:
+        """Raise CorruptArchive unless the manifest is consistent with itself."""
+        if self.codec not in CODECS:
+            raise CorruptArchive(f"manifest names an unknown codec {self.codec!r}")
+        if len(set(self.databases)) != len(self.databases):
+            raise CorruptArchive("manifest lists a database twice")
+        if any("@" in h for h in self.source.hosts):
+            raise CorruptArchive("manifest source.hosts carries credentials")
+        seen: set[tuple[str, str]] = set()
+        ranges: list[MemberRange] = []
+        for i, entry in enumerate(self.collections):
+            entry.check(f"collections[{i}]")
+            if entry.database not in self.databases:
+                raise CorruptArchive(f"manifest collections[{i}]: database not listed")
+            if (entry.database, entry.name) in seen:
+                raise CorruptArchive(f"manifest lists {entry.database}.{entry.name} twice")
+            seen.add((entry.database, entry.name))
+            ranges += [entry.metadata] if entry.bson is None else [entry.metadata, entry.bson]
+        if self.manifest.name != MANIFEST_MEMBER:
+            raise CorruptArchive(f"manifest member should be {MANIFEST_MEMBER!r}")
+        position = 0
+        for rng in [*ranges, self.manifest]:
+            validate_member_name(rng.name)
+            if rng.offset < position or rng.end < rng.offset:
+                raise CorruptArchive(f"manifest member ranges out of order at {rng.name!r}")
+            position = rng.end
+        if position > self.totals.compressed_bytes:
+            raise CorruptArchive("manifest member ranges run past the archive's end")
+
+    def sealed(self, plan: Callable[[int], tuple[MemberRange, Totals]]) -> tuple[Manifest, bytes]:
+        """Fill in ``manifest`` and ``totals``; return the result and its JSON.
+
+        ``plan(n)`` (ArchiveWriter.plan_finish) gives the manifest member's range
+        and the archive totals for a manifest of ``n`` bytes. Both grow with
+        ``n``, so iterating from ``n = 0`` climbs to the fixed point where the
+        JSON describes itself.
+        """
+        length = 0
+        for _ in range(16):
+            member, totals = plan(length)
+            current = replace(self, manifest=member, totals=totals)
+            data = current.to_json()
+            if len(data) == length:
+                return current, data
+            length = len(data)
+        raise RuntimeError("manifest length did not settle")
+
+
+# ------------------------------------------------------------- validation
+
+
+def _fields(raw: object, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise CorruptArchive(f"manifest {where} is not an object")
+    if set(raw) != set(keys):
+        missing = sorted(set(keys) - set(raw))
+        extra = sorted(set(raw) - set(keys))
+        raise CorruptArchive(f"manifest {where}: missing {missing}, unexpected {extra}")
+    return raw
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise CorruptArchive(f"manifest {where} is not a string of at most {MAX_TEXT} characters")
+    return value
+
+
+def _count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OFFSET:
+        raise CorruptArchive(f"manifest {where} is not an integer in [0, 2**53]")
+    return value
+
+
+def _list(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise CorruptArchive(f"manifest {where} is not an array")
+    return value
+
+
+def _iso(when: datetime) -> str:
+    if when.tzinfo is None:
+        raise ValueError("manifest times must be aware datetimes")
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: object, where: str) -> datetime:
+    text = _text(value, where)
+    if not text.endswith("Z"):
+        raise CorruptArchive(f"manifest {where} is not a UTC time ending in Z")
+    try:
+        when = datetime.fromisoformat(text[:-1])
+    except ValueError as exc:
+        raise CorruptArchive(f"manifest {where} is not an ISO-8601 time") from exc
+    if when.tzinfo is not None:
+        raise CorruptArchive(f"manifest {where} has both an offset and Z")
+    return when.replace(tzinfo=UTC)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise CorruptArchive("manifest repeats a key")
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise CorruptArchive(f"manifest contains {name}")
