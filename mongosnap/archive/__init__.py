@@ -1,0 +1,48 @@
+"""The archive format: a compressed tar in mongodump's layout, with a manifest.
+
+The layer knows nothing of S3 or of MongoDB connections: it writes into an
+ObjectWriter and reads from an async iterator of bytes. docs/format.md is the
+specification.
+"""
+
+from __future__ import annotations
+
+from . import metadata, names
+from .manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    CollectionEntry,
+    Manifest,
+    MemberRange,
+    Source,
+    Totals,
+    archive_name,
+    manifest_key,
+    parse_archive_name,
+)
+from .metadata import CollectionMetadata, build_metadata, convert_legacy_index, parse_metadata
+from .names import MANIFEST_MEMBER, member_name, validate_member_name
+from .writer import ArchiveWriter
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_MEMBER",
+    "ArchiveWriter",
+    "CollectionEntry",
+    "CollectionMetadata",
+    "Manifest",
+    "MemberRange",
+    "Source",
+    "Totals",
+    "archive_name",
+    "build_metadata",
+    "convert_legacy_index",
+    "manifest_key",
+    "member_name",
+    "metadata",
+    "names",
+    "parse_archive_name",
+    "parse_metadata",
+    "validate_member_name",
+]

@@ -1,0 +1,254 @@
+"""Streams a tar archive into an ObjectWriter as independent compressed members.
+
+Each tar member becomes: its header, reserved as a *stored* compressed member
+(fixed length) and filled with the exact size once the body is done; then its
+body cut into ``chunk_size`` pieces, each compressed as its own member on a
+thread pool, at most ``2 * workers`` pieces in flight, written in order; the
+padding rides in the last piece. So every member's compressed range
+[offset, end) decompresses on its own to exactly that member's tar bytes.
+
+The writer never commits or aborts the sink: on any exception (cancellation
+included) it stops its workers and the caller aborts the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+
+from .._errors import UnsafeArchive
+from ..codecs import Codec
+from ..storage.base import ObjectWriter
+from . import tar
+from .manifest import MemberRange, Totals
+from .names import MANIFEST_MEMBER, validate_member_name
+
+
+@dataclass
+class _OpenMember:
+    name: str
+    offset: int
+    header_length: int  # compressed length of the header member
+    reserved: bool
+    expected: int | None
+    size: int = 0
+
+
+class ArchiveWriter:
+    """Writes members one after another; see the module docstring."""
+
+    def __init__(
+        self,
+        sink: ObjectWriter,
+        codec: Codec,
+        *,
+        chunk_size: int = 1 << 20,
+        workers: int = 2,
+        mtime: int | None = None,
+    ) -> None:
+        if chunk_size < tar.BLOCK:
+            raise ValueError(f"chunk_size must be at least {tar.BLOCK}")
+        self._sink = sink
+        self._codec = codec
+        self._chunk_size = chunk_size
+        self._workers = max(1, workers)
+        self._in_flight = 2 * self._workers
+        self._mtime = int(time.time()) if mtime is None else mtime
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[asyncio.Future[bytes]] = deque()
+        self._buffer = bytearray()
+        self._open: _OpenMember | None = None
+        self._tar_bytes = 0
+        self._state = "writing"  # then "finished" or "failed"
+
+    # ------------------------------------------------------------ totals
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    @property
+    def tar_bytes(self) -> int:
+        """Uncompressed tar bytes of the members closed so far."""
+        return self._tar_bytes
+
+    @property
+    def compressed_bytes(self) -> int:
+        """Bytes handed to the sink so far (all of them between members)."""
+        return self._sink.position
+
+    # ----------------------------------------------------------- members
+
+    async def add_file(self, name: str, data: bytes) -> MemberRange:
+        """Write a whole member whose content is at hand."""
+        await self._begin(name, len(data))
+        await self.write(data)
+        return await self.end()
+
+    async def begin(self, name: str) -> None:
+        """Open a member of still unknown size; its header is reserved."""
+        await self._begin(name, None)
+
+    async def write(self, data: bytes) -> None:
+        """Append body bytes to the open member (any length)."""
+        member = self._need_open()
+        if not data:
+            return
+        try:
+            member.size += len(data)
+            if member.expected is not None and member.size > member.expected:
+                raise ValueError(f"{member.name}: more bytes than announced")
+            self._buffer += data
+            while len(self._buffer) >= self._chunk_size:
+                chunk = bytes(self._buffer[: self._chunk_size])
+                del self._buffer[: self._chunk_size]
+                await self._submit(chunk)
+        except BaseException:
+            self._fail()
+            raise
+
+    async def end(self) -> MemberRange:
+        """Close the open member: flush, pad, and fill its header with the size."""
+        member = self._need_open()
+        try:
+            tail = bytes(self._buffer) + tar.padding(member.size)
+            self._buffer.clear()
+            if tail:
+                await self._submit(tail)
+            while self._pending:
+                await self._flush_one()
+            end = self._sink.position
+            if member.expected is not None and member.size != member.expected:
+                raise ValueError(f"{member.name}: fewer bytes than announced")
+            stored = self._stored_header(member.name, member.size)
+            if len(stored) != member.header_length:
+                raise RuntimeError(f"{member.name}: header length changed with the size")
+            if member.reserved:
+                await self._sink.fill(member.offset, stored)
+            self._tar_bytes += tar.member_length(member.name, member.size)
+            self._open = None
+            return MemberRange(member.name, member.offset, end, member.size)
+        except BaseException:
+            self._fail()
+            raise
+
+    # ---------------------------------------------------------- the tail
+
+    def plan_finish(self, manifest_length: int) -> tuple[MemberRange, Totals]:
+        """The manifest member's range and the archive totals finish() will produce
+        for a manifest of ``manifest_length`` bytes."""
+        self._need_idle()
+        stored_length = self._codec.stored_length
+        padded = manifest_length + (-manifest_length % tar.BLOCK)
+        header_length = tar.header_length(MANIFEST_MEMBER)
+        offset = self._sink.position
+        end = offset + stored_length(header_length) + stored_length(padded)
+        totals = Totals(
+            tar_bytes=self._tar_bytes + header_length + padded + len(tar.END_OF_ARCHIVE),
+            compressed_bytes=end + stored_length(len(tar.END_OF_ARCHIVE)),
+        )
+        return MemberRange(MANIFEST_MEMBER, offset, end, manifest_length), totals
+
+    async def finish(self, manifest_json: bytes) -> MemberRange:
+        """Write the manifest member (stored) and the end-of-archive member.
+
+        Does not commit the sink. The totals match plan_finish(len(manifest_json)).
+        """
+        member, totals = self.plan_finish(len(manifest_json))
+        try:
+            await self._sink.write(self._stored_header(MANIFEST_MEMBER, len(manifest_json)))
+            body = manifest_json + tar.padding(len(manifest_json))
+            await self._sink.write(self._codec.stored(body))
+            await self._sink.write(self._codec.stored(tar.END_OF_ARCHIVE))
+            if self._sink.position != totals.compressed_bytes:
+                raise RuntimeError("archive length differs from the plan")
+        except BaseException:
+            self._fail()
+            raise
+        self._tar_bytes = totals.tar_bytes
+        self._state = "finished"
+        self._shutdown()
+        return member
+
+    # --------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        """Stop the workers; an unfinished archive is left to the caller to abort."""
+        if self._state == "writing" and (self._open is not None or self._pending):
+            self._fail()
+        self._shutdown()
+
+    async def __aenter__(self) -> ArchiveWriter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------- internals
+
+    async def _begin(self, name: str, size: int | None) -> None:
+        self._need_idle()
+        try:
+            canonical = validate_member_name(name) == name
+        except UnsafeArchive:
+            canonical = False
+        if not canonical:
+            raise ValueError(f"not a canonical member name: {name!r}")
+        try:
+            stored = self._stored_header(name, size or 0)
+            if size is None:
+                offset = await self._sink.reserve(stored)
+            else:
+                offset = self._sink.position
+                await self._sink.write(stored)
+        except BaseException:
+            self._fail()
+            raise
+        self._open = _OpenMember(name, offset, len(stored), size is None, size)
+
+    def _stored_header(self, name: str, size: int) -> bytes:
+        return self._codec.stored(tar.header(name, size, self._mtime))
+
+    async def _submit(self, chunk: bytes) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mongosnap-zip")
+        loop = asyncio.get_running_loop()
+        self._pending.append(loop.run_in_executor(self._pool, self._codec.compress, chunk))
+        while len(self._pending) >= self._in_flight:
+            await self._flush_one()
+
+    async def _flush_one(self) -> None:
+        data = await self._pending[0]
+        self._pending.popleft()
+        await self._sink.write(data)
+
+    def _need_open(self) -> _OpenMember:
+        if self._state != "writing" or self._open is None:
+            raise RuntimeError(f"no open member (writer {self._state})")
+        return self._open
+
+    def _need_idle(self) -> None:
+        if self._state != "writing" or self._open is not None:
+            raise RuntimeError(f"a member is open or the writer is {self._state}")
+
+    def _fail(self) -> None:
+        self._state = "failed"
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._buffer.clear()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
