@@ -8,6 +8,7 @@ specification.
 from __future__ import annotations
 
 from . import metadata, names
+from .bsonstream import BsonSplitter, split_documents
 from .manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -22,6 +23,7 @@ from .manifest import (
 )
 from .metadata import CollectionMetadata, build_metadata, convert_legacy_index, parse_metadata
 from .names import MANIFEST_MEMBER, member_name, validate_member_name
+from .reader import TarMember, read_archive
 from .writer import ArchiveWriter
 
 __all__ = [
@@ -29,11 +31,13 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_MEMBER",
     "ArchiveWriter",
+    "BsonSplitter",
     "CollectionEntry",
     "CollectionMetadata",
     "Manifest",
     "MemberRange",
     "Source",
+    "TarMember",
     "Totals",
     "archive_name",
     "build_metadata",
@@ -44,5 +48,7 @@ __all__ = [
     "names",
     "parse_archive_name",
     "parse_metadata",
+    "read_archive",
+    "split_documents",
     "validate_member_name",
 ]
