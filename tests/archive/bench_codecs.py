@@ -64,17 +64,20 @@ def bson_like(total: int, seed: int = 7) -> bytes:
     return bytes(out)
 
 
+def with_level(fn: Callable[[bytes, int, int], bytes], level: int) -> Callable[[bytes], bytes]:
+    def compress(data: bytes) -> bytes:
+        return fn(data, level, 31)  # wbits 31: a gzip member
+
+    return compress
+
+
 def candidates() -> list[tuple[str, Callable[[bytes], bytes]]]:
-    found: list[tuple[str, Callable[[bytes], bytes]]] = []
-    for level in range(4):
-        found.append((f"isal {level}", lambda d, lv=level: isal_zlib.compress(d, lv, 31)))
-    for level in (1, 6):
-        found.append((f"zlib {level}", lambda d, lv=level: zlib.compress(d, lv, 31)))
+    found = [(f"isal {lv}", with_level(isal_zlib.compress, lv)) for lv in range(4)]
+    found += [(f"zlib {lv}", with_level(zlib.compress, lv)) for lv in (1, 6)]
     try:
         from zlib_ng import zlib_ng
 
-        for level in (1, 6):
-            found.append((f"zlib-ng {level}", lambda d, lv=level: zlib_ng.compress(d, lv, 31)))
+        found += [(f"zlib-ng {lv}", with_level(zlib_ng.compress, lv)) for lv in (1, 6)]
     except ImportError:
         pass
     for level in (1, 3, 6, 9):

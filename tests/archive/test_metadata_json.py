@@ -171,7 +171,8 @@ def test_legacy_index_conversion() -> None:
         "expireAfterSeconds": 60,
     }
     assert spec["ns"] == "app.c"  # the input is not modified
-    assert list(convert_legacy_index(spec)["key"]) == list(spec["key"])  # nor reordered
+    key: dict[str, Any] = spec["key"]  # type: ignore[assignment]
+    assert list(convert_legacy_index(spec)["key"]) == list(key)  # nor reordered
 
 
 @pytest.mark.parametrize(
