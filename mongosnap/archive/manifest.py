@@ -95,7 +95,7 @@ class MemberRange:
 
 
 @dataclass(frozen=True)
-class Source:
+class SourceInfo:
     """Where the data came from: hosts (never credentials) and server version."""
 
     hosts: Sequence[str] = ()
@@ -108,7 +108,7 @@ class Source:
         return {"hosts": list(self.hosts), "server_version": self.server_version}
 
     @classmethod
-    def from_dict(cls, raw: object) -> Source:
+    def from_dict(cls, raw: object) -> SourceInfo:
         d = _fields(raw, "source", ("hosts", "server_version"))
         hosts = tuple(_text(h, "source.hosts[]") for h in _list(d["hosts"], "source.hosts"))
         if any("@" in h for h in hosts):
@@ -229,7 +229,7 @@ class Manifest:
     created: datetime
     started: datetime
     finished: datetime
-    source: Source = field(default_factory=Source)
+    source: SourceInfo = field(default_factory=SourceInfo)
     databases: Sequence[str] = ()
     collections: Sequence[CollectionEntry] = ()
     manifest: MemberRange = _NO_MEMBER
@@ -285,7 +285,7 @@ class Manifest:
             created=_parse_time(d["created"], "created"),
             started=_parse_time(d["started"], "started"),
             finished=_parse_time(d["finished"], "finished"),
-            source=Source.from_dict(d["source"]),
+            source=SourceInfo.from_dict(d["source"]),
             databases=tuple(_text(x, "databases[]") for x in _list(d["databases"], "databases")),
             collections=tuple(
                 CollectionEntry.from_dict(c, f"collections[{i}]") for i, c in enumerate(collections)

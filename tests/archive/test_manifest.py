@@ -17,7 +17,7 @@ from mongosnap.archive import (
     CollectionEntry,
     Manifest,
     MemberRange,
-    Source,
+    SourceInfo,
     Totals,
     archive_name,
     manifest_key,
@@ -67,7 +67,7 @@ def sample() -> Manifest:
         created=WHEN,
         started=WHEN + timedelta(microseconds=5),
         finished=WHEN + timedelta(seconds=3),
-        source=Source(["db1:27017", "db2:27017"], "7.0.2"),
+        source=SourceInfo(["db1:27017", "db2:27017"], "7.0.2"),
         databases=["app", "metrics"],
         collections=[users, view, series],
         manifest=MemberRange("mongosnap/manifest.json", 600, 1200, 500),
@@ -232,7 +232,7 @@ def test_to_json_refuses_inconsistent_or_naive_manifests() -> None:
             created=WHEN,
             started=WHEN,
             finished=WHEN,
-            source=Source(["u:p@h"]),
+            source=SourceInfo(["u:p@h"]),
         ).to_json()
     with pytest.raises(ValueError):
         Manifest(
