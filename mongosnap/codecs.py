@@ -219,6 +219,7 @@ _FAST_FRAME = 8 << 20
 """Frames declaring at most this much output are decoded in one call."""
 _SLOW_SLICE = 2048
 """Input slice for frames without a small declared size (bounds each call's output)."""
+_WHOLE = 1 << 62
 
 
 class _ZstdDecompressor(Decompressor):
@@ -231,38 +232,41 @@ class _ZstdDecompressor(Decompressor):
     def feed(self, data: bytes) -> Iterator[bytes]:
         buf = self._head + data if self._head else data
         self._head = b""
+        view, pos = memoryview(buf), 0
         try:
-            while buf:
-                if self._d is None and not self._start(buf):
-                    self._head = buf
+            while pos < len(buf):
+                if self._d is None and not self._start(bytes(view[pos : pos + 18])):
+                    self._head = bytes(view[pos:])
                     return
                 assert self._d is not None
-                piece, buf = buf[: self._slice], buf[self._slice :]
+                piece = view[pos : pos + self._slice]
+                pos += len(piece)
                 out = self._d.decompress(piece)
                 for i in range(0, len(out), PIECE):
                     yield self._count(out[i : i + PIECE])
-                if self._d.eof:
-                    buf, self._d = self._d.unused_data + buf, None
+                if self._d.eof:  # the rest of the piece belongs to the next frame
+                    pos -= len(self._d.unused_data)
+                    self._d = None
         except zstandard.ZstdError as exc:
             raise CorruptArchive(f"invalid zstd data: {exc}") from exc
 
-    def _start(self, buf: bytes) -> bool:
+    def _start(self, head: bytes) -> bool:
         """Begin a frame; False if more bytes are needed to read its header."""
-        if len(buf) < 4:
+        if len(head) < 4:
             return False
-        if buf[:4] != _ZSTD_MAGIC:
+        if head[:4] != _ZSTD_MAGIC:
             raise CorruptArchive("invalid zstd data: bad frame magic")
         try:
-            params = zstandard.get_frame_parameters(buf)
+            params = zstandard.get_frame_parameters(head)
         except zstandard.ZstdError:
-            if len(buf) >= 18:  # the longest frame header
+            if len(head) >= 18:  # the longest frame header
                 raise
             return False
         size = params.content_size
         known = size != zstandard.CONTENTSIZE_UNKNOWN
         if known and self.total_out + size > self.max_output:
             raise UnsafeArchive(f"archive decompresses to more than {self.max_output} bytes")
-        self._slice = len(buf) if known and size <= _FAST_FRAME else _SLOW_SLICE
+        self._slice = _WHOLE if known and size <= _FAST_FRAME else _SLOW_SLICE
         self._d = zstandard.ZstdDecompressor().decompressobj()
         return True
 

@@ -150,3 +150,15 @@ def test_detect_and_registry() -> None:
     found = codec_for_key("p/2024-01-01-00-00-00-mongodb-dump.tar.zst")
     assert found is not None and found.name == "zstd"
     assert codec_for_key("x.zip") is None
+
+
+def test_zstd_frames_of_unknown_size_concatenate_with_sized_ones() -> None:
+    def unsized(data: bytes) -> bytes:
+        cobj = zstandard.ZstdCompressor().compressobj()
+        return cobj.compress(data) + cobj.flush()
+
+    parts = [os.urandom(5000) + bytes(3 << 20), b"abc", os.urandom(100_000), b"x" * 10]
+    stream = unsized(parts[0]) + unsized(parts[1]) + get_codec("zstd").compress(parts[2])
+    stream += unsized(parts[3])
+    for step in (1, 100, 5000, len(stream)):
+        assert decode("zstd", stream, step) == b"".join(parts)
