@@ -46,7 +46,6 @@ class _Plain:
         self._buffer = b""
         self._pos = 0
         self._eof = False
-        self.offset = 0  # decompressed bytes consumed
 
     async def read(self, n: int) -> bytes:
         """Up to ``n`` bytes (at least one unless the stream has ended)."""
@@ -54,7 +53,6 @@ class _Plain:
             return b""
         out = self._buffer[self._pos : self._pos + n]
         self._pos += len(out)
-        self.offset += len(out)
         return out
 
     async def read_exact(self, n: int, what: str) -> bytes:
@@ -90,7 +88,8 @@ class _Plain:
                 if self._decoder is not None:
                     self._decoder.close()
                 return False
-            self._pieces = self._decode(chunk)
+            assert self._decoder is not None
+            self._pieces = self._decoder.feed(chunk)
 
     async def _next_chunk(self) -> bytes | None:
         try:
@@ -111,10 +110,6 @@ class _Plain:
                 raise
             self._decoder = codec.decompressor(self._max_total)
         return chunk
-
-    def _decode(self, chunk: bytes) -> Iterator[bytes]:
-        assert self._decoder is not None
-        return self._decoder.feed(chunk)
 
 
 @dataclass
@@ -198,13 +193,13 @@ async def read_archive(
         long_name, pax = None, {}
         if header.typeflag in _REFUSED:
             raise UnsafeArchive(f"{name}: {_REFUSED[header.typeflag]} members are refused")
+        if size > max_member_size:
+            raise UnsafeArchive(f"{name} declares {size} bytes, more than {max_member_size}")
         if header.typeflag == b"5" or (header.typeflag == b"\0" and raw_name.endswith(b"/")):
             await plain.skip(size + (-size % BLOCK), name)
             continue
         if header.typeflag not in _REGULAR:
             raise UnsafeArchive(f"{name}: unsupported member type {header.typeflag!r}")
-        if size > max_member_size:
-            raise UnsafeArchive(f"{name} declares {size} bytes, more than {max_member_size}")
         member = TarMember(name, size, header.typeflag.decode(), header.mtime, plain, size)
         try:
             yield member

@@ -104,7 +104,8 @@ class ArchiveWriter:
                 raise ValueError(f"{member.name}: more bytes than announced")
             self._buffer += data
             while len(self._buffer) >= self._chunk_size:
-                chunk = bytes(self._buffer[: self._chunk_size])
+                with memoryview(self._buffer) as view:
+                    chunk = bytes(view[: self._chunk_size])
                 del self._buffer[: self._chunk_size]
                 await self._submit(chunk)
         except BaseException:
