@@ -21,7 +21,6 @@ ru_maxrss. Figures go to stdout as a table.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import json
 import os
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = "tsuru app unit deploy router pool team service plan quota node docker image".split()
+WORDS = "tsuru app unit deploy router pool team service plan quota node docker image".split()  # noqa: SIM905
 
 
 def _load_testbed() -> Any:
@@ -203,8 +202,14 @@ def main() -> None:
             [sys.executable, "-c", upload, gw.endpoint_url, str(work / "legacy.tar.gz")], env=env
         )
         rows["pipeline only -> versitygw"] = measure(
-            [sys.executable, "-c", PIPELINE_ONLY, str(work / "dump"), "s3://bench/p",
-             gw.endpoint_url],
+            [
+                sys.executable,
+                "-c",
+                PIPELINE_ONLY,
+                str(work / "dump"),
+                "s3://bench/p",
+                gw.endpoint_url,
+            ],
             env=env,
         )
     report(rows, source_bytes, work)

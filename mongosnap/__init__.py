@@ -23,28 +23,42 @@ from ._errors import (
     UnsafeArchive,
     UsageError,
 )
-
-__version__ = "0.1.0"
+from ._version import __version__
+from .pipelines.backup import BackupResult, CollectionResult, backup
+from .progress import Progress, ProgressCallback, Stage
+from .storage import LocalStorage, MemoryStorage, S3Config, S3Storage, Storage, open_storage
 
 __all__ = [
     "AccessDenied",
     "ArchiveError",
     "AuthenticationFailed",
+    "BackupResult",
     "BucketNotFound",
+    "CollectionResult",
     "CorruptArchive",
     "DatabaseNotFound",
     "HealIncomplete",
     "Interrupted",
+    "LocalStorage",
+    "MemoryStorage",
     "MongosnapError",
     "NoBackupsFound",
     "ObjectExists",
     "ObjectNotFound",
+    "Progress",
+    "ProgressCallback",
+    "S3Config",
+    "S3Storage",
     "ServerUnreachable",
     "SourceError",
+    "Stage",
+    "Storage",
     "StorageError",
     "Terminated",
     "TruncatedArchive",
     "UnsafeArchive",
     "UsageError",
     "__version__",
+    "backup",
+    "open_storage",
 ]

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
-from . import __version__
 from ._errors import Interrupted, MongosnapError, Terminated, UsageError, all_errors
-from .backup import BackupResult, backup
+from ._version import __version__
 from .display import progress_display
+from .pipelines.backup import BackupResult, backup
 from .storage import S3Config
 
 EXIT_INTERNAL = 70
@@ -78,9 +78,7 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--uri", help="MongoDB URI (credentials, TLS, replica sets); replaces HOST"
-    )
+    parser.add_argument("--uri", help="MongoDB URI (credentials, TLS, replica sets); replaces HOST")
     parser.add_argument(
         "--connect-timeout",
         type=float,

@@ -8,6 +8,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
 from .progress import Progress, ProgressCallback, Stage, ignore
 
 REFRESH_PER_SECOND = 4
@@ -38,9 +42,7 @@ class _Table:
         if event.stage is Stage.DONE:
             row.finished = time.monotonic()
 
-    def __rich__(self) -> object:
-        from rich.table import Table
-
+    def __rich__(self) -> Table:
         table = Table(box=None, pad_edge=False)
         for title in ("collection", "documents", "MB", "MB/s", ""):
             table.add_column(title, justify="left" if not title else "right")
@@ -61,9 +63,6 @@ def progress_display(*, enabled: bool) -> Iterator[ProgressCallback]:
     if not enabled:
         yield ignore
         return
-    from rich.console import Console
-    from rich.live import Live
-
     table = _Table()
     console = Console(file=sys.stderr)
     with Live(table, console=console, refresh_per_second=REFRESH_PER_SECOND, transient=False):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +192,7 @@ class Source:
 
     async def raw_batches(
         self, database: str, collection: str, *, batch_size: int = 1000
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Concatenated BSON documents, each batch exactly as the server sent it."""
         coll = self._client[database][collection]
         cursor = coll.find_raw_batches(batch_size=batch_size)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import Destination, s3_config, seed, server_documents, split_bson, tar_members
 from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 import mongosnap
 from mongosnap import backup
@@ -40,7 +40,7 @@ def seeded(mongo_uri: str, new_database: str) -> str:
     return new_database
 
 
-def _archive_key(dest: Destination, result: mongosnap.backup.BackupResult) -> str:
+def _archive_key(dest: Destination, result: mongosnap.BackupResult) -> str:
     return f"nightly/{result.archive_key}" if dest.bucket else result.archive_key
 
 
@@ -115,9 +115,7 @@ def _end_of_archive(codec: str) -> bytes:
     return get_codec(codec).compress(b"\0" * 1024)
 
 
-async def test_zstd_archive_is_read_by_gnu_tar(
-    mongo_uri: str, seeded: str, tmp_path: Path
-) -> None:
+async def test_zstd_archive_is_read_by_gnu_tar(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
     result = await backup(mongo_uri, tmp_path / "b", database=seeded, codec="zstd")
     assert result.archive_key.endswith("-mongodb-dump.tar.zst")
     out = tmp_path / "x"
@@ -133,7 +131,9 @@ async def test_zstd_archive_is_read_by_gnu_tar(
 async def test_user_clients_are_accepted(
     kind: str, mongo_uri: str, seeded: str, tmp_path: Path
 ) -> None:
-    client: Any = AsyncMongoClient(mongo_uri) if kind == "pymongo" else AsyncIOMotorClient(mongo_uri)
+    client: Any = (
+        AsyncMongoClient(mongo_uri) if kind == "pymongo" else AsyncIOMotorClient(mongo_uri)
+    )
     try:
         result = await backup(client, tmp_path, database=seeded)
         assert {c.name: c.documents for c in result.collections} == SIZES
@@ -158,13 +158,17 @@ async def test_two_backups_in_one_second_do_not_collide(
 
 
 async def test_include_exclude_and_several_databases(
-    mongo_uri: str, seeded: str, new_database: str, tmp_path: Path
+    mongo_uri: str, seeded: str, tmp_path: Path
 ) -> None:
-    other = new_database
+    other = f"{seeded}_other"
     seed(mongo_uri, other, {"things": 5})
-    result = await backup(
-        mongo_uri, tmp_path, database=[seeded, other], include=["users", "things"]
-    )
+    try:
+        result = await backup(
+            mongo_uri, tmp_path, database=[seeded, other, seeded], include=["users", "things"]
+        )
+    finally:
+        with MongoClient(mongo_uri) as client:
+            client.drop_database(other)
     assert sorted((c.database, c.name) for c in result.collections) == sorted(
         [(seeded, "users"), (other, "things")]
     )

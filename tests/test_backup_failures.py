@@ -53,7 +53,7 @@ async def test_unreachable_server_fails_fast_and_names_the_host(
     s3_destination: Destination,
 ) -> None:
     started = time.monotonic()
-    with pytest.raises(mongosnap.ServerUnreachable, match="127.0.0.1:9"):
+    with pytest.raises(mongosnap.ServerUnreachable, match=r"127\.0\.0\.1:9"):
         await backup(
             "mongodb://user:hunter2@127.0.0.1:9/",
             s3_destination.url,
@@ -170,9 +170,11 @@ def test_sigterm_during_cli_backup_aborts(
     )
     host = mongo_uri.split("://", 1)[1].rstrip("/")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mongosnap", "backup", s3_destination.url, host, big_database]
-        + ["--endpoint-url", endpoint.endpoint_url, "--addressing-style", "path"]
-        + ["--part-size", "5", "--batch-size", "2", "--quiet"],
+        [
+            *(sys.executable, "-m", "mongosnap", "backup", s3_destination.url, host, big_database),
+            *("--endpoint-url", endpoint.endpoint_url, "--addressing-style", "path"),
+            *("--part-size", "5", "--batch-size", "2", "--quiet"),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

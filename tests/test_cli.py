@@ -68,8 +68,18 @@ def test_uri_replaces_host(tmp_path: Path, mongo_uri: str, seeded: str) -> None:
         (["backup", "DEST", "127.0.0.1:9", "db", "--connect-timeout", "1"], "ServerUnreachable"),
         (["backup", "s3://", "h", "db"], "UsageError"),
         (["backup", "DEST", "h"], "UsageError"),
-        (["backup", "DEST", "--uri", "mongodb://u:hunter2@127.0.0.1:9/", "db",
-          "--connect-timeout", "1"], "ServerUnreachable"),
+        (
+            [
+                "backup",
+                "DEST",
+                "--uri",
+                "mongodb://u:hunter2@127.0.0.1:9/",
+                "db",
+                "--connect-timeout",
+                "1",
+            ],
+            "ServerUnreachable",
+        ),
     ],
 )
 def test_errors_are_one_line_with_their_exit_code(
@@ -112,10 +122,19 @@ def test_public_api_is_exactly_this() -> None:
 
 
 def test_env_credentials_never_printed(tmp_path: Path, host: str, seeded: str) -> None:
-    env: dict[str, Any] = dict(os.environ, AWS_SECRET_ACCESS_KEY="zzSECRETzz", AWS_ACCESS_KEY_ID="k")
+    env: dict[str, Any] = dict(
+        os.environ, AWS_SECRET_ACCESS_KEY="zzSECRETzz", AWS_ACCESS_KEY_ID="k"
+    )
     done = run(
-        "backup", "s3://nobucket", host, seeded, "--endpoint-url", "http://127.0.0.1:9",
-        "--connect-timeout", "1", env=env,
+        "backup",
+        "s3://nobucket",
+        host,
+        seeded,
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "--connect-timeout",
+        "1",
+        env=env,
     )
     assert done.returncode != 0
     assert "zzSECRETzz" not in done.stderr + done.stdout

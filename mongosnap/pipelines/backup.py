@@ -12,19 +12,19 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import __version__
-from ._errors import DatabaseNotFound, ObjectNotFound, UsageError
-from .archive import ArchiveWriter, metadata, names
-from .archive.manifest import CollectionEntry, Manifest, archive_name, manifest_key
-from .codecs import get_codec
-from .progress import Progress, ProgressCallback, Stage, ignore
-from .source import CollectionSpec, Source, count_documents, select
-from .storage import S3Config, Storage, open_storage
+from .._errors import DatabaseNotFound, ObjectNotFound, UsageError
+from .._version import __version__
+from ..archive import ArchiveWriter, metadata, names
+from ..archive.manifest import CollectionEntry, Manifest, SourceInfo, archive_name, manifest_key
+from ..codecs import get_codec
+from ..progress import Progress, ProgressCallback, Stage, ignore
+from ..source import CollectionSpec, Source, count_documents, select
+from ..storage import S3Config, Storage, open_storage
 
 PREFETCH_BATCHES = 2
 
@@ -120,12 +120,12 @@ async def _plan(
     elif isinstance(database, str):
         databases = [database]
     else:
-        databases = list(database)
+        databases = list(dict.fromkeys(database))
     if not databases:
         raise DatabaseNotFound(f"no database to back up on {src.hosts}")
     specs: list[CollectionSpec] = []
     for name in databases:
-        if not name or any(c in name for c in "/\\. \"$\0"):
+        if not name or any(c in name for c in '/\\. "$\0'):
             raise UsageError(f"not a valid database name: {name!r}")
         found = await src.collections(name, include, exclude)
         if not found and not select(await src.collection_names(name), include, exclude):
@@ -173,8 +173,8 @@ class _Job:
             for spec in specs:
                 self.entries.append(await self._dump(writer, spec))
             finished = started + timedelta(seconds=time.monotonic() - clock)
-            manifest = self._manifest(key, started, finished, writer)
-            document = manifest.to_json()
+            manifest = await self._manifest(key, started, finished)
+            _, document = manifest.sealed(writer.plan_finish)
             await writer.finish(document)
             info = await sink.commit()
         except BaseException:
@@ -217,7 +217,10 @@ class _Job:
         documents = size = 0
         bson_range = None
         if spec.has_documents:
-            await writer.begin(names.member_name(spec.database, spec.name, "bson"))
+            bson_name = names.member_name(
+                spec.database, spec.name, "bson", collection_type=spec.type
+            )
+            await writer.begin(bson_name)
             batches = self.src.raw_batches(spec.database, spec.name, batch_size=self.batch_size)
             async with contextlib.aclosing(_prefetched(batches, PREFETCH_BATCHES)) as stream:
                 async for batch in stream:
@@ -239,19 +242,17 @@ class _Job:
             bson=bson_range,
         )
 
-    def _manifest(
-        self, key: str, started: datetime, finished: datetime, writer: ArchiveWriter
-    ) -> Manifest:
+    async def _manifest(self, key: str, started: datetime, finished: datetime) -> Manifest:
         return Manifest(
-            tool=f"mongosnap {__version__}",
             archive=key.rsplit("/", 1)[-1],
             codec=self.codec.name,
-            source_hosts=self.src.hosts.split(","),
+            tool_version=__version__,
+            created=started,
             started=started,
             finished=finished,
-            databases=sorted({e.database for e in self.entries}),
-            collections=list(self.entries),
-            tar_bytes=writer.tar_bytes,
+            source=SourceInfo(self.src.hosts.split(","), await self.src.server_version()),
+            databases=list(dict.fromkeys(e.database for e in self.entries)),
+            collections=self.entries,
         )
 
     def _result(
@@ -279,7 +280,9 @@ class _Failed:
     error: Exception
 
 
-async def _prefetched(batches: AsyncIterator[bytes], depth: int) -> AsyncIterator[bytes]:
+async def _prefetched(
+    batches: AsyncGenerator[bytes, None], depth: int
+) -> AsyncGenerator[bytes, None]:
     """Fetch up to ``depth`` batches ahead so the server works while we compress."""
     queue: asyncio.Queue[bytes | _Failed | None] = asyncio.Queue(depth)
 

@@ -1,0 +1,1 @@
+"""Pipelines join the pieces: the only modules that know both MongoDB and storage."""
