@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _source_and_databases(args: argparse.Namespace) -> tuple[str, list[str]]:
     """Sort positionals out: HOST DATABASE, or DATABASE alone with --uri."""
-    positionals = [a for a in (args.host, args.database) if a is not None]
+    positionals = [a for a in (args.host, args.database) if a is not None] + args.extra
     if args.uri:
         source = args.uri
         if len(positionals) == 2:
@@ -209,7 +209,12 @@ async def _with_signals(work: Awaitable[int]) -> int:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Positionals may come after options (`backup DEST --uri URI DB`): argparse
+    # leaves those over, and they are taken back here in order.
+    args, extra = parser.parse_known_args(argv)
+    if any(e.startswith("-") for e in extra) or len(extra) > 1:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     _configure_logging(getattr(args, "verbose", False))
     runner: Callable[[argparse.Namespace, TextIO], Awaitable[int]] = args.run
     try:

@@ -82,13 +82,16 @@ async def test_missing_bucket(s3_endpoint: Any, mongo_uri: str, big_database: st
 
 
 async def test_wrong_s3_credentials(
-    s3_destination: Destination, mongo_uri: str, big_database: str
+    testbed: Any, new_bucket: Any, mongo_uri: str, big_database: str
 ) -> None:
-    bad = s3_config(s3_destination.endpoint, secret_access_key="not-the-secret-XYZ")
-    with pytest.raises(mongosnap.StorageError) as caught:
-        await backup(mongo_uri, s3_destination.url, database=big_database, s3=bad)
+    # moto accepts any credentials; versitygw checks signatures like S3 does.
+    endpoint = testbed.s3["versitygw"]
+    bucket = new_bucket(endpoint)
+    bad = s3_config(endpoint, secret_access_key="not-the-secret-XYZ")
+    with pytest.raises(mongosnap.AccessDenied, match=bucket) as caught:
+        await backup(mongo_uri, f"s3://{bucket}", database=big_database, s3=bad)
     assert "not-the-secret-XYZ" not in str(caught.value)
-    assert_nothing_left(s3_destination)
+    assert_nothing_left(Destination(f"s3://{bucket}", None, endpoint=endpoint, bucket=bucket))
 
 
 @pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "gs://bucket/x", ""])
