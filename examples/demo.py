@@ -35,14 +35,18 @@ def seed(uri: str) -> None:
     with MongoClient(uri) as client:
         db = client.tsuru
         db.apps.insert_many(
-            [{"name": f"app-{i}", "platform": "python", "units": i % 7, "pool": "prod"}
-             for i in range(20000)]
+            [
+                {"name": f"app-{i}", "platform": "python", "units": i % 7, "pool": "prod"}
+                for i in range(20000)
+            ]
         )
         db.apps.create_index([("name", ASCENDING)], unique=True)
-        db.users.insert_many([{"email": f"user{i}@example.com", "teams": ["a", "b"]}
-                              for i in range(3000)])
-        db.repositories.insert_many([{"app": f"app-{i}", "url": f"git@host:app-{i}.git"}
-                                     for i in range(20000)])
+        db.users.insert_many(
+            [{"email": f"user{i}@example.com", "teams": ["a", "b"]} for i in range(3000)]
+        )
+        db.repositories.insert_many(
+            [{"app": f"app-{i}", "url": f"git@host:app-{i}.git"} for i in range(20000)]
+        )
 
 
 def split(data: bytes) -> list[bytes]:

@@ -54,7 +54,9 @@ class Destination:
     def get_range(self, key: str, start: int, end: int) -> bytes:
         if self.root is not None:
             return (self.root / key).read_bytes()[start:end]
-        answer = self.client().get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        answer = self.client().get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+        )
         return bytes(answer["Body"].read())
 
 
@@ -142,8 +144,8 @@ def tar_members(archive: bytes, mode: str = "r:*") -> dict[str, bytes]:
     if archive[:4] == b"\x28\xb5\x2f\xfd":
         import zstandard
 
-        archive = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(
-            archive
+        archive = (
+            zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(archive)
         )
         mode = "r:"
     out = {}
