@@ -1,0 +1,261 @@
+"""The catalog: which archives a storage holds, and how far each can be trusted.
+
+It knows storage and the archive's names and manifests, nothing of MongoDB.
+An archive is a key whose last component is an archive name
+(``…YYYY-MM-DD-HH-MM-SS-mongodb-dump.tar.gz``, ``.tar.zst``, ``.tar``) or, as
+the legacy scripts named them, anything ending in ``mongodb-dump.tar.gz``.
+Its status (docs/format.md, sections 2 and 10):
+
+COMPLETE    the sidecar ``<key>.manifest.json`` exists, parses, names this
+            archive and its ``totals.compressed_bytes`` is the object's size
+INCOMPLETE  a sidecar exists but fails one of those checks (``problem`` says
+            which), or there is none but the object's tail holds a mongosnap
+            manifest member: an unfinished write or a half-done deletion
+LEGACY      neither sidecar nor embedded manifest: a ``tar -czf`` archive
+
+Every read is bounded: a sidecar by the manifest size limit, the tail by
+TAIL_BYTES, and at most READ_CONCURRENCY reads run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import Enum
+
+from ._errors import CorruptArchive, NoBackupsFound, ObjectNotFound, UsageError
+from .archive.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, manifest_key
+from .archive.manifest import parse_archive_name as _parse_name
+from .archive.names import MANIFEST_MEMBER
+from .codecs import CODECS
+from .storage.base import ObjectInfo, Storage
+
+LATEST = "latest"
+LEGACY_SUFFIX = "mongodb-dump.tar.gz"
+READ_CONCURRENCY = 8
+TAIL_BYTES = 64 * 1024
+"""How much of a sidecar-less archive's end is read to look for a manifest."""
+
+# The manifest member is stored uncompressed near the end (docs/format.md,
+# section 4): its tar header names it, its JSON opens with the format and
+# closes with its own range, so at least one of these shows in the tail.
+_MARKERS = (
+    MANIFEST_MEMBER.encode() + b"\0",
+    b'"format": "mongosnap-archive"',
+    b'"name": "' + MANIFEST_MEMBER.encode() + b'"',
+)
+_LOOSE_TIME = re.compile(
+    r"(?<!\d)(\d{4})[-_.]?(\d\d)[-_.]?(\d\d)(?:[-_.T]?(\d\d)[-_.:]?(\d\d)(?:[-_.:]?(\d\d))?)?(?!\d)"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ArchiveStatus(Enum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    LEGACY = "legacy"
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """One archive of a listing."""
+
+    key: str
+    """The storage key (relative to the storage root)."""
+    size: int
+    created: datetime
+    """The UTC time in the name (for a legacy name without one: the object's
+    modification time)."""
+    codec: str
+    """``gzip``, ``zstd`` or ``none``, from the suffix."""
+    status: ArchiveStatus
+    manifest: Manifest | None
+    """The validated sidecar manifest when COMPLETE, else None."""
+    problem: str = ""
+    """Why the archive is INCOMPLETE."""
+    modified: datetime | None = None
+    """When the storage last wrote the object, if it says."""
+
+    @property
+    def trusted(self) -> bool:
+        """True for archives a reader may use: COMPLETE or LEGACY."""
+        return self.status is not ArchiveStatus.INCOMPLETE
+
+
+async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]:
+    """Every archive whose key starts with ``prefix``, newest first."""
+    objects: list[ObjectInfo] = []
+    sidecars: set[str] = set()
+    async for obj in storage.list(prefix):
+        if obj.key.endswith(MANIFEST_SUFFIX):
+            sidecars.add(obj.key)
+        elif archive_codec(obj.key) is not None:
+            objects.append(obj)
+    limit = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def one(obj: ObjectInfo) -> ArchiveInfo | None:
+        async with limit:
+            return await _describe(storage, obj, manifest_key(obj.key) in sidecars)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(obj)) for obj in objects]
+    found = [info for task in tasks if (info := task.result()) is not None]
+    return sorted(found, key=lambda info: (info.created, info.key), reverse=True)
+
+
+async def load_manifest(storage: Storage, key: str) -> Manifest:
+    """The archive's sidecar manifest, validated; CorruptArchive or ObjectNotFound."""
+    return Manifest.from_json(await read_sidecar(storage, key))
+
+
+async def read_sidecar(storage: Storage, key: str) -> bytes:
+    """The raw bytes of the archive's sidecar (at most the manifest size limit)."""
+    parts: list[bytes] = []
+    total = 0
+    async with _closing(storage.read(manifest_key(key))) as chunks:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > MAX_MANIFEST_BYTES:
+                raise CorruptArchive(f"sidecar manifest larger than {MAX_MANIFEST_BYTES} bytes")
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+async def resolve(storage: Storage, ref: str) -> ArchiveInfo:
+    """``latest`` (the newest COMPLETE or LEGACY archive) or an exact archive key.
+
+    Raises NoBackupsFound when ``latest`` finds nothing to use, ObjectNotFound
+    for an unknown key, UsageError for a key that is not an archive name.
+    """
+    if ref == LATEST:
+        archives = await list_archives(storage)
+        for info in archives:
+            if info.trusted:
+                return info
+        if archives:
+            raise NoBackupsFound(
+                f"no complete archive in {storage.url}: {len(archives)} incomplete"
+                f" (newest: {archives[0].key}: {archives[0].problem})"
+            )
+        raise NoBackupsFound(f"no archive in {storage.url}")
+    if archive_codec(ref) is None:
+        raise UsageError(f"{ref!r} is neither an archive name nor {LATEST!r}")
+    found = await _describe(storage, await storage.stat(ref), True)
+    if found is None:
+        raise ObjectNotFound(f"{storage.url.rstrip('/')}/{ref} does not exist")
+    return found
+
+
+def archive_codec(key: str) -> str | None:
+    """The codec an archive key's suffix names, or None if it is not an archive."""
+    base = key.rsplit("/", 1)[-1]
+    if _parse_name(base) is None and not base.endswith(LEGACY_SUFFIX):
+        return None
+    return next(name for name, cls in CODECS.items() if base.endswith(cls.suffix))
+
+
+def archive_time(key: str, modified: datetime | None = None) -> datetime:
+    """The time an archive's name gives; for a legacy name that does not follow
+    the pattern, a date found in it, else the modification time."""
+    base = key.rsplit("/", 1)[-1]
+    when = _parse_name(base)
+    if when is not None:
+        return when
+    for found in _LOOSE_TIME.finditer(base):
+        year, month, day, hour, minute, second = (int(g or 0) for g in found.groups())
+        with contextlib.suppress(ValueError):
+            return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    return modified.astimezone(UTC) if modified is not None else _EPOCH
+
+
+# ---------------------------------------------------------------- internals
+
+
+async def _describe(storage: Storage, obj: ObjectInfo, has_sidecar: bool) -> ArchiveInfo | None:
+    """Classify one archive object; None if it vanished meanwhile."""
+    codec = archive_codec(obj.key)
+    assert codec is not None
+    base = ArchiveInfo(
+        key=obj.key,
+        size=obj.size,
+        created=archive_time(obj.key, obj.modified),
+        codec=codec,
+        status=ArchiveStatus.LEGACY,
+        manifest=None,
+        modified=obj.modified,
+    )
+    if has_sidecar:
+        try:
+            manifest = await load_manifest(storage, obj.key)
+        except ObjectNotFound:
+            pass  # deleted since the listing: judged below like any archive without one
+        except CorruptArchive as exc:
+            return _incomplete(base, f"sidecar manifest is unusable: {exc}")
+        else:
+            problem = _mismatch(manifest, base)
+            if problem:
+                return _incomplete(base, problem)
+            return replace(base, status=ArchiveStatus.COMPLETE, manifest=manifest)
+    try:
+        embedded = await _tail_has_manifest(storage, obj)
+    except ObjectNotFound:
+        return None
+    if embedded:
+        return _incomplete(base, "no sidecar manifest, but the archive holds a mongosnap manifest")
+    return base
+
+
+def _mismatch(manifest: Manifest, info: ArchiveInfo) -> str:
+    name = info.key.rsplit("/", 1)[-1]
+    if manifest.archive != name:
+        return f"sidecar manifest describes {manifest.archive!r}, not this archive"
+    if manifest.codec != info.codec:
+        return f"sidecar manifest says codec {manifest.codec}, the name says {info.codec}"
+    if manifest.totals.compressed_bytes != info.size:
+        return (
+            f"archive is {info.size} bytes, its sidecar manifest says"
+            f" {manifest.totals.compressed_bytes}"
+        )
+    return ""
+
+
+async def _tail_has_manifest(storage: Storage, obj: ObjectInfo) -> bool:
+    start = max(0, obj.size - TAIL_BYTES)
+    parts: list[bytes] = []
+    async with _closing(storage.read(obj.key, start, start + TAIL_BYTES)) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk)
+    tail = b"".join(parts)[-TAIL_BYTES:]
+    return any(marker in tail for marker in _MARKERS)
+
+
+def _incomplete(info: ArchiveInfo, problem: str) -> ArchiveInfo:
+    return replace(info, status=ArchiveStatus.INCOMPLETE, problem=problem)
+
+
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Close a storage read stream even when its reader stops early."""
+    try:
+        yield stream
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+__all__ = [
+    "LATEST",
+    "ArchiveInfo",
+    "ArchiveStatus",
+    "archive_codec",
+    "archive_time",
+    "list_archives",
+    "load_manifest",
+    "read_sidecar",
+    "resolve",
+]
