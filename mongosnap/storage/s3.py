@@ -134,7 +134,7 @@ class S3Config:
         options: dict[str, Any] = {
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
-            "retries": {"max_attempts": self.max_attempts, "mode": "standard"},
+            "retries": {"total_max_attempts": self.max_attempts, "mode": "standard"},
             "s3": {"addressing_style": self.addressing_style},
             "max_pool_connections": max(10, 2 * self.max_concurrency),
             "user_agent_extra": "mongosnap",
