@@ -5,7 +5,8 @@
     ├── SourceError                     10  MongoDB side
     │   ├── ServerUnreachable           11
     │   ├── AuthenticationFailed        12
-    │   └── DatabaseNotFound            13  database missing or holds no collection
+    │   ├── DatabaseNotFound            13  database missing or holds no collection
+    │   └── CollectionExists            14  a restore would overwrite (use --drop)
     ├── StorageError                    20  storage side
     │   ├── BucketNotFound              21
     │   ├── AccessDenied                22
@@ -52,6 +53,10 @@ class AuthenticationFailed(SourceError):
 
 class DatabaseNotFound(SourceError):
     exit_code = 13
+
+
+class CollectionExists(SourceError):
+    exit_code = 14
 
 
 class StorageError(MongosnapError):

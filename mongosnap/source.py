@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import logging
 import uuid as uuidlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ from ._errors import (
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 DEFAULT_TIMEOUT = 10.0
 _AUTH_FAILED_CODES = frozenset({18, 13})
+_NAMESPACE_EXISTS = 48
+_NOT_IMPLEMENTED = 238
+
+log = logging.getLogger("mongosnap.source")
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,55 @@ class Source:
                     yield bytes(batch)
             finally:
                 await cursor.close()
+
+    async def create_collection(self, database: str, name: str, options: dict[str, Any]) -> None:
+        with self._translate(database):
+            await self._client[database].command({"create": name, **options})
+
+    async def insert_raw(self, database: str, name: str, documents: list[bytes]) -> None:
+        """Insert documents as the bytes they are (no decode, no re-encode)."""
+        raw = [RawBSONDocument(d) for d in documents]
+        with self._translate(database):
+            await self._client[database][name].insert_many(raw, ordered=True)
+
+    async def create_indexes(self, database: str, name: str, specs: list[dict[str, Any]]) -> None:
+        if specs:
+            with self._translate(database):
+                await self._client[database].command({"createIndexes": name, "indexes": specs})
+
+    async def count(self, database: str, name: str) -> int:
+        with self._translate(database):
+            return int(await self._client[database][name].count_documents({}))
+
+    async def rename(self, database: str, source: str, target: str, *, replace: bool) -> bool:
+        """Rename within a database; False if the target exists and replace is off."""
+        try:
+            await self._rename(database, source, target, replace)
+        except SourceError as exc:
+            code = getattr(exc.__cause__, "code", None)
+            if code == _NAMESPACE_EXISTS:
+                return False
+            if code != _NOT_IMPLEMENTED or not replace:
+                raise
+            # Servers without dropTarget (FerretDB 1.x): drop, then rename. The
+            # target is absent for that moment; docs/cli.md says so for --drop.
+            log.warning("%s lacks renameCollection dropTarget; dropping first", self.hosts)
+            await self.drop(database, target)
+            await self._rename(database, source, target, False)
+        return True
+
+    async def _rename(self, database: str, source: str, target: str, replace: bool) -> None:
+        command = {
+            "renameCollection": f"{database}.{source}",
+            "to": f"{database}.{target}",
+            "dropTarget": replace,
+        }
+        with self._translate(database):
+            await self._client.admin.command(command)
+
+    async def drop(self, database: str, name: str) -> None:
+        with self._translate(database):
+            await self._client[database].drop_collection(name)
 
     def client(self) -> Any:
         return self._client

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .._aio import shielded
 from .._errors import DatabaseNotFound, ObjectNotFound, UsageError
 from .._version import __version__
 from ..archive import ArchiveWriter, metadata, names
@@ -178,13 +179,13 @@ class _Job:
             await writer.finish(document)
             info = await sink.commit()
         except BaseException:
-            await _shielded(sink.abort())
+            await shielded(sink.abort())
             raise
         side_key = manifest_key(key)
         try:
             await self.storage.put(side_key, document)
         except BaseException:
-            await _shielded(self.storage.delete(key))
+            await shielded(self.storage.delete(key))
             raise
         return self._result(key, side_key, started, finished, info.size)
 
@@ -306,16 +307,6 @@ async def _prefetched(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def _shielded(cleanup: Any) -> None:
-    """Run a cleanup to its end even if we are being cancelled."""
-    task = asyncio.ensure_future(cleanup)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
 
 
 __all__ = ["BackupResult", "CollectionResult", "backup"]

@@ -1,0 +1,186 @@
+"""Heal: bring back watched collections that have vanished, from the newest archives.
+
+The legacy healer's semantics, improved: archives are searched newest first,
+each vanished collection comes from the newest archive that holds it; an
+archive that fails its checks is skipped with a warning (and does not count
+towards ``depth``); incomplete archives are never used; collections that are
+still there are never touched, and one that reappears while being healed
+(an application recreated it) is left alone and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._errors import ArchiveError, NoBackupsFound
+from ..catalog import ArchiveInfo, ArchiveStatus, list_archives
+from ..source import Source
+from ..storage import S3Config, Storage, open_storage
+from .restore import ArchiveSession, CollectionOutcome
+
+DEFAULT_DEPTH = 3
+
+log = logging.getLogger("mongosnap.heal")
+
+
+@dataclass(frozen=True)
+class SkippedArchive:
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class HealReport:
+    """What a heal found and did. ``missing`` lists what no archive could give back."""
+
+    database: str
+    watched: list[str]
+    healthy: list[str]
+    restored: list[CollectionOutcome] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    skipped: list[SkippedArchive] = field(default_factory=list)
+    searched: list[str] = field(default_factory=list)
+    bytes_fetched: int = 0
+    dry_run: bool = False
+    duration: float = 0.0
+
+    @property
+    def vanished(self) -> list[str]:
+        return [c for c in self.watched if c not in self.healthy]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["vanished"] = self.vanished
+        out["ok"] = self.ok
+        return out
+
+
+Warn = Callable[[str], None]
+
+
+async def heal(
+    target: Any,
+    destination: str | Storage,
+    *,
+    database: str,
+    collections: Sequence[str],
+    depth: int = DEFAULT_DEPTH,
+    dry_run: bool = False,
+    workers: int = 4,
+    s3: S3Config | None = None,
+    connect_timeout: float = 10.0,
+    warn: Warn = log.warning,
+) -> HealReport:
+    """Restore the watched ``collections`` of ``database`` that have vanished.
+
+    Raises NoBackupsFound when there is something to heal and no archive at
+    all; otherwise returns a report whose ``missing`` is empty when all is well.
+    """
+    started = time.monotonic()
+    watched = list(dict.fromkeys(collections))
+    storage = open_storage(destination, s3=s3)
+    try:
+        async with await Source.connect(target, connect_timeout=connect_timeout) as src:
+            existing = await src.collection_names(database)
+            healthy = [c for c in watched if c in existing]
+            vanished = [c for c in watched if c not in existing]
+            search = _Search(storage, src, database, vanished, workers, dry_run, warn)
+            if vanished:
+                await storage.check()
+                await search.run(depth)
+    finally:
+        if not isinstance(destination, Storage):
+            await storage.aclose()
+    return HealReport(
+        database=database,
+        watched=watched,
+        healthy=healthy,
+        restored=search.outcomes,
+        missing=[c for c in vanished if c in search.remaining],
+        skipped=search.skipped,
+        searched=search.searched,
+        bytes_fetched=search.bytes_fetched,
+        dry_run=dry_run,
+        duration=round(time.monotonic() - started, 3),
+    )
+
+
+class _Search:
+    """Walks the archives newest first until nothing remains or depth is reached."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        target: Source,
+        database: str,
+        vanished: list[str],
+        workers: int,
+        dry_run: bool,
+        warn: Warn,
+    ) -> None:
+        self.storage = storage
+        self.target = target
+        self.database = database
+        self.remaining = set(vanished)
+        self.workers = workers
+        self.dry_run = dry_run
+        self.warn = warn
+        self.outcomes: list[CollectionOutcome] = []
+        self.skipped: list[SkippedArchive] = []
+        self.searched: list[str] = []
+        self.bytes_fetched = 0
+
+    async def run(self, depth: int) -> None:
+        archives = await list_archives(self.storage)
+        if not archives:
+            raise NoBackupsFound(f"no backups found in {self.storage.url}")
+        for info in archives:
+            if not self.remaining or len(self.searched) >= depth:
+                return
+            if info.status is ArchiveStatus.INCOMPLETE:
+                self._skip(info, info.problem or "incomplete archive")
+                continue
+            await self._try(info)
+
+    async def _try(self, info: ArchiveInfo) -> None:
+        session = ArchiveSession(
+            self.storage, info, self.target, self.database, workers=self.workers
+        )
+        wanted = self._wanted
+        try:
+            if self.dry_run:
+                outcomes = await self._plan(session, info)
+            else:
+                outcomes = await session.restore(wanted)
+        except ArchiveError as exc:
+            self._skip(info, str(exc))
+            return
+        finally:
+            self.bytes_fetched += session.bytes_fetched
+        self.searched.append(info.key)
+        for outcome in outcomes:
+            self.remaining.discard(outcome.name)
+            self.outcomes.append(outcome)
+
+    def _wanted(self, database: str, name: str) -> bool:
+        return database == self.database and name in self.remaining
+
+    async def _plan(self, session: ArchiveSession, info: ArchiveInfo) -> list[CollectionOutcome]:
+        """What a real run would restore from this archive; touches no database."""
+        counts = {e.name: e.documents for e in session.entries(self._wanted) or []}
+        return [
+            CollectionOutcome(self.database, name, "would restore", info.key, counts.get(name, 0))
+            for name in await session.holdings(self._wanted)
+        ]
+
+    def _skip(self, info: ArchiveInfo, reason: str) -> None:
+        self.warn(f"skipping archive {info.key}: {reason}")
+        self.skipped.append(SkippedArchive(info.key, reason))

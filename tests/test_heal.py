@@ -1,0 +1,272 @@
+"""Heal against real FerretDB and real storage: exactly the vanished, byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Destination, s3_config, seed, server_documents
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import MongoClient
+
+import mongosnap
+from mongosnap import backup, heal
+from mongosnap.archive.manifest import Manifest, manifest_key
+from mongosnap.pipelines import staging
+from mongosnap.pipelines.staging import TEMP_PREFIX
+
+SIZES = {"apps": 300, "users": 120, "teams": 40, "events": 200}
+
+
+@pytest.fixture(params=["local", "moto", "versitygw"])
+def destination(request: Any, tmp_path: Path, testbed: Any, new_bucket: Any) -> Destination:
+    if request.param == "local":
+        root = tmp_path / "backups"
+        return Destination(url=str(root), s3=None, root=root)
+    endpoint = testbed.s3[request.param]
+    bucket = new_bucket(endpoint)
+    return Destination(
+        url=f"s3://{bucket}", s3=s3_config(endpoint), endpoint=endpoint, bucket=bucket
+    )
+
+
+@pytest.fixture
+def seeded(mongo_uri: str, new_database: str) -> str:
+    seed(mongo_uri, new_database, SIZES)
+    with MongoClient(mongo_uri) as client:
+        client[new_database].create_collection("ring", capped=True, size=65536, max=50)
+        client[new_database].ring.insert_many([{"n": n} for n in range(30)])
+    return new_database
+
+
+def snapshot(uri: str, database: str, name: str) -> dict[str, Any]:
+    """Documents as raw bytes, indexes and options: what heal must bring back."""
+    with MongoClient(uri) as client:
+        coll = client[database][name]
+        indexes = sorted((ix["name"], dict(ix["key"])) for ix in coll.list_indexes())
+        unique = sorted(ix["name"] for ix in coll.list_indexes() if ix.get("unique"))
+        options = coll.options()
+    return {
+        "documents": sorted(server_documents(uri, database, name)),
+        "indexes": indexes,
+        "unique": unique,
+        "options": options,
+    }
+
+
+def drop(uri: str, database: str, *names: str) -> None:
+    with MongoClient(uri) as client:
+        for name in names:
+            client[database].drop_collection(name)
+
+
+def collection_names(uri: str, database: str) -> set[str]:
+    with MongoClient(uri) as client:
+        return set(client[database].list_collection_names())
+
+
+async def test_heal_restores_exactly_the_vanished(
+    destination: Destination, mongo_uri: str, seeded: str
+) -> None:
+    watched = [*SIZES, "ring"]
+    before = {name: snapshot(mongo_uri, seeded, name) for name in watched}
+    result = await backup(mongo_uri, destination.url, database=seeded, s3=destination.s3)
+    drop(mongo_uri, seeded, "apps", "ring")
+    with MongoClient(mongo_uri) as client:  # the survivors move on after the backup
+        client[seeded].users.insert_one({"after": "backup"})
+
+    report = await heal(
+        mongo_uri, destination.url, database=seeded, collections=watched, s3=destination.s3
+    )
+
+    assert report.ok
+    assert sorted(report.vanished) == ["apps", "ring"]
+    assert sorted(o.name for o in report.restored) == ["apps", "ring"]
+    assert {o.status for o in report.restored} == {"restored"}
+    for name in ("apps", "ring"):
+        assert snapshot(mongo_uri, seeded, name) == before[name], name
+    users = snapshot(mongo_uri, seeded, "users")
+    assert len(users["documents"]) == SIZES["users"] + 1  # untouched
+    assert report.bytes_fetched < result.bytes_out / 2
+    assert not [c for c in collection_names(mongo_uri, seeded) if c.startswith(TEMP_PREFIX)]
+
+
+async def test_nothing_vanished(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    report = await heal(mongo_uri, tmp_path / "none", database=seeded, collections=["apps"])
+    assert report.ok and report.vanished == [] and report.restored == []
+
+
+async def test_no_backups_at_all(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    drop(mongo_uri, seeded, "apps")
+    with pytest.raises(mongosnap.NoBackupsFound):
+        await heal(mongo_uri, tmp_path, database=seeded, collections=["apps"])
+
+
+async def test_still_missing_is_reported(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    await backup(mongo_uri, tmp_path, database=seeded, include=["users"])
+    drop(mongo_uri, seeded, "apps")
+    report = await heal(mongo_uri, tmp_path, database=seeded, collections=["apps", "users"])
+    assert report.missing == ["apps"]
+    assert not report.ok
+
+
+async def test_corrupt_newest_archive_is_skipped(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    older = await backup(mongo_uri, tmp_path, database=seeded)
+    newer = await backup(mongo_uri, tmp_path, database=seeded)
+    assert newer.archive_key > older.archive_key
+    path = tmp_path / newer.archive_key
+    manifest = Manifest.from_json((tmp_path / manifest_key(newer.archive_key)).read_bytes())
+    entry = next(e for e in manifest.collections if e.name == "apps")
+    assert entry.bson is not None
+    data = bytearray(path.read_bytes())
+    middle = (entry.bson.offset + entry.bson.end) // 2
+    data[middle] ^= 0xFF
+    path.write_bytes(bytes(data))
+    before = snapshot(mongo_uri, seeded, "apps")
+    drop(mongo_uri, seeded, "apps")
+
+    warnings: list[str] = []
+    report = await heal(
+        mongo_uri, tmp_path, database=seeded, collections=["apps"], warn=warnings.append
+    )
+
+    assert [s.key for s in report.skipped] == [newer.archive_key]
+    assert newer.archive_key in warnings[0]
+    assert report.restored[0].archive == older.archive_key
+    assert snapshot(mongo_uri, seeded, "apps") == before
+
+
+def make_legacy_archive(archive: Path, out: Path, name: str, *, bson_first: bool = False) -> Path:
+    """Re-pack a mongosnap archive's dump/ the way the legacy script did: tar -czf dump."""
+    work = out / "legacy-work"
+    work.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(work)], check=True)
+    target = out / name
+    if bson_first:  # member order is whatever readdir gave the old script
+        members = sorted(
+            (str(p.relative_to(work)) for p in (work / "dump").rglob("*") if p.is_file()),
+            key=lambda m: (not m.endswith(".bson"), m),
+        )
+        with tarfile.open(target, "w:gz") as tar:
+            for member in members:
+                tar.add(work / member, arcname=member)
+    else:
+        subprocess.run(["tar", "-czf", str(target), "-C", str(work), "dump"], check=True)
+    return target
+
+
+@pytest.mark.parametrize("bson_first", [False, True])
+async def test_heal_from_a_legacy_archive(
+    mongo_uri: str, seeded: str, tmp_path: Path, bson_first: bool
+) -> None:
+    before = {n: snapshot(mongo_uri, seeded, n) for n in ("apps", "ring")}
+    result = await backup(mongo_uri, tmp_path / "new", database=seeded)
+    store = tmp_path / "legacy"
+    store.mkdir()
+    make_legacy_archive(
+        tmp_path / "new" / result.archive_key,
+        tmp_path,
+        "2020-01-02-03-04-05-mongodb-dump.tar.gz",
+        bson_first=bson_first,
+    )
+    (tmp_path / "2020-01-02-03-04-05-mongodb-dump.tar.gz").rename(
+        store / "2020-01-02-03-04-05-mongodb-dump.tar.gz"
+    )
+    drop(mongo_uri, seeded, "apps", "ring")
+
+    report = await heal(mongo_uri, store, database=seeded, collections=["apps", "ring", "users"])
+
+    assert report.ok, report
+    assert sorted(o.name for o in report.restored) == ["apps", "ring"]
+    for name in ("apps", "ring"):
+        assert snapshot(mongo_uri, seeded, name) == before[name], name
+
+
+async def test_recreated_meanwhile_is_never_clobbered(
+    mongo_uri: str, seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backup(mongo_uri, tmp_path, database=seeded)
+    drop(mongo_uri, seeded, "apps")
+    real_finish = staging.StagedCollection.finish
+
+    async def app_recreates_it(self: Any, *args: Any) -> None:
+        await real_finish(self, *args)
+        with MongoClient(mongo_uri) as client:  # the application writes meanwhile
+            client[seeded].apps.insert_one({"written": "by the application"})
+
+    monkeypatch.setattr(staging.StagedCollection, "finish", app_recreates_it)
+    report = await heal(mongo_uri, tmp_path, database=seeded, collections=["apps"])
+
+    assert [o.status for o in report.restored] == ["reappeared"]
+    with MongoClient(mongo_uri) as client:
+        docs = list(client[seeded].apps.find({}, {"_id": 0}))
+    assert docs == [{"written": "by the application"}]
+    assert not [c for c in collection_names(mongo_uri, seeded) if c.startswith(TEMP_PREFIX)]
+
+
+async def test_dry_run_touches_nothing(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    await backup(mongo_uri, tmp_path, database=seeded)
+    drop(mongo_uri, seeded, "apps")
+    report = await heal(mongo_uri, tmp_path, database=seeded, collections=["apps"], dry_run=True)
+    assert [(o.name, o.status) for o in report.restored] == [("apps", "would restore")]
+    assert "apps" not in collection_names(mongo_uri, seeded)
+
+
+async def test_motor_client_as_target(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    await backup(mongo_uri, tmp_path, database=seeded)
+    before = snapshot(mongo_uri, seeded, "teams")
+    drop(mongo_uri, seeded, "teams")
+    client: Any = AsyncIOMotorClient(mongo_uri)
+    try:
+        report = await heal(client, tmp_path, database=seeded, collections=["teams"])
+    finally:
+        client.close()
+    assert report.ok
+    assert snapshot(mongo_uri, seeded, "teams") == before
+
+
+def test_kill_9_during_heal_leaves_nothing_visible_and_a_rerun_heals(
+    mongo_uri: str, new_database: str, tmp_path: Path
+) -> None:
+    with MongoClient(mongo_uri) as client:
+        coll = client[new_database].big
+        for start in range(0, 4000, 1000):
+            coll.insert_many(
+                [{"n": n, "pad": os.urandom(2000)} for n in range(start, start + 1000)]
+            )
+    asyncio.run(backup(mongo_uri, tmp_path, database=new_database))
+    before = snapshot(mongo_uri, new_database, "big")
+    drop(mongo_uri, new_database, "big")
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+    command = [sys.executable, "-m", "mongosnap", "heal", str(tmp_path), host, new_database, "big"]
+
+    proc = subprocess.Popen([*command, "--workers", "1"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    with MongoClient(mongo_uri) as client:
+        while True:
+            staged = [
+                c for c in client[new_database].list_collection_names() if c.startswith(TEMP_PREFIX)
+            ]
+            if staged and client[new_database][staged[0]].estimated_document_count() > 100:
+                break
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "heal never started staging"
+            time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "big" not in collection_names(mongo_uri, new_database)
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert snapshot(mongo_uri, new_database, "big") == before
+    assert not [c for c in collection_names(mongo_uri, new_database) if c.startswith(TEMP_PREFIX)]

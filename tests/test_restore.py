@@ -1,0 +1,113 @@
+"""restore: whole databases or some collections, never overwriting unless asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import seed, server_documents
+from pymongo import MongoClient
+
+import mongosnap
+from mongosnap import backup, restore
+
+SIZES = {"apps": 200, "users": 50, "empty": 0}
+
+
+@pytest.fixture
+def seeded(mongo_uri: str, new_database: str) -> str:
+    seed(mongo_uri, new_database, SIZES)
+    return new_database
+
+
+@pytest.fixture
+def other_database(mongo_uri: str, seeded: str) -> str:
+    name = f"{seeded}_copy"
+    yield name
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(name)
+
+
+async def test_restore_latest_into_another_database(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    await backup(mongo_uri, tmp_path, database=seeded)
+    result = await restore(mongo_uri, tmp_path, database=seeded, to_database=other_database)
+    assert sorted(c.name for c in result.collections) == sorted(SIZES)
+    for name in SIZES:
+        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
+            server_documents(mongo_uri, seeded, name)
+        )
+    with MongoClient(mongo_uri) as client:
+        names = {ix["name"] for ix in client[other_database].apps.list_indexes()}
+    assert names == {"_id_", "by_i", "s_when"}
+    assert result.bytes_fetched <= result.archive_size
+
+
+async def test_restore_refuses_to_overwrite_and_names_them(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    await backup(mongo_uri, tmp_path, database=seeded)
+    with pytest.raises(mongosnap.CollectionExists, match="apps"):
+        await restore(mongo_uri, tmp_path, database=seeded)
+
+
+async def test_restore_with_drop_replaces(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    await backup(mongo_uri, tmp_path, database=seeded)
+    original = sorted(server_documents(mongo_uri, seeded, "users"))
+    with MongoClient(mongo_uri) as client:
+        client[seeded].users.insert_one({"added": "later"})
+    result = await restore(mongo_uri, tmp_path, database=seeded, collections=["users"], drop=True)
+    assert [c.name for c in result.collections] == ["users"]
+    assert sorted(server_documents(mongo_uri, seeded, "users")) == original
+
+
+async def test_restore_a_named_archive_and_patterns(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    first = await backup(mongo_uri, tmp_path, database=seeded)
+    await backup(mongo_uri, tmp_path, database=seeded, include=["users"])
+    result = await restore(
+        mongo_uri,
+        tmp_path,
+        first.archive_key,
+        database=seeded,
+        include=["a*", "e*"],
+        exclude=["empty"],
+        to_database=other_database,
+    )
+    assert [c.name for c in result.collections] == ["apps"]
+    assert result.archive_key == first.archive_key
+
+
+def test_cli_restore(mongo_uri: str, seeded: str, other_database: str, tmp_path: Path) -> None:
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+    run = [sys.executable, "-m", "mongosnap"]
+    subprocess.run([*run, "backup", str(tmp_path), host, seeded, "-q"], check=True)
+    done = subprocess.run(
+        [
+            *run,
+            "restore",
+            "latest",
+            str(tmp_path),
+            host,
+            seeded,
+            "--to-database",
+            other_database,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {c["name"] for c in json.loads(done.stdout)["collections"]} == set(SIZES)
+    again = subprocess.run(
+        [*run, "restore", "latest", str(tmp_path), host, seeded, "--to-database", other_database],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == mongosnap.CollectionExists.exit_code
+    assert "apps" in again.stderr and "Traceback" not in again.stderr
