@@ -101,9 +101,15 @@ async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]
         async with limit:
             return await _describe(storage, obj, manifest_key(obj.key) in sidecars)
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(one(obj)) for obj in objects]
-    found = [info for task in tasks if (info := task.result()) is not None]
+    # Errors come back as values, so a storage error reaches the caller as itself
+    # (a TaskGroup would wrap it in an ExceptionGroup).
+    results = await asyncio.gather(*(one(obj) for obj in objects), return_exceptions=True)
+    found: list[ArchiveInfo] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        if result is not None:
+            found.append(result)
     return sorted(found, key=lambda info: (info.created, info.key), reverse=True)
 
 

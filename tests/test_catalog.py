@@ -23,7 +23,13 @@ from catalog_support import (
 from helpers import seed
 
 from mongosnap import ArchiveStatus, LocalStorage, MemoryStorage, list_archives
-from mongosnap._errors import CorruptArchive, NoBackupsFound, ObjectNotFound, UsageError
+from mongosnap._errors import (
+    AccessDenied,
+    CorruptArchive,
+    NoBackupsFound,
+    ObjectNotFound,
+    UsageError,
+)
 from mongosnap.archive.manifest import MAX_MANIFEST_BYTES, Manifest, manifest_key
 from mongosnap.catalog import TAIL_BYTES, load_manifest, read_sidecar, resolve
 from mongosnap.storage import Storage
@@ -265,3 +271,23 @@ async def _fill(storage: Storage, archive: bytes, side: bytes, legacy: bytes) ->
         await storage.put(name, archive)
         await storage.put(manifest_key(name), side)
         await storage.put(f"2024-03-{day:02d}-00-00-00-mongodb-dump.tar.gz", legacy)
+
+
+class RefusingStorage(MemoryStorage):
+    """Refuses to read sidecars, as a storage with a partial access policy would."""
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        if key.endswith(".manifest.json"):
+            raise AccessDenied(f"{key}: access denied")
+        async for chunk in super().read(key, start, end):
+            yield chunk
+
+
+async def test_storage_errors_reach_the_caller_as_themselves(mongo_uri: str, seeded: str) -> None:
+    storage = RefusingStorage()
+    for day in (1, 2):
+        await backup_at(at(day), mongo_uri, storage, seeded)
+    with pytest.raises(AccessDenied):
+        await list_archives(storage)
+    with pytest.raises(AccessDenied):
+        await resolve(storage, "latest")
