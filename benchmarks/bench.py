@@ -1,6 +1,6 @@
-"""Backup throughput and peak memory, measured against real servers in one run.
+"""Backup and heal throughput and peak memory, against real servers in one run.
 
-    .venv/bin/python benchmarks/bench_backup.py --gb 1.0 --big-mb 400
+    .venv/bin/python benchmarks/bench.py --gb 1.0 --big-mb 400 [--mongo-tools DIR]
 
 Starts the test bed (FerretDB + versitygw), seeds a database of about --gb GB
 with one collection of --big-mb MB (larger than the 256 MiB memory budget),
@@ -12,7 +12,12 @@ then times, on the same data:
   that mongodump writes, then ``tar -czf``, then an upload of the tarball.
   (mongodump itself cannot be built here; see docs/testbed.md.)
 - mongosnap's pipeline without the server: the same BSON pushed through the
-  archive writer into versitygw, to show what the pipeline can take.
+  archive writer into versitygw, to show what the pipeline can take;
+- heal of one dropped collection out of the versitygw archive (bytes fetched,
+  seconds), next to a download of the whole archive;
+- with --mongo-tools DIR (a directory holding mongodump and mongorestore, which
+  cannot be built on these machines' registries), the real legacy pipeline:
+  mongodump to disk, tar -czf, upload; and mongorestore of the one collection.
 
 Each measured command runs as its own process; peak RSS is that process's
 ru_maxrss. Figures go to stdout as a table.
@@ -21,6 +26,7 @@ ru_maxrss. Figures go to stdout as a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -83,17 +90,32 @@ def seed(uri: str, database: str, total_mb: int, big_mb: int) -> int:
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; wall seconds, peak RSS MiB and its stdout."""
+    """Run a command; wall seconds, peak RSS MiB (VmHWM after exec) and its stdout.
+
+    ru_maxrss of a child counts the parent's image it was forked from, so the
+    peak is read from /proc while the command runs; VmHWM only grows, and the
+    last reading is taken every 20 ms.
+    """
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = [0]
+
+    def watch() -> None:
+        while proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
+    watcher.join()
     wall = time.monotonic() - started
     if proc.returncode:
         raise SystemExit(f"{argv[:4]} failed with {proc.returncode}")
-    return {"seconds": wall, "rss_mib": usage.ru_maxrss / 1024, "stdout": out.decode()}
+    return {"seconds": wall, "rss_mib": peak[0] / 1024, "stdout": out.decode()}
 
 
 READ_ALL = """
@@ -136,6 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.0, help="database size to seed")
     parser.add_argument("--big-mb", type=int, default=400, help="size of the largest collection")
+    parser.add_argument("--mongo-tools", type=Path, help="directory with mongodump, mongorestore")
     args = parser.parse_args()
 
     testbed = _load_testbed()
@@ -192,14 +215,8 @@ def main() -> None:
         rows["legacy: tar -czf dump"] = measure(
             ["tar", "-czf", str(work / "legacy.tar.gz"), "-C", str(work), "dump"]
         )
-        upload = (
-            "import boto3,sys;from botocore.config import Config;"
-            "boto3.client('s3',endpoint_url=sys.argv[1],config=Config(s3={'addressing_style':"
-            "'path'},request_checksum_calculation='when_required')).upload_file(sys.argv[2],"
-            "'bench','legacy.tar.gz')"
-        )
         rows["legacy: upload tarball"] = measure(
-            [sys.executable, "-c", upload, gw.endpoint_url, str(work / "legacy.tar.gz")], env=env
+            [sys.executable, "-c", UPLOAD, gw.endpoint_url, str(work / "legacy.tar.gz")], env=env
         )
         rows["pipeline only -> versitygw"] = measure(
             [
@@ -212,8 +229,110 @@ def main() -> None:
             ],
             env=env,
         )
+        if args.mongo_tools:
+            legacy_with_mongodump(rows, args.mongo_tools, host, work, gw.endpoint_url, env)
+        heal_rows = bench_heal(bed.mongo_uri, host, gw, env, args.mongo_tools, work)
     report(rows, source_bytes, work)
+    print()
+    for name, value in heal_rows.items():
+        print(f"{name:48} {value}")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def legacy_with_mongodump(
+    rows: dict[str, dict[str, Any]],
+    tools: Path,
+    host: str,
+    work: Path,
+    endpoint: str,
+    env: dict[str, str],
+) -> None:
+    """The legacy pipeline as it ran: mongodump to disk, tar -czf, upload."""
+    out = work / "mongodump"
+    rows["legacy: mongodump to disk"] = measure(
+        [
+            str(tools / "mongodump"),
+            "--host",
+            host,
+            "--db",
+            "bench",
+            "--out",
+            str(out / "dump"),
+            "--quiet",
+        ]
+    )
+    rows["legacy: tar -czf (mongodump's dump)"] = measure(
+        ["tar", "-czf", str(out / "legacy.tar.gz"), "-C", str(out), "dump"]
+    )
+    rows["legacy: upload (mongodump's tarball)"] = measure(
+        [sys.executable, "-c", UPLOAD, endpoint, str(out / "legacy.tar.gz")], env=env
+    )
+
+
+def bench_heal(
+    uri: str, host: str, gw: Any, env: dict[str, str], tools: Path | None, work: Path
+) -> dict[str, str]:
+    """Drop one collection, heal it from the versitygw archive; compare to a full download."""
+    from pymongo import MongoClient
+
+    out: dict[str, str] = {}
+    flags = ["--endpoint-url", gw.endpoint_url, "--addressing-style", "path", "--json"]
+    with MongoClient(uri) as client:
+        size = client.bench.command("collStats", "coll0")["size"]
+        client.bench.drop_collection("coll0")
+    healed = measure(
+        [sys.executable, "-m", "mongosnap", "heal", "s3://bench/m", host, "bench", "coll0", *flags],
+        env=env,
+    )
+    result = json.loads(healed["stdout"])
+    outcome = result["restored"][0]
+    archive = outcome["archive"]
+    whole = measure([sys.executable, "-c", DOWNLOAD, gw.endpoint_url, archive], env=env)
+    total = int(whole["stdout"])
+    out["heal coll0: documents"] = f"{outcome['documents']} ({size / 1e6:.0f} MB of BSON)"
+    out["heal coll0: bytes fetched / archive size"] = (
+        f"{result['bytes_fetched'] / 1e6:.1f} MB / {total / 1e6:.1f} MB "
+        f"({100 * result['bytes_fetched'] / total:.1f}%)"
+    )
+    out["heal coll0: seconds, peak RSS MiB"] = f"{healed['seconds']:.1f}s, {healed['rss_mib']:.0f}"
+    out["download whole archive: seconds"] = f"{whole['seconds']:.1f}s"
+    if tools:
+        dump = work / "mongodump" / "dump" / "bench"
+        with MongoClient(uri) as client:
+            client.bench.drop_collection("coll0")
+        restored = measure(
+            [
+                str(tools / "mongorestore"),
+                "--host",
+                host,
+                "--db",
+                "bench",
+                "--collection",
+                "coll0",
+                str(dump / "coll0.bson"),
+                "--quiet",
+                "--noIndexRestore",  # FerretDB refuses the ns index option it sends
+            ]
+        )
+        out["legacy: mongorestore coll0 from disk (no indexes): seconds"] = (
+            f"{restored['seconds']:.1f}s"
+        )
+    return out
+
+
+UPLOAD = (
+    "import boto3,sys;from botocore.config import Config;"
+    "boto3.client('s3',endpoint_url=sys.argv[1],config=Config(s3={'addressing_style':"
+    "'path'},request_checksum_calculation='when_required')).upload_file(sys.argv[2],"
+    "'bench','legacy.tar.gz')"
+)
+
+DOWNLOAD = (
+    "import boto3,sys;from botocore.config import Config;"
+    "b=boto3.client('s3',endpoint_url=sys.argv[1],config=Config(s3={'addressing_style':"
+    "'path'},response_checksum_validation='when_required')).get_object(Bucket='bench',"
+    "Key='m/'+sys.argv[2])['Body'];n=0\nwhile c:=b.read(1<<20): n+=len(c)\nprint(n)"
+)
 
 
 def report(rows: dict[str, dict[str, Any]], source_bytes: int, work: Path) -> None:
@@ -228,16 +347,22 @@ def report(rows: dict[str, dict[str, Any]], source_bytes: int, work: Path) -> No
             f"{name:36} {row['seconds']:8.1f} {mb / row['seconds']:8.1f} "
             f"{row['rss_mib']:13.0f} {out:>8}"
         )
-    legacy = sum(
-        rows[k]["seconds"]
-        for k in ("read only (find_raw_batches)", "legacy: tar -czf dump", "legacy: upload tarball")
-    )
     ours = rows["mongosnap -> versitygw (gzip)"]["seconds"]
+    stages = ("read only (find_raw_batches)", "legacy: tar -czf dump", "legacy: upload tarball")
+    legacy = sum(rows[k]["seconds"] for k in stages)
     print(
         f"\nlegacy lower bound (read + tar -czf + upload, sequential, plus disk for "
         f"dump and tarball): {legacy:.1f}s; mongosnap to versitygw: {ours:.1f}s; "
         f"ratio legacy/mongosnap = {legacy / ours:.2f}"
     )
+    real = [k for k in rows if k.startswith("legacy:") and "mongodump" in k]
+    if real:
+        took = sum(rows[k]["seconds"] for k in real)
+        print(
+            f"legacy pipeline with the real mongodump (dump + tar -czf + upload): {took:.1f}s; "
+            f"ratio legacy/mongosnap = {took / ours:.2f}; mongodump alone "
+            f"{rows['legacy: mongodump to disk']['seconds']:.1f}s"
+        )
 
 
 if __name__ == "__main__":
