@@ -270,3 +270,42 @@ def test_kill_9_during_heal_leaves_nothing_visible_and_a_rerun_heals(
     assert rerun.returncode == 0, rerun.stderr
     assert snapshot(mongo_uri, new_database, "big") == before
     assert not [c for c in collection_names(mongo_uri, new_database) if c.startswith(TEMP_PREFIX)]
+
+
+def test_watch_mode_heals_each_cycle_and_stops_on_sigterm(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    asyncio.run(backup(mongo_uri, tmp_path, database=seeded))
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mongosnap",
+            "heal",
+            str(tmp_path),
+            host,
+            seeded,
+            "teams",
+            "--interval",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1)
+        drop(mongo_uri, seeded, "teams")
+        deadline = time.monotonic() + 30
+        while "teams" not in collection_names(mongo_uri, seeded):
+            assert time.monotonic() < deadline, "watch never healed"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) >= 3
+    assert any("teams: restored" in line for line in lines)
+    assert "watch stopped" in err and "Traceback" not in err

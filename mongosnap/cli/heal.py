@@ -82,19 +82,25 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _watch(once: Any, args: argparse.Namespace, out: TextIO) -> int:
-    """One line per cycle until SIGTERM or Ctrl-C (which cancel us between or in cycles)."""
+    """One line per cycle until SIGTERM, which ends the watch cleanly (exit 0).
+
+    A cycle interrupted mid-heal drops its staged copies before we stop.
+    """
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
-    while True:
-        try:
-            report = await once()
-            _print(report, args, out)
-        except (HealIncomplete, UsageError):
-            raise
-        except Exception as exc:  # a failed cycle is reported; the watch goes on
-            print(f"mongosnap: heal cycle failed: {exc}", file=sys.stderr)
-        out.flush()
-        await asyncio.sleep(args.interval)
+    try:
+        while True:
+            try:
+                _print(await once(), args, out)
+            except UsageError:
+                raise
+            except Exception as exc:  # a failed cycle is reported; the watch goes on
+                print(f"mongosnap: heal cycle failed: {exc}", file=sys.stderr)
+            out.flush()
+            await asyncio.sleep(args.interval)
+    except asyncio.CancelledError:
+        print("mongosnap: watch stopped", file=sys.stderr)
+        return 0
 
 
 def _raise_if_missing(report: HealReport) -> None:
