@@ -309,3 +309,27 @@ def test_watch_mode_heals_each_cycle_and_stops_on_sigterm(
     assert len(lines) >= 3
     assert any("teams: restored" in line for line in lines)
     assert "watch stopped" in err and "Traceback" not in err
+
+
+def test_cli_exit_codes(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mongosnap", "heal", str(tmp_path), host, seeded, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    healthy = run("apps", "users")
+    assert healthy.returncode == 0 and "present" in healthy.stdout
+    drop(mongo_uri, seeded, "apps")
+    none = run("apps")
+    assert none.returncode == mongosnap.NoBackupsFound.exit_code
+    assert none.stderr.strip() == f"mongosnap: error: no backups found in file://{tmp_path}"
+    asyncio.run(backup(mongo_uri, tmp_path, database=seeded, include=["users"]))
+    missing = run("apps", "users")
+    assert missing.returncode == mongosnap.HealIncomplete.exit_code
+    assert "apps" in missing.stderr and "Traceback" not in missing.stderr
+    assert run("--help").returncode == 0
