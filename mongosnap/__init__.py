@@ -24,13 +24,18 @@ from ._errors import (
     UsageError,
 )
 from ._version import __version__
+from .catalog import ArchiveInfo, ArchiveStatus, list_archives
 from .pipelines.backup import BackupResult, CollectionResult, backup
+from .pipelines.prune import PruneReport, prune
+from .pipelines.verify import VerifyReport, verify
 from .progress import Progress, ProgressCallback, Stage
 from .storage import LocalStorage, MemoryStorage, S3Config, S3Storage, Storage, open_storage
 
 __all__ = [
     "AccessDenied",
     "ArchiveError",
+    "ArchiveInfo",
+    "ArchiveStatus",
     "AuthenticationFailed",
     "BackupResult",
     "BucketNotFound",
@@ -47,6 +52,7 @@ __all__ = [
     "ObjectNotFound",
     "Progress",
     "ProgressCallback",
+    "PruneReport",
     "S3Config",
     "S3Storage",
     "ServerUnreachable",
@@ -58,7 +64,11 @@ __all__ = [
     "TruncatedArchive",
     "UnsafeArchive",
     "UsageError",
+    "VerifyReport",
     "__version__",
     "backup",
+    "list_archives",
     "open_storage",
+    "prune",
+    "verify",
 ]

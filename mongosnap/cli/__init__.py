@@ -17,10 +17,10 @@ from typing import TextIO
 
 from .._errors import Interrupted, MongosnapError, Terminated, all_errors
 from .._version import __version__
-from . import backup
+from . import backup, list, prune, verify  # `list` is a command module here
 
 # One module per command, each with register(subparsers); the order is --help's.
-COMMANDS = [backup]
+COMMANDS = [backup, list, verify, prune]
 
 EXIT_INTERNAL = 70
 

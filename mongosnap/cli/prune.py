@@ -1,0 +1,86 @@
+"""``mongosnap prune DEST --keep-last N ...``: delete archives no keep rule asks for."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from datetime import timedelta
+from typing import Any, TextIO
+
+from .._errors import UsageError
+from ..pipelines.prune import PruneReport, prune
+from ._common import add_output_flags, add_s3_flags, s3_config
+from .list import human_size
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+)([smhdw])")
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "prune",
+        help="delete old archives by retention rules",
+        description="Delete the archives in DEST that no keep rule keeps. The newest "
+        "complete archive is always kept; incomplete archives older than it are deleted.",
+    )
+    p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
+    p.add_argument("--keep-last", type=count, metavar="N", help="keep the N newest archives")
+    p.add_argument(
+        "--keep-within",
+        type=duration,
+        metavar="DURATION",
+        help="keep archives created within DURATION of the newest one (30d, 12h, 2w, 1d12h)",
+    )
+    p.add_argument(
+        "--keep-daily", type=count, metavar="N", help="keep the newest archive of each of N days"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    add_s3_flags(p)
+    add_output_flags(p)
+    p.set_defaults(run=run)
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
+def duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``2w``, ``90m``, ``45s`` or a sum such as ``1d12h``."""
+    if not text or _DURATION.sub("", text):
+        raise argparse.ArgumentTypeError(f"not a duration such as 30d, 12h or 1d12h: {text!r}")
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+    return timedelta(seconds=seconds)
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.extra:
+        raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+    report = await prune(
+        args.dest,
+        keep_last=args.keep_last,
+        keep_within=args.keep_within,
+        keep_daily=args.keep_daily,
+        dry_run=args.dry_run,
+        s3=s3_config(args),
+    )
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        _print(report, out)
+    return 0
+
+
+def _print(report: PruneReport, out: TextIO) -> None:
+    width = max((len(d.archive.key) for d in report.decisions), default=0)
+    for d in report.decisions:
+        action = "keep" if d.keep else ("would delete" if report.dry_run else "deleted")
+        out.write(f"{action:<12}  {d.archive.key:<{width}}  {', '.join(d.reasons)}\n")
+    verb = "would delete" if report.dry_run else "deleted"
+    out.write(
+        f"{verb} {len(report.deleted)} archives ({human_size(report.bytes_freed)}), "
+        f"kept {len(report.kept)}\n"
+    )

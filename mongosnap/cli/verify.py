@@ -1,0 +1,53 @@
+"""``mongosnap verify KEY|latest DEST``: check an archive end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from .._errors import UsageError
+from ..display import progress_display
+from ..pipelines.verify import VerifyReport, verify
+from ._common import add_output_flags, add_s3_flags, interactive, s3_config
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "verify",
+        help="check an archive end to end",
+        description="Read an archive once, check every member (BSON, metadata, checksums, "
+        "counts against the manifest) and each collection's byte range on its own. "
+        "Exits 0 when it is sound, else with the first problem's code.",
+    )
+    p.add_argument("ref", metavar="KEY", help="an archive key, or 'latest'")
+    p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
+    add_s3_flags(p)
+    add_output_flags(p)
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.extra:
+        raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+    with progress_display(enabled=interactive(args)) as on_progress:
+        report = await verify(args.dest, args.ref, s3=s3_config(args), progress=on_progress)
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(summary(report) + "\n")
+    for problem in report.problems:
+        print(f"mongosnap: {problem.error.__name__}: {problem.message}", file=sys.stderr)
+    return report.exit_code
+
+
+def summary(report: VerifyReport) -> str:
+    rate = report.bytes_read / max(report.seconds, 1e-9) / 1e6
+    verdict = "ok" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    return (
+        f"{verdict}: {report.archive} ({report.status.value}): "
+        f"{len(report.collections)} collections, {report.documents:,} documents; "
+        f"read {report.bytes_read / 1e6:.1f} MB in {report.seconds:.1f}s ({rate:.1f} MB/s)"
+    )
