@@ -21,6 +21,7 @@ from catalog_support import (
     replace,
 )
 from helpers import seed
+from pymongo import MongoClient
 
 from mongosnap import ArchiveStatus, LocalStorage, MemoryStorage, list_archives
 from mongosnap._errors import (
@@ -291,3 +292,18 @@ async def test_storage_errors_reach_the_caller_as_themselves(mongo_uri: str, see
         await list_archives(storage)
     with pytest.raises(AccessDenied):
         await resolve(storage, "latest")
+
+
+async def test_a_manifest_longer_than_the_tail_is_still_found(
+    mongo_uri: str, new_database: str
+) -> None:
+    with MongoClient(mongo_uri) as client:
+        for i in range(130):
+            client[new_database][f"collection_with_a_longish_name_{i:03d}"].insert_one({"i": i})
+    storage = MemoryStorage()
+    key = await backup_at(at(1), mongo_uri, storage, new_database)
+    assert len(await get(storage, manifest_key(key))) > TAIL_BYTES
+    await storage.delete(manifest_key(key))
+    [info] = await list_archives(storage)
+    assert info.status is ArchiveStatus.INCOMPLETE
+    assert "holds a mongosnap manifest" in info.problem

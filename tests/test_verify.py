@@ -291,3 +291,22 @@ async def test_a_storage_passed_in_stays_open(mongo_uri: str, seeded: str) -> No
     await backup_at(at(1), mongo_uri, storage, seeded)
     assert (await verify(storage)).ok
     assert (await verify(storage)).ok
+
+
+async def test_a_sidecar_that_differs_from_the_embedded_manifest(
+    mongo_uri: str, seeded: str
+) -> None:
+    storage = MemoryStorage()
+    key = await backup_at(at(1), mongo_uri, storage, seeded)
+    text = await get(storage, manifest_key(key))
+    changed = text.replace(b'"hosts": [\n      "', b'"hosts": [\n      "x', 1)
+    assert changed != text
+    await replace(storage, manifest_key(key), changed)
+
+    report = await verify(storage, key)
+
+    assert report.status is ArchiveStatus.COMPLETE  # parses, names it, same size
+    assert [p.message for p in report.problems] == [
+        "the embedded manifest differs from the sidecar"
+    ]
+    assert report.exit_code == 31

@@ -204,7 +204,11 @@ class _Verifier:
         INCOMPLETE one, the first problem says why it is not trusted."""
         if self.info.status is ArchiveStatus.COMPLETE:
             sidecar = await read_sidecar(self.storage, self.info.key)
-            return sidecar, Manifest.from_json(sidecar)
+            try:
+                return sidecar, Manifest.from_json(sidecar)
+            except CorruptArchive as exc:  # replaced since it was listed
+                self._problem(CorruptArchive, f"the sidecar manifest is unusable: {exc}")
+                return None, None
         if self.info.status is ArchiveStatus.INCOMPLETE:
             error: type[ArchiveError] = CorruptArchive
             with contextlib.suppress(ArchiveError, ObjectNotFound):
