@@ -7,6 +7,7 @@ from ._errors import (
     ArchiveError,
     AuthenticationFailed,
     BucketNotFound,
+    CollectionExists,
     CorruptArchive,
     DatabaseNotFound,
     HealIncomplete,
@@ -26,7 +27,9 @@ from ._errors import (
 from ._version import __version__
 from .catalog import ArchiveInfo, ArchiveStatus, list_archives
 from .pipelines.backup import BackupResult, CollectionResult, backup
+from .pipelines.heal import HealReport, heal
 from .pipelines.prune import PruneReport, prune
+from .pipelines.restore import CollectionOutcome, RestoreResult, restore
 from .pipelines.verify import VerifyReport, verify
 from .progress import Progress, ProgressCallback, Stage
 from .storage import LocalStorage, MemoryStorage, S3Config, S3Storage, Storage, open_storage
@@ -39,10 +42,13 @@ __all__ = [
     "AuthenticationFailed",
     "BackupResult",
     "BucketNotFound",
+    "CollectionExists",
+    "CollectionOutcome",
     "CollectionResult",
     "CorruptArchive",
     "DatabaseNotFound",
     "HealIncomplete",
+    "HealReport",
     "Interrupted",
     "LocalStorage",
     "MemoryStorage",
@@ -53,6 +59,7 @@ __all__ = [
     "Progress",
     "ProgressCallback",
     "PruneReport",
+    "RestoreResult",
     "S3Config",
     "S3Storage",
     "ServerUnreachable",
@@ -67,8 +74,10 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "backup",
+    "heal",
     "list_archives",
     "open_storage",
     "prune",
+    "restore",
     "verify",
 ]

@@ -116,7 +116,15 @@ def test_every_exit_code_is_documented_and_distinct() -> None:
 
 
 def test_public_api_is_exactly_this() -> None:
-    assert set(mongosnap.__all__) >= {"backup", "BackupResult", "S3Config", "MongosnapError"}
+    errors = {e.__name__ for e in all_errors()}
+    assert set(mongosnap.__all__) == errors | {
+        "__version__",
+        *("backup", "heal", "restore", "verify", "prune", "list_archives", "open_storage"),
+        *("BackupResult", "CollectionResult", "HealReport", "RestoreResult", "CollectionOutcome"),
+        *("VerifyReport", "PruneReport", "ArchiveInfo", "ArchiveStatus"),
+        *("Storage", "S3Storage", "LocalStorage", "MemoryStorage", "S3Config"),
+        *("Progress", "ProgressCallback", "Stage"),
+    }
     for name in mongosnap.__all__:
         assert hasattr(mongosnap, name), name
 

@@ -17,10 +17,10 @@ from typing import TextIO
 
 from .._errors import Interrupted, MongosnapError, Terminated, all_errors
 from .._version import __version__
-from . import backup, list, prune, verify  # `list` is a command module here
+from . import backup, heal, list, prune, restore, verify  # `list` is a command module here
 
 # One module per command, each with register(subparsers); the order is --help's.
-COMMANDS = [backup, list, verify, prune]
+COMMANDS = [backup, heal, restore, list, verify, prune]
 
 EXIT_INTERNAL = 70
 
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     # Positionals may come after options (`backup DEST --uri URI DB`): argparse
     # leaves those over, and they are taken back here in order.
     args, extra = parser.parse_known_args(argv)
-    if any(e.startswith("-") for e in extra) or len(extra) > 1:
+    if any(e.startswith("-") for e in extra):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     _configure_logging(getattr(args, "verbose", False))
