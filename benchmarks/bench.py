@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -41,16 +40,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import testbed  # noqa: E402  (scripts/testbed.py builds and starts the servers)
+
 WORDS = "tsuru app unit deploy router pool team service plan quota node docker image".split()  # noqa: SIM905
-
-
-def _load_testbed() -> Any:
-    spec = importlib.util.spec_from_file_location("testbed", ROOT / "scripts" / "testbed.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["testbed"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _document(i: int, rng: random.Random) -> dict[str, Any]:
@@ -161,7 +154,6 @@ def main() -> None:
     parser.add_argument("--mongo-tools", type=Path, help="directory with mongodump, mongorestore")
     args = parser.parse_args()
 
-    testbed = _load_testbed()
     testbed.build()
     work = Path(tempfile.mkdtemp(prefix="mongosnap-bench-"))
     with testbed.Testbed() as bed:

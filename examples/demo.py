@@ -9,7 +9,6 @@ GNU tar, and checks every document in it against the server, byte for byte.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,16 +18,10 @@ from pathlib import Path
 from pymongo import ASCENDING, MongoClient
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import testbed  # noqa: E402  (scripts/testbed.py builds and starts the servers)
+
 OUT = ROOT / "demo-backups"
-
-
-def load_testbed():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("testbed", ROOT / "scripts" / "testbed.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["testbed"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def seed(uri: str) -> None:
@@ -59,7 +52,6 @@ def split(data: bytes) -> list[bytes]:
 
 
 def main() -> None:
-    testbed = load_testbed()
     with testbed.Testbed() as bed:
         host = bed.mongo_uri.split("://", 1)[1].rstrip("/")
         seed(bed.mongo_uri)

@@ -19,7 +19,6 @@ passes ``--noIndexRestore``; indexes are covered by mongosnap's own restore.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -31,15 +30,8 @@ from pymongo import ASCENDING, MongoClient
 import mongosnap
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_testbed() -> Any:
-    spec = importlib.util.spec_from_file_location("testbed", ROOT / "scripts" / "testbed.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["testbed"] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(ROOT / "scripts"))
+import testbed  # noqa: E402  (scripts/testbed.py builds and starts the servers)
 
 
 def raw_documents(client: MongoClient[Any], database: str, name: str) -> list[bytes]:
@@ -59,7 +51,6 @@ def check(label: str, ok: bool) -> bool:
 
 def main() -> int:
     tools = Path(sys.argv[1])
-    testbed = load_testbed()
     testbed.build()
     results = []
     with testbed.Testbed() as bed, tempfile.TemporaryDirectory() as tmp:

@@ -8,43 +8,20 @@ import subprocess
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from helpers import s3_config
+from helpers import Destination
 
 import mongosnap
 from mongosnap.archive.manifest import Manifest, manifest_key
 from mongosnap.codecs import get_codec
 from mongosnap.pipelines import backup as backup_module
-from mongosnap.storage import S3Config, Storage, open_storage
+from mongosnap.storage import Storage
 
 SIZES = {"users": 300, "orders": 2000, "empty": 0}
-
-
-@dataclass
-class Place:
-    """A destination under test: its URL, S3 settings, and a storage over it."""
-
-    kind: str
-    url: str
-    s3: S3Config | None = None
-    endpoint: Any = None
-    bucket: str | None = None
-
-    def storage(self) -> Storage:
-        return open_storage(self.url, s3=self.s3)
-
-
-def make_place(kind: str, tmp_path: Path, testbed: Any, new_bucket: Any) -> Place:
-    if kind == "local":
-        return Place(kind, str(tmp_path / "backups"))
-    endpoint = testbed.s3[kind]
-    bucket = new_bucket(endpoint)
-    return Place(kind, f"s3://{bucket}/nightly", s3_config(endpoint), endpoint, bucket)
 
 
 def at(day: int, hour: int = 3, minute: int = 0) -> datetime:
@@ -66,7 +43,7 @@ def clock(when: datetime) -> Iterator[None]:
 
 
 async def backup_at(
-    when: datetime, uri: str, dest: Place | Storage, database: str, codec: str = "gzip"
+    when: datetime, uri: str, dest: Destination | Storage, database: str, codec: str = "gzip"
 ) -> str:
     """A real backup named for ``when``; returns the archive key."""
     target = dest if isinstance(dest, Storage) else dest.url

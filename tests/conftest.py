@@ -5,6 +5,7 @@
 ``s3_endpoint``   an S3Endpoint, parametrized over "moto" and "versitygw"
 ``new_bucket``    factory: ``new_bucket(endpoint) -> bucket name`` (fresh, emptied afterwards)
 ``new_database``  a fresh database name on FerretDB, dropped afterwards
+``destination``   a local directory, then a fresh bucket on moto, then on versitygw
 
 With $MONGOSNAP_TESTBED_STATE set (``eval "$(python scripts/testbed.py env)"``
 after ``python scripts/testbed.py start``) the tests use those running servers
@@ -23,9 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
+from helpers import Destination, make_destination, s3_client
 from pymongo import MongoClient
 
 
@@ -43,17 +43,6 @@ def _load_testbed() -> ModuleType:
 testbed_module = _load_testbed()
 Testbed = testbed_module.Testbed
 S3Endpoint = testbed_module.S3Endpoint
-
-
-def s3_client(endpoint: Any) -> Any:
-    """A boto3 S3 client for an S3Endpoint: path-style, checksums only when required."""
-    config = Config(
-        s3={"addressing_style": "path"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        retries={"max_attempts": 2, "mode": "standard"},
-    )
-    return boto3.client("s3", config=config, **endpoint.client_kwargs())
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +119,10 @@ def new_database(_mongo_admin: MongoClient[dict[str, Any]]) -> Iterator[str]:
     name = f"mongosnap_test_{uuid.uuid4().hex[:12]}"
     yield name
     _mongo_admin.drop_database(name)
+
+
+@pytest.fixture(params=["local", "moto", "versitygw"])
+def destination(
+    request: pytest.FixtureRequest, tmp_path: Path, testbed: Any, new_bucket: Any
+) -> Destination:
+    return make_destination(request.param, tmp_path, testbed, new_bucket)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import subprocess
+import sys
 import tarfile
 import uuid
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from botocore.config import Config
 from bson import Binary, Int64, ObjectId, Regex, Timestamp
 from pymongo import ASCENDING, DESCENDING, MongoClient
 
-from mongosnap.storage import S3Config
+from mongosnap.storage import S3Config, Storage, open_storage
 
 
 @dataclass
@@ -27,6 +29,10 @@ class Destination:
     endpoint: Any = None
     bucket: str | None = None
     root: Path | None = None
+    kind: str = "local"
+
+    def storage(self) -> Storage:
+        return open_storage(self.url, s3=self.s3)
 
     def client(self) -> Any:
         assert self.endpoint is not None
@@ -60,19 +66,28 @@ class Destination:
         return bytes(answer["Body"].read())
 
 
+def make_destination(
+    kind: str, tmp_path: Path, testbed: Any, new_bucket: Any, prefix: str = "nightly"
+) -> Destination:
+    """A local directory, or a fresh bucket (under ``prefix``) on moto or versitygw."""
+    if kind == "local":
+        root = tmp_path / "backups"
+        return Destination(url=str(root), s3=None, root=root)
+    endpoint = testbed.s3[kind]
+    bucket = new_bucket(endpoint)
+    url = f"s3://{bucket}/{prefix}"
+    return Destination(url, s3_config(endpoint), endpoint, bucket, kind=kind)
+
+
 def s3_client(endpoint: Any) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint.endpoint_url,
-        aws_access_key_id=endpoint.access_key,
-        aws_secret_access_key=endpoint.secret_key,
-        region_name=endpoint.region,
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
+    """A boto3 S3 client for an S3Endpoint: path-style, checksums only when required."""
+    config = Config(
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 2, "mode": "standard"},
     )
+    return boto3.client("s3", config=config, **endpoint.client_kwargs())
 
 
 def s3_config(endpoint: Any, **overrides: Any) -> S3Config:
@@ -155,3 +170,14 @@ def tar_members(archive: bytes, mode: str = "r:*") -> dict[str, bytes]:
             assert handle is not None
             out[member.name] = handle.read()
     return out
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mongosnap ARGS`` as an operator would; text output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "mongosnap", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )

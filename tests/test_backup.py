@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Destination, s3_config, seed, server_documents, split_bson, tar_members
+from helpers import Destination, seed, server_documents, split_bson, tar_members
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient, MongoClient
 
@@ -20,18 +20,6 @@ from mongosnap.archive.manifest import Manifest, manifest_key
 from mongosnap.progress import Stage
 
 SIZES = {"users": 700, "orders": 1500, "empty": 0, "tiny": 1}
-
-
-@pytest.fixture(params=["local", "moto", "versitygw"])
-def destination(request: Any, tmp_path: Path, testbed: Any, new_bucket: Any) -> Destination:
-    if request.param == "local":
-        root = tmp_path / "backups"
-        return Destination(url=str(root), s3=None, root=root)
-    endpoint = testbed.s3[request.param]
-    bucket = new_bucket(endpoint)
-    return Destination(
-        url=f"s3://{bucket}/nightly", s3=s3_config(endpoint), endpoint=endpoint, bucket=bucket
-    )
 
 
 @pytest.fixture

@@ -12,15 +12,13 @@ from typing import Any
 import pytest
 from catalog_support import (
     SIZES,
-    Place,
     at,
     backup_at,
     get,
-    make_place,
     repack_legacy,
     replace,
 )
-from helpers import seed
+from helpers import Destination, make_destination, seed
 from pymongo import MongoClient
 
 from mongosnap import ArchiveStatus, LocalStorage, MemoryStorage, list_archives
@@ -37,8 +35,8 @@ from mongosnap.storage import Storage
 
 
 @pytest.fixture(params=["local", "moto", "versitygw"])
-def place(request: Any, tmp_path: Path, testbed: Any, new_bucket: Any) -> Place:
-    return make_place(request.param, tmp_path, testbed, new_bucket)
+def place(request: Any, tmp_path: Path, testbed: Any, new_bucket: Any) -> Destination:
+    return make_destination(request.param, tmp_path, testbed, new_bucket)
 
 
 @pytest.fixture
@@ -48,7 +46,7 @@ def seeded(mongo_uri: str, new_database: str) -> str:
 
 
 async def test_listing_is_newest_first_with_every_status(
-    place: Place, mongo_uri: str, seeded: str, tmp_path: Path
+    place: Destination, mongo_uri: str, seeded: str, tmp_path: Path
 ) -> None:
     storage = place.storage()
     try:
@@ -128,7 +126,7 @@ async def test_sidecar_of_another_archive_is_not_trusted(mongo_uri: str, seeded:
     assert (await resolve(storage, "latest")).key == key
 
 
-async def test_resolve_exact_keys(place: Place, mongo_uri: str, seeded: str) -> None:
+async def test_resolve_exact_keys(place: Destination, mongo_uri: str, seeded: str) -> None:
     storage = place.storage()
     try:
         key = await backup_at(at(1), mongo_uri, place, seeded)
@@ -144,7 +142,7 @@ async def test_resolve_exact_keys(place: Place, mongo_uri: str, seeded: str) -> 
         await storage.aclose()
 
 
-async def test_no_archives(place: Place, tmp_path: Path) -> None:
+async def test_no_archives(place: Destination, tmp_path: Path) -> None:
     storage = place.storage()
     try:
         assert await list_archives(storage) == []

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from catalog_support import at, backup_at, hostile_archive, repack_legacy
+from helpers import run_cli as run
 from helpers import seed
 
 from mongosnap import LocalStorage
 from mongosnap.archive.manifest import manifest_key
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mongosnap", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
 
 
 @pytest.fixture

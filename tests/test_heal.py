@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Destination, s3_config, seed, server_documents
+from helpers import Destination, seed, server_documents
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import MongoClient
 
@@ -24,18 +24,6 @@ from mongosnap.pipelines import staging
 from mongosnap.pipelines.staging import TEMP_PREFIX
 
 SIZES = {"apps": 300, "users": 120, "teams": 40, "events": 200}
-
-
-@pytest.fixture(params=["local", "moto", "versitygw"])
-def destination(request: Any, tmp_path: Path, testbed: Any, new_bucket: Any) -> Destination:
-    if request.param == "local":
-        root = tmp_path / "backups"
-        return Destination(url=str(root), s3=None, root=root)
-    endpoint = testbed.s3[request.param]
-    bucket = new_bucket(endpoint)
-    return Destination(
-        url=f"s3://{bucket}", s3=s3_config(endpoint), endpoint=endpoint, bucket=bucket
-    )
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from catalog_support import Place, at, backup_at, get, make_place, repack_legacy
-from helpers import seed
+from catalog_support import at, backup_at, get, repack_legacy
+from helpers import Destination, make_destination, seed
 
 from mongosnap import ArchiveStatus, MemoryStorage, list_archives, prune
 from mongosnap._errors import StorageError, UsageError
@@ -32,7 +32,7 @@ async def keys(storage: Storage) -> list[str]:
 
 
 async def archives_at(
-    storage: Storage | Place, uri: str, database: str, *times: datetime
+    storage: Storage | Destination, uri: str, database: str, *times: datetime
 ) -> list[str]:
     return [await backup_at(when, uri, storage, database) for when in times]
 
@@ -41,7 +41,7 @@ async def archives_at(
 async def test_keep_last_deletes_the_rest_with_their_sidecars(
     kind: str, tmp_path: Path, testbed: Any, new_bucket: Any, mongo_uri: str, seeded: str
 ) -> None:
-    place = make_place(kind, tmp_path, testbed, new_bucket)
+    place = make_destination(kind, tmp_path, testbed, new_bucket)
     made = await archives_at(place, mongo_uri, seeded, at(1), at(2), at(3), at(4), at(5))
 
     report = await prune(place.url, keep_last=2, s3=place.s3)

@@ -20,14 +20,13 @@ from catalog_support import (
     backup_at,
     get,
     hostile_archive,
-    make_place,
     rename_member,
     repack_legacy,
     replace,
     replace_stored,
     sidecar,
 )
-from helpers import seed
+from helpers import make_destination, seed
 
 from mongosnap import ArchiveStatus, BucketNotFound, MemoryStorage, VerifyReport, verify
 from mongosnap._errors import (
@@ -72,7 +71,7 @@ async def test_a_sound_archive_verifies(
     mongo_uri: str,
     seeded: str,
 ) -> None:
-    place = make_place(kind, tmp_path, testbed, new_bucket)
+    place = make_destination(kind, tmp_path, testbed, new_bucket)
     key = await backup_at(at(1), mongo_uri, place, seeded, codec=codec)
     events: list[Any] = []
 

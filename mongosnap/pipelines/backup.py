@@ -170,13 +170,13 @@ class _Job:
     ) -> BackupResult:
         sink = self.storage.open_writer(key)
         try:
-            writer = ArchiveWriter(sink, self.codec)
-            for spec in specs:
-                self.entries.append(await self._dump(writer, spec))
-            finished = started + timedelta(seconds=time.monotonic() - clock)
-            manifest = await self._manifest(key, started, finished)
-            _, document = manifest.sealed(writer.plan_finish)
-            await writer.finish(document)
+            async with ArchiveWriter(sink, self.codec) as writer:
+                for spec in specs:
+                    self.entries.append(await self._dump(writer, spec))
+                finished = started + timedelta(seconds=time.monotonic() - clock)
+                manifest = await self._manifest(key, started, finished)
+                _, document = manifest.sealed(writer.plan_finish)
+                await writer.finish(document)
             info = await sink.commit()
         except BaseException:
             await shielded(sink.abort())
