@@ -16,6 +16,7 @@ place (staging.py), so readers see it complete or not at all.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ from ..codecs import get_codec
 from ..source import Source, select
 from ..storage import S3Config, Storage, open_storage
 from .staging import Expected, StagedCollection, drop_stale
+
+log = logging.getLogger("mongosnap.restore")
 
 Wanted = Callable[[str, str], bool]
 """Whether (database, collection) in the archive is to be restored."""
@@ -86,10 +89,21 @@ class ArchiveSession:
         """Bytes read from storage by this session, all reads together."""
 
     def entries(self, wanted: Wanted) -> list[CollectionEntry] | None:
-        """The manifest's wanted entries; None when the archive has no manifest."""
+        """The manifest's wanted entries; None when the archive has no manifest.
+
+        Views and time-series collections are left out (docs/heal.md, limits).
+        """
         if self.info.manifest is None:
             return None
-        return [e for e in self.info.manifest.collections if wanted(e.database, e.name)]
+        found = []
+        for entry in self.info.manifest.collections:
+            if not wanted(entry.database, entry.name):
+                continue
+            if entry.type != "collection":
+                log.warning("%s.%s is a %s: not restored", entry.database, entry.name, entry.type)
+                continue
+            found.append(entry)
+        return found
 
     async def holdings(self, wanted: Wanted) -> list[str]:
         """Names of wanted collections with documents in the archive, touching no database.
