@@ -19,7 +19,7 @@ from typing import Any
 import bson
 from bson.binary import Binary
 from bson.raw_bson import RawBSONDocument
-from pymongo import AsyncMongoClient, uri_parser
+from pymongo import AsyncMongoClient, InsertOne, uri_parser
 from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
@@ -212,20 +212,22 @@ class Source:
         with self._translate(database):
             await self._client[database].command({"create": name, **options})
 
-    async def insert_raw(self, database: str, name: str, documents: list[bytes]) -> None:
-        """Insert documents as the bytes they are (no decode, no re-encode)."""
-        raw = [RawBSONDocument(d) for d in documents]
+    async def insert_raw(self, database: str, name: str, documents: list[bytes]) -> int:
+        """Insert documents as the bytes they are (no decode, no re-encode).
+
+        Returns how many the server acknowledged.
+        """
+        # bulk_write, not insert_many: its result carries the server's count,
+        # while insert_many only lists the _ids it generated (none for raw documents).
+        requests = [InsertOne(RawBSONDocument(d)) for d in documents]
         with self._translate(database):
-            await self._client[database][name].insert_many(raw, ordered=True)
+            result = await self._client[database][name].bulk_write(requests, ordered=True)
+        return int(result.inserted_count)
 
     async def create_indexes(self, database: str, name: str, specs: list[dict[str, Any]]) -> None:
         if specs:
             with self._translate(database):
                 await self._client[database].command({"createIndexes": name, "indexes": specs})
-
-    async def count(self, database: str, name: str) -> int:
-        with self._translate(database):
-            return int(await self._client[database][name].count_documents({}))
 
     async def rename(self, database: str, source: str, target: str, *, replace: bool) -> bool:
         """Rename within a database; False if the target exists and replace is off."""
