@@ -281,7 +281,7 @@ def bench_heal(
     archive = outcome["archive"]
     whole = measure([sys.executable, "-c", DOWNLOAD, gw.endpoint_url, archive], env=env)
     total = int(whole["stdout"])
-    out["heal coll0: documents"] = f"{outcome['documents']} ({size / 1e6:.0f} MB of BSON)"
+    out["heal coll0: documents"] = f"{outcome['documents']} (collStats size {size / 1e6:.0f} MB)"
     out["heal coll0: bytes fetched / archive size"] = (
         f"{result['bytes_fetched'] / 1e6:.1f} MB / {total / 1e6:.1f} MB "
         f"({100 * result['bytes_fetched'] / total:.1f}%)"

@@ -161,8 +161,16 @@ async def test_failure_mid_stream_leaves_no_local_file(
     assert list(tmp_path.rglob("*")) == []
 
 
-def test_sigterm_during_cli_backup_aborts(
-    s3_destination: Destination, mongo_uri: str, big_database: str
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [
+        (signal.SIGTERM, mongosnap.Terminated.exit_code),
+        (signal.SIGINT, mongosnap.Interrupted.exit_code),
+    ],
+    ids=["SIGTERM", "Ctrl-C"],
+)
+def test_signal_during_cli_backup_aborts(
+    signum: int, code: int, s3_destination: Destination, mongo_uri: str, big_database: str
 ) -> None:
     endpoint = s3_destination.endpoint
     env = dict(
@@ -188,9 +196,9 @@ def test_sigterm_during_cli_backup_aborts(
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no multipart upload started"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == mongosnap.Terminated.exit_code, err
+    assert proc.returncode == code, err
     assert b"Traceback" not in err
     assert_nothing_left(s3_destination)
 

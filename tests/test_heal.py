@@ -321,3 +321,22 @@ def test_cli_exit_codes(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
     assert missing.returncode == mongosnap.HealIncomplete.exit_code
     assert "apps" in missing.stderr and "Traceback" not in missing.stderr
     assert run("--help").returncode == 0
+
+
+async def test_archive_whose_inner_manifest_differs_is_skipped(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    older = await backup(mongo_uri, tmp_path, database=seeded)
+    newer = await backup(mongo_uri, tmp_path, database=seeded)
+    manifest = Manifest.from_json((tmp_path / manifest_key(newer.archive_key)).read_bytes())
+    path = tmp_path / newer.archive_key
+    data = bytearray(path.read_bytes())
+    inside = data.index(b'"tool_version"', manifest.manifest.offset)
+    data[inside + 2] ^= 0x20  # "tool_version" -> "TOol_version", same length
+    path.write_bytes(bytes(data))
+    drop(mongo_uri, seeded, "users")
+
+    report = await heal(mongo_uri, tmp_path, database=seeded, collections=["users"])
+
+    assert [s.key for s in report.skipped] == [newer.archive_key]
+    assert [o.archive for o in report.restored] == [older.archive_key]

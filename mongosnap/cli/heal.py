@@ -126,7 +126,8 @@ def summary(report: HealReport) -> str:
         parts.append(
             f"{outcome.name}: {outcome.status} from {outcome.archive} "
             f"({outcome.documents} documents, {outcome.indexes} indexes, "
-            f"{outcome.bytes_fetched / 1e6:.1f} MB fetched, {outcome.seconds:.1f}s)"
+            f"{outcome.bytes_fetched / 1e6:.1f} of {outcome.archive_size / 1e6:.1f} MB "
+            f"fetched, {outcome.seconds:.1f}s)"
         )
     if report.missing:
         parts.append(f"still missing: {', '.join(report.missing)}")

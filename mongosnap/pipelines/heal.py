@@ -177,7 +177,14 @@ class _Search:
         """What a real run would restore from this archive; touches no database."""
         counts = {e.name: e.documents for e in session.entries(self._wanted) or []}
         return [
-            CollectionOutcome(self.database, name, "would restore", info.key, counts.get(name, 0))
+            CollectionOutcome(
+                self.database,
+                name,
+                "would restore",
+                info.key,
+                counts.get(name, 0),
+                archive_size=info.size,
+            )
             for name in await session.holdings(self._wanted)
         ]
 

@@ -42,7 +42,12 @@ Wanted = Callable[[str, str], bool]
 
 @dataclass(frozen=True)
 class CollectionOutcome:
-    """What happened to one collection; ``status`` is restored, exists or reappeared."""
+    """What happened to one collection; ``status`` is restored, exists or reappeared.
+
+    ``bytes_fetched`` is what was read for this collection: its own range in an
+    archive with a manifest, the whole archive (shared with the collections
+    restored alongside) for a legacy one.
+    """
 
     database: str
     name: str
@@ -51,6 +56,7 @@ class CollectionOutcome:
     documents: int = 0
     indexes: int = 0
     bytes_fetched: int = 0
+    archive_size: int = 0
     seconds: float = 0.0
 
 
@@ -130,7 +136,28 @@ class ArchiveSession:
         entries = self.entries(wanted)
         if entries is None:
             return await self._restore_streaming(wanted)
+        if entries:
+            await self.check_embedded_manifest()
         return [await self._restore_range(entry) for entry in entries]
+
+    async def check_embedded_manifest(self) -> None:
+        """CorruptArchive unless the manifest inside the archive equals the sidecar.
+
+        One small ranged read (docs/format.md, ordering rules: what a reader trusts).
+        """
+        manifest = self.info.manifest
+        assert manifest is not None
+        member = manifest.manifest
+        members = read_archive(
+            self._counted(self.storage.read(self.info.key, member.offset, member.end)),
+            codec=get_codec(self.info.codec),
+            require_end=False,
+            max_total_size=header_length(member.name) + member.size + BLOCK,
+        )
+        async with contextlib.aclosing(members):
+            found = [(m.name, await m.read(member.size)) async for m in members]
+        if found != [(member.name, manifest.to_json())]:
+            raise CorruptArchive("the manifest inside the archive differs from its sidecar")
 
     # -- with a manifest: one ranged read per collection
 
@@ -188,7 +215,8 @@ class ArchiveSession:
             for name, collection in staged.items():
                 published = await collection.publish(replace=self.replace)
                 status = "restored" if published else "reappeared"
-                outcomes.append(self._outcome(name, status, started, collection))
+                outcome = self._outcome(name, status, started, collection, self.bytes_fetched)
+                outcomes.append(outcome)
         except BaseException:
             for collection in staged.values():
                 await collection.discard()
@@ -257,6 +285,7 @@ class ArchiveSession:
             documents=staged.documents if staged else 0,
             indexes=staged.indexes if staged else 0,
             bytes_fetched=fetched,
+            archive_size=self.info.size,
             seconds=round(time.monotonic() - started, 3),
         )
 
