@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +141,33 @@ def test_env_credentials_never_printed(tmp_path: Path, host: str, seeded: str) -
     assert done.returncode != 0
     assert "zzSECRETzz" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_live_progress_on_a_terminal(tmp_path: Path, host: str, seeded: str) -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mongosnap", "backup", str(tmp_path), host, seeded],
+        stderr=slave,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, COLUMNS="120", TERM="xterm"),
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # read as it draws, so the terminal never fills up
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    out, _ = proc.communicate(timeout=60)
+    text = screen.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "collection" in text and "repositories" in text and "done" in text, text
+    assert b"backed up 2 collections" in out
