@@ -30,7 +30,6 @@ from pymongo.errors import (
 
 from ._errors import (
     AuthenticationFailed,
-    DatabaseNotFound,
     ServerUnreachable,
     SourceError,
     UsageError,
@@ -259,9 +258,6 @@ class Source:
         with self._translate(database):
             await self._client[database].drop_collection(name)
 
-    def client(self) -> Any:
-        return self._client
-
 
 class _Translate:
     """Map PyMongo errors to mongosnap's tree, naming the host, never the URI."""
@@ -322,14 +318,6 @@ def _client_hosts(client: Any) -> str:
     except Exception:
         return "mongodb"
     return ",".join(f"{h}:{p}" for h, p in sorted(seeds)) or "mongodb"
-
-
-async def ensure_database(source: Source, database: str) -> None:
-    """DatabaseNotFound unless the database exists and holds a collection."""
-    if not await source.collection_names(database):
-        raise DatabaseNotFound(
-            f"database {database!r} does not exist or holds no collection on {source.hosts}"
-        )
 
 
 def count_documents(batch: bytes) -> int:
