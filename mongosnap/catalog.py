@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -88,13 +88,7 @@ class ArchiveInfo:
 
 async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]:
     """Every archive whose key starts with ``prefix``, newest first."""
-    objects: list[ObjectInfo] = []
-    sidecars: set[str] = set()
-    async for obj in storage.list(prefix):
-        if obj.key.endswith(MANIFEST_SUFFIX):
-            sidecars.add(obj.key)
-        elif archive_codec(obj.key) is not None:
-            objects.append(obj)
+    objects, sidecars = await _scan(storage, prefix)
     limit = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def one(obj: ObjectInfo) -> ArchiveInfo | None:
@@ -111,6 +105,32 @@ async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]
         if result is not None:
             found.append(result)
     return sorted(found, key=lambda info: (info.created, info.key), reverse=True)
+
+
+async def newest_archives(storage: Storage, prefix: str = "") -> AsyncGenerator[ArchiveInfo, None]:
+    """Archives newest first, each classified only when the caller gets to it.
+
+    For readers that stop early (heal's depth, ``latest``): a bucket of years of
+    nightly archives costs one listing and a few sidecar reads, not thousands.
+    """
+    objects, sidecars = await _scan(storage, prefix)
+    newest = sorted(objects, key=lambda o: (archive_time(o.key, o.modified), o.key), reverse=True)
+    for obj in newest:
+        info = await _describe(storage, obj, manifest_key(obj.key) in sidecars)
+        if info is not None:
+            yield info
+
+
+async def _scan(storage: Storage, prefix: str) -> tuple[list[ObjectInfo], set[str]]:
+    """One listing: the archive objects, and the keys of the sidecars present."""
+    objects: list[ObjectInfo] = []
+    sidecars: set[str] = set()
+    async for obj in storage.list(prefix):
+        if obj.key.endswith(MANIFEST_SUFFIX):
+            sidecars.add(obj.key)
+        elif archive_codec(obj.key) is not None:
+            objects.append(obj)
+    return objects, sidecars
 
 
 async def load_manifest(storage: Storage, key: str) -> Manifest:
@@ -138,14 +158,15 @@ async def resolve(storage: Storage, ref: str) -> ArchiveInfo:
     for an unknown key, UsageError for a key that is not an archive name.
     """
     if ref == LATEST:
-        archives = await list_archives(storage)
-        for info in archives:
+        untrusted: list[ArchiveInfo] = []
+        async for info in newest_archives(storage):
             if info.trusted:
                 return info
-        if archives:
+            untrusted.append(info)
+        if untrusted:
             raise NoBackupsFound(
-                f"no complete archive in {storage.url}: {len(archives)} incomplete"
-                f" (newest: {archives[0].key}: {archives[0].problem})"
+                f"no complete archive in {storage.url}: {len(untrusted)} incomplete"
+                f" (newest: {untrusted[0].key}: {untrusted[0].problem})"
             )
         raise NoBackupsFound(f"no archive in {storage.url}")
     if archive_codec(ref) is None:
@@ -183,17 +204,7 @@ def archive_time(key: str, modified: datetime | None = None) -> datetime:
 
 async def _describe(storage: Storage, obj: ObjectInfo, has_sidecar: bool) -> ArchiveInfo | None:
     """Classify one archive object; None if it vanished meanwhile."""
-    codec = archive_codec(obj.key)
-    assert codec is not None
-    base = ArchiveInfo(
-        key=obj.key,
-        size=obj.size,
-        created=archive_time(obj.key, obj.modified),
-        codec=codec,
-        status=ArchiveStatus.LEGACY,
-        manifest=None,
-        modified=obj.modified,
-    )
+    base = _placeholder(obj)
     if has_sidecar:
         try:
             manifest = await load_manifest(storage, obj.key)
@@ -239,6 +250,21 @@ async def _tail_has_manifest(storage: Storage, obj: ObjectInfo) -> bool:
     return any(marker in tail for marker in _MARKERS)
 
 
+def _placeholder(obj: ObjectInfo) -> ArchiveInfo:
+    """What the listing alone says of an archive: enough to order it."""
+    codec = archive_codec(obj.key)
+    assert codec is not None
+    return ArchiveInfo(
+        key=obj.key,
+        size=obj.size,
+        created=archive_time(obj.key, obj.modified),
+        codec=codec,
+        status=ArchiveStatus.LEGACY,
+        manifest=None,
+        modified=obj.modified,
+    )
+
+
 def _incomplete(info: ArchiveInfo, problem: str) -> ArchiveInfo:
     return replace(info, status=ArchiveStatus.INCOMPLETE, problem=problem)
 
@@ -262,6 +288,7 @@ __all__ = [
     "archive_time",
     "list_archives",
     "load_manifest",
+    "newest_archives",
     "read_sidecar",
     "resolve",
 ]

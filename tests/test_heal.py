@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import MongoClient
 
 import mongosnap
-from mongosnap import backup, heal
+from mongosnap import MemoryStorage, backup, heal
 from mongosnap.archive.manifest import Manifest, manifest_key
 from mongosnap.pipelines import staging
 from mongosnap.pipelines.staging import TEMP_PREFIX
@@ -340,3 +341,29 @@ async def test_archive_whose_inner_manifest_differs_is_skipped(
 
     assert [s.key for s in report.skipped] == [newer.archive_key]
     assert [o.archive for o in report.restored] == [older.archive_key]
+
+
+class CountingStorage(MemoryStorage):
+    """A real in-memory storage that counts sidecar reads."""
+
+    def __init__(self) -> None:
+        super().__init__("counting")
+        self.sidecar_reads = 0
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        if key.endswith(".manifest.json"):
+            self.sidecar_reads += 1
+        return super().read(key, start, end)
+
+
+async def test_heal_reads_only_the_sidecars_it_needs(mongo_uri: str, seeded: str) -> None:
+    storage = CountingStorage()
+    for _ in range(5):
+        await backup(mongo_uri, storage, database=seeded, include=["teams"])
+    drop(mongo_uri, seeded, "teams")
+    storage.sidecar_reads = 0
+
+    report = await heal(mongo_uri, storage, database=seeded, collections=["teams"])
+
+    assert report.ok and len(report.searched) == 1
+    assert storage.sidecar_reads == 1

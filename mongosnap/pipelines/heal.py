@@ -10,6 +10,7 @@ still there are never touched, and one that reappears while being healed
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._errors import ArchiveError, NoBackupsFound
-from ..catalog import ArchiveInfo, ArchiveStatus, list_archives
+from ..catalog import ArchiveInfo, ArchiveStatus, newest_archives
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .restore import ArchiveSession, CollectionOutcome
@@ -139,16 +140,22 @@ class _Search:
         self.bytes_fetched = 0
 
     async def run(self, depth: int) -> None:
-        archives = await list_archives(self.storage)
-        if not archives:
+        seen = False
+        async with contextlib.aclosing(newest_archives(self.storage)) as archives:
+            async for info in archives:
+                seen = True
+                await self._consider(info)
+                if not self.remaining or len(self.searched) >= depth:
+                    return  # before the next archive is even classified
+        if not seen:
             raise NoBackupsFound(f"no backups found in {self.storage.url}")
-        for info in archives:
-            if not self.remaining or len(self.searched) >= depth:
-                return
-            if info.status is ArchiveStatus.INCOMPLETE:
-                self._skip(info, info.problem or "incomplete archive")
-                continue
-            await self._try(info)
+
+    async def _consider(self, info: ArchiveInfo) -> None:
+        """Use one archive, unless it is incomplete."""
+        if info.status is ArchiveStatus.INCOMPLETE:
+            self._skip(info, info.problem or "incomplete archive")
+            return
+        await self._try(info)
 
     async def _try(self, info: ArchiveInfo) -> None:
         session = ArchiveSession(
