@@ -171,3 +171,30 @@ def test_live_progress_on_a_terminal(tmp_path: Path, host: str, seeded: str) -> 
     assert proc.returncode == 0, text
     assert "collection" in text and "repositories" in text and "done" in text, text
     assert b"backed up 2 collections" in out
+
+
+def test_credentials_from_an_aws_profile(
+    tmp_path: Path, host: str, seeded: str, testbed: Any, new_bucket: Any
+) -> None:
+    endpoint = testbed.s3["versitygw"]  # moto would accept any credentials
+    bucket = new_bucket(endpoint)
+    (tmp_path / "credentials").write_text(
+        f"[backup]\naws_access_key_id = {endpoint.access_key}\n"
+        f"aws_secret_access_key = {endpoint.secret_key}\n"
+        f"[wrong]\naws_access_key_id = {endpoint.access_key}\naws_secret_access_key = nope\n"
+    )
+    (tmp_path / "config").write_text("[profile backup]\nregion = us-east-1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+        "AWS_CONFIG_FILE": str(tmp_path / "config"),
+        "AWS_ENDPOINT_URL_S3": endpoint.endpoint_url,
+    }
+    url = f"s3://{bucket}/p"
+    flags = ["--addressing-style", "path", "--json"]
+    done = run("backup", url, host, seeded, "--profile", "backup", *flags, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["documents"] == 23
+    denied = run("backup", url, host, seeded, "--profile", "wrong", *flags, env=env)
+    assert denied.returncode == mongosnap.AccessDenied.exit_code, denied.stderr
+    assert "nope" not in denied.stderr
