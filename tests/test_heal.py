@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Destination, seed, server_documents
+from helpers import Destination, seed, server_documents, split_bson
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import MongoClient
 
@@ -367,3 +369,48 @@ async def test_heal_reads_only_the_sidecars_it_needs(mongo_uri: str, seeded: str
 
     assert report.ok and len(report.searched) == 1
     assert storage.sidecar_reads == 1
+
+
+async def test_legacy_index_options_are_converted(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    """An old mongodump's metadata: float and string key values, ns, unknown options."""
+    documents = b"".join(server_documents(mongo_uri, seeded, "teams"))
+    metadata = json.dumps(
+        {
+            "options": {},
+            "indexes": [
+                {"v": 1, "key": {"_id": 1}, "name": "_id_", "ns": f"{seeded}.teams"},
+                {
+                    "v": 1,
+                    "key": {"i": 1.0},
+                    "name": "i_1",
+                    "ns": f"{seeded}.teams",
+                    "background": True,
+                    "safe": None,
+                },
+                {"v": 1, "key": {"s": "1", "when": -1.0}, "name": "s_when", "unique": True},
+            ],
+        }
+    ).encode()
+    store = tmp_path / "legacy"
+    store.mkdir()
+    with tarfile.open(store / "2019-05-06-07-08-09-mongodb-dump.tar.gz", "w:gz") as tar:
+        for name, data in (
+            (f"dump/{seeded}/teams.bson", documents),
+            (f"dump/{seeded}/teams.metadata.json", metadata),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    drop(mongo_uri, seeded, "teams")
+
+    report = await heal(mongo_uri, store, database=seeded, collections=["teams"])
+
+    assert report.ok, report
+    with MongoClient(mongo_uri) as client:
+        indexes = {ix["name"]: ix for ix in client[seeded].teams.list_indexes()}
+    assert dict(indexes["i_1"]["key"]) == {"i": 1}
+    assert dict(indexes["s_when"]["key"]) == {"s": 1, "when": -1}
+    assert indexes["s_when"].get("unique") is True
+    assert sorted(server_documents(mongo_uri, seeded, "teams")) == sorted(split_bson(documents))
