@@ -6,9 +6,11 @@ import asyncio
 import hashlib
 import json
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
+import bson as bson_module
 import pytest
 from helpers import Destination, seed, server_documents, split_bson, tar_members
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -168,3 +170,41 @@ async def test_all_databases(mongo_uri: str, seeded: str, tmp_path: Path) -> Non
     result = await backup(mongo_uri, tmp_path, database=None)
     assert seeded in {c.database for c in result.collections}
     assert not {"admin", "local", "config"} & {c.database for c in result.collections}
+
+
+async def test_writes_during_the_dump_do_not_corrupt_the_archive(
+    mongo_uri: str, new_database: str, tmp_path: Path
+) -> None:
+    with MongoClient(mongo_uri) as client:
+        client[new_database].live.insert_many([{"n": n, "pad": "x" * 500} for n in range(6000)])
+    stop = threading.Event()
+    written = [0]
+
+    def application() -> None:
+        with MongoClient(mongo_uri) as client:
+            coll = client[new_database].live
+            while not stop.is_set():
+                coll.insert_one({"n": -1, "pad": "y" * 900})
+                coll.delete_one({"n": written[0]})
+                written[0] += 1
+
+    writer = threading.Thread(target=application)
+    writer.start()
+    try:
+        result = await backup(mongo_uri, tmp_path, database=new_database, batch_size=100)
+    finally:
+        stop.set()
+        writer.join()
+    assert written[0] > 0, "the application must have written during the dump"
+
+    archive = (tmp_path / result.archive_key).read_bytes()
+    subprocess.run(["tar", "-tzf", "-"], input=archive, check=True, capture_output=True)
+    members = tar_members(archive)
+    bson = members[f"dump/{new_database}/live.bson"]
+    manifest = Manifest.from_json(members["mongosnap/manifest.json"])
+    (entry,) = manifest.collections
+    assert entry.bson_bytes == len(bson)
+    assert entry.sha256 == hashlib.sha256(bson).hexdigest()
+    documents = split_bson(bson)
+    assert len(documents) == entry.documents
+    assert all(bson_module.decode(d)["pad"] for d in documents)  # each one whole
