@@ -4,8 +4,12 @@ Part sizes (``part_size``): parts 1-1000 have the configured size, and each
 further block of 1000 parts doubles it, capped at 5 GiB. With the default
 8 MiB the ten blocks give 8 MiB x 1000 x (1 + 2 + ... + 512), about 7.8 TiB,
 beyond S3's 5 TiB object limit; with the minimum 5 MiB the ceiling is about
-4.9 TiB (``object_size_ceiling``). Memory in use is bounded by
-(max_concurrency + 1) parts, plus any part held back by a reservation.
+4.9 TiB (``object_size_ceiling``). Memory in use: the parts in flight (at most
+max_concurrency, and at most max_in_flight bytes unless one part alone is
+larger), the part being filled, and any part held back by a reservation.
+With the defaults that stays under 200 MiB until parts reach 64 MiB, i.e.
+for archives up to about 56 GiB compressed (parts 1-1000 at 8 MiB, then 16,
+32); past that, about three parts.
 
 Parts are cut from the stream as soon as they are full. A part that overlaps
 an unfilled reservation stays in memory until fill() completes it; the others
@@ -50,6 +54,8 @@ class S3Writer(BaseWriter):
         self._name = storage._name(key)
         self._base = storage.config.part_size
         self._concurrency = storage.config.max_concurrency
+        self._max_in_flight = storage.config.max_in_flight
+        self._in_flight = 0  # bytes of the parts in self._running
         self._buffer = bytearray()
         self._buffer_start = 0  # object offset of the buffer's first byte
         self._next_part = 1
@@ -155,13 +161,21 @@ class S3Writer(BaseWriter):
         return any(o < end and start < o + n for o, n in self._reservations.items())
 
     async def _launch(self, number: int, data: bytes) -> None:
-        """Start uploading a part; first wait while max_concurrency are in flight."""
-        while len(self._running) >= self._concurrency:
+        """Start uploading a part; first wait for room (count and bytes in flight)."""
+        while self._running and (
+            len(self._running) >= self._concurrency
+            or self._in_flight + len(data) > self._max_in_flight
+        ):
             await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             self._reap()
         upload_id = await self._ensure_upload()
         task = asyncio.create_task(self._upload_part(upload_id, number, data))
+        self._in_flight += len(data)
+        task.add_done_callback(lambda _: self._release(len(data)))
         self._running.add(task)
+
+    def _release(self, size: int) -> None:
+        self._in_flight -= size
 
     def _reap(self) -> None:
         """Collect finished part uploads; raise the first failure."""

@@ -68,8 +68,12 @@ class S3Config:
         retries included (botocore "standard" retry mode).
     part_size: first part size of a streamed upload, 5 MiB to 5 GiB; parts
         double every 1000 (see ``part_size`` in this module).
-    max_concurrency: parts uploading at once; a writer holds about
-        (max_concurrency + 1) parts in memory.
+    max_concurrency: parts uploading at once, and never more than
+        ``max_in_flight`` bytes of them (at least one part): a writer holds
+        the parts in flight, the part it is filling, and a part held back by
+        an unfilled reservation.
+    max_in_flight: bytes of parts uploading at once (default 64 MiB), so the
+        larger parts of a very large upload do not multiply memory.
     """
 
     endpoint_url: str | None = None
@@ -88,6 +92,7 @@ class S3Config:
     max_attempts: int = 5
     part_size: int = 8 * MiB
     max_concurrency: int = 4
+    max_in_flight: int = 64 * MiB
 
     def __post_init__(self) -> None:
         if self.endpoint_url is not None:
@@ -112,8 +117,8 @@ class S3Config:
             )
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
             raise UsageError(f"part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes")
-        if self.max_concurrency < 1 or self.max_attempts < 1:
-            raise UsageError("max_concurrency and max_attempts must be at least 1")
+        if self.max_concurrency < 1 or self.max_attempts < 1 or self.max_in_flight < 1:
+            raise UsageError("max_concurrency, max_in_flight and max_attempts must be at least 1")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise UsageError("timeouts must be positive")
 

@@ -485,3 +485,32 @@ def test_messages_never_show_the_secret_of_an_endpoint_url() -> None:
     with pytest.raises(UsageError) as caught:
         S3Config(endpoint_url="https://AKIA:topsecret@s3.example.org")
     assert not re.search("topsecret|AKIA", str(caught.value))
+
+
+class _PeakClient(FaultyClient):
+    """Counts the part uploads running at once."""
+
+    current = peak = 0
+
+    async def upload_part(self, **kwargs: Any) -> Any:
+        self.current += 1
+        self.peak = max(self.peak, self.current)
+        try:
+            return await super().upload_part(**kwargs)
+        finally:
+            self.current -= 1
+
+
+@pytest.mark.parametrize(("max_in_flight", "peak"), [(PART, 1), (2 * PART, 2), (64 * MiB, 4)])
+async def test_bytes_in_flight_are_bounded(
+    s3_endpoint: Any, new_bucket: Any, max_in_flight: int, peak: int
+) -> None:
+    config = config_for(s3_endpoint, max_concurrency=4, max_in_flight=max_in_flight)
+    async with S3Storage(new_bucket(s3_endpoint), "p", config) as storage:
+        client = await _PeakClient.install(storage, part_delay=0.2)
+        data = payload(7 * PART + 123)
+        async with storage.open_writer("bounded") as writer:
+            await writer.write(data)
+            await writer.commit()
+        assert client.peak == peak
+        assert await storage.read_bytes("bounded", limit=len(data)) == data
