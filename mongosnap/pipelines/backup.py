@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._aio import shielded
-from .._errors import DatabaseNotFound, ObjectNotFound, UsageError
+from .._errors import DatabaseNotFound, ObjectExists, ObjectNotFound, UsageError
 from .._version import __version__
 from ..archive import ArchiveWriter, metadata, names
 from ..archive.manifest import CollectionEntry, Manifest, SourceInfo, archive_name, manifest_key
@@ -205,7 +205,7 @@ class _Job:
                     raise
                 _KEYS_IN_USE.discard(claim)
             when += timedelta(seconds=1)
-        raise UsageError("no free archive name within an hour of now")
+        raise ObjectExists(f"{self.storage.url}: every archive name of the next hour is taken")
 
     async def _dump(self, writer: ArchiveWriter, spec: CollectionSpec) -> CollectionEntry:
         indexes = await self.src.indexes(spec.database, spec.name) if spec.has_documents else []
