@@ -18,16 +18,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._errors import CollectionExists, CorruptArchive
-from ..archive.manifest import CollectionEntry
+from ..archive.manifest import CollectionEntry, MemberRange
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata, parse_metadata
 from ..archive.names import parse_member_name, unescape_collection_name
 from ..archive.reader import TarMember, read_archive
-from ..archive.tar import BLOCK, header_length
+from ..archive.tar import member_length
 from ..catalog import ArchiveInfo, resolve
 from ..codecs import get_codec
 from ..source import Source, select
@@ -148,35 +148,32 @@ class ArchiveSession:
         manifest = self.info.manifest
         assert manifest is not None
         member = manifest.manifest
-        members = read_archive(
-            self._counted(self.storage.read(self.info.key, member.offset, member.end)),
-            codec=get_codec(self.info.codec),
-            require_end=False,
-            max_total_size=header_length(member.name) + member.size + BLOCK,
-        )
-        async with contextlib.aclosing(members):
+        async with contextlib.aclosing(self._read_ranges(member)) as members:
             found = [(m.name, await m.read(member.size)) async for m in members]
         if found != [(member.name, manifest.to_json())]:
             raise CorruptArchive("the manifest inside the archive differs from its sidecar")
+
+    def _read_ranges(self, *ranges: MemberRange) -> AsyncGenerator[TarMember, None]:
+        """The members of consecutive ranges, from one ranged read, bounded to their size."""
+        return read_archive(
+            self._counted(self.storage.read(self.info.key, ranges[0].offset, ranges[-1].end)),
+            codec=get_codec(self.info.codec),
+            require_end=False,
+            max_total_size=sum(member_length(r.name, r.size) for r in ranges),
+        )
 
     # -- with a manifest: one ranged read per collection
 
     async def _restore_range(self, entry: CollectionEntry) -> CollectionOutcome:
         started = time.monotonic()
-        last = entry.bson or entry.metadata
-        fetched = last.end - entry.metadata.offset
+        ranges = [entry.metadata] if entry.bson is None else [entry.metadata, entry.bson]
+        fetched = ranges[-1].end - ranges[0].offset
         if await self._taken(entry.name):
             return self._outcome(entry.name, "exists", started)
         staged = StagedCollection(self.target, self.to_database, entry.name, workers=self.workers)
         try:
-            members = read_archive(
-                self._counted(self.storage.read(self.info.key, entry.metadata.offset, last.end)),
-                codec=get_codec(self.info.codec),
-                require_end=False,
-                max_total_size=_tar_bytes(entry),
-            )
             metadata = None
-            async with contextlib.aclosing(members):
+            async with contextlib.aclosing(self._read_ranges(*ranges)) as members:
                 async for member in members:
                     if member.name == entry.metadata.name:
                         metadata = await _metadata(member)
@@ -292,15 +289,6 @@ class ArchiveSession:
 
 async def _metadata(member: TarMember) -> CollectionMetadata:
     return parse_metadata(await member.read(MAX_METADATA_BYTES))
-
-
-def _tar_bytes(entry: CollectionEntry) -> int:
-    """The decompressed size of a collection's two members, a bound for reading them."""
-    total = 0
-    for rng in (entry.metadata, entry.bson):
-        if rng is not None:
-            total += header_length(rng.name) + rng.size + (-rng.size % BLOCK)
-    return total
 
 
 def selector(
