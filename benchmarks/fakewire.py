@@ -6,7 +6,8 @@ prints ``PORT <n>`` once it listens on 127.0.0.1 and serves until killed. It
 speaks just enough of the wire protocol for a dump: the legacy OP_QUERY hello
 of the handshake, then OP_MSG ``hello``/``ping``/``buildInfo``,
 ``listDatabases``, ``listCollections``, ``listIndexes``, ``find``,
-``getMore``, ``killCursors`` and ``endSessions``. One database, ``bench``.
+``getMore``, ``killCursors``, ``count`` (mongodump asks) and
+``endSessions``. One database, ``bench``.
 
 Every batch reply is encoded once, the first time it is asked for, and then
 only written, so the server does nearly no work per byte: a client that reads
@@ -207,6 +208,9 @@ class Server:
         index = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
         ns = f"{DATABASE}.{command['listIndexes']}"
         return {"cursor": {"firstBatch": [index], "id": bson.Int64(0), "ns": ns}}
+
+    def _cmd_count(self, command: dict[str, Any]) -> dict[str, Any]:
+        return {"n": len(self.corpus.collections.get(command["count"], []))}
 
     def _cmd_find(self, command: dict[str, Any]) -> bytes:
         name = command["find"]
