@@ -34,6 +34,7 @@ from ._errors import (
     SourceError,
     UsageError,
 )
+from ._rawcursor import raw_batch_cursor
 
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 DEFAULT_TIMEOUT = 10.0
@@ -199,7 +200,7 @@ class Source:
     ) -> AsyncGenerator[bytes, None]:
         """Concatenated BSON documents, each batch exactly as the server sent it."""
         coll = self._client[database][collection]
-        cursor = coll.find_raw_batches(batch_size=batch_size)
+        cursor = raw_batch_cursor(coll, batch_size)
         with self._translate(database):
             try:
                 async for batch in cursor:

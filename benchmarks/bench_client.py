@@ -1,0 +1,159 @@
+"""The client's own ceiling: backup against the fake wire server, next to its floors.
+
+    .venv/bin/python benchmarks/bench_client.py [--mb 200] [--rounds 3] [--case 1k 200b many]
+
+For each case a fresh ``fakewire`` process serves a pre-generated corpus
+(``1k``: 4 collections of 1 KB documents; ``200b``: 4 of 200 B documents;
+``many``: 2,000 collections of 50 documents), so the server costs next to
+nothing and the figures are the client's. Contenders, alternated over the
+rounds so that drift hits them all alike, each its own process:
+
+- ``drain``            PyMongo AsyncMongoClient.find_raw_batches over every
+                       collection, nothing else: the floor for any dump;
+- ``mongosnap-gzip``   ``mongosnap backup`` to a directory (default gzip);
+- ``mongosnap-zstd``   the same with ``--codec zstd``;
+- ``mongodump-gz``     the real ``mongodump --archive --gzip`` (mongo-tools in
+                       ../shared/mongo-tools/bin or $MONGOSNAP_MONGO_TOOLS).
+
+Printed per contender: min and median wall seconds, MB/s of BSON at the min,
+CPU seconds (user + system of the process) at the min, peak RSS, and wall and
+CPU ratios to the drain. Figures depend on the machine: note it beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from fakewire import FakeServer  # noqa: E402
+
+CASES = {  # name: (collections, document size); documents follow from --mb
+    "1k": (4, 1024),
+    "200b": (4, 200),
+    "many": (2000, 0),
+}
+MANY_DOCUMENTS = 50
+
+DRAIN = """
+import asyncio, sys
+from pymongo import AsyncMongoClient
+async def main(uri):
+    client = AsyncMongoClient(uri)
+    total = 0
+    for name in await client.bench.list_collection_names():
+        async for batch in client.bench[name].find_raw_batches(batch_size=1000):
+            total += len(batch)
+    await client.close()
+    print(total)
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@dataclass
+class Runs:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+
+
+def tools_dir() -> Path:
+    return Path(os.environ.get("MONGOSNAP_MONGO_TOOLS") or ROOT.parent / "shared/mongo-tools/bin")
+
+
+def measure(argv: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and peak RSS (KiB) of one process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        assert process.stderr is not None
+        raise RuntimeError(f"{argv[:3]} failed: {process.stderr.read().decode()[-1000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+def contenders(uri: str, out: Path) -> dict[str, list[str]]:
+    python = sys.executable
+    backup = [python, "-m", "mongosnap", "backup", str(out), "--uri", uri, "bench", "-q"]
+    return {
+        "drain": [python, "-c", DRAIN, uri],
+        "mongosnap-gzip": backup,
+        "mongosnap-zstd": [*backup, "--codec", "zstd"],
+        "mongodump-gz": [
+            str(tools_dir() / "mongodump"),
+            "--uri",
+            uri,
+            "--db",
+            "bench",
+            "--gzip",
+            f"--archive={out / 'mongodump.archive'}",
+            "--quiet",
+        ],
+    }
+
+
+def run_case(name: str, mb: float, rounds: int) -> None:
+    collections, size = CASES[name]
+    documents = MANY_DOCUMENTS if size == 0 else int(mb * 1e6 / size / collections)
+    size = size or 1024
+    print(f"\n## {name}: {collections} collections x {documents} documents of ~{size} B")
+    with (
+        FakeServer.spawn(collections, documents, size) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        out = Path(tmp)
+        commands = contenders(server.uri, out)
+        measure(commands["drain"])  # the server encodes each reply once: warm it
+        runs = {label: Runs() for label in commands}
+        for _ in range(rounds):
+            for label, argv in commands.items():
+                wall, cpu, rss = measure(argv)
+                runs[label].wall.append(wall)
+                runs[label].cpu.append(cpu)
+                runs[label].rss.append(rss)
+                for leftover in out.iterdir():
+                    leftover.unlink()
+        total = collections * documents * size
+        report(runs, total)
+
+
+def report(runs: dict[str, Runs], total: int) -> None:
+    floor = runs["drain"]
+    floor_wall, floor_cpu = min(floor.wall), min(floor.cpu)
+    print(
+        f"{'contender':<16} {'min s':>7} {'median s':>9} {'MB/s':>7} {'CPU s':>7}"
+        f" {'RSS MiB':>8} {'wall/drain':>11} {'CPU/drain':>10}"
+    )
+    for label, r in runs.items():
+        best = min(r.wall)
+        cpu = min(r.cpu)
+        median = statistics.median(r.wall)
+        print(
+            f"{label:<16} {best:7.2f} {median:9.2f} {total / best / 1e6:7.0f} {cpu:7.2f}"
+            f" {max(r.rss) / 1024:8.0f} {best / floor_wall:11.2f} {cpu / floor_cpu:10.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=200, help="BSON per case (1k, 200b)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--case", nargs="+", choices=sorted(CASES), default=list(CASES))
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    for name in args.case:
+        run_case(name, args.mb, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
