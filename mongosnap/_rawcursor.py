@@ -116,8 +116,8 @@ class FastRawBatchCursor(AsyncRawBatchCursor[Mapping[str, Any]]):
         return [unpack_cursor_reply(payload, codec_options)]
 
 
-def raw_batch_cursor(collection: Any, batch_size: int) -> Any:
-    """The fastest raw batch cursor this client offers."""
+def raw_batch_cursor(collection: Any, **find: Any) -> Any:
+    """The fastest raw batch cursor this client offers; ``find`` as for ``find()``."""
     if isinstance(collection, AsyncCollection):
-        return FastRawBatchCursor(collection, batch_size=batch_size)
-    return collection.find_raw_batches(batch_size=batch_size)
+        return FastRawBatchCursor(collection, **find)
+    return collection.find_raw_batches(**find)

@@ -200,7 +200,7 @@ class Source:
     ) -> AsyncGenerator[bytes, None]:
         """Concatenated BSON documents, each batch exactly as the server sent it."""
         coll = self._client[database][collection]
-        cursor = raw_batch_cursor(coll, batch_size)
+        cursor = raw_batch_cursor(coll, batch_size=batch_size)
         with self._translate(database):
             try:
                 async for batch in cursor:
