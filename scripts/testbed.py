@@ -57,6 +57,9 @@ AUTH_USER = "admin"
 # The oplog FerretDB: replica set name and capped local.oplog.rs size (bytes).
 OPLOG_REPL_SET = "rs0"
 OPLOG_SIZE = 16 << 20
+# FerretDB trims capped collections on a timer (default 1 min, 10% of the
+# documents at a time); a short one lets a test see its oplog roll over.
+OPLOG_CLEANUP = "1s"
 
 # Bump when the build recipe changes, so that cached binaries get rebuilt.
 BUILD_RECIPE = 1
@@ -508,14 +511,19 @@ class Testbed:
 
     def start_oplog_ferretdb(self, name: str, oplog_size: int) -> str:
         """A FerretDB that keeps an oplog: started with ``--repl-set-name`` and a
-        capped ``local.oplog.rs`` of ``oplog_size`` bytes created before any write.
+        capped ``local.oplog.rs`` of ``oplog_size`` bytes created before any write,
+        trimmed every OPLOG_CLEANUP.
 
         Returns its URI. It is stopped with the rest of the testbed; a small
         ``oplog_size`` lets a test make the oplog roll over.
         """
         if name in self.processes:
             raise TestbedError(f"a server named {name} is already running")
-        port = self._start_ferretdb(name, (f"--repl-set-name={OPLOG_REPL_SET}",))
+        flags = (
+            f"--repl-set-name={OPLOG_REPL_SET}",
+            f"--test-capped-cleanup-interval={OPLOG_CLEANUP}",
+        )
+        port = self._start_ferretdb(name, flags)
         if not mongo_create_capped(port, "local", "oplog.rs", oplog_size):
             raise TestbedError(f"{name}: could not create the capped local.oplog.rs")
         return f"mongodb://{HOST}:{port}/"

@@ -61,8 +61,9 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("give HOST or --uri (one of them)")
     if args.chunk_size < 1:
         raise UsageError("--chunk-size is at least 1 MiB")
-    if not args.quiet:
-        logging.getLogger("mongosnap.oplog").setLevel(logging.INFO)
+    if not args.quiet:  # a long-running command: say what it writes (-v: what it reads)
+        level = logging.DEBUG if args.verbose else logging.INFO
+        logging.getLogger("mongosnap.oplog").setLevel(level)
     await archive_oplog(
         args.uri or args.host,
         args.dest,

@@ -144,6 +144,8 @@ class _Archiver:
     def add(self, batch: Batch) -> None:
         if batch.entries and not self.entries:
             self.opened = time.monotonic()
+        if batch.entries:
+            log.debug("read %d entries up to %s", len(batch.entries), batch.stamps[-1])
         self.entries += batch.entries
         self.stamps += batch.stamps
         self.size += sum(len(e) for e in batch.entries)

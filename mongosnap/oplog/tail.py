@@ -234,6 +234,8 @@ class OplogTail:
             command["filter"] = {"ts": {"$gte": floor.to_bson()}}
         reply = await self.src.raw_command(OPLOG_DB, command)
         cursor_id = reply["cursor"]["id"]
+        mode = "awaitData" if self.await_data else f"polling every {self.await_ms} ms"
+        log.info("oplog reader ready on %s (tailable, %s)", self.src.hosts, mode)
         more: dict[str, Any] = {"getMore": cursor_id, "collection": OPLOG_COLLECTION}
         more["batchSize"] = self.batch_size
         if self.await_data:
