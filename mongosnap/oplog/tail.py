@@ -223,6 +223,8 @@ class OplogTail:
                 await asyncio.sleep(self.retry_seconds / 10)
 
     async def _one_cursor(self) -> AsyncGenerator[Batch | Gap, None]:
+        if self.last is not None:  # a reopened cursor must find the last entry again
+            self.expect = self.last
         floor = self.recent.floor()
         command: dict[str, Any] = {
             "find": OPLOG_COLLECTION,
