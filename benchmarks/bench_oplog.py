@@ -11,7 +11,8 @@ writes ``--rate`` inserts per second (about 300-byte documents) for
   mtime: the chunk is complete from then on) minus the entry's ``wall`` time
   (the server's clock when it wrote the entry; same machine);
 - peak RSS of the archiver process (VmHWM from /proc, read before SIGTERM);
-- that every entry written is archived once (a check, not a figure).
+- that every entry written is archived once (a check, not a figure): after
+  the load stops, the benchmark waits until a chunk holds the newest entry.
 
 Figures go to stdout.
 """
@@ -60,6 +61,22 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _newest(uri: str) -> tuple[int, int]:
+    with MongoClient(uri) as client:
+        last = client.local["oplog.rs"].find_one(sort=[("$natural", -1)])
+    assert last is not None
+    return (last["ts"].time, last["ts"].inc)
+
+
+def _covered(dest: Path) -> tuple[int, int]:
+    """The largest last_ts of the complete chunks so far."""
+    best = (0, 0)
+    for side in (dest / "oplog").glob("*.bson.gz.json") if (dest / "oplog").exists() else []:
+        info = chunks.ChunkInfo.from_json(side.read_bytes(), str(side.relative_to(dest)))
+        best = max(best, (info.last_ts.t, info.last_ts.i))
+    return best
+
+
 def _lags(dest: Path) -> tuple[list[float], int]:
     """Lag of every archived entry of the benchmark's collection, and their count."""
     lags: list[float] = []
@@ -85,14 +102,18 @@ def main() -> int:
     with testbed.Testbed() as bed, tempfile.TemporaryDirectory() as tmp:
         uri, dest = bed.mongo_oplog_uri, Path(tmp)
         argv = [sys.executable, "-m", "mongosnap", "oplog", str(dest), "--uri", uri]
-        argv += ["--interval", str(args.interval), "--start", "now", "-q"]
+        argv += ["--interval", str(args.interval), "--start", "oldest", "-q"]  # a fresh oplog
         proc = subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         time.sleep(2.0)  # let it open its cursor
         written = [0]
         writer = threading.Thread(target=_write, args=(uri, args.rate, args.seconds, written))
         writer.start()
         writer.join()
-        time.sleep(args.interval + 3.0)  # the last chunk
+        newest = _newest(uri)
+        caught_up = time.monotonic()
+        while _covered(dest) < newest:  # until the last entry's chunk is committed
+            time.sleep(0.1)
+        catch_up = time.monotonic() - caught_up
         peak = _peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
@@ -108,6 +129,7 @@ def main() -> int:
             f"median {statistics.median(lags):.2f}s, p95 {p95:.2f}s, max {lags[-1]:.2f}s"
         )
     print(f"archiver peak RSS: {peak:.1f} MB over {args.seconds:.0f}s")
+    print(f"caught up {catch_up:.1f}s after the load stopped")
     return 0 if archived == written[0] else 1
 
 
