@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._version import __version__
 from .catalog import ArchiveInfo, ArchiveStatus, list_archives
+from .oplog.archiver import archive_oplog, list_oplog
 from .pipelines.backup import BackupResult, CollectionResult, backup
 from .pipelines.heal import HealReport, heal
 from .pipelines.prune import PruneReport, prune
@@ -73,9 +74,11 @@ __all__ = [
     "UsageError",
     "VerifyReport",
     "__version__",
+    "archive_oplog",
     "backup",
     "heal",
     "list_archives",
+    "list_oplog",
     "open_storage",
     "prune",
     "restore",

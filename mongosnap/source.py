@@ -18,6 +18,7 @@ from typing import Any
 
 import bson
 from bson.binary import Binary
+from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient, InsertOne, uri_parser
 from pymongo.errors import (
@@ -43,6 +44,7 @@ _NAMESPACE_EXISTS = 48
 _NOT_IMPLEMENTED = 238
 
 log = logging.getLogger("mongosnap.source")
+_RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,12 @@ class Source:
     async def drop(self, database: str, name: str) -> None:
         with self._translate(database):
             await self._client[database].drop_collection(name)
+
+    async def raw_command(self, database: str, command: dict[str, Any]) -> RawBSONDocument:
+        """Run a command; the reply's documents stay raw BSON (the oplog reader's need)."""
+        with self._translate(database):
+            reply = await self._client[database].command(command, codec_options=_RAW)
+        return reply  # type: ignore[no-any-return]
 
 
 class _Translate:

@@ -54,6 +54,13 @@ TEMP_PREFIX = "mongosnap-testbed-"
 HOST = "127.0.0.1"
 AUTH_USER = "admin"
 
+# The oplog FerretDB: replica set name and capped local.oplog.rs size (bytes).
+OPLOG_REPL_SET = "rs0"
+OPLOG_SIZE = 16 << 20
+# FerretDB trims capped collections on a timer (default 1 min, 10% of the
+# documents at a time); a short one lets a test see its oplog roll over.
+OPLOG_CLEANUP = "1s"
+
 # Bump when the build recipe changes, so that cached binaries get rebuilt.
 BUILD_RECIPE = 1
 
@@ -279,6 +286,42 @@ def mongo_ping(port: int, host: str = HOST, timeout: float = 2.0) -> bool:
     return at >= 0 and struct.unpack("<d", reply[at + 4 : at + 12])[0] == 1.0
 
 
+def _bson_element(kind: int, key: str, value: bytes) -> bytes:
+    return bytes([kind]) + key.encode() + b"\0" + value
+
+
+def _bson_string(text: str) -> bytes:
+    raw = text.encode() + b"\0"
+    return struct.pack("<i", len(raw)) + raw
+
+
+def mongo_create_capped(
+    port: int, database: str, collection: str, size: int, host: str = HOST, timeout: float = 5.0
+) -> bool:
+    """Send ``{create: collection, capped: true, size: size}``; True if the server answers ok: 1.
+
+    Used to give an oplog FerretDB its ``local.oplog.rs`` before any write.
+    """
+    body = _bson_element(0x02, "create", _bson_string(collection))
+    body += _bson_element(0x08, "capped", b"\1")
+    body += _bson_element(0x12, "size", struct.pack("<q", size))
+    body += _bson_element(0x02, "$db", _bson_string(database))
+    doc = struct.pack("<i", len(body) + 5) + body + b"\0"
+    payload = struct.pack("<I", 0) + b"\0" + doc
+    message = struct.pack("<iiii", 16 + len(payload), 2, 0, 2013) + payload
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(message)
+        reply = b""
+        while len(reply) < 4 or len(reply) < struct.unpack("<i", reply[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return False
+            reply += chunk
+    marker = b"\x01ok\0"
+    at = reply.find(marker)
+    return at >= 0 and struct.unpack("<d", reply[at + 4 : at + 12])[0] == 1.0
+
+
 def http_answers(port: int, host: str = HOST, timeout: float = 2.0) -> bool:
     """True once anything answers HTTP on the port (any status will do)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -380,6 +423,7 @@ class Testbed:
         self.root: Path | None = None
         self.mongo_uri = ""
         self.mongo_auth_uri = ""
+        self.mongo_oplog_uri = ""
         self.s3: dict[str, S3Endpoint] = {}
         self.processes: dict[str, _Process] = {}
         self.owned = True
@@ -463,6 +507,32 @@ class Testbed:
         )
         port = self._start_ferretdb("ferretdb-auth", auth)
         self.mongo_auth_uri = f"mongodb://{AUTH_USER}:{password}@{HOST}:{port}/"
+        self.mongo_oplog_uri = self.start_oplog_ferretdb("ferretdb-oplog", OPLOG_SIZE)
+
+    def start_oplog_ferretdb(self, name: str, oplog_size: int) -> str:
+        """A FerretDB that keeps an oplog: started with ``--repl-set-name`` and a
+        capped ``local.oplog.rs`` of ``oplog_size`` bytes created before any write,
+        trimmed every OPLOG_CLEANUP.
+
+        Returns its URI. It is stopped with the rest of the testbed; a small
+        ``oplog_size`` lets a test make the oplog roll over.
+        """
+        if name in self.processes:
+            raise TestbedError(f"a server named {name} is already running")
+        flags = (
+            f"--repl-set-name={OPLOG_REPL_SET}",
+            f"--test-capped-cleanup-interval={OPLOG_CLEANUP}",
+        )
+        port = self._start_ferretdb(name, flags)
+        if not mongo_create_capped(port, "local", "oplog.rs", oplog_size):
+            raise TestbedError(f"{name}: could not create the capped local.oplog.rs")
+        return f"mongodb://{HOST}:{port}/"
+
+    def stop_server(self, name: str) -> None:
+        """Stop one server this testbed started (e.g. a tiny-oplog FerretDB)."""
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            _terminate(proc)
 
     def _start_moto(self) -> None:
         def argv(port: int) -> list[str]:
@@ -565,6 +635,7 @@ class Testbed:
             "root": str(self.root),
             "mongo_uri": self.mongo_uri,
             "mongo_auth_uri": self.mongo_auth_uri,
+            "mongo_oplog_uri": self.mongo_oplog_uri,
             "s3": {name: dataclasses.asdict(ep) for name, ep in self.s3.items()},
             "processes": {name: proc.to_json() for name, proc in self.processes.items()},
         }
@@ -590,6 +661,7 @@ class Testbed:
         tb.root = Path(raw["root"])
         tb.mongo_uri = raw["mongo_uri"]
         tb.mongo_auth_uri = raw["mongo_auth_uri"]
+        tb.mongo_oplog_uri = raw.get("mongo_oplog_uri", "")
         tb.s3 = {name: S3Endpoint(**ep) for name, ep in raw["s3"].items()}
         tb.processes = {name: _Process(**proc) for name, proc in raw["processes"].items()}
         tb.owned = owned
@@ -615,6 +687,8 @@ class Testbed:
     def env(self) -> dict[str, str]:
         """Environment variables describing the servers (``env`` command)."""
         out = {"MONGOSNAP_TEST_MONGO_URI": self.mongo_uri}
+        if self.mongo_oplog_uri:
+            out["MONGOSNAP_TEST_MONGO_OPLOG_URI"] = self.mongo_oplog_uri
         for name, ep in self.s3.items():
             prefix = f"MONGOSNAP_TEST_S3_{name.upper()}_"
             out[prefix + "ENDPOINT_URL"] = ep.endpoint_url

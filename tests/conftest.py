@@ -6,6 +6,9 @@
 ``new_bucket``    factory: ``new_bucket(endpoint) -> bucket name`` (fresh, emptied afterwards)
 ``new_database``  a fresh database name on FerretDB, dropped afterwards
 ``destination``   a local directory, then a fresh bucket on moto, then on versitygw
+``mongo_oplog_uri`` a FerretDB that keeps an oplog (capped ``local.oplog.rs``)
+``new_oplog_server`` factory: ``new_oplog_server(oplog_size) -> URI`` of a fresh
+                  oplog FerretDB (e.g. a tiny oplog that rolls over), stopped afterwards
 
 With $MONGOSNAP_TESTBED_STATE set (``eval "$(python scripts/testbed.py env)"``
 after ``python scripts/testbed.py start``) the tests use those running servers
@@ -126,3 +129,26 @@ def destination(
     request: pytest.FixtureRequest, tmp_path: Path, testbed: Any, new_bucket: Any
 ) -> Destination:
     return make_destination(request.param, tmp_path, testbed, new_bucket)
+
+
+@pytest.fixture(scope="session")
+def mongo_oplog_uri(testbed: Any) -> str:
+    """A FerretDB started with --repl-set-name and a capped local.oplog.rs."""
+    if not testbed.mongo_oplog_uri:
+        raise RuntimeError("this testbed has no oplog FerretDB; restart it with scripts/testbed.py")
+    return str(testbed.mongo_oplog_uri)
+
+
+@pytest.fixture
+def new_oplog_server(testbed: Any) -> Iterator[Callable[[int], str]]:
+    started: list[str] = []
+
+    def make(oplog_size: int) -> str:
+        name = f"ferretdb-oplog-{uuid.uuid4().hex[:8]}"
+        uri = str(testbed.start_oplog_ferretdb(name, oplog_size))
+        started.append(name)
+        return uri
+
+    yield make
+    for name in started:
+        testbed.stop_server(name)

@@ -201,6 +201,55 @@ class Totals:
         )
 
 
+OPLOG_MEMBER = "dump/oplog.bson"
+
+
+@dataclass(frozen=True)
+class OplogWindow:
+    """``backup --oplog``: the oplog entries captured while the dump ran.
+
+    ``first_ts`` was the newest oplog entry before the dump, ``last_ts`` the
+    newest after it: replaying ``member`` brings the data to ``last_ts``, the
+    archive's consistent point. Timestamps are (seconds, increment).
+    """
+
+    first_ts: tuple[int, int]
+    last_ts: tuple[int, int]
+    entries: int
+    sha256: str
+    member: MemberRange
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first_ts": {"t": self.first_ts[0], "i": self.first_ts[1]},
+            "last_ts": {"t": self.last_ts[0], "i": self.last_ts[1]},
+            "entries": self.entries,
+            "sha256": self.sha256,
+            "member": self.member.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> OplogWindow:
+        d = _fields(raw, "oplog", ("first_ts", "last_ts", "entries", "sha256", "member"))
+        window = cls(
+            _ts(d["first_ts"], "oplog.first_ts"),
+            _ts(d["last_ts"], "oplog.last_ts"),
+            _count(d["entries"], "oplog.entries"),
+            _text(d["sha256"], "oplog.sha256"),
+            MemberRange.from_dict(d["member"], "oplog.member"),
+        )
+        if window.member.name != OPLOG_MEMBER or window.first_ts > window.last_ts:
+            raise CorruptArchive(f"manifest oplog: member must be {OPLOG_MEMBER!r}, ts ordered")
+        if len(window.sha256) != 64 or window.sha256.strip("0123456789abcdef"):
+            raise CorruptArchive("manifest oplog.sha256 is not 64 lower-case hex digits")
+        return window
+
+
+def _ts(raw: object, where: str) -> tuple[int, int]:
+    d = _fields(raw, where, ("t", "i"))
+    return _count(d["t"], f"{where}.t"), _count(d["i"], f"{where}.i")
+
+
 _NO_MEMBER = MemberRange(MANIFEST_MEMBER, 0, 0, 0)
 _TOP_KEYS = (
     "format",
@@ -236,6 +285,7 @@ class Manifest:
     totals: Totals = field(default_factory=Totals)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    oplog: OplogWindow | None = None  # optional: written only by backup --oplog
 
     def __post_init__(self) -> None:  # lists in, tuples kept: the manifest stays immutable
         object.__setattr__(self, "databases", tuple(self.databases))
@@ -259,6 +309,8 @@ class Manifest:
             "manifest": self.manifest.to_dict(),
             "totals": self.totals.to_dict(),
         }
+        if self.oplog is not None:
+            doc["oplog"] = self.oplog.to_dict()
         return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
     @classmethod
@@ -272,7 +324,7 @@ class Manifest:
             )
         except (UnicodeDecodeError, ValueError) as exc:
             raise CorruptArchive(f"manifest is not valid JSON: {exc}") from exc
-        d = _fields(raw, "manifest", _TOP_KEYS)
+        d = _fields(raw, "manifest", _TOP_KEYS, optional=("oplog",))
         if d["format"] != FORMAT_NAME:
             raise CorruptArchive(f"not a {FORMAT_NAME} manifest: format {d['format']!r}")
         if d["format_version"] != FORMAT_VERSION or isinstance(d["format_version"], bool):
@@ -292,6 +344,7 @@ class Manifest:
             ),
             manifest=MemberRange.from_dict(d["manifest"], "manifest"),
             totals=Totals.from_dict(d["totals"]),
+            oplog=OplogWindow.from_dict(d["oplog"]) if "oplog" in d else None,
         )
         manifest.check()
         return manifest
@@ -316,6 +369,8 @@ class Manifest:
             ranges += [entry.metadata] if entry.bson is None else [entry.metadata, entry.bson]
         if self.manifest.name != MANIFEST_MEMBER:
             raise CorruptArchive(f"manifest member should be {MANIFEST_MEMBER!r}")
+        if self.oplog is not None:
+            ranges.append(self.oplog.member)  # after every collection
         position = 0
         for rng in [*ranges, self.manifest]:
             validate_member_name(rng.name)
@@ -347,12 +402,14 @@ class Manifest:
 # ------------------------------------------------------------- validation
 
 
-def _fields(raw: object, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+def _fields(
+    raw: object, where: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise CorruptArchive(f"manifest {where} is not an object")
-    if set(raw) != set(keys):
+    if set(raw) - set(optional) != set(keys):
         missing = sorted(set(keys) - set(raw))
-        extra = sorted(set(raw) - set(keys))
+        extra = sorted(set(raw) - set(keys) - set(optional))
         raise CorruptArchive(f"manifest {where}: missing {missing}, unexpected {extra}")
     return raw
 

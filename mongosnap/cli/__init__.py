@@ -17,10 +17,10 @@ from typing import TextIO
 
 from .._errors import Interrupted, MongosnapError, Terminated, all_errors
 from .._version import __version__
-from . import backup, heal, list, prune, restore, verify  # `list` is a command module here
+from . import backup, heal, list, oplog, prune, restore, verify  # `list` is a command module here
 
 # One module per command, each with register(subparsers); the order is --help's.
-COMMANDS = [backup, heal, restore, list, verify, prune]
+COMMANDS = [backup, heal, restore, list, verify, prune, oplog]
 
 EXIT_INTERNAL = 70
 

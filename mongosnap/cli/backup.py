@@ -27,6 +27,12 @@ def register(commands: Any) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
     p.add_argument("--batch-size", type=int, default=1000, help="documents per server batch")
+    p.add_argument(
+        "--oplog",
+        action="store_true",
+        help="also store the oplog entries written during the dump (dump/oplog.bson), "
+        "for mongorestore --oplogReplay",
+    )
     add_source_flags(p)
     add_s3_flags(p)
     add_output_flags(p)
@@ -66,6 +72,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             connect_timeout=args.connect_timeout,
             batch_size=args.batch_size,
             progress=on_progress,
+            oplog=args.oplog,
         )
     _print(result, args, out)
     return 0
@@ -83,3 +90,9 @@ def _print(result: BackupResult, args: argparse.Namespace, out: TextIO) -> None:
         f"in {result.duration:.1f}s ({rate:.1f} MB/s): {result.destination.rstrip('/')}/"
         f"{result.archive_key}\n"
     )
+    if result.oplog is not None:
+        last = result.oplog["last_ts"]
+        out.write(
+            f"oplog: {result.oplog['entries']} entries in dump/oplog.bson, "
+            f"consistent at ts {last['t']}:{last['i']}\n"
+        )

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,8 +22,16 @@ from .._aio import shielded
 from .._errors import DatabaseNotFound, ObjectExists, ObjectNotFound, UsageError
 from .._version import __version__
 from ..archive import ArchiveWriter, metadata, names
-from ..archive.manifest import CollectionEntry, Manifest, SourceInfo, archive_name, manifest_key
+from ..archive.manifest import (
+    CollectionEntry,
+    Manifest,
+    OplogWindow,
+    SourceInfo,
+    archive_name,
+    manifest_key,
+)
 from ..codecs import get_codec
+from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, count_documents, select
 from ..storage import S3Config, Storage, open_storage
@@ -59,6 +68,7 @@ class BackupResult:
     bytes_in: int
     bytes_out: int
     collections: list[CollectionResult] = field(default_factory=list)
+    oplog: dict[str, Any] | None = None  # backup --oplog: the manifest's oplog window
 
     @property
     def duration(self) -> float:
@@ -89,20 +99,28 @@ async def backup(
     connect_timeout: float = 10.0,
     batch_size: int = 1000,
     progress: ProgressCallback = ignore,
+    oplog: bool = False,
 ) -> BackupResult:
     """Back up one, several (a list) or all (None) databases into one archive.
 
     ``source`` is a MongoDB URI, a ``host[:port]`` string, an AsyncMongoClient
     or a Motor client; ``destination`` is ``s3://bucket[/prefix]``, a directory
     (path or ``file://``) or a Storage. Returns what was written.
+
+    ``oplog=True`` also stores the oplog entries written during the dump as
+    ``dump/oplog.bson`` (as ``mongodump --oplog`` does); the manifest's
+    ``oplog.last_ts`` is then the instant a replay of it restores to.
     """
     chosen_codec = get_codec(codec)
     storage = open_storage(destination, s3=s3)
     try:
         await storage.check()
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
+            capture = await OplogCapture.begin(src) if oplog else None
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
+            if capture is not None:
+                job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return await job.run(specs)
     finally:
         if not isinstance(destination, Storage):
@@ -155,6 +173,9 @@ class _Job:
         self.batch_size = batch_size
         self.progress = progress
         self.entries: list[CollectionEntry] = []
+        # backup --oplog: appends dump/oplog.bson after the collections (oplog/capture.py)
+        self.oplog_hook: Callable[..., Awaitable[OplogWindow]] | None = None
+        self.oplog: OplogWindow | None = None
 
     async def run(self, specs: list[CollectionSpec]) -> BackupResult:
         started = datetime.now(UTC)
@@ -173,6 +194,9 @@ class _Job:
             async with ArchiveWriter(sink, self.codec) as writer:
                 for spec in specs:
                     self.entries.append(await self._dump(writer, spec))
+                if self.oplog_hook is not None:
+                    databases = list(dict.fromkeys(s.database for s in specs))
+                    self.oplog = await self.oplog_hook(writer, databases)
                 finished = started + timedelta(seconds=time.monotonic() - clock)
                 manifest = await self._manifest(key, started, finished)
                 _, document = manifest.sealed(writer.plan_finish)
@@ -254,6 +278,7 @@ class _Job:
             source=SourceInfo(self.src.hosts.split(","), await self.src.server_version()),
             databases=list(dict.fromkeys(e.database for e in self.entries)),
             collections=self.entries,
+            oplog=self.oplog,
         )
 
     def _result(
@@ -273,6 +298,7 @@ class _Job:
                 CollectionResult(e.database, e.name, e.type, e.documents, e.bson_bytes, e.sha256)
                 for e in self.entries
             ],
+            oplog=None if self.oplog is None else self.oplog.to_dict(),
         )
 
 

@@ -325,6 +325,8 @@ class _Verifier:
             if entry.bson is not None:
                 expected.add(entry.bson.name)
                 self._check_bson(entry, entry.bson, tally)
+        if manifest.oplog is not None:  # backup --oplog
+            expected.add(manifest.oplog.member.name)
         if not self.stream_done:
             return tallies
         for name in self.order:

@@ -1,0 +1,97 @@
+"""``mongosnap oplog DEST HOST``: archive the oplog continuously; ``--list`` its coverage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any, TextIO
+
+from .._errors import UsageError
+from ..oplog.archiver import DEFAULT_INTERVAL, archive_oplog, list_oplog
+from ..oplog.chunks import Coverage
+from ._common import add_output_flags, add_s3_flags, add_source_flags, s3_config
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "oplog",
+        help="archive the oplog continuously (or --list what is archived)",
+        description="Tail local.oplog.rs of HOST and write it to DEST/oplog/ in compressed "
+        "chunks, each with a sidecar written last, until SIGTERM or Ctrl-C (the entries "
+        "buffered then are written as a last chunk). Resumes after the last complete "
+        "chunk; a span the oplog no longer holds is recorded as a gap. With --list, show "
+        "the spans DEST covers and its gaps.",
+    )
+    p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
+    p.add_argument("host", metavar="HOST", nargs="?", help="host[:port] (omit with --uri)")
+    p.add_argument("--list", action="store_true", help="show covered spans and gaps, then exit")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="write a chunk at least this often while entries come (default 60)",
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=16, metavar="MIB", help="or once this much (default 16)"
+    )
+    p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
+    p.add_argument(
+        "--start",
+        choices=["oldest", "now"],
+        default="oldest",
+        help="with no chunk at DEST yet: from the oldest entry (default) or from now",
+    )
+    add_source_flags(p)
+    add_s3_flags(p)
+    add_output_flags(p)
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.list:
+        if args.host or args.extra or args.uri:
+            raise UsageError("--list takes only DEST")
+        _print(await list_oplog(args.dest, s3=s3_config(args)), args.json, out)
+        return 0
+    if args.extra:
+        raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+    if bool(args.host) == bool(args.uri):
+        raise UsageError("give HOST or --uri (one of them)")
+    if args.chunk_size < 1:
+        raise UsageError("--chunk-size is at least 1 MiB")
+    if not args.quiet:  # a long-running command: say what it writes (-v: what it reads)
+        level = logging.DEBUG if args.verbose else logging.INFO
+        logging.getLogger("mongosnap.oplog").setLevel(level)
+    await archive_oplog(
+        args.uri or args.host,
+        args.dest,
+        interval=args.interval,
+        max_bytes=args.chunk_size << 20,
+        codec=args.codec,
+        start=args.start,
+        s3=s3_config(args),
+        connect_timeout=args.connect_timeout,
+    )
+    return 0
+
+
+def _print(coverage: Coverage, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        json.dump(coverage.to_dict(), out, indent=2)
+        out.write("\n")
+        return
+    doc = coverage.to_dict()
+    if not doc["spans"]:
+        out.write("no oplog chunks\n")
+    for span in doc["spans"]:
+        out.write(
+            f"covered  {span['first_time']} .. {span['last_time']}  "
+            f"ts {span['first_ts']} .. {span['last_ts']}  "
+            f"{span['chunks']} chunks, {span['entries']} entries\n"
+        )
+    for gap in doc["gaps"]:
+        out.write(f"GAP      after ts {gap['after']}, before ts {gap['before']}: {gap['reason']}\n")
+    for key in doc["incomplete"]:
+        out.write(f"incomplete chunk (no sidecar): {key}\n")

@@ -1,0 +1,1 @@
+"""Point in time: oplog capture, continuous oplog archiving (and replay)."""

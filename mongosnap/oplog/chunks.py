@@ -1,0 +1,302 @@
+"""Oplog chunk objects, their sidecars, gap objects, and what a destination covers.
+
+Layout under a destination (docs/format.md, "Oplog chunks")::
+
+    oplog/<first>_<last>.bson.gz         raw oplog entries, one compressed member
+    oplog/<first>_<last>.bson.gz.json    its sidecar, written last
+    oplog/<after>_<before>.gap.json      a span whose entries may be missing
+
+``<first>`` etc. are ``Ts.key()`` (fixed width), so keys sort by time. A chunk
+without a sidecar is incomplete and ignored. Continuity is explicit: a
+sidecar's ``prev_ts`` is the ts of the entry just before its first one in the
+stream that wrote it (the previous chunk's ``last_ts``), or null when the
+chunk starts a new span; coverage is never inferred from timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .._errors import CorruptArchive
+from ..codecs import CODECS, Codec
+from ..storage import Storage
+from .position import Ts
+
+PREFIX = "oplog/"
+SIDECAR_SUFFIX = ".json"
+GAP_SUFFIX = ".gap.json"
+CHUNK_FORMAT = "mongosnap-oplog-chunk"
+GAP_FORMAT = "mongosnap-oplog-gap"
+FORMAT_VERSION = 1
+MAX_SIDECAR_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 1 << 30
+
+_TS = r"\d{10}-\d{10}"
+_CHUNK_RE = re.compile(rf"^oplog/({_TS})_({_TS})\.bson(\.gz|\.zst)$")
+_GAP_RE = re.compile(rf"^oplog/({_TS})_({_TS})\.gap\.json$")
+_SUFFIX = {".gz": "gzip", ".zst": "zstd"}
+
+
+def chunk_key(first: Ts, last: Ts, codec: Codec) -> str:
+    return f"{PREFIX}{first.key()}_{last.key()}.bson{codec.suffix.removeprefix('.tar')}"
+
+
+def sidecar_key(chunk: str) -> str:
+    return chunk + SIDECAR_SUFFIX
+
+
+def gap_key(after: Ts, before: Ts) -> str:
+    return f"{PREFIX}{after.key()}_{before.key()}{GAP_SUFFIX}"
+
+
+def parse_chunk_key(key: str) -> tuple[Ts, Ts, str] | None:
+    """(first, last, codec name) of a chunk object key, None for any other key."""
+    found = _CHUNK_RE.match(key)
+    if found is None:
+        return None
+    return Ts.from_key(found[1]), Ts.from_key(found[2]), _SUFFIX[found[3]]
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """A chunk's sidecar: what the object holds and where it joins the stream."""
+
+    object: str
+    codec: str
+    first_ts: Ts
+    last_ts: Ts
+    prev_ts: Ts | None
+    count: int
+    bson_bytes: int
+    sha256: str
+    object_bytes: int
+    source: str
+    created: datetime
+    key: str = field(default="", compare=False)
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": CHUNK_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "object": self.object,
+            "codec": self.codec,
+            "first_ts": self.first_ts.to_json(),
+            "last_ts": self.last_ts.to_json(),
+            "prev_ts": None if self.prev_ts is None else self.prev_ts.to_json(),
+            "count": self.count,
+            "bytes": self.bson_bytes,
+            "sha256": self.sha256,
+            "object_bytes": self.object_bytes,
+            "source": self.source,
+            "created": _iso(self.created),
+        }
+        return (json.dumps(doc, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, key: str) -> ChunkInfo:
+        """Parse a sidecar; CorruptArchive naming the key on anything malformed."""
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != CHUNK_FORMAT or raw.get("format_version") != FORMAT_VERSION:
+                raise ValueError("not a format_version 1 oplog chunk sidecar")
+            info = cls(
+                object=_str(raw["object"]),
+                codec=_str(raw["codec"]),
+                first_ts=Ts.from_json(raw["first_ts"]),
+                last_ts=Ts.from_json(raw["last_ts"]),
+                prev_ts=None if raw["prev_ts"] is None else Ts.from_json(raw["prev_ts"]),
+                count=_int(raw["count"]),
+                bson_bytes=_int(raw["bytes"]),
+                sha256=_str(raw["sha256"]),
+                object_bytes=_int(raw["object_bytes"]),
+                source=_str(raw["source"]),
+                created=datetime.fromisoformat(_str(raw["created"]).replace("Z", "+00:00")),
+                key=key,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CorruptArchive(f"oplog sidecar {key}: {exc}") from None
+        if info.codec not in CODECS or sidecar_key(f"{PREFIX}{info.object}") != key:
+            raise CorruptArchive(f"oplog sidecar {key}: names another object or codec")
+        if info.count < 1 or info.first_ts > info.last_ts:
+            raise CorruptArchive(f"oplog sidecar {key}: inconsistent count or timestamps")
+        return info
+
+    @property
+    def object_key(self) -> str:
+        return PREFIX + self.object
+
+
+@dataclass(frozen=True)
+class GapInfo:
+    """Entries with after < ts < before may be missing from the archive."""
+
+    after: Ts
+    before: Ts
+    detected: datetime
+    reason: str
+    key: str = field(default="", compare=False)
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": GAP_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "after": self.after.to_json(),
+            "before": self.before.to_json(),
+            "detected": _iso(self.detected),
+            "reason": self.reason,
+        }
+        return (json.dumps(doc, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, key: str) -> GapInfo:
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != GAP_FORMAT or raw.get("format_version") != FORMAT_VERSION:
+                raise ValueError("not a format_version 1 oplog gap object")
+            return cls(
+                Ts.from_json(raw["after"]),
+                Ts.from_json(raw["before"]),
+                datetime.fromisoformat(_str(raw["detected"]).replace("Z", "+00:00")),
+                _str(raw["reason"]),
+                key,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CorruptArchive(f"oplog gap object {key}: {exc}") from None
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a non-negative integer")
+    return value
+
+
+def encode_chunk(entries: Sequence[bytes], codec: Codec) -> tuple[bytes, bytes, str]:
+    """(raw BSON, compressed object, SHA-256 of the raw BSON)."""
+    raw = b"".join(entries)
+    return raw, codec.compress(raw), hashlib.sha256(raw).hexdigest()
+
+
+def decode_chunk(data: bytes, info: ChunkInfo) -> bytes:
+    """The raw BSON of a chunk object, checked against its sidecar."""
+    decoder = CODECS[info.codec]().decompressor(max_output=max(info.bson_bytes, 1))
+    raw = b"".join(decoder.feed(data))
+    decoder.close()
+    if len(raw) != info.bson_bytes or hashlib.sha256(raw).hexdigest() != info.sha256:
+        raise CorruptArchive(f"oplog chunk {info.object_key}: bytes or SHA-256 differ")
+    return raw
+
+
+def split_entries(raw: bytes) -> list[bytes]:
+    """Concatenated BSON documents, cut at their length prefixes."""
+    out, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        if size < 5 or offset + size > len(raw):
+            raise CorruptArchive(f"oplog chunk: bad document length {size} at {offset}")
+        out.append(raw[offset : offset + size])
+        offset += size
+    return out
+
+
+@dataclass(frozen=True)
+class Span:
+    """A run of chunks, each continuing the previous one: [first, last] is covered."""
+
+    first: Ts
+    last: Ts
+    chunks: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a destination's oplog chunks cover, in time order.
+
+    ``gaps`` holds the recorded gap objects plus any break between spans that
+    no gap object explains (reason "unrecorded"); ``incomplete`` lists chunk
+    objects without a sidecar.
+    """
+
+    chunks: list[ChunkInfo]
+    spans: list[Span]
+    gaps: list[GapInfo]
+    incomplete: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spans": [
+                {
+                    "first_ts": str(s.first),
+                    "last_ts": str(s.last),
+                    "first_time": _iso(datetime.fromtimestamp(s.first.t, UTC)),
+                    "last_time": _iso(datetime.fromtimestamp(s.last.t, UTC)),
+                    "chunks": s.chunks,
+                    "entries": s.entries,
+                }
+                for s in self.spans
+            ],
+            "gaps": [
+                {"after": str(g.after), "before": str(g.before), "reason": g.reason}
+                for g in self.gaps
+            ],
+            "incomplete": self.incomplete,
+        }
+
+
+async def read_coverage(storage: Storage) -> Coverage:
+    """List ``oplog/``: complete chunks (by sidecar), gap objects, incomplete chunks."""
+    keys = [info.key async for info in storage.list(PREFIX)]
+    present = set(keys)
+    chunks: list[ChunkInfo] = []
+    gaps: list[GapInfo] = []
+    incomplete: list[str] = []
+    for key in keys:
+        if _GAP_RE.match(key):
+            data = await storage.read_bytes(key, limit=MAX_SIDECAR_BYTES)
+            gaps.append(GapInfo.from_json(data, key))
+        elif parse_chunk_key(key) is not None:
+            if sidecar_key(key) not in present:
+                incomplete.append(key)
+                continue
+            side = sidecar_key(key)
+            data = await storage.read_bytes(side, limit=MAX_SIDECAR_BYTES)
+            chunks.append(ChunkInfo.from_json(data, side))
+    chunks.sort(key=lambda c: (c.first_ts, c.last_ts))
+    spans, breaks = _spans(chunks)
+    recorded = {(g.after, g.before) for g in gaps}
+    for after, before in breaks:
+        explained = any(g.after <= after and before <= g.before for g in gaps)
+        if not explained and (after, before) not in recorded:
+            gaps.append(GapInfo(after, before, datetime.now(UTC), "unrecorded"))
+    gaps.sort(key=lambda g: (g.after, g.before))
+    return Coverage(chunks, spans, gaps, incomplete)
+
+
+def _spans(chunks: list[ChunkInfo]) -> tuple[list[Span], list[tuple[Ts, Ts]]]:
+    spans: list[Span] = []
+    breaks: list[tuple[Ts, Ts]] = []
+    for chunk in chunks:
+        if spans and chunk.prev_ts == spans[-1].last:
+            s = spans[-1]
+            spans[-1] = Span(s.first, chunk.last_ts, s.chunks + 1, s.entries + chunk.count)
+            continue
+        if spans:
+            breaks.append((spans[-1].last, chunk.first_ts))
+        spans.append(Span(chunk.first_ts, chunk.last_ts, 1, chunk.count))
+    return spans, breaks
