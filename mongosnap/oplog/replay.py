@@ -40,7 +40,7 @@ from .._errors import ReplayError, SourceError
 from ..source import Source
 from .commands import Skip, apply_command, command_name, losses, touched
 from .diff import apply_update, is_full_image
-from .entry import PLAIN, OplogEntry, encode, format_ts, parse_entry, plain
+from .entry import PLAIN, RAW, OplogEntry, encode, format_ts, parse_entry, plain
 from .scope import Scope, Selector
 from .target import ReplayTarget, Write
 from .txn import Transactions
@@ -151,6 +151,7 @@ class Replayer:
         self._batch = _Batch(batch_size)
         self._lost: set[str] = set()
         self._lost_databases: set[str] = set()
+        self._last_namespace: tuple[str, str] | None = None
 
     async def run(self, entries: Entries) -> None:
         try:
@@ -206,7 +207,7 @@ class Replayer:
     async def _upsert(
         self, entry: OplogEntry, database: str, collection: str, doc_id: Any, raw: bytes
     ) -> None:
-        write: Write = ReplaceOne({"_id": doc_id}, RawBSONDocument(raw), upsert=True)
+        write: Write = ReplaceOne({"_id": doc_id}, RawBSONDocument(raw, RAW), upsert=True)
         await self._add(entry, database, collection, doc_id, write, raw)
 
     async def _delete(self, entry: OplogEntry, database: str, collection: str, doc_id: Any) -> None:
@@ -254,15 +255,27 @@ class Replayer:
         batch = self._batch
         if batch.namespace is None:
             return
-        database, collection = batch.namespace
+        database, collection = self._last_namespace = batch.namespace
         writes, entries = batch.take()
         try:
             await self.target.write(database, collection, writes)
         except SourceError as exc:
-            named = _write_error(exc, entries)
-            if named is None:
-                raise
+            if type(exc) is not SourceError:
+                raise  # unreachable server, authentication: not an entry's fault
+            named = _write_error(exc, entries) or await self._locate(writes, entries, exc)
             raise named from exc
+
+    async def _locate(
+        self, writes: list[Write], entries: list[OplogEntry], exc: SourceError
+    ) -> ReplayError:
+        """Find the refused write by sending them one at a time (each is idempotent)."""
+        assert self._last_namespace is not None
+        for write, entry in zip(writes, entries, strict=True):
+            try:
+                await self.target.write(*self._last_namespace, [write])
+            except SourceError as single:
+                return ReplayError(f"{entry.describe()}: the server refused the write: {single}")
+        return ReplayError(f"{entries[0].describe()} and after: {exc}")
 
     # ------------------------------------------------------------ c
 
@@ -392,9 +405,9 @@ def _txn_key(entry: OplogEntry) -> bytes:
 
 
 def _write_error(exc: SourceError, entries: list[OplogEntry]) -> ReplayError | None:
-    """Name the entry whose write the server refused; None for other failures."""
+    """Name the entry a bulk write error points at; None without one."""
     cause = exc.__cause__
-    if type(exc) is not SourceError or not isinstance(cause, BulkWriteError):
+    if not isinstance(cause, BulkWriteError):
         return None
     errors = cause.details.get("writeErrors") or [{}]
     index = errors[0].get("index", 0)

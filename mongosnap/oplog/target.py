@@ -46,7 +46,15 @@ class ReplayTarget(Source):
     async def write(self, database: str, collection: str, writes: list[Write]) -> None:
         """Ordered replaces and deletes; the first failure stops the rest."""
         with self._translate(database):
-            await self._client[database][collection].bulk_write(writes, ordered=True)
+            try:
+                await self._client[database][collection].bulk_write(writes, ordered=True)
+            except KeyError as exc:
+                # FerretDB 1.x answers a failed update without "nModified",
+                # which PyMongo's result merging cannot read.
+                raise SourceError(
+                    f"MongoDB error on {self.hosts}: a write failed and the reply "
+                    f"lacks the field {exc}"
+                ) from exc
 
     async def command(self, database: str, command: dict[str, Any]) -> Any:
         return await self._command(database, command)

@@ -93,9 +93,7 @@ def snapshot(uri: str, database: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in sorted(db.list_collection_names()):
             docs = [bytes(d.raw) for d in db[name].find().sort("_id", 1)]
-            indexes = sorted(
-                (str(bson.decode(ix.raw)["name"]), bytes(ix.raw)) for ix in db[name].list_indexes()
-            )
+            indexes = sorted((str(ix["name"]), bson.encode(ix)) for ix in db[name].list_indexes())
             out[name] = {"docs": docs, "indexes": indexes}
         return out
 
