@@ -137,19 +137,21 @@ async def _rename(target: ReplayTarget, scope: Scope, database: str, o: dict[str
         return "renameCollection"
     if src not in await target.collection_names(landed_src):
         return Skip("already applied")  # replayed before, or nothing to rename
-    await _rename_namespace(target, (landed_src, src), (landed_dst, dst), bool(o.get("dropTarget")))
+    # A target that exists although the entry does not replace it comes from a
+    # later state (a replay over its own result): in the logged history it did
+    # not exist at this instant, so the source replaces it and later entries
+    # rebuild whatever came after.
+    await _rename_namespace(target, (landed_src, src), (landed_dst, dst))
     return "renameCollection"
 
 
 async def _rename_namespace(
-    target: ReplayTarget, src: tuple[str, str], dst: tuple[str, str], replace: bool
+    target: ReplayTarget, src: tuple[str, str], dst: tuple[str, str]
 ) -> None:
     if src[0] == dst[0]:
-        if not await target.rename(src[0], src[1], dst[1], replace=replace):
-            raise ReplayError(f"{dst[0]}.{dst[1]} exists and the entry does not replace it")
+        await target.rename(src[0], src[1], dst[1], replace=True)
         return
-    if replace:
-        await target.drop(*dst)
+    await target.drop(*dst)
     command = {"renameCollection": f"{src[0]}.{src[1]}", "to": f"{dst[0]}.{dst[1]}"}
     await target.command("admin", command)
 
