@@ -14,8 +14,12 @@ nothing:
   applied at their commit (``txn.py``);
 - ``n``: skipped.
 
-Writes to one collection are sent in ordered batches; an update reads through
-the batch, so it always sees the entries before it.
+Consecutive entries on one collection form a batch that keeps, per ``_id``,
+the state they leave the document in; an update reads through it, so it sees
+the entries before it. A batch is sent as one delete of every ``_id`` it
+touched and one insert of the documents that remain (raw bytes). A document
+is absent between the two commands: the target is not meant to be read while
+a replay runs, and an interrupted replay is finished by replaying again.
 
 Stop conditions: ``until`` (inclusive), and ``before_loss``, which leaves each
 selected namespace as it was just before the first entry that drops it,
@@ -33,7 +37,6 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
-from pymongo import DeleteOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from .._errors import ReplayError, SourceError
@@ -42,10 +45,10 @@ from .commands import Skip, apply_command, command_name, losses, touched
 from .diff import apply_update, is_full_image
 from .entry import PLAIN, RAW, OplogEntry, encode, format_ts, parse_entry, plain
 from .scope import Scope, Selector
-from .target import ReplayTarget, Write
+from .target import ReplayTarget
 from .txn import Transactions
 
-DEFAULT_BATCH = 1000
+DEFAULT_BATCH = 1000  # documents per batch (one delete and one insert command)
 
 Entries = Iterable[Any] | AsyncIterable[Any]
 
@@ -151,24 +154,52 @@ class Replayer:
         self._batch = _Batch(batch_size)
         self._lost: set[str] = set()
         self._lost_databases: set[str] = set()
-        self._last_namespace: tuple[str, str] | None = None
+        # (database, collection, _id key) -> the server's bytes, None when deleted
+        self._cache: dict[tuple[str, str, bytes], bytes | None] = {}
 
     async def run(self, entries: Entries) -> None:
         try:
-            async for item in _each(entries):
-                entry = parse_entry(item)
-                if self.until is not None and entry.ts > self.until:
-                    self.report.stop = "until"
+            async for window in _windows(_each(entries), self._batch.size):
+                parsed = [parse_entry(item) for item in window]
+                await self._prefetch(parsed)
+                if not await self._run_window(parsed):
                     break
-                self.report.entries += 1
-                await self.apply(entry)
-                if self._all_lost():
-                    self.report.stop = "loss"
-                    break
-                self.report.last_ts = entry.ts
             await self._flush()
         finally:
             self.report.pending_transactions = self._txns.pending
+
+    async def _run_window(self, entries: list[OplogEntry]) -> bool:
+        """Apply entries in order; False once a stop condition is met."""
+        for entry in entries:
+            if self.until is not None and entry.ts > self.until:
+                self.report.stop = "until"
+                return False
+            self.report.entries += 1
+            await self.apply(entry)
+            if self._all_lost():
+                self.report.stop = "loss"
+                return False
+            self.report.last_ts = entry.ts
+        return True
+
+    async def _prefetch(self, entries: list[OplogEntry]) -> None:
+        """Read the documents the window's updates need, one query per collection.
+
+        The cache holds the server's state of those documents; flushes keep it
+        current and commands clear it. It lives for one window.
+        """
+        self._cache.clear()
+        wanted: dict[tuple[str, str], dict[bytes, Any]] = {}
+        for entry in entries:
+            if entry.op != "u" or not entry.o2 or "_id" not in entry.o2:
+                continue
+            if self.scope.selected(entry.ns) and not self._is_lost(entry.ns):
+                doc_id = plain(entry.o2["_id"])
+                wanted.setdefault(self.scope.target(entry.ns), {})[_key(doc_id)] = doc_id
+        for (database, collection), ids in wanted.items():
+            found = await self.target.find_many_raw(database, collection, list(ids.values()))
+            for raw in found:
+                self._cache[(database, collection, _key(_raw_id(raw)))] = raw
 
     async def apply(self, entry: OplogEntry) -> None:
         """Apply one entry (top-level or nested in applyOps)."""
@@ -207,11 +238,10 @@ class Replayer:
     async def _upsert(
         self, entry: OplogEntry, database: str, collection: str, doc_id: Any, raw: bytes
     ) -> None:
-        write: Write = ReplaceOne({"_id": doc_id}, RawBSONDocument(raw, RAW), upsert=True)
-        await self._add(entry, database, collection, doc_id, write, raw)
+        await self._put(entry, database, collection, doc_id, raw)
 
     async def _delete(self, entry: OplogEntry, database: str, collection: str, doc_id: Any) -> None:
-        await self._add(entry, database, collection, doc_id, DeleteOne({"_id": doc_id}), None)
+        await self._put(entry, database, collection, doc_id, None)
 
     async def _update(self, entry: OplogEntry, database: str, collection: str) -> bool:
         """Write the updated document; False when there is no document to update."""
@@ -235,47 +265,46 @@ class Replayer:
             await self._flush()
         key = _key(doc_id)
         if key in self._batch.images:
-            return self._batch.images[key]
+            return self._batch.image(key)
+        if (database, collection, key) in self._cache:
+            return self._cache[(database, collection, key)]
         return await self.target.find_raw(database, collection, doc_id)
 
-    async def _add(
-        self,
-        entry: OplogEntry,
-        database: str,
-        collection: str,
-        doc_id: Any,
-        write: Write,
-        image: bytes | None,
+    async def _put(
+        self, entry: OplogEntry, database: str, collection: str, doc_id: Any, image: bytes | None
     ) -> None:
         if self._batch.namespace not in (None, (database, collection)) or self._batch.full:
             await self._flush()
-        self._batch.add((database, collection), entry, write, _key(doc_id), image)
+        self._batch.put((database, collection), entry, doc_id, image)
 
     async def _flush(self) -> None:
+        """Send a batch: delete every _id it touched, insert the documents it leaves."""
         batch = self._batch
         if batch.namespace is None:
             return
-        database, collection = self._last_namespace = batch.namespace
-        writes, entries = batch.take()
+        database, collection = batch.namespace
+        changes = batch.take()
+        for key, change in zip(batch.keys_taken, changes, strict=True):
+            self._cache[(database, collection, key)] = change.image
+        ids = [change.doc_id for change in changes]
+        kept = [change for change in changes if change.image is not None]
         try:
-            await self.target.write(database, collection, writes)
+            await self.target.put(database, collection, ids, [c.image for c in kept if c.image])
         except SourceError as exc:
             if type(exc) is not SourceError:
                 raise  # unreachable server, authentication: not an entry's fault
-            named = _write_error(exc, entries) or await self._locate(writes, entries, exc)
+            named = _write_error(exc, kept) or await self._locate(database, collection, changes)
             raise named from exc
 
-    async def _locate(
-        self, writes: list[Write], entries: list[OplogEntry], exc: SourceError
-    ) -> ReplayError:
-        """Find the refused write by sending them one at a time (each is idempotent)."""
-        assert self._last_namespace is not None
-        for write, entry in zip(writes, entries, strict=True):
+    async def _locate(self, database: str, collection: str, changes: list[_Change]) -> ReplayError:
+        """Find the refused write by sending the changes one at a time (each is idempotent)."""
+        for change in changes:
+            image = [change.image] if change.image is not None else []
             try:
-                await self.target.write(*self._last_namespace, [write])
-            except SourceError as single:
-                return ReplayError(f"{entry.describe()}: the server refused the write: {single}")
-        return ReplayError(f"{entries[0].describe()} and after: {exc}")
+                await self.target.put(database, collection, [change.doc_id], image)
+            except SourceError as exc:
+                return _refused(change.entry, exc)
+        return ReplayError(f"{changes[0].entry.describe()} and after: the server refused a batch")
 
     # ------------------------------------------------------------ c
 
@@ -290,6 +319,7 @@ class Replayer:
             self.report.skipped["aborted"] += self._txns.abort(_txn_key(entry))
         else:
             await self._flush()
+            self._cache.clear()
             o = plain(entry.o)
             if self._holds_back(entry, o):
                 self.report.skipped["loss"] += 1
@@ -354,37 +384,65 @@ class Replayer:
         return bool(names) and names is not None and all(self._is_lost(n) for n in names)
 
 
+@dataclass
+class _Change:
+    """The state one batch leaves a document in (None: deleted), and the entry that set it."""
+
+    doc_id: Any
+    image: bytes | None
+    entry: OplogEntry
+
+
 class _Batch:
-    """Pending writes to one collection, and the document each leaves behind."""
+    """Pending changes to one collection, the last one per _id.
+
+    Only the state each document is left in matters, so a batch is sent as one
+    delete of every _id it touched and one insert of the documents that remain:
+    two commands, whatever the mix of entries.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.namespace: tuple[str, str] | None = None
-        self.writes: list[Write] = []
-        self.entries: list[OplogEntry] = []
-        self.images: dict[bytes, bytes | None] = {}
+        self.images: dict[bytes, _Change] = {}
+        self.keys_taken: list[bytes] = []
 
     @property
     def full(self) -> bool:
-        return len(self.writes) >= self.size
+        return len(self.images) >= self.size
 
-    def add(
-        self,
-        namespace: tuple[str, str],
-        entry: OplogEntry,
-        write: Write,
-        key: bytes,
-        image: bytes | None,
+    def put(
+        self, namespace: tuple[str, str], entry: OplogEntry, doc_id: Any, image: bytes | None
     ) -> None:
+        key = _key(doc_id)
         self.namespace = namespace
-        self.writes.append(write)
-        self.entries.append(entry)
-        self.images[key] = image
+        self.images.pop(key, None)  # the latest change goes last
+        self.images[key] = _Change(doc_id, image, entry)
 
-    def take(self) -> tuple[list[Write], list[OplogEntry]]:
-        taken = self.writes, self.entries
-        self.namespace, self.writes, self.entries, self.images = None, [], [], {}
+    def image(self, key: bytes) -> bytes | None:
+        return self.images[key].image
+
+    def take(self) -> list[_Change]:
+        """The changes, in order; their keys are left in ``keys_taken``."""
+        self.keys_taken = list(self.images)
+        taken = list(self.images.values())
+        self.namespace, self.images = None, {}
         return taken
+
+
+async def _windows(items: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
+    window: list[Any] = []
+    async for item in items:
+        window.append(item)
+        if len(window) >= size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def _raw_id(raw: bytes) -> Any:
+    return plain(RawBSONDocument(raw, RAW)["_id"])
 
 
 def _id_of(entry: OplogEntry, document: Mapping[str, Any]) -> Any:
@@ -404,13 +462,20 @@ def _txn_key(entry: OplogEntry) -> bytes:
     return key
 
 
-def _write_error(exc: SourceError, entries: list[OplogEntry]) -> ReplayError | None:
-    """Name the entry a bulk write error points at; None without one."""
+def _write_error(exc: SourceError, inserted: list[_Change]) -> ReplayError | None:
+    """Name the entry whose insert a bulk write error points at; None without one."""
     cause = exc.__cause__
     if not isinstance(cause, BulkWriteError):
         return None
     errors = cause.details.get("writeErrors") or [{}]
     index = errors[0].get("index", 0)
-    entry = entries[index] if index < len(entries) else entries[0]
+    if not isinstance(index, int) or not 0 <= index < len(inserted):
+        return None
     message = errors[0].get("errmsg", str(cause))
-    return ReplayError(f"{entry.describe()}: the server refused the write: {message}")
+    return ReplayError(
+        f"{inserted[index].entry.describe()}: the server refused the write: {message}"
+    )
+
+
+def _refused(entry: OplogEntry, exc: SourceError) -> ReplayError:
+    return ReplayError(f"{entry.describe()}: the server refused the write: {exc}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
-from pymongo import DeleteOne, ReplaceOne
 
 from .._errors import SourceError
 from ..source import Source
@@ -18,8 +17,6 @@ from .entry import RAW
 NAMESPACE_NOT_FOUND = 26
 INDEX_NOT_FOUND = 27
 NAMESPACE_EXISTS = 48
-
-Write = ReplaceOne[Any] | DeleteOne
 
 
 def error_code(exc: SourceError) -> int | None:
@@ -43,18 +40,30 @@ class ReplayTarget(Source):
             found = await coll.find_one({"_id": doc_id})
         return bytes(found.raw) if isinstance(found, RawBSONDocument) else None
 
-    async def write(self, database: str, collection: str, writes: list[Write]) -> None:
-        """Ordered replaces and deletes; the first failure stops the rest."""
+    async def find_many_raw(self, database: str, collection: str, ids: list[Any]) -> list[bytes]:
+        """The stored bytes of the documents with these _ids (those that exist)."""
+        coll = self._client[database][collection].with_options(codec_options=RAW)
+        found: list[bytes] = []
         with self._translate(database):
-            try:
-                await self._client[database][collection].bulk_write(writes, ordered=True)
-            except KeyError as exc:
-                # FerretDB 1.x answers a failed update without "nModified",
-                # which PyMongo's result merging cannot read.
-                raise SourceError(
-                    f"MongoDB error on {self.hosts}: a write failed and the reply "
-                    f"lacks the field {exc}"
-                ) from exc
+            async for doc in coll.find({"_id": {"$in": ids}}):
+                found.append(bytes(doc.raw))
+        return found
+
+    async def put(
+        self, database: str, collection: str, ids: list[Any], documents: list[bytes]
+    ) -> None:
+        """Delete the documents with these _ids, then insert these (raw, ordered).
+
+        Two commands for a whole batch; updates by ``_id`` would cost one scan
+        each on servers that do not use the ``_id`` index for writes (FerretDB).
+        """
+        coll = self._client[database][collection]
+        with self._translate(database):
+            if ids:
+                await coll.delete_many({"_id": {"$in": ids}})
+            if documents:
+                raw = [RawBSONDocument(d, RAW) for d in documents]
+                await coll.insert_many(raw, ordered=True)
 
     async def command(self, database: str, command: dict[str, Any]) -> Any:
         return await self._command(database, command)

@@ -9,7 +9,7 @@ import pytest
 from bson import Int64
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient, MongoClient
-from replay_support import dele, diff, documents, ins, noop, run, snapshot, upd
+from replay_support import cmd, dele, diff, documents, ins, noop, run, snapshot, upd
 
 from mongosnap import ReplayError
 from mongosnap.oplog import replay
@@ -47,6 +47,18 @@ async def test_history_lands_on_documented_result(mongo_uri: str, new_database: 
     assert report.namespaces == {f"{new_database}.c"}
     assert report.last_ts is not None and report.last_ts.time == 1_700_000_009
     assert report.stop == "end"
+
+
+async def test_replaying_many_inserts_again_completes(mongo_uri: str, new_database: str) -> None:
+    """The second run rewrites 150 existing documents; FerretDB 1.24 stalls on an update
+    command that changes 100 or more, which replay never sends."""
+    entries = [ins(i, f"{new_database}.c", {"_id": i, "v": i}) for i in range(150)]
+    uri = f"{mongo_uri}?socketTimeoutMS=30000"  # a stalled server fails the test, not the suite
+    await run(uri, entries)
+    first = snapshot(mongo_uri, new_database)
+    report = await run(uri, entries)
+    assert snapshot(mongo_uri, new_database) == first
+    assert report.applied == {"i": 150}
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 1000])
@@ -189,3 +201,32 @@ async def test_entry_without_id_stops(mongo_uri: str, new_database: str) -> None
     entry = {"ts": bson.Timestamp(1, 1), "op": "d", "ns": f"{new_database}.c", "o": {}}
     with pytest.raises(ReplayError, match="no _id"):
         await run(mongo_uri, [bson.encode(entry)])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+async def test_updates_of_stored_documents_across_windows(
+    mongo_uri: str, new_database: str, batch_size: int
+) -> None:
+    """Updates read documents written by an earlier replay, by earlier windows, or dropped."""
+    ns = f"{new_database}.c"
+    await run(mongo_uri, [ins(0, ns, {"_id": i, "n": 0}) for i in range(3)])
+    entries = [
+        upd(1, ns, 0, {"$v": 1, "$set": {"n": 1}}),
+        upd(2, ns, 1, {"$v": 1, "$set": {"n": 1}}),
+        upd(3, ns, 0, {"$v": 1, "$set": {"m": 1}}),
+        dele(4, ns, 1),
+        upd(5, ns, 1, {"$v": 1, "$set": {"n": 2}}),
+        diff(6, ns, 2, {"u": {"n": 3}}),
+        cmd(7, new_database, {"drop": "c"}),
+        upd(8, ns, 2, {"$v": 1, "$set": {"n": 4}}),
+        ins(9, ns, {"_id": 2, "n": 5}),
+        diff(10, ns, 2, {"i": {"k": 1}}),
+    ]
+    report = await run(mongo_uri, entries, batch_size=batch_size)
+    assert documents(mongo_uri, new_database, "c") == [{"_id": 2, "n": 5, "k": 1}]
+    assert report.skipped == {"missing": 2}
+    await run(mongo_uri, [ins(0, ns, {"_id": i, "n": 0}) for i in range(3)] + entries[:6])
+    assert documents(mongo_uri, new_database, "c") == [
+        {"_id": 0, "n": 1, "m": 1},
+        {"_id": 2, "n": 3},
+    ]
