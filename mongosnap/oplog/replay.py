@@ -324,6 +324,9 @@ class Replayer:
             if self._holds_back(entry, o):
                 self.report.skipped["loss"] += 1
                 return
+            if self._touches_lost(entry, o):
+                self.report.skipped["after loss"] += 1
+                return
             outcome = await apply_command(self.target, self.scope, entry, o)
             self._count(entry, o, outcome)
 
@@ -371,6 +374,12 @@ class Replayer:
                 self.report.lost[f"{database}.{collection}"] = entry.ts
                 found = True
         return found
+
+    def _touches_lost(self, entry: OplogEntry, o: Mapping[str, Any]) -> bool:
+        """A command on a namespace already lost (say, recreated after its drop)."""
+        return any(
+            self._is_lost(f"{database}.{collection}") for database, collection in touched(entry, o)
+        )
 
     def _selects_in(self, database: str) -> bool:
         names = self.scope.names

@@ -37,7 +37,7 @@ class Scope:
             return cls(databases=renames)
         if callable(namespaces):
             return cls(namespaces, renames)
-        names = frozenset(namespaces)
+        names = frozenset([namespaces] if isinstance(namespaces, str) else namespaces)
         return cls(names.__contains__, renames, names)
 
     def database(self, name: str) -> str:

@@ -68,6 +68,32 @@ async def test_before_loss_freezes_only_the_lost_namespace(
     assert report.stop == "end" and report.skipped == {"loss": 1, "after loss": 1}
 
 
+async def test_before_loss_ignores_commands_on_a_recreated_namespace(
+    mongo_uri: str, new_database: str
+) -> None:
+    ns = f"{new_database}.c"
+    entries = [
+        ins(1, ns, {"_id": 1}),
+        cmd(2, new_database, {"drop": "c"}),
+        cmd(3, new_database, {"create": "c"}),
+        cmd(4, new_database, {"createIndexes": "c", "v": 2, "key": {"k": 1}, "name": "k_1"}),
+        ins(5, ns, {"_id": "new life"}),
+        ins(6, f"{new_database}.other", {"_id": 1}),
+    ]
+    report = await run(mongo_uri, entries, namespaces=lambda n: True, before_loss=True)
+    state = snapshot(mongo_uri, new_database)
+    assert [name for name, _ in state["c"]["indexes"]] == ["_id_"]
+    assert documents(mongo_uri, new_database, "c") == [{"_id": 1}]
+    assert report.skipped == {"loss": 1, "after loss": 3} and report.applied == {"i": 2}
+
+
+async def test_a_single_namespace_string_is_a_selection(mongo_uri: str, new_database: str) -> None:
+    ns = f"{new_database}.c"
+    entries = [ins(1, ns, {"_id": 1}), ins(2, f"{new_database}.d", {"_id": 1})]
+    await run(mongo_uri, entries, namespaces=ns)
+    assert set(snapshot(mongo_uri, new_database)) == {"c"}
+
+
 async def test_without_before_loss_the_drop_is_applied(mongo_uri: str, new_database: str) -> None:
     ns = f"{new_database}.c"
     await run(mongo_uri, [ins(1, ns, {"_id": 1}), cmd(2, new_database, {"drop": "c"})])
