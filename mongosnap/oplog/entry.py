@@ -117,6 +117,8 @@ def parse_entry(item: Any, *, ts: Timestamp | None = None) -> OplogEntry:
 def _fields(item: Any) -> Mapping[str, Any]:
     if isinstance(item, bytes | bytearray | memoryview):
         return RawBSONDocument(bytes(item), RAW)
+    if isinstance(item, RawBSONDocument):
+        return RawBSONDocument(item.raw, RAW)  # whatever codec options it came with
     if isinstance(item, Mapping):
         return item
     raise ReplayError(f"an oplog entry must be BSON bytes or a mapping, not {type(item).__name__}")

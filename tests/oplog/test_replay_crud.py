@@ -7,13 +7,17 @@ from typing import Any
 import bson
 import pytest
 from bson import Int64
+from bson.datetime_ms import DatetimeMS
+from bson.raw_bson import RawBSONDocument
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient, MongoClient
 from replay_support import cmd, dele, diff, documents, ins, noop, run, snapshot, upd
 
 from mongosnap import ReplayError
 from mongosnap.oplog import replay
+from mongosnap.source import Source
 
+FAR_PAST = DatetimeMS(-(2**62))
 NESTED = {"sv": {"u": {"deep": 2}}}
 
 
@@ -171,6 +175,18 @@ async def test_async_iterable_of_entries(mongo_uri: str, new_database: str) -> N
 
     report = await replay(mongo_uri, stream())
     assert report.entries == 9
+
+
+async def test_raw_bson_document_entries_and_a_source_target(
+    mongo_uri: str, new_database: str
+) -> None:
+    entries = [RawBSONDocument(e) for e in history(f"{new_database}.c")]
+    entries.append(RawBSONDocument(ins(10, f"{new_database}.c", {"_id": 3, "d": FAR_PAST})))
+    async with await Source.connect(mongo_uri) as source:
+        await replay(source, entries)
+        await source.ping()  # the caller's Source stays open
+    got = snapshot(mongo_uri, new_database)["c"]["docs"]
+    assert got == [bson.encode(d) for d in EXPECTED] + [bson.encode({"_id": 3, "d": FAR_PAST})]
 
 
 async def test_dict_entries_are_accepted(mongo_uri: str, new_database: str) -> None:
