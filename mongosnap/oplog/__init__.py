@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .diff import apply_diff, apply_update
 from .entry import OplogEntry, format_ts, parse_entry, parse_ts
-from .replay import ReplayReport, replay
+from .replay import replay
+from .report import ReplayReport
 
 __all__ = [
     "OplogEntry",

@@ -29,9 +29,7 @@ renames it away, replaces it by a rename, or drops its database.
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import bson
@@ -41,9 +39,11 @@ from pymongo.errors import BulkWriteError
 
 from .._errors import ReplayError, SourceError
 from ..source import Source
+from .batch import Batch, Change, id_key
 from .commands import Skip, apply_command, command_name, losses, touched
 from .diff import apply_update, is_full_image
-from .entry import PLAIN, RAW, OplogEntry, encode, format_ts, parse_entry, plain
+from .entry import PLAIN, RAW, OplogEntry, encode, parse_entry, plain
+from .report import ReplayReport
 from .scope import Scope, Selector
 from .target import ReplayTarget
 from .txn import Transactions
@@ -51,40 +51,6 @@ from .txn import Transactions
 DEFAULT_BATCH = 1000  # documents per batch (one delete and one insert command)
 
 Entries = Iterable[Any] | AsyncIterable[Any]
-
-
-@dataclass
-class ReplayReport:
-    """What a replay did.
-
-    ``applied`` counts entries by kind: ``i``, ``u``, ``d`` and command names,
-    plus ``applyOps`` and ``transaction`` (commits); ``skipped`` counts those
-    left alone by reason. ``namespaces`` are where writes landed (after the
-    database renaming). ``stop`` is ``end``, ``until`` or ``loss``; ``lost``
-    maps each namespace (``db.*`` for a database) whose loss was held back to
-    the timestamp of that entry.
-    """
-
-    applied: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-    namespaces: set[str] = field(default_factory=set)
-    entries: int = 0
-    last_ts: Timestamp | None = None
-    stop: str = "end"
-    lost: dict[str, Timestamp] = field(default_factory=dict)
-    pending_transactions: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "applied": dict(sorted(self.applied.items())),
-            "skipped": dict(sorted(self.skipped.items())),
-            "namespaces": sorted(self.namespaces),
-            "entries": self.entries,
-            "last_ts": format_ts(self.last_ts) if self.last_ts else None,
-            "stop": self.stop,
-            "lost": {ns: format_ts(ts) for ns, ts in sorted(self.lost.items())},
-            "pending_transactions": self.pending_transactions,
-        }
 
 
 async def replay(
@@ -151,7 +117,7 @@ class Replayer:
         self.before_loss = before_loss
         self.report = ReplayReport()
         self._txns = Transactions()
-        self._batch = _Batch(batch_size)
+        self._batch = Batch(batch_size)
         self._lost: set[str] = set()
         self._lost_databases: set[str] = set()
         # (database, collection, _id key) -> the server's bytes, None when deleted
@@ -195,11 +161,11 @@ class Replayer:
                 continue
             if self.scope.selected(entry.ns) and not self._is_lost(entry.ns):
                 doc_id = plain(entry.o2["_id"])
-                wanted.setdefault(self.scope.target(entry.ns), {})[_key(doc_id)] = doc_id
+                wanted.setdefault(self.scope.target(entry.ns), {})[id_key(doc_id)] = doc_id
         for (database, collection), ids in wanted.items():
             found = await self.target.find_many_raw(database, collection, list(ids.values()))
             for raw in found:
-                self._cache[(database, collection, _key(_raw_id(raw)))] = raw
+                self._cache[(database, collection, id_key(_raw_id(raw)))] = raw
 
     async def apply(self, entry: OplogEntry) -> None:
         """Apply one entry (top-level or nested in applyOps)."""
@@ -263,7 +229,7 @@ class Replayer:
     async def _current(self, database: str, collection: str, doc_id: Any) -> bytes | None:
         if self._batch.namespace != (database, collection):
             await self._flush()
-        key = _key(doc_id)
+        key = id_key(doc_id)
         if key in self._batch.images:
             return self._batch.image(key)
         if (database, collection, key) in self._cache:
@@ -283,9 +249,10 @@ class Replayer:
         if batch.namespace is None:
             return
         database, collection = batch.namespace
-        changes = batch.take()
-        for key, change in zip(batch.keys_taken, changes, strict=True):
+        taken = batch.take()
+        for key, change in taken:
             self._cache[(database, collection, key)] = change.image
+        changes = [change for _, change in taken]
         ids = [change.doc_id for change in changes]
         kept = [change for change in changes if change.image is not None]
         try:
@@ -296,7 +263,7 @@ class Replayer:
             named = _write_error(exc, kept) or await self._locate(database, collection, changes)
             raise named from exc
 
-    async def _locate(self, database: str, collection: str, changes: list[_Change]) -> ReplayError:
+    async def _locate(self, database: str, collection: str, changes: list[Change]) -> ReplayError:
         """Find the refused write by sending the changes one at a time (each is idempotent)."""
         for change in changes:
             image = [change.image] if change.image is not None else []
@@ -393,52 +360,6 @@ class Replayer:
         return bool(names) and names is not None and all(self._is_lost(n) for n in names)
 
 
-@dataclass
-class _Change:
-    """The state one batch leaves a document in (None: deleted), and the entry that set it."""
-
-    doc_id: Any
-    image: bytes | None
-    entry: OplogEntry
-
-
-class _Batch:
-    """Pending changes to one collection, the last one per _id.
-
-    Only the state each document is left in matters, so a batch is sent as one
-    delete of every _id it touched and one insert of the documents that remain:
-    two commands, whatever the mix of entries.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.namespace: tuple[str, str] | None = None
-        self.images: dict[bytes, _Change] = {}
-        self.keys_taken: list[bytes] = []
-
-    @property
-    def full(self) -> bool:
-        return len(self.images) >= self.size
-
-    def put(
-        self, namespace: tuple[str, str], entry: OplogEntry, doc_id: Any, image: bytes | None
-    ) -> None:
-        key = _key(doc_id)
-        self.namespace = namespace
-        self.images.pop(key, None)  # the latest change goes last
-        self.images[key] = _Change(doc_id, image, entry)
-
-    def image(self, key: bytes) -> bytes | None:
-        return self.images[key].image
-
-    def take(self) -> list[_Change]:
-        """The changes, in order; their keys are left in ``keys_taken``."""
-        self.keys_taken = list(self.images)
-        taken = list(self.images.values())
-        self.namespace, self.images = None, {}
-        return taken
-
-
 async def _windows(items: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
     window: list[Any] = []
     async for item in items:
@@ -460,10 +381,6 @@ def _id_of(entry: OplogEntry, document: Mapping[str, Any]) -> Any:
     return plain(document["_id"])
 
 
-def _key(doc_id: Any) -> bytes:
-    return bson.encode({"_id": doc_id}, codec_options=PLAIN)
-
-
 def _txn_key(entry: OplogEntry) -> bytes:
     key = entry.txn_key
     if key is None:
@@ -471,7 +388,7 @@ def _txn_key(entry: OplogEntry) -> bytes:
     return key
 
 
-def _write_error(exc: SourceError, inserted: list[_Change]) -> ReplayError | None:
+def _write_error(exc: SourceError, inserted: list[Change]) -> ReplayError | None:
     """Name the entry whose insert a bulk write error points at; None without one."""
     cause = exc.__cause__
     if not isinstance(cause, BulkWriteError):
