@@ -18,6 +18,7 @@
     │   └── UnsafeArchive               33  hostile member names, absurd lengths
     ├── NoBackupsFound                  40
     ├── HealIncomplete                  41  collections still missing after the search
+    ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
     └── Interrupted                     130 Ctrl-C
         └── Terminated                  143 SIGTERM
 
@@ -101,6 +102,10 @@ class NoBackupsFound(MongosnapError):
 
 class HealIncomplete(MongosnapError):
     exit_code = 41
+
+
+class ReplayError(MongosnapError):
+    exit_code = 50
 
 
 class Interrupted(MongosnapError):

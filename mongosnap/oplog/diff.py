@@ -1,0 +1,279 @@
+"""The new document an oplog update (``op: "u"``) makes of the current one.
+
+Pure functions on decoded documents (dicts keep field order). Two formats:
+
+- ``$v: 1`` (and entries without ``$v``): ``$set`` / ``$unset`` of dotted paths,
+  or a whole replacement document (no operator). Paths are applied the way the
+  server's update tree applies them, in field-name order level by level, with
+  the oplog-application leniency: a path that cannot be created (it crosses a
+  scalar, or names a field inside an array) is skipped, not an error, so that
+  replaying an entry onto a later state converges.
+- ``$v: 2`` ``diff`` documents (MongoDB 5.0+): per object, ``d`` deletes,
+  ``u`` updates (in place), ``i`` inserts (appended), ``s<field>`` sub-diffs;
+  per array (``a: true``), ``l`` new length, ``u<index>`` element sets and
+  ``s<index>`` element sub-diffs. A sub-diff meeting the wrong type, or an
+  index past the end, yields null, as the server does when an entry is
+  applied twice: a later entry overwrites that value.
+
+Malformed or unsupported updates raise ReplayError; the caller names the entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._errors import ReplayError
+
+Document = dict[str, Any]
+
+_V1_OPERATORS = frozenset({"$set", "$unset"})
+_DOC_SECTIONS = "duib"  # then s<field>, in this order (the server's reader enforces it)
+_MAX_PAD = 1_500_000  # the server refuses to pad an array further
+
+
+def apply_update(current: Document, o: Mapping[str, Any]) -> Document:
+    """The document after update ``o`` (an oplog entry's ``o``) on ``current``."""
+    version = o.get("$v", 1)
+    if version == 2:
+        diff = o.get("diff")
+        if not isinstance(diff, Mapping):
+            raise ReplayError("$v:2 update without a 'diff' document")
+        return apply_diff(current, diff)
+    if version != 1:
+        raise ReplayError(f"unsupported update format $v:{version!r}")
+    operators = [k for k in o if k.startswith("$") and k != "$v"]
+    if not operators:
+        return _replacement(current, o)
+    unknown = set(operators) - _V1_OPERATORS
+    if unknown:
+        raise ReplayError(f"unsupported $v:1 update operator(s) {sorted(unknown)}")
+    return apply_v1(current, o.get("$set") or {}, o.get("$unset") or {})
+
+
+def is_full_image(o: Mapping[str, Any]) -> bool:
+    """A ``$v:1`` ``$set`` carrying ``_id``: the whole new document.
+
+    MongoDB never logs ``_id`` in ``$set`` (it is immutable, and setting it to
+    its own value is no change). FerretDB 1.x logs every update this way, so
+    its post-image is exactly that ``$set``, fields it removed included.
+    """
+    fields = o.get("$set")
+    return (
+        o.get("$v", 1) == 1
+        and isinstance(fields, Mapping)
+        and "_id" in fields
+        and set(o) <= {"$v", "$set"}
+    )
+
+
+def _replacement(current: Document, o: Mapping[str, Any]) -> Document:
+    new = {k: v for k, v in o.items() if k != "$v"}
+    if "_id" in new or "_id" not in current:
+        return new
+    return {"_id": current["_id"], **new}
+
+
+# ---------------------------------------------------------------- $v:1
+
+
+def apply_v1(
+    current: Document, set_fields: Mapping[str, Any], unset_fields: Mapping[str, Any]
+) -> Document:
+    """Apply ``$set`` and ``$unset`` paths, ordered like the server's update tree."""
+    doc: Document = _copy(current)
+    paths = [(p, True, v) for p, v in set_fields.items()]
+    paths += [(p, False, None) for p in unset_fields]
+    for path, is_set, value in sorted(paths, key=lambda item: item[0].split(".")):
+        parts = path.split(".")
+        if is_set:
+            _set_path(doc, parts, _copy(value))
+        else:
+            _unset_path(doc, parts)
+    return doc
+
+
+def _set_path(container: Any, parts: list[str], value: Any) -> None:
+    head, rest = parts[0], parts[1:]
+    if isinstance(container, dict):
+        if head in container and rest:
+            _set_path(container[head], rest, value)
+        else:
+            container[head] = _build(rest, value) if head not in container else value
+        return
+    if isinstance(container, list):
+        index = _index(head)
+        if index is None:
+            return  # a field name inside an array: not viable, skipped
+        if index < len(container):
+            if rest:
+                _set_path(container[index], rest, value)
+            else:
+                container[index] = value
+            return
+        if index - len(container) > _MAX_PAD:
+            raise ReplayError(f"$set would pad an array to index {index}")
+        container.extend([None] * (index - len(container)))
+        container.append(_build(rest, value))
+    # Any other type cannot hold a field: not viable, skipped.
+
+
+def _build(parts: list[str], value: Any) -> Any:
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def _unset_path(container: Any, parts: list[str]) -> None:
+    head, rest = parts[0], parts[1:]
+    if isinstance(container, dict):
+        if head not in container:
+            return
+        if rest:
+            _unset_path(container[head], rest)
+        else:
+            del container[head]
+    elif isinstance(container, list):
+        index = _index(head)
+        if index is None or index >= len(container):
+            return
+        if rest:
+            _unset_path(container[index], rest)
+        else:
+            container[index] = None  # $unset keeps array positions
+
+
+def _index(part: str) -> int | None:
+    return int(part) if part.isascii() and part.isdigit() else None
+
+
+# ---------------------------------------------------------------- $v:2
+
+
+def apply_diff(current: Document, diff: Mapping[str, Any]) -> Document:
+    """Apply a ``$v:2`` document diff to a whole document."""
+    if _is_array_diff(diff):
+        raise ReplayError("$v:2 diff: the top level must be a document diff")
+    return _diff_object(current, diff)
+
+
+def _is_array_diff(diff: Mapping[str, Any]) -> bool:
+    if not diff:
+        raise ReplayError("$v:2 diff: empty sub-diff")
+    return next(iter(diff)) == "a"
+
+
+def _diff_object(pre: Document, diff: Mapping[str, Any]) -> Document:
+    table, appended = _object_table(diff)
+    out: Document = {}
+    done: set[str] = set()
+    for name, value in pre.items():
+        change = table.get(name)
+        if change is None:
+            out[name] = value
+        elif change[0] == "u":
+            out[name] = change[1]
+            done.add(name)
+        elif change[0] == "s":
+            out[name] = _sub_diff(value, change[1])
+        # "d": dropped; "i": re-added at the end
+    for name, value in appended:
+        if name not in done:
+            out[name] = value
+    return out
+
+
+def _object_table(
+    diff: Mapping[str, Any],
+) -> tuple[dict[str, tuple[str, Any]], list[tuple[str, Any]]]:
+    """Field name -> (kind, value), and the updates then inserts in their order."""
+    table: dict[str, tuple[str, Any]] = {}
+    appended: list[tuple[str, Any]] = []
+    rank = -1
+    for key, section in diff.items():
+        kind = key[:1]
+        order = _DOC_SECTIONS.index(kind) if kind and kind in _DOC_SECTIONS else 4
+        if key in ("d", "u", "i", "b") or kind == "s":
+            if order < rank or (order == rank and kind != "s"):
+                raise ReplayError(f"$v:2 diff: section {key!r} out of order")
+            rank = order
+        else:
+            raise ReplayError(f"$v:2 diff: unexpected section {key!r}")
+        if not isinstance(section, Mapping):
+            raise ReplayError(f"$v:2 diff: section {key!r} is not a document")
+        if kind == "b":
+            raise ReplayError("$v:2 diff: binary ('b') sections are not supported")
+        if kind == "s":
+            _add(table, key[1:], ("s", section))
+            continue
+        for name, value in section.items():
+            _add(table, name, (kind, value))
+            if kind in "ui":
+                appended.append((name, value))
+    return table, appended
+
+
+def _add(table: dict[str, tuple[str, Any]], name: str, change: tuple[str, Any]) -> None:
+    if name in table:
+        raise ReplayError(f"$v:2 diff: field {name!r} appears twice")
+    table[name] = change
+
+
+def _sub_diff(value: Any, diff: Mapping[str, Any]) -> Any:
+    """Recurse when the value has the type the sub-diff expects, else null."""
+    if _is_array_diff(diff):
+        return _diff_array(value, diff) if isinstance(value, list) else None
+    return _diff_object(value, diff) if isinstance(value, dict) else None
+
+
+def _diff_array(pre: list[Any], diff: Mapping[str, Any]) -> list[Any]:
+    size, changes = _array_table(diff)
+    out: list[Any] = []
+    end = len(pre) if size is None else min(len(pre), size)
+    for index in range(end):
+        change = changes.pop(index, None)
+        out.append(pre[index] if change is None else _array_value(pre[index], change))
+    last = max(changes, default=-1) + 1
+    for index in range(end, max(size or 0, last)):
+        change = changes.pop(index, None)
+        out.append(None if change is None or change[0] == "s" else change[1])
+    if size is not None and len(out) != size:
+        raise ReplayError(f"$v:2 diff: array change past its new length {size}")
+    return out
+
+
+def _array_value(value: Any, change: tuple[str, Any]) -> Any:
+    kind, payload = change
+    return payload if kind == "u" else _sub_diff(value, payload)
+
+
+def _array_table(diff: Mapping[str, Any]) -> tuple[int | None, dict[int, tuple[str, Any]]]:
+    items = list(diff.items())
+    if items[0][1] is not True:
+        raise ReplayError("$v:2 diff: array header 'a' must be true")
+    size: int | None = None
+    rest = items[1:]
+    if rest and rest[0][0] == "l":
+        size = rest.pop(0)[1]
+        if type(size) is not int or size < 0:
+            raise ReplayError(f"$v:2 diff: bad array length {size!r}")
+    changes: dict[int, tuple[str, Any]] = {}
+    for key, value in rest:
+        index = _index(key[1:]) if len(key) > 1 else None
+        if key[:1] not in ("u", "s") or index is None:
+            raise ReplayError(f"$v:2 diff: unexpected array field {key!r}")
+        if key[0] == "s" and not isinstance(value, Mapping):
+            raise ReplayError(f"$v:2 diff: sub-diff {key!r} is not a document")
+        if index in changes:
+            raise ReplayError(f"$v:2 diff: array index {index} appears twice")
+        changes[index] = (key[0], value)
+    return size, changes
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of dicts and lists (other BSON values are immutable)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value

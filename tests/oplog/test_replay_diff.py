@@ -1,0 +1,304 @@
+"""Update application without a server: $v:2 diffs and $v:1 $set/$unset, per MongoDB's semantics.
+
+Expected documents follow the server's documented behaviour (doc_diff applier,
+update tree in oplog-application mode). Types FerretDB refuses (nested arrays,
+dotted and $-prefixed keys, NaN, Decimal128) are covered here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import bson
+import pytest
+from bson import Decimal128, Int64
+
+from mongosnap import ReplayError
+from mongosnap.oplog import apply_diff, apply_update
+from mongosnap.oplog.diff import is_full_image
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal including field order and BSON types."""
+    return bson.encode(a) == bson.encode(b)
+
+
+# ---------------------------------------------------------------- $v:2 documents
+
+
+def test_v2_diff_update_keeps_field_position() -> None:
+    new = apply_diff({"_id": 1, "a": 1, "b": 2}, {"u": {"a": 10}})
+    assert list(new.items()) == [("_id", 1), ("a", 10), ("b", 2)]
+
+
+def test_v2_diff_insert_appends_field_even_if_present() -> None:
+    new = apply_diff({"_id": 1, "a": 1, "b": 2}, {"i": {"a": 5, "c": 3}})
+    assert list(new.items()) == [("_id", 1), ("b", 2), ("a", 5), ("c", 3)]
+
+
+def test_v2_diff_update_of_absent_field_appends_before_inserts() -> None:
+    new = apply_diff({"_id": 1}, {"u": {"x": 1}, "i": {"y": 2}})
+    assert list(new) == ["_id", "x", "y"]
+
+
+def test_v2_diff_delete_removes_field() -> None:
+    assert apply_diff({"_id": 1, "a": 1, "b": 2}, {"d": {"a": False}}) == {"_id": 1, "b": 2}
+
+
+def test_v2_diff_delete_of_absent_field_changes_nothing() -> None:
+    assert apply_diff({"_id": 1}, {"d": {"zz": False}}) == {"_id": 1}
+
+
+def test_v2_diff_nested_subdiff_sets_field() -> None:
+    doc = {"_id": 1, "a": {"b": {"c": 1, "d": 2}, "e": 3}}
+    new = apply_diff(doc, {"sa": {"i": {"f": 4}, "sb": {"d": {"d": False}, "u": {"c": 9}}}})
+    assert same(new, {"_id": 1, "a": {"b": {"c": 9}, "e": 3, "f": 4}})
+
+
+def test_v2_subdiff_on_missing_field_is_ignored() -> None:
+    assert apply_diff({"_id": 1}, {"sa": {"u": {"b": 1}}}) == {"_id": 1}
+
+
+def test_v2_subdiff_type_mismatch_yields_null() -> None:
+    doc = {"_id": 1, "a": 5, "b": [1], "c": {"x": 1}}
+    d = {"sa": {"u": {"x": 1}}, "sb": {"u": {"x": 1}}, "sc": {"a": True, "u0": 1}}
+    new = apply_diff(doc, d)
+    assert new == {"_id": 1, "a": None, "b": None, "c": None}
+
+
+# ---------------------------------------------------------------- $v:2 arrays
+
+
+def test_v2_array_truncate_then_set() -> None:
+    doc = {"_id": 1, "arr": [0, 1, 2, 3, 4]}
+    new = apply_diff(doc, {"sarr": {"a": True, "l": 3, "u1": "one"}})
+    assert new == {"_id": 1, "arr": [0, "one", 2]}
+
+
+def test_v2_array_grow_pads_with_null() -> None:
+    new = apply_diff({"_id": 1, "arr": [0]}, {"sarr": {"a": True, "l": 4, "u3": "x"}})
+    assert new["arr"] == [0, None, None, "x"]
+
+
+def test_v2_array_set_past_end_without_length_pads() -> None:
+    new = apply_diff({"_id": 1, "arr": [0]}, {"sarr": {"a": True, "u2": 2}})
+    assert new["arr"] == [0, None, 2]
+
+
+def test_v2_array_element_subdiff() -> None:
+    doc = {"_id": 1, "arr": [{"k": 1, "v": 1}, {"k": 2, "v": 2}]}
+    new = apply_diff(doc, {"sarr": {"a": True, "s1": {"u": {"v": 20}, "i": {"w": 1}}}})
+    assert same(new, {"_id": 1, "arr": [{"k": 1, "v": 1}, {"k": 2, "v": 20, "w": 1}]})
+
+
+def test_v2_array_nested_array_subdiff() -> None:
+    doc = {"_id": 1, "m": [[1, 2, 3], [4]]}
+    new = apply_diff(doc, {"sm": {"a": True, "s0": {"a": True, "l": 2, "u0": 10}}})
+    assert new["m"] == [[10, 2], [4]]
+
+
+def test_v2_array_subdiff_past_end_yields_null() -> None:
+    new = apply_diff({"_id": 1, "arr": [1]}, {"sarr": {"a": True, "s2": {"u": {"x": 1}}}})
+    assert new["arr"] == [1, None, None]
+
+
+def test_v2_array_subdiff_on_element_of_wrong_type_yields_null() -> None:
+    new = apply_diff({"_id": 1, "arr": [1, 2]}, {"sarr": {"a": True, "s0": {"u": {"x": 1}}}})
+    assert new["arr"] == [None, 2]
+
+
+def test_v2_array_length_zero_empties() -> None:
+    assert apply_diff({"_id": 1, "arr": [1, 2]}, {"sarr": {"a": True, "l": 0}})["arr"] == []
+
+
+@pytest.mark.parametrize(
+    ("diff", "message"),
+    [
+        ({"u": {"a": 1}, "i": {"a": 2}}, "appears twice"),
+        ({"i": {"a": 1}, "u": {"b": 2}}, "out of order"),
+        ({"sa": {"u": {"x": 1}}, "u": {"b": 2}}, "out of order"),
+        ({"x": {"a": 1}}, "unexpected section"),
+        ({"b": {"a": {"o": 0}}}, "binary"),
+        ({"u": 5}, "not a document"),
+        ({"sarr": {"a": True, "l": 1, "u3": 1}}, "past its new length"),
+        ({"sarr": {"a": True, "l": "2"}}, "bad array length"),
+        ({"sarr": {"a": True, "x1": 1}}, "unexpected array field"),
+        ({"sarr": {"a": False}}, "must be true"),
+        ({"sarr": {}}, "empty"),
+    ],
+)
+def test_v2_malformed_diff_raises(diff: dict[str, Any], message: str) -> None:
+    with pytest.raises(ReplayError, match=message):
+        apply_diff({"_id": 1, "a": 0, "arr": [1, 2]}, diff)
+
+
+# ---------------------------------------------------------------- $v:1
+
+
+def test_v1_set_existing_in_place_new_fields_in_name_order() -> None:
+    doc = {"_id": 1, "z": 1, "a": 1}
+    new = apply_update(doc, {"$v": 1, "$set": {"z": 2, "y": 3, "b": 4}})
+    assert list(new.items()) == [("_id", 1), ("z", 2), ("a", 1), ("b", 4), ("y", 3)]
+
+
+def test_v1_set_orders_paths_by_component_not_by_string() -> None:
+    # "a-x" < "a.b" as strings, but the update tree orders by field: "a" < "a-x".
+    new = apply_update({"_id": 1}, {"$set": {"a-x": 1, "a.b": 2}})
+    assert list(new) == ["_id", "a", "a-x"]
+
+
+def test_v1_set_creates_nested_path() -> None:
+    new = apply_update({"_id": 1, "a": {"x": 1}}, {"$set": {"a.b.c": 5, "d.e": 6}})
+    assert same(new, {"_id": 1, "a": {"x": 1, "b": {"c": 5}}, "d": {"e": 6}})
+
+
+def test_v1_set_array_index_pads_with_null() -> None:
+    new = apply_update({"_id": 1, "arr": [1]}, {"$set": {"arr.3": 4, "arr.0": 0}})
+    assert new["arr"] == [0, None, None, 4]
+
+
+def test_v1_set_inside_array_element() -> None:
+    new = apply_update({"_id": 1, "arr": [{"a": 1}]}, {"$set": {"arr.0.b": 2}})
+    assert new["arr"] == [{"a": 1, "b": 2}]
+
+
+def test_v1_set_through_scalar_is_skipped_and_others_applied() -> None:
+    doc = {"_id": 1, "a": 0, "arr": [1]}
+    new = apply_update(doc, {"$set": {"a.b": 1, "arr.x": 1, "c": 1}})
+    assert new == {"_id": 1, "a": 0, "arr": [1], "c": 1}
+
+
+def test_v1_unset_removes_field_and_nulls_array_element() -> None:
+    doc = {"_id": 1, "a": {"b": 1, "c": 2}, "arr": [1, 2, 3]}
+    new = apply_update(doc, {"$v": 1, "$unset": {"a.b": True, "arr.1": True, "zz": True}})
+    assert new == {"_id": 1, "a": {"c": 2}, "arr": [1, None, 3]}
+
+
+def test_v1_replacement_keeps_id() -> None:
+    new = apply_update({"_id": 7, "a": 1}, {"b": 2})
+    assert list(new.items()) == [("_id", 7), ("b", 2)]
+
+
+def test_v1_replacement_with_id_is_taken_as_is() -> None:
+    assert apply_update({"_id": 7, "a": 1}, {"_id": 7, "c": 3}) == {"_id": 7, "c": 3}
+
+
+@pytest.mark.parametrize(
+    "o", [{"$inc": {"a": 1}}, {"$v": 3, "x": 1}, {"$v": 2, "diff": 5}, {"$v": 2}]
+)
+def test_unsupported_update_raises(o: dict[str, Any]) -> None:
+    with pytest.raises(ReplayError):
+        apply_update({"_id": 1, "a": 1}, o)
+
+
+def test_full_image_detection() -> None:
+    assert is_full_image({"$v": 1, "$set": {"_id": 1, "a": 1}})
+    assert not is_full_image({"$v": 1, "$set": {"a": 1}})
+    assert not is_full_image({"$set": {"_id": 1}, "$unset": {"b": 1}})
+
+
+def test_types_survive_update_byte_for_byte() -> None:
+    """Types FerretDB refuses survive an update, and untouched values keep their bytes."""
+    doc = {
+        "_id": Int64(1),
+        "small": Int64(2),
+        "dec": Decimal128("1.10"),
+        "nan": math.nan,
+        "neg0": -0.0,
+        "nested": [[1, 2], [3]],
+        "dotted": {"a.b": 1, "$x": 2},
+    }
+    new = apply_diff(doc, {"u": {"touched": 1}})
+    assert bson.encode(new) == bson.encode({**doc, "touched": 1})
+    assert isinstance(new["small"], Int64) and math.copysign(1, new["neg0"]) == -1
+
+
+# ---------------------------------------------------------------- property
+
+
+def _value(rng: random.Random, depth: int) -> Any:
+    kind = rng.randrange(6 if depth < 3 else 3)
+    if kind == 0:
+        return rng.randrange(100)
+    if kind == 1:
+        return rng.choice(["x", "y", "z"])
+    if kind == 2:
+        return None
+    if kind == 3:
+        return {f"f{i}": _value(rng, depth + 1) for i in range(rng.randrange(4))}
+    return [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def _change(rng: random.Random, old: Any) -> tuple[Any, dict[str, Any] | None]:
+    """A new value, and a sub-diff that turns old into it (None: set the value)."""
+    if isinstance(old, dict) and rng.random() < 0.7:
+        new, d = _change_object(rng, old)
+        return new, d or None
+    if isinstance(old, list) and rng.random() < 0.7:
+        return _change_array(rng, old)
+    return _value(rng, 2), None
+
+
+def _change_object(
+    rng: random.Random, old: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    new: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {"d": {}, "u": {}, "i": {}}
+    subs: dict[str, Any] = {}
+    for name, value in old.items():
+        roll = rng.random()
+        if roll < 0.15:
+            sections["d"][name] = False
+        elif roll < 0.45:
+            changed, sub = _change(rng, value)
+            new[name] = changed
+            if sub is None:
+                sections["u"][name] = changed
+            else:
+                subs["s" + name] = sub
+        else:
+            new[name] = value
+    for i in range(rng.randrange(3)):
+        name = f"n{rng.randrange(1000)}_{i}"
+        if name not in old:
+            new[name] = sections["i"][name] = _value(rng, 2)
+    d = {k: v for k, v in sections.items() if v}
+    d.update(subs)
+    return new, d
+
+
+def _change_array(rng: random.Random, old: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    size = max(0, len(old) + rng.randrange(-2, 3))
+    new: list[Any] = []
+    d: dict[str, Any] = {"a": True}
+    if size != len(old):
+        d["l"] = size
+    for index in range(size):
+        if index < len(old) and rng.random() < 0.6:
+            new.append(old[index])
+            continue
+        if index < len(old):
+            value, sub = _change(rng, old[index])
+        else:
+            value, sub = _value(rng, 2), None
+        new.append(value)
+        d[f"s{index}" if sub is not None else f"u{index}"] = sub if sub is not None else value
+    return new, d
+
+
+def test_random_diffs_produce_the_target_and_are_idempotent() -> None:
+    rng = random.Random(20261201)
+    checked = 0
+    for _ in range(400):
+        fields = {f"f{i}": _value(rng, 0) for i in range(rng.randrange(6))}
+        changed, d = _change_object(rng, fields)
+        if not d:
+            continue
+        before, after = {"_id": 1, **fields}, {"_id": 1, **changed}
+        once = apply_diff(before, d)
+        assert same(once, after), (before, d)
+        assert same(apply_diff(once, d), once), (before, d)
+        checked += 1
+    assert checked > 300
