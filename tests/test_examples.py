@@ -65,7 +65,8 @@ def test_backup_then_heal_like_the_legacy_scripts(
 
     done = example("backup.py", destination.url, host, new_database, env=env)
     assert done.returncode == 0, done.stderr
-    archives = [k for k in destination.keys() if k.endswith("-mongodb-dump.tar.gz")]
+    stored = destination.keys()
+    archives = [k for k in stored if k.endswith("-mongodb-dump.tar.gz")]
     assert len(archives) == 1 and archives[0].rsplit("/", 1)[-1] in done.stdout
 
     healthy = example("healer.py", destination.url, host, new_database, "apps", "users", env=env)
@@ -111,24 +112,30 @@ def test_service_backs_up_heals_and_stops_on_sigterm(
     seed(mongo_uri, new_database, SIZES)
     before = documents(mongo_uri, new_database, "users")
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "service.py"), destination.url, new_database, "users"]
-        + ["--backup-every", "3600", "--heal-every", "0.3"],
+        [
+            *(sys.executable, str(EXAMPLES / "service.py"), destination.url, new_database),
+            *("users", "--backup-every", "3600", "--heal-every", "0.3"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=subprocess_env(destination, MONGOSNAP_URI=mongo_uri),
     )
     try:
-        wait_for(lambda: any(k.endswith(".manifest.json") for k in destination.keys()), proc)
+        wait_for(lambda: any(k.endswith(".manifest.json") for k in stored_keys(destination)), proc)
         drop(mongo_uri, new_database, "users")
         wait_for(lambda: "users" in names(mongo_uri, new_database), proc)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 0, err
     assert "backup: wrote " in err and "heal: restored users (restored)" in err
     assert err.rstrip().endswith("stopped") and "Traceback" not in err
     assert documents(mongo_uri, new_database, "users") == before
+
+
+def stored_keys(destination: Destination) -> list[str]:
+    return destination.keys()
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], limit: float = 60) -> None:
