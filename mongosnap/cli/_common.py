@@ -125,10 +125,10 @@ def read_uri_file(path: str) -> str:
             uri = handle.read().strip()
     except OSError as exc:
         raise UsageError(f"cannot read --uri-file {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning("%s is readable by group or others; chmod 600 it", path)
     if not uri:
         raise UsageError(f"--uri-file {path} is empty")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s is readable by group or others; chmod 600 it", path)
     return uri
 
 
