@@ -6,6 +6,7 @@ import argparse
 import shlex
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -149,3 +150,31 @@ def test_the_crontab_heal_line_runs(tmp_path: Path) -> None:
     argv = [w for w in argv if not w.endswith(".prom")]
     argv.remove("--metrics-file")
     assert main(argv[1:]) == 2
+
+
+def test_install_from_a_clone(tmp_path: Path) -> None:
+    """README's `pip install .` builds the package with every module and the command."""
+    root = Path(__file__).resolve().parent.parent
+    target = tmp_path / "site"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"),
+            *("--no-build-isolation", "--target", str(target), str(root)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (target / "bin" / "mongosnap").exists()
+    for module in ("metrics.py", "cli/check.py", "cli/_logging.py", "py.typed"):
+        assert (target / "mongosnap" / module).exists(), module
+    code = "import mongosnap.cli; print(mongosnap.__file__, mongosnap.__version__)"
+    where = subprocess.run(
+        [sys.executable, "-S", "-c", code],  # -S: without this venv's editable install
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(target)},
+        cwd=tmp_path,
+    )
+    assert where.stdout.startswith(str(target)), where.stderr
