@@ -133,8 +133,11 @@ def test_watch_serves_metrics_on_localhost(
         found = scrape_until(url, lambda f: bool(restored(f)))
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        err = proc.communicate(timeout=30)[1]
     assert proc.returncode == 0
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # -v in a watch: timestamped steps
+    assert re.search(rf"{stamp} mongosnap: info: {new_database}\.apps: restored from ", err), err
+    assert re.search(rf"{stamp} mongosnap: warning: watch stopped", err), err
     assert value(found, "mongosnap_documents_total", command="heal") == 9
     assert value(found, "mongosnap_runs_total", command="heal", outcome="success") == restored(
         found
