@@ -139,9 +139,8 @@ def test_watch_serves_metrics_on_localhost(
     assert re.search(rf"{stamp} mongosnap: info: {new_database}\.apps: restored from ", err), err
     assert re.search(rf"{stamp} mongosnap: warning: watch stopped", err), err
     assert value(found, "mongosnap_documents_total", command="heal") == 9
-    assert value(found, "mongosnap_runs_total", command="heal", outcome="success") == restored(
-        found
-    )
+    assert (value(found, "mongosnap_runs_total", command="heal", outcome="success") or 0) >= 1
+    assert value(found, "mongosnap_runs_total", command="heal", outcome="failure") == 0
     assert value(found, "mongosnap_last_success_timestamp_seconds", command="heal") is not None
     assert sorted(server_documents(mongo_uri, new_database, "apps")) == before
 
