@@ -7,7 +7,6 @@ one line on stderr and the error's exit code (docs/cli.md lists them).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -69,6 +68,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 async def _with_signals(work: Awaitable[int]) -> int:
     """Run work; SIGTERM cancels it like Ctrl-C does, so cleanup always runs."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)
     terminated = False
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     runner: Callable[[argparse.Namespace, TextIO], Awaitable[int]] = args.run
     try:
         resolve_uri(args)
+        import asyncio  # here: half of the command line's own import time
+
         return asyncio.run(_with_signals(runner(args, out)))
     except KeyboardInterrupt:
         print("mongosnap: interrupted; nothing was left behind", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
@@ -108,6 +107,8 @@ async def _watch(
 
     A cycle interrupted mid-heal drops its staged copies before we stop.
     """
+    import asyncio
+
     from ..metrics import Metrics
 
     if args.interval <= 0:
