@@ -2,39 +2,110 @@
 
 from __future__ import annotations
 
-from ._errors import (
-    AccessDenied,
-    ArchiveError,
-    AuthenticationFailed,
-    BucketNotFound,
-    CollectionExists,
-    CorruptArchive,
-    DatabaseNotFound,
-    HealIncomplete,
-    Interrupted,
-    MongosnapError,
-    NoBackupsFound,
-    ObjectExists,
-    ObjectNotFound,
-    ReplayError,
-    ServerUnreachable,
-    SourceError,
-    StorageError,
-    Terminated,
-    TruncatedArchive,
-    UnsafeArchive,
-    UsageError,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .catalog import ArchiveInfo, ArchiveStatus, list_archives
-from .oplog.archiver import archive_oplog, list_oplog
-from .pipelines.backup import BackupResult, CollectionResult, backup
-from .pipelines.heal import HealReport, heal
-from .pipelines.prune import PruneReport, prune
-from .pipelines.restore import CollectionOutcome, RestoreResult, restore
-from .pipelines.verify import VerifyReport, verify
-from .progress import Progress, ProgressCallback, Stage
-from .storage import LocalStorage, MemoryStorage, S3Config, S3Storage, Storage, open_storage
+
+if TYPE_CHECKING:
+    from ._errors import (
+        AccessDenied,
+        ArchiveError,
+        AuthenticationFailed,
+        BucketNotFound,
+        CollectionExists,
+        CorruptArchive,
+        DatabaseNotFound,
+        HealIncomplete,
+        Interrupted,
+        MongosnapError,
+        NoBackupsFound,
+        ObjectExists,
+        ObjectNotFound,
+        ReplayError,
+        ServerUnreachable,
+        SourceError,
+        StorageError,
+        Terminated,
+        TruncatedArchive,
+        UnsafeArchive,
+        UsageError,
+    )
+    from .catalog import ArchiveInfo, ArchiveStatus, list_archives
+    from .oplog.archiver import archive_oplog, list_oplog
+    from .pipelines.backup import BackupResult, CollectionResult, backup
+    from .pipelines.heal import HealReport, heal
+    from .pipelines.prune import PruneReport, prune
+    from .pipelines.restore import CollectionOutcome, RestoreResult, restore
+    from .pipelines.verify import VerifyReport, verify
+    from .progress import Progress, ProgressCallback, Stage
+    from .storage import LocalStorage, MemoryStorage, S3Config, S3Storage, Storage, open_storage
+
+# Imported on first use (PEP 562), so `mongosnap --version` and `--help` stay fast:
+# the pipelines pull in pymongo and aiobotocore.
+_EXPORTS = {
+    "AccessDenied": "._errors",
+    "ArchiveError": "._errors",
+    "AuthenticationFailed": "._errors",
+    "BucketNotFound": "._errors",
+    "CollectionExists": "._errors",
+    "CorruptArchive": "._errors",
+    "DatabaseNotFound": "._errors",
+    "HealIncomplete": "._errors",
+    "Interrupted": "._errors",
+    "MongosnapError": "._errors",
+    "NoBackupsFound": "._errors",
+    "ObjectExists": "._errors",
+    "ObjectNotFound": "._errors",
+    "ReplayError": "._errors",
+    "ServerUnreachable": "._errors",
+    "SourceError": "._errors",
+    "StorageError": "._errors",
+    "Terminated": "._errors",
+    "TruncatedArchive": "._errors",
+    "UnsafeArchive": "._errors",
+    "UsageError": "._errors",
+    "ArchiveInfo": ".catalog",
+    "ArchiveStatus": ".catalog",
+    "list_archives": ".catalog",
+    "archive_oplog": ".oplog.archiver",
+    "list_oplog": ".oplog.archiver",
+    "BackupResult": ".pipelines.backup",
+    "CollectionResult": ".pipelines.backup",
+    "backup": ".pipelines.backup",
+    "HealReport": ".pipelines.heal",
+    "heal": ".pipelines.heal",
+    "PruneReport": ".pipelines.prune",
+    "prune": ".pipelines.prune",
+    "CollectionOutcome": ".pipelines.restore",
+    "RestoreResult": ".pipelines.restore",
+    "restore": ".pipelines.restore",
+    "VerifyReport": ".pipelines.verify",
+    "verify": ".pipelines.verify",
+    "Progress": ".progress",
+    "ProgressCallback": ".progress",
+    "Stage": ".progress",
+    "LocalStorage": ".storage",
+    "MemoryStorage": ".storage",
+    "S3Config": ".storage",
+    "S3Storage": ".storage",
+    "Storage": ".storage",
+    "open_storage": ".storage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "AccessDenied",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -181,3 +182,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=120,
         env=env,
     )
+
+
+def subprocess_env(destination: Destination | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess: S3 reached through the standard AWS variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MONGOSNAP_URI"))}
+    if destination is not None and destination.endpoint is not None:
+        endpoint = destination.endpoint
+        env |= {
+            "AWS_ENDPOINT_URL_S3": endpoint.endpoint_url,
+            "AWS_ACCESS_KEY_ID": endpoint.access_key,
+            "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
+            "AWS_DEFAULT_REGION": endpoint.region,
+        }
+    return env | extra

@@ -7,28 +7,43 @@ one line on stderr and the error's exit code (docs/cli.md lists them).
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
-from .._errors import Interrupted, MongosnapError, Terminated, all_errors
+from .._errors import Interrupted, MongosnapError, Terminated, UsageError, all_errors
 from .._version import __version__
-from . import backup, heal, list, oplog, prune, restore, verify  # `list` is a command module here
+
+# Command modules import their pipelines (pymongo, aiobotocore, rich) only when
+# they run, so --version and --help answer without loading them.
+from . import _logging, backup, check, heal, oplog, prune, restore, verify
+from . import list as listing
+from ._common import resolve_uri
 
 # One module per command, each with register(subparsers); the order is --help's.
-COMMANDS = [backup, heal, restore, list, verify, prune, oplog]
+COMMANDS = [backup, heal, restore, listing, verify, prune, check, oplog]
 
 EXIT_INTERNAL = 70
 
 log = logging.getLogger("mongosnap")
 
 
+class _ParseError(Exception):
+    """argparse's complaint, raised instead of exiting so --json can report it too."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise _ParseError(f"{self.prog}: error: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mongosnap",
         description="Streaming MongoDB backups to S3 or a directory, and healing.",
         epilog="Exit codes: " + ", ".join(f"{e.exit_code} {e.__name__}" for e in all_errors()),
@@ -40,19 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="mongosnap: %(levelname)s: %(message)s",
-        stream=sys.stderr,
+def _configure_logging(args: argparse.Namespace) -> None:
+    """-q/-v/-vv and --log-format; timestamps for long runs (watching, or -v)."""
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    _logging.configure(
+        verbose=verbose,
+        quiet=bool(getattr(args, "quiet", False)),
+        fmt=getattr(args, "log_format", "text"),
+        timestamps=getattr(args, "interval", None) is not None or verbose > 0,
     )
-    # botocore at DEBUG prints request headers, Authorization included.
-    for noisy in ("botocore", "aiobotocore", "urllib3", "pymongo"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def _with_signals(work: Awaitable[int]) -> int:
     """Run work; SIGTERM cancels it like Ctrl-C does, so cleanup always runs."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)
     terminated = False
@@ -74,32 +91,60 @@ async def _with_signals(work: Awaitable[int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    # not list(): the `list` command module shadows the builtin in this package
+    words = [*(sys.argv[1:] if argv is None else argv)]
     parser = build_parser()
-    # Positionals may come after options (`backup DEST --uri URI DB`): argparse
-    # leaves those over, and they are taken back here in order.
-    args, extra = parser.parse_known_args(argv)
-    if any(e.startswith("-") for e in extra):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
-    _configure_logging(getattr(args, "verbose", False))
+    try:
+        args = _parse(parser, words)
+    except _ParseError as exc:
+        print(exc, file=sys.stderr)
+        _json_error(out, words, "UsageError", UsageError.exit_code, str(exc))
+        return UsageError.exit_code
+    _configure_logging(args)
     runner: Callable[[argparse.Namespace, TextIO], Awaitable[int]] = args.run
     try:
-        return asyncio.run(_with_signals(runner(args, out or sys.stdout)))
+        resolve_uri(args)
+        import asyncio  # here: half of the command line's own import time
+
+        return asyncio.run(_with_signals(runner(args, out)))
     except KeyboardInterrupt:
         print("mongosnap: interrupted; nothing was left behind", file=sys.stderr)
+        _json_error(out, words, "Interrupted", Interrupted.exit_code, "interrupted")
         return Interrupted.exit_code
     except MongosnapError as exc:
         print(f"mongosnap: error: {exc}", file=sys.stderr)
+        _json_error(out, words, type(exc).__name__, exc.exit_code, str(exc))
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line, trace only on request
         if os.environ.get("MONGOSNAP_DEBUG"):
             raise
+        message = f"{type(exc).__name__}: {exc}"
         print(
-            f"mongosnap: internal error: {type(exc).__name__}: {exc} "
-            "(set MONGOSNAP_DEBUG=1 for a traceback)",
+            f"mongosnap: internal error: {message} (set MONGOSNAP_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
+        _json_error(out, words, "InternalError", EXIT_INTERNAL, message)
         return EXIT_INTERNAL
+
+
+def _parse(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:
+    # Positionals may come after options (`backup DEST --uri URI DB`): argparse
+    # leaves those over, and they are taken back here in order.
+    args, extra = parser.parse_known_args(words)
+    if any(e.startswith("-") for e in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    return args
+
+
+def _json_error(out: TextIO, words: Sequence[str], kind: str, code: int, message: str) -> None:
+    """With --json, the error as one JSON object on stdout too (docs/cli.md)."""
+    if "--json" not in words:
+        return
+    error = {"type": kind, "exit_code": code, "message": message}
+    out.write(json.dumps({"error": error}) + "\n")
+    out.flush()
 
 
 if __name__ == "__main__":

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import stat
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..storage import S3Config
+from .._errors import UsageError
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+    from ..storage import S3Config
+
+URI_ENV = "MONGOSNAP_URI"
+
+log = logging.getLogger("mongosnap.cli")
 
 
 def add_s3_flags(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +55,8 @@ def mebibytes(text: str) -> int:
 
 def s3_config(args: argparse.Namespace) -> S3Config:
     """The S3Config the flags describe; unset flags keep S3Config's defaults."""
+    from ..storage import S3Config  # here, not above: aiobotocore is slow to import
+
     fields: dict[str, Any] = {
         "endpoint_url": args.endpoint_url,
         "region": args.region,
@@ -56,12 +73,22 @@ def s3_config(args: argparse.Namespace) -> S3Config:
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress display; log errors only"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log steps to stderr (-vv: detail)"
+    )
+    add_log_format_flag(parser)
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uri", help="MongoDB URI (credentials, TLS, replica sets); replaces HOST")
+    parser.add_argument(
+        "--uri-file",
+        metavar="PATH",
+        help=f"read the MongoDB URI from PATH (mode 600); replaces HOST; else ${URI_ENV}",
+    )
     parser.add_argument(
         "--connect-timeout",
         type=float,
@@ -74,3 +101,110 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
 def interactive(args: argparse.Namespace) -> bool:
     """Draw live progress only for a person at a terminal."""
     return not (args.quiet or args.json) and sys.stderr.isatty()
+
+
+def resolve_uri(args: argparse.Namespace, environ: Any = os.environ) -> None:
+    """Fill ``args.uri``: --uri, else --uri-file, else $MONGOSNAP_URI (docs/cli.md).
+
+    Whichever gives the URI replaces the HOST positional, as --uri always did.
+    """
+    if getattr(args, "uri", None):
+        return
+    path = getattr(args, "uri_file", None)
+    if path:
+        args.uri = read_uri_file(path)
+    elif environ.get(URI_ENV):
+        args.uri = environ[URI_ENV].strip()
+
+
+def read_uri_file(path: str) -> str:
+    """The URI in ``path`` (surrounding whitespace dropped); warns if others may read it."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as handle:
+            uri = handle.read().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read --uri-file {path}: {exc.strerror}") from None
+    if not uri:
+        raise UsageError(f"--uri-file {path} is empty")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s is readable by group or others; chmod 600 it", path)
+    return uri
+
+
+def add_log_format_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="stderr log lines as text or one JSON object per line",
+    )
+
+
+def add_metrics_flags(parser: argparse.ArgumentParser, *, serve: bool = False) -> None:
+    group = parser.add_argument_group("Prometheus metrics")
+    group.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write metrics to PATH after the run (node_exporter textfile; atomic)",
+    )
+    if serve:
+        group.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="serve /metrics on PORT while watching (with --interval)",
+        )
+        group.add_argument(
+            "--metrics-bind",
+            default="127.0.0.1",
+            metavar="ADDR",
+            help="address for --metrics-port (default 127.0.0.1)",
+        )
+
+
+@contextlib.contextmanager
+def observed(args: argparse.Namespace, command: str) -> Iterator[Metrics]:
+    """Metrics for one run: timed, success or failure by kind, then --metrics-file written."""
+    from ..metrics import Metrics  # prometheus_client only when a command runs
+
+    metrics = Metrics(command)
+    failed = True
+    try:
+        with metrics.run():
+            yield metrics
+        failed = False
+    finally:
+        write_metrics(metrics, getattr(args, "metrics_file", None), raising=not failed)
+
+
+def write_metrics(metrics: Metrics, path: str | None, *, raising: bool = True) -> None:
+    if not path:
+        return
+    try:
+        metrics.write_textfile(path)
+    except OSError as exc:
+        if raising:
+            raise UsageError(f"cannot write --metrics-file {path}: {exc.strerror}") from None
+        log.error("cannot write --metrics-file %s: %s", path, exc.strerror)
+
+
+_UTC_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\+00:00")
+
+
+def rfc3339_times(data: Any) -> Any:
+    """``data`` with every UTC time string written ``...Z`` (RFC 3339), recursively."""
+    if isinstance(data, dict):
+        return {k: rfc3339_times(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [rfc3339_times(v) for v in data]
+    if isinstance(data, str):
+        match = _UTC_OFFSET.fullmatch(data)
+        return f"{match.group(1)}Z" if match else data
+    return data
+
+
+def write_json(data: Any, out: TextIO, *, indent: int | None = 2) -> None:
+    """The --json output: times as RFC 3339 with ``Z``; one trailing newline."""
+    json.dump(rfc3339_times(data), out, indent=indent)
+    out.write("\n")

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any, TextIO
+import logging
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ..display import progress_display
-from ..pipelines.backup import BackupResult, backup
-from ._common import add_output_flags, add_s3_flags, add_source_flags, interactive, s3_config
+from ..progress import Progress, ProgressCallback, Stage
+from ._common import (
+    add_metrics_flags,
+    add_output_flags,
+    add_s3_flags,
+    add_source_flags,
+    interactive,
+    observed,
+    s3_config,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from ..pipelines.backup import BackupResult
+
+log = logging.getLogger("mongosnap.backup")
 
 
 def register(commands: Any) -> None:
@@ -36,6 +49,7 @@ def register(commands: Any) -> None:
     add_source_flags(p)
     add_s3_flags(p)
     add_output_flags(p)
+    add_metrics_flags(p)
     p.set_defaults(run=run)
 
 
@@ -59,29 +73,34 @@ def source_and_databases(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
-    source, databases = source_and_databases(args)
-    with progress_display(enabled=interactive(args)) as on_progress:
-        result = await backup(
-            source,
-            args.dest,
-            database=None if args.all_databases else databases,
-            include=args.include,
-            exclude=args.exclude,
-            codec=args.codec,
-            s3=s3_config(args),
-            connect_timeout=args.connect_timeout,
-            batch_size=args.batch_size,
-            progress=on_progress,
-            oplog=args.oplog,
-        )
+    from ..display import progress_display  # imported on use: keeps --help fast
+    from ..pipelines.backup import backup
+
+    with observed(args, "backup") as metrics:
+        source, databases = source_and_databases(args)
+        with progress_display(enabled=interactive(args)) as on_progress:
+            result = await backup(
+                source,
+                args.dest,
+                database=None if args.all_databases else databases,
+                include=args.include,
+                exclude=args.exclude,
+                codec=args.codec,
+                s3=s3_config(args),
+                connect_timeout=args.connect_timeout,
+                batch_size=args.batch_size,
+                progress=logged(on_progress),
+                oplog=args.oplog,
+            )
+        metrics.record_backup(result)
+    log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)
     _print(result, args, out)
     return 0
 
 
 def _print(result: BackupResult, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
-        json.dump(result.to_dict(), out, indent=2)
-        out.write("\n")
+        write_json(result.to_dict(), out)
         return
     rate = result.bytes_in / max(result.duration, 1e-9) / 1e6
     out.write(
@@ -96,3 +115,19 @@ def _print(result: BackupResult, args: argparse.Namespace, out: TextIO) -> None:
             f"oplog: {result.oplog['entries']} entries in dump/oplog.bson, "
             f"consistent at ts {last['t']}:{last['i']}\n"
         )
+
+
+def logged(display: ProgressCallback) -> ProgressCallback:
+    """The display's callback, also logging each collection (-v) and each batch (-vv)."""
+
+    def on_progress(event: Progress) -> None:
+        display(event)
+        name = f"{event.database}.{event.collection}"
+        if event.stage is Stage.STARTED:
+            log.info("dumping %s", name)
+        elif event.stage is Stage.DONE:
+            log.info("dumped %s: %d documents, %d bytes", name, event.documents, event.bytes)
+        else:
+            log.debug("%s: %d documents, %d bytes so far", name, event.documents, event.bytes)
+
+    return on_progress

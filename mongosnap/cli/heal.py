@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import contextlib
 import logging
-import sys
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import HealIncomplete, UsageError
-from ..pipelines.heal import DEFAULT_DEPTH, HealReport, heal
-from ._common import add_s3_flags, add_source_flags, s3_config
+from ._common import (
+    add_metrics_flags,
+    add_output_flags,
+    add_s3_flags,
+    add_source_flags,
+    observed,
+    s3_config,
+    write_json,
+    write_metrics,
+)
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+    from ..pipelines.heal import HealReport
 
 log = logging.getLogger("mongosnap.heal")
 
@@ -29,18 +40,16 @@ def register(commands: Any) -> None:
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     p.add_argument("host", metavar="HOST", help="host[:port], or the database with --uri")
     p.add_argument("names", metavar="DATABASE COLL", nargs="+", help="database, then collections")
-    p.add_argument(
-        "--depth", type=int, default=DEFAULT_DEPTH, help="newest archives to search (default 3)"
-    )
+    p.add_argument("--depth", type=int, help="newest archives to search (default 3)")
     p.add_argument("--dry-run", action="store_true", help="say what would be restored, do nothing")
     p.add_argument(
         "--interval", type=float, metavar="SECONDS", help="keep watching: heal every SECONDS"
     )
     p.add_argument("--workers", type=int, default=4, help="concurrent insert batches")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     add_source_flags(p)
     add_s3_flags(p)
+    add_output_flags(p)
+    add_metrics_flags(p, serve=True)
     p.set_defaults(run=run)
 
 
@@ -55,52 +64,116 @@ def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
+    from ..pipelines.heal import DEFAULT_DEPTH, heal  # imported on use: keeps --help fast
+
     source, database, collections = _target(args)
-    if args.depth < 1:
+    depth = DEFAULT_DEPTH if args.depth is None else args.depth
+    if depth < 1:
         raise UsageError("--depth must be at least 1")
+    if args.metrics_port is not None and args.interval is None:
+        raise UsageError("--metrics-port serves while watching: give --interval too")
 
     async def once() -> HealReport:
-        return await heal(
+        log.info("checking %s of %s", ", ".join(collections), database)
+        report = await heal(
             source,
             args.dest,
             database=database,
             collections=collections,
-            depth=args.depth,
+            depth=depth,
             dry_run=args.dry_run,
             workers=args.workers,
             s3=s3_config(args),
             connect_timeout=args.connect_timeout,
-            warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
+            warn=log.warning,
         )
+        _log_outcomes(report)
+        return report
 
     if args.interval is None:
-        report = await once()
-        _print(report, args, out)
-        _raise_if_missing(report)
+        with observed(args, "heal") as metrics:
+            report = await once()
+            metrics.record_heal(report)
+            _print(report, args, out)
+            _raise_if_missing(report)
         return 0
     return await _watch(once, args, out)
 
 
-async def _watch(once: Any, args: argparse.Namespace, out: TextIO) -> int:
+async def _watch(
+    once: Callable[[], Awaitable[HealReport]], args: argparse.Namespace, out: TextIO
+) -> int:
     """One line per cycle until SIGTERM, which ends the watch cleanly (exit 0).
 
     A cycle interrupted mid-heal drops its staged copies before we stop.
     """
+    import asyncio
+
+    from ..metrics import Metrics
+
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
+    metrics = Metrics("heal")
+    with _serving(metrics, args):
+        try:
+            while True:
+                await _cycle(once, metrics, args, out)
+                await asyncio.sleep(args.interval)
+        except asyncio.CancelledError:
+            log.warning("watch stopped")
+            return 0
+
+
+async def _cycle(
+    once: Callable[[], Awaitable[HealReport]],
+    metrics: Metrics,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> None:
+    """One heal; a failed cycle is logged and counted by kind, and the watch goes on."""
     try:
-        while True:
-            try:
-                _print(await once(), args, out)
-            except UsageError:
-                raise
-            except Exception as exc:  # a failed cycle is reported; the watch goes on
-                print(f"mongosnap: heal cycle failed: {exc}", file=sys.stderr)
-            out.flush()
-            await asyncio.sleep(args.interval)
-    except asyncio.CancelledError:
-        print("mongosnap: watch stopped", file=sys.stderr)
-        return 0
+        with metrics.run():
+            report = await once()
+            metrics.record_heal(report)
+            _print(report, args, out)
+            _raise_if_missing(report)
+    except UsageError:
+        raise
+    except Exception as exc:
+        log.error("heal cycle failed: %s: %s", type(exc).__name__, exc)
+    finally:
+        out.flush()
+        write_metrics(metrics, args.metrics_file, raising=False)
+
+
+@contextlib.contextmanager
+def _serving(metrics: Metrics, args: argparse.Namespace) -> Iterator[None]:
+    """Serve /metrics on --metrics-port (bound to --metrics-bind) while watching."""
+    if args.metrics_port is None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            port = stack.enter_context(metrics.serve(args.metrics_port, args.metrics_bind))
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on port {args.metrics_port}: {exc}") from None
+        log.info("serving metrics on http://%s:%d/metrics", args.metrics_bind, port)
+        yield
+
+
+def _log_outcomes(report: HealReport) -> None:
+    for outcome in report.restored:
+        log.info(
+            "%s.%s: %s from %s (%d documents, %d indexes)",
+            outcome.database,
+            outcome.name,
+            outcome.status,
+            outcome.archive,
+            outcome.documents,
+            outcome.indexes,
+        )
+    for key in report.searched:
+        log.debug("searched archive %s", key)
 
 
 def _raise_if_missing(report: HealReport) -> None:
@@ -112,7 +185,7 @@ def _raise_if_missing(report: HealReport) -> None:
 
 def _print(report: HealReport, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
-        out.write(json.dumps(report.to_dict()) + "\n")
+        write_json(report.to_dict(), out, indent=None)
         return
     out.write(summary(report) + "\n")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ..catalog import ArchiveInfo, list_archives
-from ..storage import open_storage
 from ._common import add_output_flags, add_s3_flags, s3_config
+
+if TYPE_CHECKING:
+    from ..catalog import ArchiveInfo
 
 COLUMNS = ("time", "key", "size", "status", "collections", "documents")
 
@@ -31,6 +32,9 @@ def register(commands: Any) -> None:
 async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+    from ..catalog import list_archives  # imported on use: keeps --help fast
+    from ..storage import open_storage
+
     storage = open_storage(args.dest, s3=s3_config(args))
     try:
         archives = await list_archives(storage, args.prefix)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ..oplog.archiver import DEFAULT_INTERVAL, archive_oplog, list_oplog
-from ..oplog.chunks import Coverage
 from ._common import add_output_flags, add_s3_flags, add_source_flags, s3_config
+
+if TYPE_CHECKING:
+    from ..oplog.chunks import Coverage
+
+DEFAULT_INTERVAL = 60.0
+"""oplog.archiver's default, repeated here so --help need not import the driver."""
 
 
 def register(commands: Any) -> None:
@@ -50,6 +54,8 @@ def register(commands: Any) -> None:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
+    from ..oplog.archiver import archive_oplog, list_oplog  # imported on use: keeps --help fast
+
     if args.list:
         if args.host or args.extra or args.uri:
             raise UsageError("--list takes only DEST")

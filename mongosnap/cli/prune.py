@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import re
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ..pipelines.prune import PruneReport, prune
-from ._common import add_output_flags, add_s3_flags, s3_config
+from ._common import (
+    add_metrics_flags,
+    add_output_flags,
+    add_s3_flags,
+    observed,
+    s3_config,
+    write_json,
+)
 from .list import human_size
+
+if TYPE_CHECKING:
+    from ..pipelines.prune import PruneReport
+
+log = logging.getLogger("mongosnap.prune")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -38,6 +49,7 @@ def register(commands: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
     add_s3_flags(p)
     add_output_flags(p)
+    add_metrics_flags(p)
     p.set_defaults(run=run)
 
 
@@ -56,19 +68,24 @@ def duration(text: str) -> timedelta:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
+    from ..pipelines.prune import prune  # imported on use: keeps --help fast
+
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
-    report = await prune(
-        args.dest,
-        keep_last=args.keep_last,
-        keep_within=args.keep_within,
-        keep_daily=args.keep_daily,
-        dry_run=args.dry_run,
-        s3=s3_config(args),
-    )
+    with observed(args, "prune") as metrics:
+        report = await prune(
+            args.dest,
+            keep_last=args.keep_last,
+            keep_within=args.keep_within,
+            keep_daily=args.keep_daily,
+            dry_run=args.dry_run,
+            s3=s3_config(args),
+        )
+        metrics.record_prune(report)
+    for decision in report.decisions:
+        log.info("%s: %s", decision.archive.key, ", ".join(decision.reasons))
     if args.json:
-        json.dump(report.to_dict(), out, indent=2)
-        out.write("\n")
+        write_json(report.to_dict(), out)
     else:
         _print(report, out)
     return 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import CollectionExists, UsageError
-from ..pipelines.restore import RestoreResult, restore
 from ._common import add_s3_flags, add_source_flags, s3_config
+
+if TYPE_CHECKING:
+    from ..pipelines.restore import RestoreResult
 
 
 def register(commands: Any) -> None:
@@ -48,6 +50,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
+    from ..pipelines.restore import restore  # imported on use: keeps --help fast
+
     source, database = _target(args)
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")

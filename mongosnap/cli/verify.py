@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ..display import progress_display
-from ..pipelines.verify import VerifyReport, verify
 from ._common import add_output_flags, add_s3_flags, interactive, s3_config
+
+if TYPE_CHECKING:
+    from ..pipelines.verify import VerifyReport
 
 
 def register(commands: Any) -> None:
@@ -31,6 +32,9 @@ def register(commands: Any) -> None:
 async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+    from ..display import progress_display  # imported on use: keeps --help fast
+    from ..pipelines.verify import verify
+
     with progress_display(enabled=interactive(args)) as on_progress:
         report = await verify(args.dest, args.ref, s3=s3_config(args), progress=on_progress)
     if args.json:

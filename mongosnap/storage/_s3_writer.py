@@ -21,6 +21,7 @@ PutObject at commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .._errors import StorageError
@@ -34,6 +35,8 @@ MIN_PART_SIZE = 5 * 1024**2
 MAX_PART_SIZE = 5 * 1024**3
 MAX_PARTS = 10_000
 PARTS_PER_STEP = 1000
+
+log = logging.getLogger(__name__)
 
 
 def part_size(number: int, base: int) -> int:
@@ -218,6 +221,7 @@ class S3Writer(BaseWriter):
                 **extra,
             )
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
+        log.debug("uploaded part %d of %s (%d bytes)", number, self.key, len(data))
         if crc and "ChecksumCRC32" in response:
             part["ChecksumCRC32"] = response["ChecksumCRC32"]
         return part

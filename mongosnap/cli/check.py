@@ -1,0 +1,202 @@
+"""``mongosnap check DEST [DB] --max-age 26h``: is there a fresh, complete backup?
+
+A monitoring probe in the Nagios plugin convention: one line on stdout
+(``MONGOSNAP OK - ...|perfdata``) and exit 0 OK, 1 WARNING, 2 CRITICAL,
+3 UNKNOWN (the check itself could not run). docs/cli.md has the details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .._errors import MongosnapError, UsageError
+from ._common import add_log_format_flag, add_s3_flags, s3_config, write_json
+from ._logging import rfc3339
+from .prune import duration
+
+if TYPE_CHECKING:
+    from ..catalog import ArchiveInfo
+
+log = logging.getLogger("mongosnap.check")
+
+DEFAULT_MAX_AGE = "26h"
+
+
+class Status(Enum):
+    """Nagios plugin states; the value is the exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "check",
+        help="monitoring probe: is the newest complete archive fresh enough?",
+        description="Exit 0 (OK) when the newest complete archive in DEST (holding DB, "
+        "if given) is younger than --max-age; 1 WARNING when older than --warn-age; "
+        "2 CRITICAL when too old or there is none; 3 UNKNOWN when DEST cannot be read. "
+        "Prints one line, Nagios style.",
+    )
+    p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
+    p.add_argument("database", metavar="DB", nargs="?", help="only archives holding DB")
+    p.add_argument(
+        "--max-age",
+        type=duration,
+        default=duration(DEFAULT_MAX_AGE),
+        metavar="DURATION",
+        help=f"CRITICAL when older (default {DEFAULT_MAX_AGE}; 30m, 26h, 1d12h)",
+    )
+    p.add_argument(
+        "--warn-age", type=duration, metavar="DURATION", help="WARNING when older than this"
+    )
+    p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log each archive seen")
+    add_log_format_flag(p)
+    add_s3_flags(p)
+    p.set_defaults(run=run)
+
+
+@dataclass
+class Verdict:
+    """What check found; ``line()`` is what a monitoring system shows."""
+
+    status: Status
+    message: str
+    destination: str
+    database: str | None
+    max_age: timedelta
+    warn_age: timedelta | None
+    archive: ArchiveInfo | None = None
+    age: timedelta | None = None
+    skipped: list[str] = field(default_factory=list)
+    error: MongosnapError | None = None
+
+    def line(self) -> str:
+        text = f"MONGOSNAP {self.status.name} - {self.message}"
+        if self.age is not None:
+            warn = "" if self.warn_age is None else f"{self.warn_age.total_seconds():.0f}"
+            text += (
+                f" | age={self.age.total_seconds():.0f}s;{warn};{self.max_age.total_seconds():.0f}"
+            )
+            if self.archive is not None:
+                text += f" size={self.archive.size}B"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        info = self.archive
+        out: dict[str, Any] = {
+            "status": self.status.name,
+            "exit_code": self.status.value,
+            "message": self.message,
+            "destination": self.destination,
+            "database": self.database,
+            "archive": None if info is None else info.key,
+            "created": None if info is None else rfc3339(info.created),
+            "size": None if info is None else info.size,
+            "age_seconds": None if self.age is None else round(self.age.total_seconds(), 3),
+            "max_age_seconds": self.max_age.total_seconds(),
+            "warn_age_seconds": None if self.warn_age is None else self.warn_age.total_seconds(),
+            "incomplete_skipped": self.skipped,
+        }
+        if self.error is not None:
+            out["error"] = {
+                "type": type(self.error).__name__,
+                "exit_code": self.status.value,
+                "message": str(self.error),
+            }
+        return out
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    verdict = Verdict(Status.UNKNOWN, "", args.dest, args.database, args.max_age, args.warn_age)
+    try:
+        if args.extra:
+            raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+        info = await _newest(args, verdict.skipped)
+        _judge(verdict, info, datetime.now(UTC))
+    except MongosnapError as exc:  # the probe could not look: UNKNOWN, not CRITICAL
+        verdict.status, verdict.error = Status.UNKNOWN, exc
+        verdict.message = f"{type(exc).__name__}: {exc}"
+    if args.json:
+        write_json(verdict.to_dict(), out)
+    else:
+        out.write(verdict.line() + "\n")
+    return verdict.status.value
+
+
+async def _newest(args: argparse.Namespace, skipped: list[str]) -> ArchiveInfo | None:
+    """The newest COMPLETE archive (holding args.database, if given); None if there is none."""
+    from ..catalog import ArchiveStatus, newest_archives  # imported on use: fast --help
+    from ..storage import open_storage
+
+    storage = open_storage(args.dest, s3=s3_config(args))
+    try:
+        async with contextlib.aclosing(newest_archives(storage, args.prefix)) as archives:
+            async for info in archives:
+                log.info("%s: %s %s", info.key, info.status.value, info.problem)
+                if info.status is ArchiveStatus.INCOMPLETE:
+                    skipped.append(info.key)
+                elif info.status is ArchiveStatus.COMPLETE and _holds(info, args.database):
+                    return info
+    finally:
+        await storage.aclose()
+    return None
+
+
+def _holds(info: ArchiveInfo, database: str | None) -> bool:
+    return database is None or (info.manifest is not None and database in info.manifest.databases)
+
+
+def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:
+    what = "archive" if verdict.database is None else f"archive of {verdict.database}"
+    if info is None:
+        verdict.status = Status.CRITICAL
+        verdict.message = f"no complete {what} in {verdict.destination}"
+        if verdict.skipped:
+            verdict.message += f" ({len(verdict.skipped)} incomplete)"
+        return
+    verdict.archive, verdict.age = info, max(now - info.created, timedelta(0))
+    if verdict.age > verdict.max_age:
+        verdict.status = Status.CRITICAL
+    elif verdict.warn_age is not None and verdict.age > verdict.warn_age:
+        verdict.status = Status.WARNING
+    else:
+        verdict.status = Status.OK
+    manifest = info.manifest
+    contents = (
+        ""
+        if manifest is None
+        else (
+            f", {len(manifest.collections)} collections, "
+            f"{sum(c.documents for c in manifest.collections)} documents"
+        )
+    )
+    verdict.message = (
+        f"newest complete {what} is {_human(verdict.age)} old "
+        f"(limit {_human(verdict.max_age)}): {info.key} ({rfc3339(info.created)}{contents})"
+    )
+    if verdict.skipped:
+        verdict.message += f"; {len(verdict.skipped)} newer incomplete"
+
+
+def _human(span: timedelta) -> str:
+    """``3d4h``, ``5h12m``, ``42m``, ``17s``: two units at most."""
+    seconds = int(span.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m" if minutes else f"{secs}s"

@@ -1,0 +1,134 @@
+"""Prometheus metrics for one command: a textfile for node_exporter, or /metrics.
+
+Every ``Metrics`` owns a private ``CollectorRegistry``, so nothing is global:
+two runs in one process (a service, a test) never share counters. Names:
+
+    mongosnap_last_run_timestamp_seconds{command}        gauge, end of the last run
+    mongosnap_last_success_timestamp_seconds{command}    gauge, end of the last success
+    mongosnap_last_duration_seconds{command}             gauge
+    mongosnap_runs_total{command,outcome}                counter, outcome success|failure
+    mongosnap_failures_total{command,kind}               counter, kind = error class
+    mongosnap_bytes_in_total{command}                    counter, bytes read
+    mongosnap_bytes_out_total{command}                   counter, bytes written
+    mongosnap_documents_total{command}                   counter, documents moved
+    mongosnap_collections_restored_total{command}        counter (heal)
+    mongosnap_archives_deleted_total{command}            counter (prune)
+
+Counters count since the process started: one run for a textfile written by
+``backup``/``prune``/``heal``, every cycle for ``heal --interval``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import write_to_textfile as _write_to_textfile
+
+if TYPE_CHECKING:
+    from .pipelines.backup import BackupResult
+    from .pipelines.heal import HealReport
+    from .pipelines.prune import PruneReport
+
+DEFAULT_BIND = "127.0.0.1"
+_PREFIX = "mongosnap"
+
+
+class Metrics:
+    """The metrics of one command (``backup``, ``heal``, ``prune``) in a private registry."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.registry = CollectorRegistry(auto_describe=True)
+        gauge, counter = self._gauge, self._counter
+        self.last_run = gauge("last_run_timestamp_seconds", "End of the last run")
+        self.last_success = gauge("last_success_timestamp_seconds", "End of the last success")
+        self.duration = gauge("last_duration_seconds", "Length of the last run")
+        self.runs = counter("runs", "Runs by outcome (success, failure)", "outcome")
+        self.failures = counter("failures", "Failed runs by kind (error class)", "kind")
+        self.bytes_in = counter("bytes_in", "Bytes read (from MongoDB or the storage)")
+        self.bytes_out = counter("bytes_out", "Bytes written (archive bytes for backup)")
+        self.documents = counter("documents", "Documents dumped or restored")
+        self.restored = counter("collections_restored", "Collections restored")
+        self.deleted = counter("archives_deleted", "Archives deleted")
+        # Series exist (at 0) before the first run, so alerts on absence are not needed.
+        for total in (self.bytes_in, self.bytes_out, self.documents, self.restored, self.deleted):
+            total.labels(command).inc(0)
+        for outcome in ("success", "failure"):
+            self.runs.labels(command, outcome).inc(0)
+
+    def _gauge(self, name: str, doc: str) -> Gauge:
+        return Gauge(f"{_PREFIX}_{name}", doc, ["command"], registry=self.registry)
+
+    def _counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(f"{_PREFIX}_{name}", doc, ["command", *labels], registry=self.registry)
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator[None]:
+        """Time one run; count it as a success, or a failure of the raised kind."""
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            self._finish(started, kind=type(exc).__name__)
+            raise
+        self._finish(started, kind=None)
+
+    def _finish(self, started: float, kind: str | None) -> None:
+        now = time.time()
+        self.duration.labels(self.command).set(time.monotonic() - started)
+        self.last_run.labels(self.command).set(now)
+        if kind is None:
+            self.last_success.labels(self.command).set(now)
+            self.runs.labels(self.command, "success").inc()
+        else:
+            self.runs.labels(self.command, "failure").inc()
+            self.failures.labels(self.command, kind).inc()
+
+    def add(
+        self,
+        *,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        documents: int = 0,
+        restored: int = 0,
+        deleted: int = 0,
+    ) -> None:
+        self.bytes_in.labels(self.command).inc(bytes_in)
+        self.bytes_out.labels(self.command).inc(bytes_out)
+        self.documents.labels(self.command).inc(documents)
+        self.restored.labels(self.command).inc(restored)
+        self.deleted.labels(self.command).inc(deleted)
+
+    def record_backup(self, result: BackupResult) -> None:
+        self.add(bytes_in=result.bytes_in, bytes_out=result.bytes_out, documents=result.documents)
+
+    def record_heal(self, report: HealReport) -> None:
+        restored = [o for o in report.restored if o.status == "restored"]
+        self.add(
+            bytes_in=report.bytes_fetched,
+            documents=sum(o.documents for o in restored),
+            restored=len(restored),
+        )
+
+    def record_prune(self, report: PruneReport) -> None:
+        if not report.dry_run:
+            self.add(deleted=len(report.deleted))
+
+    def write_textfile(self, path: str) -> None:
+        """Write atomically (a temporary file beside ``path``, then a rename)."""
+        _write_to_textfile(path, self.registry)
+
+    @contextlib.contextmanager
+    def serve(self, port: int, addr: str = DEFAULT_BIND) -> Iterator[int]:
+        """Serve ``/metrics`` over HTTP while inside; yields the bound port (0 picks one)."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            yield int(server.server_port)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
