@@ -52,6 +52,17 @@ async def _until_covered(stats: ArchiverStats, ts: Ts) -> None:
     await asyncio.wait_for(poll(), WAIT)
 
 
+async def _archiver_started(stats: ArchiverStats, writer: Writer) -> None:
+    """Write single entries until one is archived: "now" has been taken by then."""
+
+    async def poll() -> None:
+        while stats.last is None:
+            await asyncio.to_thread(writer.write, 1)
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), WAIT)
+
+
 def _server_slice(uri: str, first: Ts, last: Ts) -> list[bytes]:
     """The server's entries from first to last inclusive, in oplog order."""
     entries = server_entries(uri)
@@ -64,6 +75,7 @@ async def test_chunks_hold_the_server_entries_byte_for_byte(
 ) -> None:
     writer = Writer(mongo_oplog_uri, _database())
     async with _archiving(mongo_oplog_uri, tmp_path, interval=0.2, start="now") as stats:
+        await _archiver_started(stats, writer)
         await asyncio.to_thread(writer.write, 200)
         newest = newest_ts(mongo_oplog_uri)
         await _until_covered(stats, newest)
