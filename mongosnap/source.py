@@ -185,6 +185,13 @@ class Source:
                     found[spec.name] = spec
         return [found[n] for n in select(sorted(found), include, exclude)]
 
+    async def collection(self, database: str, name: str) -> CollectionSpec | None:
+        """One namespace as listCollections describes it now, or None if it is gone."""
+        with self._translate(database):
+            call = self._client[database].list_collections(filter={"name": name})
+            found = [_spec(database, _plain(entry)) async for entry in _cursor(call)]
+        return found[0] if found else None
+
     async def collection_names(self, database: str) -> set[str]:
         with self._translate(database):
             return set(await self._client[database].list_collection_names())
