@@ -12,8 +12,11 @@ import pytest
 from helpers import Destination, seed, server_documents, tar_members
 from pymongo import MongoClient
 
-from mongosnap import backup, heal, verify
-from mongosnap.archive.manifest import Manifest, manifest_key
+from mongosnap import MemoryStorage, backup, heal, verify
+from mongosnap._errors import CorruptArchive
+from mongosnap.archive import ArchiveWriter
+from mongosnap.archive.manifest import CollectionEntry, Manifest, manifest_key
+from mongosnap.codecs import get_codec
 from mongosnap.progress import Progress, Stage
 
 MONGO_TOOLS = Path("/work/shared/mongo-tools/bin")
@@ -180,3 +183,111 @@ async def test_mongorestore_never_sees_a_vanished_collection(
     finally:
         with MongoClient(mongo_uri) as client:
             client.drop_database(target)
+
+
+async def test_dropped_and_created_again_during_its_dump_is_vanished(
+    tmp_path: Path, mongo_uri: str, seeded: str
+) -> None:
+    """Same name, another collection (another UUID): not a snapshot of either."""
+
+    def replace(event: Progress) -> None:
+        if event.stage is Stage.BATCH and event.collection == "b_victim" and not fired:
+            fired.append(event)
+            with MongoClient(mongo_uri) as client:
+                client[seeded].drop_collection("b_victim")
+                client[seeded].b_victim.insert_one({"new": True})
+
+    fired: list[Progress] = []
+    result = await backup(
+        mongo_uri, str(tmp_path), database=seeded, batch_size=100, progress=replace
+    )
+    assert fired
+    manifest = Manifest.from_json((tmp_path / manifest_key(result.archive_key)).read_bytes())
+    assert entry(manifest, "b_victim").status == "vanished"
+
+
+# ------------------------------------------------- the manifest field, no server
+
+
+def sample_entry(status: str, root: str = "dump") -> dict[str, Any]:
+    return {
+        "database": "app",
+        "name": "users",
+        "type": "collection",
+        "documents": 0,
+        "bson_bytes": 0,
+        "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "metadata": {"name": f"{root}/app/users.metadata.json", "offset": 0, "end": 10, "size": 5},
+        "bson": {"name": f"{root}/app/users.bson", "offset": 10, "end": 20, "size": 0},
+        "status": status,
+    }
+
+
+def test_status_key_absent_means_complete_and_is_only_written_when_not() -> None:
+    raw = sample_entry("complete")
+    del raw["status"]
+    parsed = CollectionEntry.from_dict(raw, "c")
+    assert parsed.status == "complete"
+    assert "status" not in parsed.to_dict()
+    assert CollectionEntry.from_dict(sample_entry("complete"), "c").status == "complete"
+    vanished = CollectionEntry.from_dict(sample_entry("vanished", "gone"), "c")
+    assert vanished.to_dict()["status"] == "vanished"
+    assert CollectionEntry.from_dict(vanished.to_dict(), "c") == vanished
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (sample_entry("partial"), "unknown status"),
+        (sample_entry(7), "status is not a string"),  # type: ignore[arg-type]
+        (sample_entry("vanished"), "should be 'gone/app/users.metadata.json'"),
+        (sample_entry("complete", "gone"), "should be 'dump/app/users.metadata.json'"),
+        ({**sample_entry("complete"), "bson": None}, "data member should be"),
+    ],
+)
+def test_status_is_checked(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(CorruptArchive, match=message):
+        CollectionEntry.from_dict(raw, "c")
+
+
+def test_vanished_before_its_turn_has_no_data() -> None:
+    raw = {**sample_entry("vanished", "gone"), "bson": None}
+    assert CollectionEntry.from_dict(raw, "c").bson is None
+    with pytest.raises(CorruptArchive, match="vanished before its dump has no data"):
+        CollectionEntry.from_dict({**raw, "documents": 3}, "c")
+
+
+async def test_writer_holds_headers_until_settled() -> None:
+    storage = MemoryStorage()
+    sink = storage.open_writer("a.tar")
+    async with ArchiveWriter(sink, get_codec("none")) as writer:
+        meta = await writer.add_file("dump/app/users.metadata.json", b"{}", hold=True)
+        await writer.begin("dump/app/users.bson")
+        await writer.write(b"\x05\x00\x00\x00\x00")
+        data = await writer.end(hold=True)
+        with pytest.raises(RuntimeError, match="held"):
+            writer.plan_finish(0)
+        with pytest.raises(ValueError, match="cannot replace"):
+            await writer.settle(meta, "gone/app/" + "u" * 100 + ".metadata.json")
+    sink = storage.open_writer("b.tar")
+    async with ArchiveWriter(sink, get_codec("none")) as writer:
+        meta = await writer.add_file("dump/app/users.metadata.json", b"{}", hold=True)
+        await writer.begin("dump/app/users.bson")
+        await writer.write(b"\x05\x00\x00\x00\x00")
+        data = await writer.end(hold=True)
+        meta = await writer.settle(meta, "gone/app/users.metadata.json")
+        data = await writer.settle(data, "gone/app/users.bson")
+        plan, _ = writer.plan_finish(0)
+        await writer.finish(b"")
+    await sink.commit()
+    members = tar_members(await storage.read_bytes("b.tar", limit=1 << 20), "r:")
+    assert members == {
+        "gone/app/users.metadata.json": b"{}",
+        "gone/app/users.bson": b"\x05\x00\x00\x00\x00",
+        "mongosnap/manifest.json": b"",
+    }
+    assert (meta.name, data.name, plan.offset) == (
+        "gone/app/users.metadata.json",
+        "gone/app/users.bson",
+        data.end,
+    )

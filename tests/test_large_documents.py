@@ -13,6 +13,7 @@ from helpers import split_bson
 from pymongo import MongoClient
 
 from mongosnap import backup, restore
+from mongosnap._errors import SourceError
 from mongosnap.source import Source
 
 HUGE = 16 * 1024 * 1024 - 200  # the binary field: the document is just under 16 MiB
@@ -76,3 +77,24 @@ async def test_backup_and_restore_of_16_mib_documents(
     finally:
         with MongoClient(mongo_uri) as client:
             client.drop_database(target)
+
+
+async def test_a_shift_before_the_resume_point_fails_instead_of_skipping(
+    mongo_uri: str, huge_database: str
+) -> None:
+    """A document deleted before the resume point would shift natural order by one:
+    the resumed find must notice instead of silently skipping a document."""
+    async with await Source.connect(mongo_uri) as src:
+        batches = src.raw_batches(huge_database, "blobs", batch_size=4)
+        first = await anext(batches)
+        assert len(split_bson(first)) == 4
+        with MongoClient(mongo_uri) as client:
+            client[huge_database]["blobs"].delete_one({"_id": 0})
+        try:
+            with pytest.raises(SourceError, match="changed while its dump was resumed"):
+                async for _ in batches:
+                    pass
+        finally:
+            await batches.aclose()
+            with MongoClient(mongo_uri) as client:
+                client[huge_database]["blobs"].insert_one({"_id": 0, "small": ""})
