@@ -244,16 +244,7 @@ class Source:
                         raise
                 finally:
                     await cursor.close()
-            log.log(
-                logging.INFO if size < batch_size else logging.WARNING,
-                "%s.%s: a batch of %d documents made a reply larger than the driver accepts;"
-                " continuing after document %d with batches of %d",
-                database,
-                collection,
-                size,
-                done,
-                size // 2,
-            )
+            _log_shrink(f"{database}.{collection}", size, done, first=size == max(1, batch_size))
             size //= 2
 
     async def create_collection(self, database: str, name: str, options: dict[str, Any]) -> None:
@@ -380,6 +371,19 @@ def _resumed(batch: bytes, last: bytes, namespace: str) -> bytes:
     if size < 5 or _document_id(batch[:size]) != _document_id(last):
         raise SourceError(_shifted(namespace))
     return batch[size:]
+
+
+def _log_shrink(namespace: str, size: int, done: int, *, first: bool) -> None:
+    """A warning for a collection's first shrink, the further halvings at INFO."""
+    log.log(
+        logging.WARNING if first else logging.INFO,
+        "%s: a batch of %d documents made a reply larger than the driver accepts;"
+        " continuing after document %d with batches of %d",
+        namespace,
+        size,
+        done,
+        size // 2,
+    )
 
 
 def _shifted(namespace: str) -> str:
