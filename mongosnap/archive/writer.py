@@ -6,6 +6,8 @@ body cut into ``chunk_size`` pieces, each compressed as its own member on a
 thread pool, at most ``2 * workers`` pieces in flight, written in order; the
 padding rides in the last piece. So every member's compressed range
 [offset, end) decompresses on its own to exactly that member's tar bytes.
+A caller may hold headers unfilled (``hold=True``) and name those members
+later with settle(), under any name whose header has the same length.
 
 The writer never commits or aborts the sink: on any exception (cancellation
 included) it stops its workers and the caller aborts the sink.
