@@ -83,14 +83,14 @@ async def test_processes_starting_in_the_same_second_all_succeed(
     args, env = cli_args(destination, mongo_uri, seeded)
     same_second = False
     keys: list[str] = []
-    for _ in range(3):  # a loaded machine may split the start over two seconds: retry
-        results = run_together(args, env, 2)
+    for _ in range(5):  # a loaded machine may spread the starts over seconds: retry
+        results = run_together(args, env, 3)
         keys += [r["archive_key"] for r in results]
-        starts = {r["started"][:19] for r in results}
-        if len(starts) == 1:
+        starts = [r["started"][:19] for r in results]
+        if len(set(starts)) < len(starts):  # at least two in one second
             same_second = True
             break
-    assert same_second, "the processes never started within one second"
+    assert same_second, "no two processes ever started within one second"
     assert len(set(keys)) == len(keys)
     assert all(parse_archive_name(k) is not None for k in keys)
     assert claims(destination) == []
