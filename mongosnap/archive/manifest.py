@@ -16,7 +16,7 @@ from typing import Any
 
 from .._errors import CorruptArchive
 from ..codecs import CODECS, Codec
-from ._jsonlimits import json_shape
+from ._jsonlimits import json_problem
 from .names import MANIFEST_MEMBER, member_name, validate_member_name
 
 FORMAT_NAME = "mongosnap-archive"
@@ -28,6 +28,9 @@ MAX_COLLECTIONS = 20_000
 """Most collection entries one manifest may list."""
 MAX_MANIFEST_DEPTH = 8
 """Deepest JSON nesting accepted (the schema needs 4)."""
+MAX_MANIFEST_VALUES = 2_000_000
+"""Most JSON values accepted, counted as containers plus separators (about 36 per
+collection entry)."""
 MAX_OFFSET = 1 << 53
 MAX_TEXT = 4096
 
@@ -279,9 +282,9 @@ class Manifest:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptArchive(f"manifest is not valid UTF-8: {exc}") from exc
-        depth, _ = json_shape(text)
-        if depth > MAX_MANIFEST_DEPTH:
-            raise CorruptArchive(f"manifest nests deeper than {MAX_MANIFEST_DEPTH} levels")
+        problem = json_problem(text, max_depth=MAX_MANIFEST_DEPTH, max_values=MAX_MANIFEST_VALUES)
+        if problem:
+            raise CorruptArchive(f"manifest {problem}")
         try:
             raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except ValueError as exc:

@@ -24,7 +24,7 @@ from bson.decimal128 import Decimal128
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from .._errors import CorruptArchive, UnsafeArchive
-from ._jsonlimits import json_shape
+from ._jsonlimits import json_problem
 
 MAX_METADATA_BYTES = 16 << 20
 """Largest metadata file read (a listCollections entry is at most 16 MiB of BSON)."""
@@ -32,7 +32,8 @@ MAX_METADATA_DEPTH = 128
 """Deepest JSON nesting accepted: 100 BSON levels (the server's limit for stored
 documents), their Extended JSON wrappers and the file's own structure."""
 MAX_METADATA_VALUES = 500_000
-"""Most JSON values (objects, arrays, scalars) one metadata file may hold."""
+"""Most JSON values one metadata file may hold, counted as containers plus
+separators (those inside strings too)."""
 MAX_INDEXES = 64
 """Most index specs accepted (the server's per-collection limit)."""
 # Dates outside Python's datetime range are valid BSON: keep them as milliseconds.
@@ -174,11 +175,9 @@ def _load(data: bytes, member: str) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptArchive(f"{member} is not valid UTF-8: {exc}") from None
-    depth, values = json_shape(text)
-    if depth > MAX_METADATA_DEPTH:
-        raise UnsafeArchive(f"{member} nests deeper than {MAX_METADATA_DEPTH} levels")
-    if values > MAX_METADATA_VALUES:
-        raise UnsafeArchive(f"{member} holds more than {MAX_METADATA_VALUES} values")
+    problem = json_problem(text, max_depth=MAX_METADATA_DEPTH, max_values=MAX_METADATA_VALUES)
+    if problem:
+        raise UnsafeArchive(f"{member} {problem}")
     try:
         doc = json_util.loads(text, json_options=_READ_OPTIONS)
     except Exception as exc:  # the Extended JSON decoder raises many types: all mean invalid

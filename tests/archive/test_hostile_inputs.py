@@ -12,7 +12,7 @@ from test_manifest import sample
 
 from mongosnap import CorruptArchive, MongosnapError, UnsafeArchive
 from mongosnap.archive import bsonstream
-from mongosnap.archive._jsonlimits import json_shape
+from mongosnap.archive._jsonlimits import too_deep, value_bound
 from mongosnap.archive.bsonstream import MAX_NESTING, BsonSplitter
 from mongosnap.archive.manifest import (
     MAX_COLLECTIONS,
@@ -44,9 +44,11 @@ def test_deeply_nested_manifest_without_its_closing_brackets() -> None:
 
 
 def test_nesting_inside_strings_does_not_count() -> None:
-    assert json_shape('{"a": "[[[[[[[[[[{{{{{{", "b": "\\"[[[["}') == (1, 5)
-    assert json_shape('[[["x\\\\"]]]')[0] == 3
-    assert json_shape('"' + '\\"[' * 50_000)[0] == 0  # never ends: linear, no depth
+    assert not too_deep('{"a": "[[[[[[[[[[{{{{{{", "b": "\\"[[[["}', 1)
+    assert too_deep('{"a": "[[[[[[[[[[{{{{{{", "b": {}}', 1)
+    assert not too_deep('[[["x\\\\", "]]]]"]]]', 3) and too_deep('[[["x\\\\", []]]]', 3)
+    assert not too_deep('"' + '\\"[' * 50_000, 1)  # never ends: linear, no depth
+    assert value_bound('{"a": 1, "b": [2, 3]}') == 7
 
 
 @pytest.mark.parametrize("field", ["options", "indexes", "collectionName", "uuid"])
@@ -68,7 +70,7 @@ def test_metadata_at_the_depth_limit_parses() -> None:
 
 def test_manifest_depth_limit_leaves_room_for_the_schema() -> None:
     text = sample().to_json().decode()
-    assert json_shape(text)[0] == 4 < MAX_MANIFEST_DEPTH
+    assert too_deep(text, 3) and not too_deep(text, 4) and MAX_MANIFEST_DEPTH >= 4
 
 
 # ------------------------------------------------------- invalid Extended JSON
