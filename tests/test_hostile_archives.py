@@ -13,9 +13,11 @@ the content itself can catch them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -36,6 +38,7 @@ REPORTED = {  # what verify's message must say, by hostile kind
     "oversized-sidecar": f"more than {MAX_COLLECTIONS} collections",
     "extended-json-metadata": "users.metadata.json: metadata is not valid Extended JSON",
     "bson-element-type": "users.bson: BSON document 5 is not valid BSON",
+    "legacy-bson-element-type": "users.bson: BSON document 5 is not valid BSON",
 }
 KINDS = list(REPORTED)
 EXIT_INTERNAL = 70
@@ -108,6 +111,8 @@ async def make_hostile(kind: str, storage: Storage, good: str, database: str) ->
     if kind == "bson-element-type":
         body = tar_members(await read(storage, good))[users_bson]
         return await forge(storage, good, {users_bson: bad_element_type(body)})
+    if kind == "legacy-bson-element-type":
+        return await legacy_with_bad_bson(storage, good, users_bson)
     key = await forge(storage, good, {})
     if kind == "nested-sidecar":
         sidecar = b'{"format": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
@@ -115,6 +120,26 @@ async def make_hostile(kind: str, storage: Storage, good: str, database: str) ->
         sidecar = await oversized_sidecar(storage, key, database)
     await storage.delete(manifest_key(key))
     await storage.put(manifest_key(key), sidecar)
+    return key
+
+
+async def legacy_with_bad_bson(storage: Storage, good: str, users_bson: str) -> str:
+    """A legacy ``tar -czf dump`` archive (no manifest, read by streaming), an hour
+    newer than ``good``, whose users.bson holds an invalid element type."""
+    members = tar_members(await read(storage, good))
+    members[users_bson] = bad_element_type(members[users_bson])
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for name, body in members.items():
+            if name.startswith("dump/"):
+                info = tarfile.TarInfo(name)
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+    when = parse_archive_name(good)
+    assert when is not None
+    key = good.rsplit("/", 1)[0] + "/" if "/" in good else ""
+    key += archive_name(when + timedelta(hours=1), "gzip")
+    await storage.put(key, out.getvalue())
     return key
 
 
@@ -177,6 +202,7 @@ async def test_hostile_newest_archive_costs_one_archive(
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if base in line)
     status = "incomplete" if kind.endswith("sidecar") else "complete"
+    status = "legacy" if kind.startswith("legacy") else status
     assert status in row.split()
 
     checked = cli(destination, "verify", hostile, destination.url)
