@@ -100,12 +100,9 @@ def validate_documents(data: bytes, sizes: list[int], *, first: int = 0) -> None
     than MAX_NESTING are walked here instead, so the bound is explicit.
     """
     deep = _deep_candidates(data, sizes)
-    try:
-        if not deep:
-            bson.decode_all(data, _DECODE)
-            return
-    except Exception:  # the decoder is a black box: any failure means invalid bytes
-        pass
+    if not deep and _decodes(data):
+        return
+    # Document by document: the deep ones walked, the others decoded to name the culprit.
     start = 0
     for index, size in enumerate(sizes):
         where = f"BSON document {first + index}"
@@ -129,11 +126,19 @@ def _deep_candidates(data: bytes, sizes: list[int]) -> set[int]:
     return found
 
 
+def _decodes(data: bytes) -> bool:
+    try:
+        bson.decode_all(data, _DECODE)
+    except Exception:  # the decoder is a black box: any failure means invalid bytes
+        return False
+    return True
+
+
 def _decode_one(doc: bytes, where: str) -> None:
     try:
         bson.decode_all(doc, _DECODE)
     except Exception as exc:  # InvalidBSON mostly; any failure means invalid bytes
-        raise CorruptArchive(f"{where} is not valid BSON: {exc}") from None
+        raise CorruptArchive(f"{where} is not valid BSON: {exc}") from exc
 
 
 # Fixed-size element values by type byte; the others are handled in _value_end.

@@ -174,7 +174,7 @@ def _load(data: bytes, member: str) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorruptArchive(f"{member} is not valid UTF-8: {exc}") from None
+        raise CorruptArchive(f"{member} is not valid UTF-8: {exc}") from exc
     problem = json_problem(text, max_depth=MAX_METADATA_DEPTH, max_values=MAX_METADATA_VALUES)
     if problem:
         raise UnsafeArchive(f"{member} {problem}")
@@ -183,13 +183,13 @@ def _load(data: bytes, member: str) -> dict[str, Any]:
     except Exception as exc:  # the Extended JSON decoder raises many types: all mean invalid
         raise CorruptArchive(
             f"{member} is not valid Extended JSON: {type(exc).__name__}: {str(exc)[:200]}"
-        ) from None
+        ) from exc
     if not isinstance(doc, dict):
         raise CorruptArchive(f"{member} is not a JSON object")
     try:  # what a restore sends the server must be BSON (string keys, no NUL in them)
         bson.encode(doc)
     except Exception as exc:
-        raise CorruptArchive(f"{member} cannot be BSON: {str(exc)[:200]}") from None
+        raise CorruptArchive(f"{member} cannot be BSON: {str(exc)[:200]}") from exc
     return doc
 
 
