@@ -38,17 +38,36 @@ _DEEP_CANDIDATE = MIN_DOCUMENT + 7 * MAX_NESTING
 
 
 class BsonSplitter:
-    """Feed chunks in, get whole raw documents out (validated unless told not to)."""
+    """Feed chunks in, get whole raw documents out (validated unless told not to).
 
-    def __init__(self, max_size: int = MAX_DOCUMENT, *, validate: bool = True) -> None:
+    ``max_documents`` and ``max_bytes`` (a manifest's ``documents`` and
+    ``bson_bytes``) stop the stream with CorruptArchive at the first document
+    or byte beyond them, before it is handed out.
+    """
+
+    def __init__(
+        self,
+        max_size: int = MAX_DOCUMENT,
+        *,
+        validate: bool = True,
+        max_documents: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
         self.max_size = max_size
         self.validate = validate
+        self.max_documents = max_documents
+        self.max_bytes = max_bytes
         self.documents = 0
         self.bytes = 0
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
         """The documents completed by ``data``; raises UnsafeArchive or CorruptArchive."""
+        if (
+            self.max_bytes is not None
+            and self.bytes + len(self._buffer) + len(data) > self.max_bytes
+        ):
+            raise CorruptArchive(f"BSON stream holds more than the {self.max_bytes} bytes expected")
         buffer = self._buffer
         buffer += data
         sizes: list[int] = []
@@ -65,6 +84,10 @@ class BsonSplitter:
                 raise CorruptArchive(f"BSON document {self.documents + len(sizes)} lacks its NUL")
             sizes.append(size)
             pos += size
+        if self.max_documents is not None and self.documents + len(sizes) > self.max_documents:
+            raise CorruptArchive(
+                f"BSON stream holds more than the {self.max_documents} documents expected"
+            )
         whole = bytes(buffer[:pos])
         del buffer[:pos]
         if self.validate and whole:

@@ -224,3 +224,19 @@ def test_only_mongosnap_errors() -> None:
     for data in INVALID_DOCUMENTS.values():
         with pytest.raises(MongosnapError):
             BsonSplitter().feed(data)
+
+
+def test_expected_counts_stop_the_stream_at_the_first_excess() -> None:
+    docs = many_types_documents(5)
+    data = b"".join(docs)
+    exact = BsonSplitter(max_documents=5, max_bytes=len(data))
+    assert exact.feed(data) == docs
+    exact.close()
+    fewer = BsonSplitter(max_documents=4)
+    assert fewer.feed(b"".join(docs[:4])) == docs[:4]
+    with pytest.raises(CorruptArchive, match="more than the 4 documents"):
+        fewer.feed(docs[4])
+    smaller = BsonSplitter(max_bytes=len(data) - 1)
+    smaller.feed(data[:100])
+    with pytest.raises(CorruptArchive, match="bytes expected"):
+        smaller.feed(data[100:])  # refused before any of it is split
