@@ -484,7 +484,8 @@ class _Ranged:
         if rng is self.entry.metadata:
             self.metadata_sha256 = hashlib.sha256(await _body(member)).hexdigest()
             return True
-        splitter = BsonSplitter()
+        entry = self.entry  # stop at the first document or byte beyond the manifest
+        splitter = BsonSplitter(max_documents=entry.documents, max_bytes=entry.bson_bytes)
         digest = hashlib.sha256()
         async for chunk in member.chunks():
             digest.update(chunk)
