@@ -16,12 +16,21 @@ from typing import Any, Literal
 
 from .._errors import CorruptArchive
 from ..codecs import CODECS, Codec
+from ._jsonlimits import json_problem
 from .names import DUMP_ROOT, MANIFEST_MEMBER, member_name, validate_member_name
 
 FORMAT_NAME = "mongosnap-archive"
 FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
-MAX_MANIFEST_BYTES = 64 << 20
+MAX_MANIFEST_BYTES = 16 << 20
+"""Largest sidecar or embedded manifest read (~30,000 collections of typical names)."""
+MAX_COLLECTIONS = 20_000
+"""Most collection entries one manifest may list."""
+MAX_MANIFEST_DEPTH = 8
+"""Deepest JSON nesting accepted (the schema needs 4)."""
+MAX_MANIFEST_VALUES = 2_000_000
+"""Most JSON values accepted, counted as containers plus separators (about 36 per
+collection entry)."""
 MAX_OFFSET = 1 << 53
 MAX_TEXT = 4096
 
@@ -345,7 +354,10 @@ class Manifest:
         }
         if self.oplog is not None:
             doc["oplog"] = self.oplog.to_dict()
-        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        if len(data) > MAX_MANIFEST_BYTES:  # a reader would refuse it
+            raise CorruptArchive(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        return data
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
@@ -353,10 +365,15 @@ class Manifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise CorruptArchive(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
         try:
-            raw = json.loads(
-                data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-            )
-        except (UnicodeDecodeError, ValueError) as exc:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptArchive(f"manifest is not valid UTF-8: {exc}") from exc
+        problem = json_problem(text, max_depth=MAX_MANIFEST_DEPTH, max_values=MAX_MANIFEST_VALUES)
+        if problem:
+            raise CorruptArchive(f"manifest {problem}")
+        try:
+            raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        except ValueError as exc:
             raise CorruptArchive(f"manifest is not valid JSON: {exc}") from exc
         d = _fields(raw, "manifest", _TOP_KEYS, optional=("oplog",))
         if d["format"] != FORMAT_NAME:
@@ -364,6 +381,8 @@ class Manifest:
         if d["format_version"] != FORMAT_VERSION or isinstance(d["format_version"], bool):
             raise CorruptArchive(f"unsupported format_version {d['format_version']!r}")
         collections = _list(d["collections"], "collections")
+        if len(collections) > MAX_COLLECTIONS:
+            raise CorruptArchive(f"manifest lists more than {MAX_COLLECTIONS} collections")
         manifest = cls(
             archive=_text(d["archive"], "archive"),
             codec=_text(d["codec"], "codec"),
@@ -385,6 +404,8 @@ class Manifest:
 
     def check(self) -> None:
         """Raise CorruptArchive unless the manifest is consistent with itself."""
+        if len(self.collections) > MAX_COLLECTIONS:
+            raise CorruptArchive(f"manifest lists more than {MAX_COLLECTIONS} collections")
         if self.codec not in CODECS:
             raise CorruptArchive(f"manifest names an unknown codec {self.codec!r}")
         if len(set(self.databases)) != len(self.databases):

@@ -16,14 +16,30 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+import bson
 from bson import json_util
 from bson.binary import Binary
+from bson.codec_options import DatetimeConversion
 from bson.decimal128 import Decimal128
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from .._errors import CorruptArchive, UnsafeArchive
+from ._jsonlimits import json_problem
 
 MAX_METADATA_BYTES = 16 << 20
+"""Largest metadata file read (a listCollections entry is at most 16 MiB of BSON)."""
+MAX_METADATA_DEPTH = 128
+"""Deepest JSON nesting accepted: 100 BSON levels (the server's limit for stored
+documents), their Extended JSON wrappers and the file's own structure."""
+MAX_METADATA_VALUES = 500_000
+"""Most JSON values one metadata file may hold, counted as containers plus
+separators (those inside strings too)."""
+MAX_INDEXES = 64
+"""Most index specs accepted (the server's per-collection limit)."""
+# Dates outside Python's datetime range are valid BSON: keep them as milliseconds.
+_READ_OPTIONS = CANONICAL_JSON_OPTIONS.with_options(
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
 COLLECTION_TYPES = ("collection", "view", "timeseries")
 
 INDEX_OPTIONS = frozenset(
@@ -122,43 +138,74 @@ def build_metadata(
     return text.encode("utf-8")
 
 
-def parse_metadata(data: bytes, *, convert_legacy: bool = True) -> CollectionMetadata:
+def parse_metadata(
+    data: bytes, *, convert_legacy: bool = True, member: str = "metadata"
+) -> CollectionMetadata:
     """Read a metadata file (mongosnap's, mongodump's, or an old mongodump's).
 
     Missing keys get defaults: no ``collectionName`` gives "", no ``type`` is
     inferred from the options. With ``convert_legacy`` every index spec goes
-    through convert_legacy_index. Raises CorruptArchive or UnsafeArchive.
+    through convert_legacy_index. ``member`` names the file in messages.
+    Raises CorruptArchive, or UnsafeArchive past the size, depth and value limits.
     """
-    if len(data) > MAX_METADATA_BYTES:
-        raise UnsafeArchive(f"metadata file larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        doc = json_util.loads(data.decode("utf-8"), json_options=CANONICAL_JSON_OPTIONS)
-    except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-        raise CorruptArchive(f"metadata is not valid Extended JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CorruptArchive("metadata is not a JSON object")
-    options = _get(doc, "options", dict, {})
-    indexes = _get(doc, "indexes", list, [])
-    if not all(isinstance(i, dict) and isinstance(i.get("key"), dict) for i in indexes):
-        raise CorruptArchive("metadata index spec without a key document")
-    uuid = _get(doc, "uuid", str, "")
+    doc = _load(data, member)
+    options = _get(doc, "options", dict, {}, member)
+    indexes = _get(doc, "indexes", list, [], member)
+    if len(indexes) > MAX_INDEXES:
+        raise UnsafeArchive(f"{member}: more than {MAX_INDEXES} indexes")
+    for spec in indexes:
+        _check_index(spec, member)
+    uuid = _get(doc, "uuid", str, "", member)
     if uuid and (len(uuid) != 32 or any(c not in "0123456789abcdefABCDEF" for c in uuid)):
-        raise CorruptArchive(f"metadata uuid is not 32 hex digits: {uuid!r}")
-    ctype = _get(doc, "type", str, "") or _infer_type(options)
+        raise CorruptArchive(f"{member}: uuid is not 32 hex digits: {uuid[:64]!r}")
+    ctype = _get(doc, "type", str, "", member) or _infer_type(options)
     if ctype not in COLLECTION_TYPES:
-        raise CorruptArchive(f"unknown collection type {ctype!r}")
+        raise CorruptArchive(f"{member}: unknown collection type {ctype[:64]!r}")
     if convert_legacy:
         indexes = [convert_legacy_index(i) for i in indexes]
-    name = _get(doc, "collectionName", str, "")
+    name = _get(doc, "collectionName", str, "", member)
     return CollectionMetadata(name, ctype, options, indexes, uuid.lower())
 
 
-def _get(doc: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+def _load(data: bytes, member: str) -> dict[str, Any]:
+    """The file as a document, within the limits, and encodable as BSON."""
+    if len(data) > MAX_METADATA_BYTES:
+        raise UnsafeArchive(f"{member} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptArchive(f"{member} is not valid UTF-8: {exc}") from exc
+    problem = json_problem(text, max_depth=MAX_METADATA_DEPTH, max_values=MAX_METADATA_VALUES)
+    if problem:
+        raise UnsafeArchive(f"{member} {problem}")
+    try:
+        doc = json_util.loads(text, json_options=_READ_OPTIONS)
+    except Exception as exc:  # the Extended JSON decoder raises many types: all mean invalid
+        raise CorruptArchive(
+            f"{member} is not valid Extended JSON: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
+    if not isinstance(doc, dict):
+        raise CorruptArchive(f"{member} is not a JSON object")
+    try:  # what a restore sends the server must be BSON (string keys, no NUL in them)
+        bson.encode(doc)
+    except Exception as exc:
+        raise CorruptArchive(f"{member} cannot be BSON: {str(exc)[:200]}") from exc
+    return doc
+
+
+def _check_index(spec: object, member: str) -> None:
+    if not isinstance(spec, dict) or not isinstance(spec.get("key"), dict) or not spec["key"]:
+        raise CorruptArchive(f"{member}: index spec without a key document")
+    if not isinstance(spec.get("name", ""), str):
+        raise CorruptArchive(f"{member}: index name is not a string")
+
+
+def _get(doc: dict[str, Any], key: str, kind: type, default: Any, member: str) -> Any:
     value = doc.get(key)
     if value is None:
         return default
     if not isinstance(value, kind):
-        raise CorruptArchive(f"metadata {key!r} is not a {kind.__name__}")
+        raise CorruptArchive(f"{member}: {key!r} is not a {kind.__name__}")
     return value
 
 

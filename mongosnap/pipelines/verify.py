@@ -10,8 +10,10 @@ Checks, in order:
 
 1. the stream: member names safe, headers and compression sound, the
    end-of-archive present (the reader raises otherwise, which ends the stream);
-   every ``.bson`` splits into BSON documents within bounds; every
-   ``.metadata.json`` parses;
+   every ``.bson`` splits into BSON documents within bounds, each valid BSON
+   (element types, lengths, terminators, nesting: BsonSplitter's validation,
+   the same heal and restore apply before inserting); every
+   ``.metadata.json`` parses within the size, depth and value limits;
 2. against the manifest (COMPLETE archives; for INCOMPLETE ones, the embedded
    manifest when it parses): the embedded manifest equals the sidecar byte for
    byte, every collection is present with its documents, size and sha256,
@@ -494,7 +496,8 @@ class _Ranged:
         if rng is self.entry.metadata:
             self.metadata_sha256 = hashlib.sha256(await _body(member)).hexdigest()
             return True
-        splitter = BsonSplitter()
+        entry = self.entry  # stop at the first document or byte beyond the manifest
+        splitter = BsonSplitter(max_documents=entry.documents, max_bytes=entry.bson_bytes)
         digest = hashlib.sha256()
         async for chunk in member.chunks():
             digest.update(chunk)

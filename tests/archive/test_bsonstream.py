@@ -52,7 +52,10 @@ def test_absurd_lengths_are_unsafe(declared: int) -> None:
 
 
 def test_the_largest_allowed_document_passes() -> None:
-    doc = MAX_DOCUMENT.to_bytes(4, "little") + bytes(MAX_DOCUMENT - 4)
+    payload = MAX_DOCUMENT - 12  # length, type, empty name, binary length, subtype, NUL
+    doc = MAX_DOCUMENT.to_bytes(4, "little") + b"\x05\0" + payload.to_bytes(4, "little")
+    doc += b"\0" + bytes(payload) + b"\0"
+    assert len(doc) == MAX_DOCUMENT
     assert split(doc, 1 << 20) == [doc]
 
 
