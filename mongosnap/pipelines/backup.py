@@ -40,6 +40,7 @@ from .._version import __version__
 from ..archive import ArchiveWriter, metadata, names
 from ..archive.manifest import (
     COMPLETE,
+    MAX_COLLECTIONS,
     VANISHED,
     CollectionEntry,
     Manifest,
@@ -175,6 +176,13 @@ async def _plan(
                 + (" matching the include/exclude patterns" if include or exclude else "")
             )
         specs.extend(found)
+    if len(specs) > MAX_COLLECTIONS:
+        # Refuse before dumping: a manifest this long would be refused by readers
+        # (docs/format.md, limits), so the whole upload would be wasted.
+        raise UsageError(
+            f"{len(specs)} collections to back up, over the {MAX_COLLECTIONS} one archive holds:"
+            " back up the databases separately or narrow with --include/--exclude"
+        )
     return specs
 
 
