@@ -127,7 +127,7 @@ def plan(
     ``written_before``.
     """
     ordered = sorted(archives, key=lambda a: (a.created, a.key), reverse=True)
-    trusted = [a for a in ordered if a.status is not ArchiveStatus.INCOMPLETE]
+    trusted = [a for a in ordered if a.trusted]
     reasons: dict[str, list[str]] = {a.key: [] for a in ordered}
     for info in trusted[: keep_last or 0]:
         reasons[info.key].append("keep-last")
@@ -178,6 +178,8 @@ def _daily(trusted: Iterable[ArchiveInfo], days: int) -> list[ArchiveInfo]:
 def _decide(
     info: ArchiveInfo, keep: list[str], newest: ArchiveInfo | None, written_before: datetime
 ) -> PruneDecision:
+    if info.status is ArchiveStatus.ARCHIVED:
+        return PruneDecision(info, True, ("archived: cannot be read now, never deleted",))
     if info.status is not ArchiveStatus.INCOMPLETE:
         return PruneDecision(info, bool(keep), tuple(keep) or ("no keep rule matches",))
     if newest is None or (info.created, info.key) > (newest.created, newest.key):

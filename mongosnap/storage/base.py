@@ -24,6 +24,8 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime | None = None
+    storage_class: str | None = None
+    """The S3 storage class a listing reports (None: the backend has none)."""
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,9 @@ class S3Storage:
                 for item in page.get("Contents", []):
                     key = item["Key"][len(root) :]
                     if "/" not in key[len(prefix) :]:
-                        yield ObjectInfo(key, item["Size"], item.get("LastModified"))
+                        yield ObjectInfo(
+                            key, item["Size"], item.get("LastModified"), item.get("StorageClass")
+                        )
 
     async def stat(self, key: str) -> ObjectInfo:
         head = await self._s3.head(key)

@@ -24,6 +24,7 @@ from s3_faults import FaultyClient, client_error
 from mongosnap._errors import (
     AccessDenied,
     BucketNotFound,
+    ObjectArchived,
     ObjectExists,
     ObjectNotFound,
     StorageError,
@@ -288,6 +289,7 @@ def _translated(code: str, status: int, operation: str = "GetObject") -> type[Ex
         ("404", 404, ObjectNotFound),
         ("PreconditionFailed", 412, ObjectExists),
         ("ConditionalRequestConflict", 409, ObjectExists),
+        ("InvalidObjectState", 403, ObjectArchived),
         ("InternalError", 500, StorageError),
     ],
 )
