@@ -1,13 +1,16 @@
-"""``mongosnap list DEST``: the archives a destination holds, newest first."""
+"""``mongosnap list DEST``: the archives a destination holds, newest first;
+``--uploads``: its unfinished uploads instead."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from .._errors import UsageError
 from ..catalog import ArchiveInfo, list_archives
+from ..pipelines.uploads import STALE_AFTER, PendingUpload, pending_uploads
 from ..storage import open_storage
 from ._common import add_output_flags, add_s3_flags, s3_config
 
@@ -19,10 +22,17 @@ def register(commands: Any) -> None:
         "list",
         help="list the archives at a destination",
         description="List the archives in DEST, newest first, with their status "
-        "(complete, incomplete, legacy) and, for complete ones, their contents.",
+        "(complete, incomplete, legacy, archived) and, for complete ones, their contents. "
+        "Only DEST's own level: never what a deeper prefix holds.",
     )
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument(
+        "--uploads",
+        action="store_true",
+        help="list unfinished uploads (S3 multipart uploads, temporary files) instead: "
+        "key, when it was initiated, its age",
+    )
     add_s3_flags(p)
     add_output_flags(p)
     p.set_defaults(run=run)
@@ -32,6 +42,13 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
     storage = open_storage(args.dest, s3=s3_config(args))
+    if args.uploads:
+        try:
+            uploads = await pending_uploads(storage)
+        finally:
+            await storage.aclose()
+        write_uploads([u for u in uploads if u.key.startswith(args.prefix)], args.json, out)
+        return 0
     try:
         archives = await list_archives(storage, args.prefix)
     finally:
@@ -42,6 +59,48 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(table([_row(a) for a in archives]))
     return 0
+
+
+def write_uploads(uploads: list[PendingUpload], as_json: bool, out: TextIO) -> None:
+    now = datetime.now(UTC)
+    if as_json:
+        json.dump([u.to_dict(now) for u in uploads], out, indent=2)
+        out.write("\n")
+        return
+    if not uploads:
+        out.write("no unfinished uploads\n")
+        return
+    rows = [("key", "initiated", "age", "idle", "")]
+    for upload in uploads:
+        initiated = upload.upload.initiated
+        idle = upload.idle(now)
+        stale = upload.ours and idle is not None and idle >= STALE_AFTER
+        rows.append(
+            (
+                upload.key,
+                "-" if initiated is None else f"{initiated.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+                human_age(upload.age(now)),
+                human_age(idle),
+                "stale: the next backup or prune aborts it" if stale else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def human_age(age: timedelta | None) -> str:
+    if age is None:
+        return "-"
+    seconds = max(0, int(age.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def as_dict(info: ArchiveInfo) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from ..codecs import get_codec
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, count_documents, select
 from ..storage import S3Config, Storage, open_storage
+from .uploads import abort_stale_uploads
 
 PREFETCH_BATCHES = 2
 
@@ -59,6 +60,8 @@ class BackupResult:
     bytes_in: int
     bytes_out: int
     collections: list[CollectionResult] = field(default_factory=list)
+    stale_uploads_aborted: int = 0
+    """Unfinished uploads of failed backups aborted before this one (pipelines/uploads.py)."""
 
     @property
     def duration(self) -> float:
@@ -100,10 +103,11 @@ async def backup(
     storage = open_storage(destination, s3=s3)
     try:
         await storage.check()
+        aborted = await abort_stale_uploads(storage)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
-            return await job.run(specs)
+            return replace(await job.run(specs), stale_uploads_aborted=aborted)
     finally:
         if not isinstance(destination, Storage):
             await storage.aclose()
