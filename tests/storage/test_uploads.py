@@ -247,3 +247,28 @@ async def test_prune_aborts_stale_uploads_but_never_a_live_one(
             await orphan.commit()
     finally:
         await storage.aclose()
+
+
+async def test_a_backup_killed_mid_upload_is_cleaned_up_by_the_next_one(
+    place: Place, mongo_uri: str, new_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_random(mongo_uri, new_database, 24)
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+    command = [sys.executable, "-m", "mongosnap", "backup", place.url, host, new_database, "-q"]
+    proc = subprocess.Popen([*command, "--part-size", "5", *place.flags], env=place.env)
+    try:
+        while not place.pending():  # the upload exists: kill the backup now
+            assert proc.poll() is None, "the backup finished before it could be killed"
+            await asyncio.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    [orphan] = place.pending()
+
+    monkeypatch.setattr(uploads_module, "STALE_AFTER", timedelta(0))
+    result = await mongosnap.backup(mongo_uri, place.url, database=new_database, s3=place.s3)
+
+    assert result.stale_uploads_aborted == 1
+    assert place.pending() == []
+    archives = await mongosnap.list_archives(open_storage(place.url, s3=place.s3))
+    assert [a.key for a in archives] == [result.archive_key] != [orphan]
