@@ -170,7 +170,7 @@ async def resolve(storage: Storage, ref: str) -> ArchiveInfo:
             untrusted.append(info)
         if untrusted:
             raise NoBackupsFound(
-                f"no complete archive in {storage.url}: {len(untrusted)} incomplete"
+                f"no complete archive in {storage.url}: {len(untrusted)} incomplete or archived"
                 f" (newest: {untrusted[0].key}: {untrusted[0].problem})"
             )
         raise NoBackupsFound(f"no archive in {storage.url}")
