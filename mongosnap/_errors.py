@@ -11,7 +11,8 @@
     │   ├── BucketNotFound              21
     │   ├── AccessDenied                22
     │   ├── ObjectNotFound              23
-    │   └── ObjectExists                24  a writer never overwrites
+    │   ├── ObjectExists                24  a writer never overwrites
+    │   └── ObjectArchived              25  in an archive tier (Glacier): restore it first
     ├── ArchiveError                    30  an archive fails its checks
     │   ├── CorruptArchive              31  bad checksum, count, gzip/zstd or tar data
     │   ├── TruncatedArchive            32
@@ -78,6 +79,13 @@ class ObjectNotFound(StorageError):
 
 class ObjectExists(StorageError):
     exit_code = 24
+
+
+class ObjectArchived(StorageError):
+    """The object exists but cannot be read now (S3 ``InvalidObjectState``: a
+    Glacier or Deep Archive storage class); it must be restored first."""
+
+    exit_code = 25
 
 
 class ArchiveError(MongosnapError):

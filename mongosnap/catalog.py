@@ -12,6 +12,8 @@ INCOMPLETE  a sidecar exists but fails one of those checks (``problem`` says
             which), or there is none but the object's tail holds a mongosnap
             manifest member: an unfinished write or a half-done deletion
 LEGACY      neither sidecar nor embedded manifest: a ``tar -czf`` archive
+ARCHIVED    the archive or its sidecar cannot be read now (an archive storage
+            class such as Glacier or Deep Archive): never used, never deleted
 
 Every read is bounded: a sidecar by the manifest size limit, the tail by
 TAIL_BYTES, and at most READ_CONCURRENCY reads run at once.
@@ -27,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 
-from ._errors import CorruptArchive, NoBackupsFound, ObjectNotFound, UsageError
+from ._errors import CorruptArchive, NoBackupsFound, ObjectArchived, ObjectNotFound, UsageError
 from .archive.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, manifest_key
 from .archive.manifest import parse_archive_name as _parse_name
 from .archive.names import MANIFEST_MEMBER
@@ -37,6 +39,8 @@ from .storage.base import ObjectInfo, Storage
 LATEST = "latest"
 LEGACY_SUFFIX = "mongodb-dump.tar.gz"
 READ_CONCURRENCY = 8
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+"""S3 storage classes whose objects need a restore before a GET succeeds."""
 TAIL_BYTES = 64 * 1024
 """How much of a sidecar-less archive's end is read to look for a manifest."""
 
@@ -58,6 +62,7 @@ class ArchiveStatus(Enum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"
     LEGACY = "legacy"
+    ARCHIVED = "archived"
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,14 @@ class ArchiveInfo:
     manifest: Manifest | None
     """The validated sidecar manifest when COMPLETE, else None."""
     problem: str = ""
-    """Why the archive is INCOMPLETE."""
+    """Why the archive is INCOMPLETE or ARCHIVED."""
     modified: datetime | None = None
     """When the storage last wrote the object, if it says."""
 
     @property
     def trusted(self) -> bool:
         """True for archives a reader may use: COMPLETE or LEGACY."""
-        return self.status is not ArchiveStatus.INCOMPLETE
+        return self.status in (ArchiveStatus.COMPLETE, ArchiveStatus.LEGACY)
 
 
 async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]:
@@ -165,7 +170,7 @@ async def resolve(storage: Storage, ref: str) -> ArchiveInfo:
             untrusted.append(info)
         if untrusted:
             raise NoBackupsFound(
-                f"no complete archive in {storage.url}: {len(untrusted)} incomplete"
+                f"no complete archive in {storage.url}: {len(untrusted)} incomplete or archived"
                 f" (newest: {untrusted[0].key}: {untrusted[0].problem})"
             )
         raise NoBackupsFound(f"no archive in {storage.url}")
@@ -205,6 +210,20 @@ def archive_time(key: str, modified: datetime | None = None) -> datetime:
 async def _describe(storage: Storage, obj: ObjectInfo, has_sidecar: bool) -> ArchiveInfo | None:
     """Classify one archive object; None if it vanished meanwhile."""
     base = _placeholder(obj)
+    try:
+        return await _classify(storage, obj, base, has_sidecar)
+    except ObjectArchived as exc:
+        return replace(base, status=ArchiveStatus.ARCHIVED, problem=str(exc))
+
+
+async def _classify(
+    storage: Storage, obj: ObjectInfo, base: ArchiveInfo, has_sidecar: bool
+) -> ArchiveInfo | None:
+    if obj.storage_class in ARCHIVE_CLASSES:
+        try:
+            await _probe(storage, obj)  # readable once restored; ObjectArchived until then
+        except ObjectNotFound:
+            return None
     if has_sidecar:
         try:
             manifest = await load_manifest(storage, obj.key)
@@ -224,6 +243,12 @@ async def _describe(storage: Storage, obj: ObjectInfo, has_sidecar: bool) -> Arc
     if embedded:
         return _incomplete(base, "no sidecar manifest, but the archive holds a mongosnap manifest")
     return base
+
+
+async def _probe(storage: Storage, obj: ObjectInfo) -> None:
+    async with _closing(storage.read(obj.key, 0, 1)) as chunks:
+        async for _ in chunks:
+            pass
 
 
 def _mismatch(manifest: Manifest, info: ArchiveInfo) -> str:

@@ -1,9 +1,11 @@
-"""``mongosnap list DEST``: the archives a destination holds, newest first."""
+"""``mongosnap list DEST``: the archives a destination holds, newest first;
+``--uploads``: its unfinished uploads instead."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
@@ -11,6 +13,7 @@ from ._common import add_output_flags, add_s3_flags, s3_config
 
 if TYPE_CHECKING:
     from ..catalog import ArchiveInfo
+    from ..pipelines.uploads import PendingUpload
 
 COLUMNS = ("time", "key", "size", "status", "collections", "documents")
 
@@ -20,10 +23,17 @@ def register(commands: Any) -> None:
         "list",
         help="list the archives at a destination",
         description="List the archives in DEST, newest first, with their status "
-        "(complete, incomplete, legacy) and, for complete ones, their contents.",
+        "(complete, incomplete, legacy, archived) and, for complete ones, their contents. "
+        "Only DEST's own level: never what a deeper prefix holds.",
     )
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument(
+        "--uploads",
+        action="store_true",
+        help="list unfinished uploads (S3 multipart uploads, temporary files) instead: "
+        "key, when it was initiated, its age",
+    )
     add_s3_flags(p)
     add_output_flags(p)
     p.set_defaults(run=run)
@@ -33,9 +43,17 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
     from ..catalog import list_archives  # imported on use: keeps --help fast
+    from ..pipelines.uploads import pending_uploads
     from ..storage import open_storage
 
     storage = open_storage(args.dest, s3=s3_config(args))
+    if args.uploads:
+        try:
+            uploads = await pending_uploads(storage)
+        finally:
+            await storage.aclose()
+        write_uploads([u for u in uploads if u.key.startswith(args.prefix)], args.json, out)
+        return 0
     try:
         archives = await list_archives(storage, args.prefix)
     finally:
@@ -46,6 +64,50 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(table([_row(a) for a in archives]))
     return 0
+
+
+def write_uploads(uploads: list[PendingUpload], as_json: bool, out: TextIO) -> None:
+    from ..pipelines.uploads import STALE_AFTER
+
+    now = datetime.now(UTC)
+    if as_json:
+        json.dump([u.to_dict(now) for u in uploads], out, indent=2)
+        out.write("\n")
+        return
+    if not uploads:
+        out.write("no unfinished uploads\n")
+        return
+    rows = [("key", "initiated", "age", "idle", "")]
+    for upload in uploads:
+        initiated = upload.upload.initiated
+        idle = upload.idle(now)
+        stale = upload.ours and idle is not None and idle >= STALE_AFTER
+        rows.append(
+            (
+                upload.key,
+                "-" if initiated is None else f"{initiated.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+                human_age(upload.age(now)),
+                human_age(idle),
+                "stale: the next backup or prune aborts it" if stale else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def human_age(age: timedelta | None) -> str:
+    if age is None:
+        return "-"
+    seconds = max(0, int(age.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def as_dict(info: ArchiveInfo) -> dict[str, Any]:

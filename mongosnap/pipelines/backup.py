@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,7 @@ from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, count_documents, select
 from ..storage import S3Config, Storage, open_storage
+from .uploads import abort_stale_uploads
 
 PREFETCH_BATCHES = 2
 CLAIM_SUFFIX = ".claim"
@@ -92,6 +93,8 @@ class BackupResult:
     bytes_out: int
     collections: list[CollectionResult] = field(default_factory=list)
     oplog: dict[str, Any] | None = None  # backup --oplog: the manifest's oplog window
+    stale_uploads_aborted: int = 0
+    """Unfinished uploads of failed backups aborted before this one (pipelines/uploads.py)."""
 
     @property
     def duration(self) -> float:
@@ -138,13 +141,14 @@ async def backup(
     storage = open_storage(destination, s3=s3)
     try:
         await storage.check()
+        aborted = await abort_stale_uploads(storage)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             capture = await OplogCapture.begin(src) if oplog else None
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
-            return await job.run(specs)
+            return replace(await job.run(specs), stale_uploads_aborted=aborted)
     finally:
         if not isinstance(destination, Storage):
             await storage.aclose()

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._errors import ArchiveError, NoBackupsFound
-from ..catalog import ArchiveInfo, ArchiveStatus, newest_archives
+from ..catalog import ArchiveInfo, newest_archives
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .restore import ArchiveSession, CollectionOutcome
@@ -152,8 +152,8 @@ class _Search:
 
     async def _consider(self, info: ArchiveInfo) -> None:
         """Use one archive, unless it is incomplete."""
-        if info.status is ArchiveStatus.INCOMPLETE:
-            self._skip(info, info.problem or "incomplete archive")
+        if not info.trusted:  # INCOMPLETE, or ARCHIVED (unreadable until restored)
+            self._skip(info, info.problem or f"{info.status.value} archive")
             return
         await self._try(info)
 

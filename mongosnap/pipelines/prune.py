@@ -30,6 +30,7 @@ from .._errors import UsageError
 from ..archive.manifest import manifest_key
 from ..catalog import ArchiveInfo, ArchiveStatus, list_archives
 from ..storage import S3Config, Storage, open_storage
+from .uploads import abort_stale_uploads
 
 INCOMPLETE_GRACE = timedelta(hours=1)
 
@@ -59,6 +60,8 @@ class PruneReport:
     dry_run: bool
     decisions: list[PruneDecision] = field(default_factory=list)
     """Every archive, newest first."""
+    stale_uploads_aborted: int = 0
+    """Unfinished uploads of failed backups aborted (pipelines/uploads.py)."""
 
     @property
     def kept(self) -> list[ArchiveInfo]:
@@ -81,6 +84,7 @@ class PruneReport:
             "deleted": len(self.deleted),
             "bytes_freed": self.bytes_freed,
             "archives": [d.to_dict() for d in self.decisions],
+            "stale_uploads_aborted": self.stale_uploads_aborted,
         }
 
 
@@ -101,6 +105,7 @@ async def prune(
     _check_rules(keep_last, keep_within, keep_daily)
     storage = open_storage(destination, s3=s3)
     try:
+        aborted = 0 if dry_run else await abort_stale_uploads(storage)
         archives = await list_archives(storage)
         now = datetime.now(UTC)
         decisions = plan(archives, keep_last, keep_within, keep_daily, now - incomplete_grace)
@@ -108,7 +113,7 @@ async def prune(
             for decision in decisions:
                 if not decision.keep:
                     await delete_archive(storage, decision.archive)
-        return PruneReport(storage.url, dry_run, decisions)
+        return PruneReport(storage.url, dry_run, decisions, aborted)
     finally:
         if not isinstance(destination, Storage):
             await storage.aclose()
@@ -127,7 +132,7 @@ def plan(
     ``written_before``.
     """
     ordered = sorted(archives, key=lambda a: (a.created, a.key), reverse=True)
-    trusted = [a for a in ordered if a.status is not ArchiveStatus.INCOMPLETE]
+    trusted = [a for a in ordered if a.trusted]
     reasons: dict[str, list[str]] = {a.key: [] for a in ordered}
     for info in trusted[: keep_last or 0]:
         reasons[info.key].append("keep-last")
@@ -178,6 +183,8 @@ def _daily(trusted: Iterable[ArchiveInfo], days: int) -> list[ArchiveInfo]:
 def _decide(
     info: ArchiveInfo, keep: list[str], newest: ArchiveInfo | None, written_before: datetime
 ) -> PruneDecision:
+    if info.status is ArchiveStatus.ARCHIVED:
+        return PruneDecision(info, True, ("archived: cannot be read now, never deleted",))
     if info.status is not ArchiveStatus.INCOMPLETE:
         return PruneDecision(info, bool(keep), tuple(keep) or ("no keep rule matches",))
     if newest is None or (info.created, info.key) > (newest.created, newest.key):

@@ -13,7 +13,7 @@ import os
 from urllib.parse import unquote, urlsplit
 
 from .._errors import UsageError
-from .base import ObjectInfo, ObjectWriter, Storage
+from .base import ObjectInfo, ObjectWriter, Storage, UploadInfo
 from .local import LocalStorage
 from .memory import MemoryStorage
 from .s3 import S3Config, S3Storage
@@ -26,6 +26,7 @@ __all__ = [
     "S3Config",
     "S3Storage",
     "Storage",
+    "UploadInfo",
     "open_storage",
 ]
 

@@ -19,7 +19,14 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from .._errors import AccessDenied, BucketNotFound, ObjectExists, ObjectNotFound, StorageError
+from .._errors import (
+    AccessDenied,
+    BucketNotFound,
+    ObjectArchived,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+)
 
 # Error codes that mean "these credentials may not do this". XAdminUserNotFound
 # is what versitygw answers (with HTTP 404) for an unknown access key id.
@@ -95,6 +102,9 @@ def _client_error(exc: ClientError, *, bucket: str, where: str, host: str) -> St
     code, status = error_code(exc), http_status(exc)
     if code == "NoSuchBucket":
         return BucketNotFound(f"bucket {bucket!r} does not exist at {host}")
+    if code == "InvalidObjectState":  # before the 403 test: AWS answers it with 403
+        tier = exc.response.get("Error", {}).get("StorageClass") or "an archive storage class"
+        return ObjectArchived(f"{where} is in {tier} and cannot be read until it is restored")
     if code in DENIED_CODES or status == 403:
         return AccessDenied(f"access denied to {where} at {host} ({code or status})")
     if code in ("NoSuchKey", "NotFound") or (status == 404 and code == "404"):

@@ -22,17 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._errors import StorageError
+from ._s3_client import ABORT_RETRY_DELAYS, S3Client
+from ._s3_config import MAX_PART_SIZE, MIN_PART_SIZE
 from ._writer import BaseWriter
 from .base import ObjectInfo
 
-if TYPE_CHECKING:
-    from .s3 import S3Storage
+__all__ = [
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "MIN_PART_SIZE",
+    "S3Writer",
+    "object_size_ceiling",
+    "part_size",
+]
 
-MIN_PART_SIZE = 5 * 1024**2
-MAX_PART_SIZE = 5 * 1024**3
 MAX_PARTS = 10_000
 PARTS_PER_STEP = 1000
 
@@ -51,13 +57,13 @@ def object_size_ceiling(base: int) -> int:
 
 
 class S3Writer(BaseWriter):
-    def __init__(self, storage: S3Storage, key: str) -> None:
+    def __init__(self, s3: S3Client, key: str) -> None:
         super().__init__(key)
-        self._storage = storage
-        self._name = storage._name(key)
-        self._base = storage.config.part_size
-        self._concurrency = storage.config.max_concurrency
-        self._max_in_flight = storage.config.max_in_flight
+        self._s3 = s3
+        self._name = s3.name(key)
+        self._base = s3.config.part_size
+        self._concurrency = s3.config.max_concurrency
+        self._max_in_flight = s3.config.max_in_flight
         self._in_flight = 0  # bytes of the parts in self._running
         self._buffer = bytearray()
         self._buffer_start = 0  # object offset of the buffer's first byte
@@ -93,13 +99,21 @@ class S3Writer(BaseWriter):
     async def _commit(self) -> ObjectInfo:
         self._reap()
         if self._next_part == 1:
-            body, self._buffer = bytes(self._buffer), bytearray()
-            client = await self._storage.client()
-            args = self._storage.object_args(self._name)
-            await self._storage.create_new(
-                self.key, lambda **cond: client.put_object(**args, Body=body, **cond)
-            )
-            return ObjectInfo(self.key, len(body))
+            return await self._put_whole()
+        return await self._complete()
+
+    async def _put_whole(self) -> ObjectInfo:
+        """An object shorter than one part: one PutObject."""
+        body, self._buffer = bytes(self._buffer), bytearray()
+        client = await self._s3.client()
+        args = self._s3.object_args(self.key)
+        await self._s3.create_new(
+            self.key, lambda **cond: client.put_object(**args, Body=body, **cond)
+        )
+        return ObjectInfo(self.key, len(body))
+
+    async def _complete(self) -> ObjectInfo:
+        """Upload the last part, wait for every part, complete the upload."""
         if self._buffer:
             await self._cut(len(self._buffer))
         while self._running:
@@ -107,15 +121,15 @@ class S3Writer(BaseWriter):
             self._reap()
         parts = [self._uploaded.get(n) for n in range(1, self._next_part)]
         if self._held or None in parts or self._upload_id is None:
-            raise StorageError(f"{self._storage.url}/{self.key}: a part was never uploaded")
-        client = await self._storage.client()
+            raise StorageError(f"{self._s3.where(self.key)}: a part was never uploaded")
+        client = await self._s3.client()
         request: dict[str, Any] = {
-            "Bucket": self._storage.bucket,
+            "Bucket": self._s3.bucket,
             "Key": self._name,
             "UploadId": self._upload_id,
             "MultipartUpload": {"Parts": parts},
         }
-        await self._storage.create_new(
+        await self._s3.create_new(
             self.key, lambda **cond: client.complete_multipart_upload(**request, **cond)
         )
         self._upload_id = None
@@ -134,7 +148,7 @@ class S3Writer(BaseWriter):
             upload_id = created if isinstance(created, str) else None
         self._upload_id = self._create = None
         if upload_id is not None:
-            await self._storage.abort_upload(self.key, upload_id)
+            await self._s3.abort(self.key, upload_id, retry_delays=ABORT_RETRY_DELAYS)
 
     # -- parts -------------------------------------------------------------------
 
@@ -143,7 +157,7 @@ class S3Writer(BaseWriter):
         number = self._next_part
         if number > MAX_PARTS:
             raise StorageError(
-                f"{self._storage.url}/{self.key} outgrows S3's {MAX_PARTS} parts"
+                f"{self._s3.where(self.key)} outgrows S3's {MAX_PARTS} parts"
                 f" ({object_size_ceiling(self._base)} bytes with part_size {self._base})"
             )
         start = self._buffer_start
@@ -197,31 +211,25 @@ class S3Writer(BaseWriter):
         return self._upload_id
 
     async def _create_upload(self) -> str:
-        storage = self._storage
-        client = await storage.client()
-        extra: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if storage.sends_checksums() else {}
-        with storage._translating(self.key):
-            created = await client.create_multipart_upload(
-                **storage.object_args(self._name), **extra
-            )
+        client = await self._s3.client()
+        args = {**self._s3.object_args(self.key), **self._s3.checksum_args()}
+        with self._s3.translating(self.key):
+            created = await client.create_multipart_upload(**args)
         return created["UploadId"]
 
     async def _upload_part(self, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
-        storage = self._storage
-        client = await storage.client()
-        crc = storage.sends_checksums()
-        extra: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if crc else {}
-        with storage._translating(self.key):
+        client = await self._s3.client()
+        with self._s3.translating(self.key):
             response = await client.upload_part(
-                Bucket=storage.bucket,
+                Bucket=self._s3.bucket,
                 Key=self._name,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=data,
-                **extra,
+                **self._s3.checksum_args(),
             )
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
         log.debug("uploaded part %d of %s (%d bytes)", number, self.key, len(data))
-        if crc and "ChecksumCRC32" in response:
+        if self._s3.sends_checksums() and "ChecksumCRC32" in response:
             part["ChecksumCRC32"] = response["ChecksumCRC32"]
         return part

@@ -1,7 +1,11 @@
 """The storage contract: where archives live. It knows nothing of BSON or tar.
 
-A storage is a flat namespace of immutable objects under one root (a bucket
-and prefix, or a directory). Keys are relative to that root and use ``/``.
+A storage is a namespace of immutable objects under one root (a bucket and
+prefix, or a directory). Keys are relative to that root and use ``/``. A
+storage is one level: ``list`` and ``uploads`` show the keys directly under
+the root (or under the level a prefix ending in ``/`` names), never those
+below a further ``/``, so ``s3://b`` never sees what ``s3://b/staging``
+holds.
 Every backend (local directory, S3, in-memory) honours the same contract and
 runs the same conformance suite (``tests/storage/test_conformance.py``).
 """
@@ -20,6 +24,28 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime | None = None
+    storage_class: str | None = None
+    """The S3 storage class a listing reports (None: the backend has none)."""
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """A write that was started and neither committed nor aborted: an S3
+    multipart upload, a local temporary file, an open in-memory writer. It may
+    be another process's live write, or what a killed one left behind."""
+
+    key: str
+    upload_id: str
+    """What ``abort_upload`` needs to find it (S3: the UploadId)."""
+    initiated: datetime | None = None
+    last_written: datetime | None = None
+    """When data last arrived, if the backend can say (S3: the newest part)."""
+
+    @property
+    def last_active(self) -> datetime | None:
+        """The later of ``initiated`` and ``last_written``."""
+        times = [t for t in (self.initiated, self.last_written) if t is not None]
+        return max(times) if times else None
 
 
 @runtime_checkable
@@ -102,8 +128,10 @@ class Storage(Protocol):
         ...
 
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Objects whose key starts with prefix (a string, not a folder), in
-        ascending key order."""
+        """Objects whose key starts with prefix (a string, not a folder) and
+        holds no ``/`` after it, in ascending key order: one level, like an
+        S3 listing with the delimiter ``/``. ``list()`` is the root's level,
+        ``list("a/")`` the level of ``a/``; ``a/b`` is in neither."""
         ...
 
     async def stat(self, key: str) -> ObjectInfo:
@@ -132,6 +160,19 @@ class Storage(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove an object; missing objects are not an error."""
+        ...
+
+    def uploads(self, prefix: str = "") -> AsyncIterator[UploadInfo]:
+        """Unfinished writes at the level ``list(prefix)`` shows, by key.
+
+        Some may be live (another task or process is writing them): judge by
+        ``last_active`` before aborting one.
+        """
+        ...
+
+    async def abort_upload(self, upload: UploadInfo) -> None:
+        """Discard an unfinished write and what it stored; one already gone
+        (committed, aborted) is not an error. A live writer's commit fails."""
         ...
 
     async def aclose(self) -> None:

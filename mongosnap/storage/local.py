@@ -4,7 +4,9 @@ A key ``a/b/c`` is the file ``root/a/b/c``. A writer streams into a hidden
 temporary file next to its target (``.c.<random>.partial``), which ``list``
 never shows; ``commit`` fsyncs it and hard-links it to the final name, which
 fails rather than overwrite, so an object appears whole or not at all. Files
-are created readable by their owner only (backups hold data).
+are created readable by their owner only (backups hold data). ``list`` reads
+one directory (no recursion); ``uploads`` lists the temporary files of that
+directory (a killed writer leaves its own), ``abort_upload`` removes one.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import ParamSpec, TypeVar
 from .._errors import AccessDenied, ObjectExists, ObjectNotFound, StorageError, UsageError
 from ._keys import CHUNK_SIZE, check_key, check_range
 from ._writer import BaseWriter
-from .base import ObjectInfo
+from .base import ObjectInfo, UploadInfo
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -104,6 +106,25 @@ class LocalStorage:
         try:
             os.unlink(path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return
+        except OSError as exc:
+            raise _os_error(exc, "cannot delete", path) from exc
+        self._prune(path.parent)
+
+    async def uploads(self, prefix: str = "") -> AsyncIterator[UploadInfo]:
+        for upload in await _in_thread(_scan_partials, self.root, prefix):
+            yield upload
+
+    async def abort_upload(self, upload: UploadInfo) -> None:
+        folder, _, name = upload.upload_id.rpartition("/")
+        if not _is_partial(name):
+            raise UsageError(f"{upload.upload_id!r} is not an unfinished write of {self.url}")
+        path = (
+            self.root.joinpath(*check_key(folder).split("/"), name) if folder else self.root / name
+        )
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
             raise _os_error(exc, "cannot delete", path) from exc
@@ -232,31 +253,66 @@ class _LocalWriter(BaseWriter):
         return self._fd
 
 
+def _level(root: Path, prefix: str) -> tuple[str, Path, str] | None:
+    """The directory a prefix's level is, as (key prefix, path, name start);
+    None if the prefix names no possible directory."""
+    folder, _, start = prefix.rpartition("/")
+    if not folder:
+        return "", root, start
+    try:
+        segments = check_key(folder).split("/")
+    except UsageError:
+        return None
+    path = root
+    for segment in segments:  # like the old recursive scan: never through a symlink
+        path = path / segment
+        if path.is_symlink():
+            return None
+    return folder + "/", path, start
+
+
+def _entries(root: Path, prefix: str) -> list[tuple[str, os.DirEntry[str]]]:
+    """The entries of a prefix's directory whose name starts as the prefix does."""
+    level = _level(root, prefix)
+    if level is None:
+        return []
+    rel, path, start = level
+    try:
+        with os.scandir(path) as entries:
+            return [(rel, e) for e in entries if e.name.startswith(start)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise _os_error(exc, "cannot list", path) from exc
+
+
 def _scan(root: Path, prefix: str) -> list[ObjectInfo]:
-    """Every object under root whose key starts with prefix, sorted by key."""
-    found: list[ObjectInfo] = []
-    pending = [""]
-    while pending:
-        rel = pending.pop()
-        try:
-            with os.scandir(root / rel if rel else root) as entries:
-                for entry in entries:
-                    key = f"{rel}{entry.name}"
-                    if entry.is_dir(follow_symlinks=False):
-                        sub = key + "/"
-                        if sub.startswith(prefix) or prefix.startswith(sub):
-                            pending.append(sub)
-                    elif (
-                        entry.is_file(follow_symlinks=False)
-                        and key.startswith(prefix)
-                        and not _is_partial(entry.name)
-                    ):
-                        found.append(_info(key, entry.stat(follow_symlinks=False)))
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise _os_error(exc, "cannot list", root / rel) from exc
+    """The objects of one level whose key starts with prefix, sorted by key."""
+    found = [
+        _info(rel + entry.name, entry.stat(follow_symlinks=False))
+        for rel, entry in _entries(root, prefix)
+        if entry.is_file(follow_symlinks=False) and not _is_partial(entry.name)
+    ]
     found.sort(key=lambda info: info.key)
+    return found
+
+
+def _scan_partials(root: Path, prefix: str) -> list[UploadInfo]:
+    """The temporary files of one level's writers whose target starts with prefix."""
+    level = _level(root, prefix)
+    if level is None:
+        return []
+    rel, _, start = level
+    found: list[UploadInfo] = []
+    for _, entry in _entries(root, rel):
+        if not (_is_partial(entry.name) and entry.is_file(follow_symlinks=False)):
+            continue
+        target = entry.name[1 : -len(_PARTIAL)].rpartition(".")[0]
+        if target and target.startswith(start):
+            st = entry.stat(follow_symlinks=False)
+            written = datetime.fromtimestamp(st.st_mtime, UTC)
+            found.append(UploadInfo(rel + target, rel + entry.name, None, written))
+    found.sort(key=lambda u: (u.key, u.upload_id))
     return found
 
 

@@ -44,7 +44,7 @@ class FaultyClient:
     @classmethod
     async def install(cls, storage: S3Storage, **faults: Any) -> FaultyClient:
         faulty = cls(await storage.client(), **faults)
-        storage._client = faulty  # type: ignore[assignment]
+        storage._s3._client = faulty  # type: ignore[assignment]
         return faulty
 
     def __getattr__(self, name: str) -> Any:

@@ -121,16 +121,30 @@ class Conformance:
         await storage.delete("nothing/here")  # not an error
 
     async def test_list_order_and_prefix(self, storage: Storage) -> None:
-        names = ["b", "ab", "a/d/e", "a/c", "a.b", "a-b"]
+        names = ["b", "ab", "a/d/e", "a/c", "a.b", "a-b", "a/ca"]
         for i, key in enumerate(names):
             await storage.put(key, b"x" * i)
-        assert await keys(storage) == ["a-b", "a.b", "a/c", "a/d/e", "ab", "b"]
-        assert await keys(storage, "a/") == ["a/c", "a/d/e"]
-        assert await keys(storage, "a/d") == ["a/d/e"]
-        assert await keys(storage, "a") == ["a-b", "a.b", "a/c", "a/d/e", "ab"]
+        assert await keys(storage) == ["a-b", "a.b", "ab", "b"]
+        assert await keys(storage, "a/") == ["a/c", "a/ca"]
+        assert await keys(storage, "a/c") == ["a/c", "a/ca"]
+        assert await keys(storage, "a/d") == []
+        assert await keys(storage, "a/d/") == ["a/d/e"]
+        assert await keys(storage, "a") == ["a-b", "a.b", "ab"]
         assert await keys(storage, "zz") == []
-        sizes = {info.key: info.size async for info in storage.list()}
-        assert sizes == {key: i for i, key in enumerate(names)}
+        sizes = {info.key: info.size async for info in storage.list("a/")}
+        assert sizes == {"a/c": 3, "a/ca": 6}
+
+    async def test_list_is_one_level(self, storage: Storage) -> None:
+        # A storage means its own level: what deeper prefixes hold (another
+        # environment's backups under staging/...) is never listed.
+        await storage.put("2026-01-01-00-00-00-mongodb-dump.tar.gz", b"root")
+        await storage.put("staging/2026-02-01-00-00-00-mongodb-dump.tar.gz", b"below")
+        await storage.put("staging/deeper/x", b"below")
+        assert await keys(storage) == ["2026-01-01-00-00-00-mongodb-dump.tar.gz"]
+        assert await keys(storage, "2026") == ["2026-01-01-00-00-00-mongodb-dump.tar.gz"]
+        assert await keys(storage, "staging/") == [
+            "staging/2026-02-01-00-00-00-mongodb-dump.tar.gz"
+        ]
 
     async def test_list_pages_past_one_thousand(self, storage: Storage) -> None:
         # ListObjectsV2 answers 1,000 keys a page; the listing must follow on.
@@ -145,6 +159,7 @@ class Conformance:
         with pytest.raises(ObjectNotFound):
             await storage.stat("doomed/x")
         assert await keys(storage) == ["kept"]
+        assert await keys(storage, "doomed/") == []
         await storage.put("doomed/x", b"again")  # the key is free once more
         assert await storage.read_bytes("doomed/x", limit=10) == b"again"
 
@@ -183,10 +198,10 @@ class Conformance:
         assert writer.position == PART + 1
         with pytest.raises(ObjectNotFound):
             await storage.stat("pending/obj")
-        assert await keys(storage) == []
+        assert await keys(storage, "pending/") == []
         info = await writer.commit()
         assert (info.key, info.size) == ("pending/obj", PART + 1)
-        assert await keys(storage) == ["pending/obj"]
+        assert await keys(storage, "pending/") == ["pending/obj"]
         assert await backend.leftovers() == []
 
     async def test_streaming_write_in_random_pieces(
@@ -259,6 +274,42 @@ class Conformance:
         with pytest.raises(ObjectNotFound):
             await storage.stat("unfilled")
         assert await keys(storage) == []
+        assert await backend.leftovers() == []
+
+    # -- unfinished writes -------------------------------------------------------
+
+    async def test_uploads_lists_unfinished_writes_at_one_level(
+        self, backend: Backend, storage: Storage
+    ) -> None:
+        top = storage.open_writer("top")
+        deep = storage.open_writer("below/obj")
+        await top.write(payload(PART + 1))
+        await deep.write(payload(PART + 1))
+        listed = [u async for u in storage.uploads()]
+        assert [u.key for u in listed] == ["top"]
+        assert listed[0].last_active is not None
+        assert [u.key async for u in storage.uploads("below/")] == ["below/obj"]
+        assert [u.key async for u in storage.uploads("x")] == []
+        await top.commit()
+        await deep.abort()
+        assert [u async for u in storage.uploads()] == []
+        assert [u async for u in storage.uploads("below/")] == []
+        assert await backend.leftovers() == []
+
+    async def test_abort_upload_discards_a_live_write(
+        self, backend: Backend, storage: Storage
+    ) -> None:
+        writer = storage.open_writer("orphan")
+        await writer.write(payload(PART + 1))
+        (upload,) = [u async for u in storage.uploads()]
+        await storage.abort_upload(upload)
+        await storage.abort_upload(upload)  # already gone: not an error
+        assert [u async for u in storage.uploads()] == []
+        assert await backend.leftovers() == []
+        with pytest.raises(StorageError):
+            await writer.commit()
+        with pytest.raises(ObjectNotFound):
+            await storage.stat("orphan")
         assert await backend.leftovers() == []
 
     # -- leaving early ---------------------------------------------------------

@@ -91,7 +91,10 @@ async def test_directories_and_symlinks_are_not_objects(tmp_path: Path) -> None:
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "secret").write_bytes(b"s")
     (tmp_path / "root" / "link").symlink_to(tmp_path / "outside")
-    assert [info.key async for info in storage.list()] == ["dir/file"]
+    (tmp_path / "root" / "filelink").symlink_to(tmp_path / "outside" / "secret")
+    assert [info.key async for info in storage.list()] == []
+    assert [info.key async for info in storage.list("dir/")] == ["dir/file"]
+    assert [info.key async for info in storage.list("link/")] == []
     with pytest.raises(ObjectNotFound):
         await storage.stat("dir")
     with pytest.raises(ObjectNotFound):

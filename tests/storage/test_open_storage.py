@@ -27,6 +27,7 @@ def test_public_names() -> None:
         "S3Config",
         "S3Storage",
         "Storage",
+        "UploadInfo",
         "open_storage",
     ]
 

@@ -9,6 +9,7 @@ with its own XAdminUserNotFound (HTTP 404) and ignores SSE and storage classes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import socket
@@ -24,6 +25,7 @@ from s3_faults import FaultyClient, client_error
 from mongosnap._errors import (
     AccessDenied,
     BucketNotFound,
+    ObjectArchived,
     ObjectExists,
     ObjectNotFound,
     StorageError,
@@ -288,6 +290,7 @@ def _translated(code: str, status: int, operation: str = "GetObject") -> type[Ex
         ("404", 404, ObjectNotFound),
         ("PreconditionFailed", 412, ObjectExists),
         ("ConditionalRequestConflict", 409, ObjectExists),
+        ("InvalidObjectState", 403, ObjectArchived),
         ("InternalError", 500, StorageError),
     ],
 )
@@ -514,3 +517,36 @@ async def test_bytes_in_flight_are_bounded(
             await writer.commit()
         assert client.peak == peak
         assert await storage.read_bytes("bounded", limit=len(data)) == data
+
+
+# -- settings the server ignores ------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["multipart", "put"])
+async def test_ignored_sse_and_storage_class_are_warned_once(
+    s3_endpoint: Any, new_bucket: Any, caplog: pytest.LogCaptureFixture, first: str
+) -> None:
+    # versitygw accepts both settings and applies neither; moto applies them.
+    config = config_for(s3_endpoint, sse="AES256", storage_class="STANDARD_IA")
+    with caplog.at_level(logging.WARNING, logger="mongosnap.storage"):
+        async with S3Storage(new_bucket(s3_endpoint), "p", config) as storage:
+            if first == "multipart":
+                writer = storage.open_writer("big")
+                await writer.write(payload(PART + 7))
+                await writer.commit()
+            for key in ("one", "two"):
+                await storage.put(key, b"small")
+            writer = storage.open_writer("another")
+            await writer.write(payload(PART + 7))
+            await writer.commit()
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "mongosnap.storage" and r.levelno >= logging.WARNING
+    ]
+    if s3_endpoint.name == "versitygw":
+        assert len(warned) == 1, warned
+        assert "AES256" in warned[0] and "STANDARD_IA" in warned[0], warned
+        assert s3_endpoint.secret_key not in warned[0]
+    else:
+        assert warned == []
