@@ -18,6 +18,7 @@
     │   └── UnsafeArchive               33  hostile member names, absurd lengths
     ├── NoBackupsFound                  40
     ├── HealIncomplete                  41  collections still missing after the search
+    ├── PartialFailure                  42  some collections failed (each named with its cause)
     └── Interrupted                     130 Ctrl-C
         └── Terminated                  143 SIGTERM
 
@@ -109,6 +110,12 @@ class Interrupted(MongosnapError):
 
 class Terminated(Interrupted):
     exit_code = 143
+
+
+class PartialFailure(MongosnapError):
+    """Some collections could not be restored; the others were, and each is reported."""
+
+    exit_code = 42
 
 
 def all_errors() -> list[type[MongosnapError]]:

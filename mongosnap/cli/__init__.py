@@ -51,7 +51,13 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def _with_signals(work: Awaitable[int]) -> int:
+def _aftermath(args: argparse.Namespace) -> str:
+    """What an interrupted command left behind; a command that can know sets ``aftermath``."""
+    statement: Callable[[], str] | None = getattr(args, "aftermath", None)
+    return statement() if statement is not None else "nothing was left behind"
+
+
+async def _with_signals(work: Awaitable[int], aftermath: Callable[[], str]) -> int:
     """Run work; SIGTERM cancels it like Ctrl-C does, so cleanup always runs."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)
@@ -67,7 +73,7 @@ async def _with_signals(work: Awaitable[int]) -> int:
         return await task
     except asyncio.CancelledError:
         if terminated:
-            raise Terminated("terminated (SIGTERM); nothing was left behind") from None
+            raise Terminated(f"terminated (SIGTERM); {aftermath()}") from None
         raise
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
@@ -84,9 +90,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     _configure_logging(getattr(args, "verbose", False))
     runner: Callable[[argparse.Namespace, TextIO], Awaitable[int]] = args.run
     try:
-        return asyncio.run(_with_signals(runner(args, out or sys.stdout)))
+        return asyncio.run(_with_signals(runner(args, out or sys.stdout), lambda: _aftermath(args)))
     except KeyboardInterrupt:
-        print("mongosnap: interrupted; nothing was left behind", file=sys.stderr)
+        print(f"mongosnap: interrupted; {_aftermath(args)}", file=sys.stderr)
         return Interrupted.exit_code
     except MongosnapError as exc:
         print(f"mongosnap: error: {exc}", file=sys.stderr)

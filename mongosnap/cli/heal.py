@@ -9,8 +9,9 @@ import logging
 import sys
 from typing import Any, TextIO
 
-from .._errors import HealIncomplete, UsageError
+from .._errors import HealIncomplete, PartialFailure, UsageError
 from ..pipelines.heal import DEFAULT_DEPTH, HealReport, heal
+from ..pipelines.staging import StagingLedger
 from ._common import add_s3_flags, add_source_flags, s3_config
 
 log = logging.getLogger("mongosnap.heal")
@@ -58,6 +59,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     source, database, collections = _target(args)
     if args.depth < 1:
         raise UsageError("--depth must be at least 1")
+    ledger = StagingLedger()
+    args.aftermath = ledger.statement  # what an interruption says it left
 
     async def once() -> HealReport:
         return await heal(
@@ -71,6 +74,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             s3=s3_config(args),
             connect_timeout=args.connect_timeout,
             warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
+            ledger=ledger,
         )
 
     if args.interval is None:
@@ -99,15 +103,27 @@ async def _watch(once: Any, args: argparse.Namespace, out: TextIO) -> int:
             out.flush()
             await asyncio.sleep(args.interval)
     except asyncio.CancelledError:
-        print("mongosnap: watch stopped", file=sys.stderr)
+        print(f"mongosnap: watch stopped; {args.aftermath()}", file=sys.stderr)
         return 0
 
 
 def _raise_if_missing(report: HealReport) -> None:
+    if report.failed:
+        causes = {f.name: f.error for f in report.failures}
+        raise PartialFailure(
+            "could not restore "
+            + "; ".join(f"{name} ({causes[name]})" for name in report.failed)
+            + _also_missing(report)
+        )
     if report.missing:
         raise HealIncomplete(
             f"no backup among the newest archives holds {', '.join(report.missing)}"
         )
+
+
+def _also_missing(report: HealReport) -> str:
+    others = [c for c in report.missing if c not in report.failed]
+    return f"; no searched archive holds {', '.join(others)}" if others else ""
 
 
 def _print(report: HealReport, args: argparse.Namespace, out: TextIO) -> None:
@@ -129,6 +145,8 @@ def summary(report: HealReport) -> str:
             f"{outcome.bytes_fetched / 1e6:.1f} of {outcome.archive_size / 1e6:.1f} MB "
             f"fetched, {outcome.seconds:.1f}s)"
         )
+    for failure in report.failures:
+        parts.append(f"{failure.name}: failed from {failure.archive} ({failure.error})")
     if report.missing:
         parts.append(f"still missing: {', '.join(report.missing)}")
     verb = "would heal" if report.dry_run else "healed"

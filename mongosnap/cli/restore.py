@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any, TextIO
 
-from .._errors import CollectionExists, UsageError
+from .._errors import CollectionExists, PartialFailure, UsageError
+from ..pipelines.engine import Status
 from ..pipelines.restore import RestoreResult, restore
+from ..pipelines.staging import StagingLedger
 from ._common import add_s3_flags, add_source_flags, s3_config
 
 
@@ -31,6 +34,11 @@ def register(commands: Any) -> None:
     p.add_argument("--to-database", metavar="NAME", help="restore under another database name")
     p.add_argument("--drop", action="store_true", help="replace existing collections")
     p.add_argument("--workers", type=int, default=4, help="concurrent insert batches")
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="restore from an archive listed as incomplete (read without its manifest)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     add_source_flags(p)
@@ -51,6 +59,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     source, database = _target(args)
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    ledger = StagingLedger()
+    args.aftermath = ledger.statement  # what an interruption says it left
     result = await restore(
         source,
         args.dest,
@@ -64,9 +74,17 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         workers=args.workers,
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
+        allow_incomplete=args.allow_incomplete,
+        warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
+        ledger=ledger,
     )
     _print(result, args, out)
-    existing = [c.name for c in result.collections if c.status != "restored"]
+    if result.failed:
+        causes = "; ".join(f"{c.name} ({c.error})" for c in result.failed)
+        raise PartialFailure(f"could not restore {causes}")
+    existing = [
+        c.name for c in result.collections if c.status in (Status.EXISTS, Status.REAPPEARED)
+    ]
     if existing:
         raise CollectionExists(f"left untouched because they exist: {', '.join(existing)}")
     return 0
@@ -76,10 +94,11 @@ def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None
     if args.json:
         out.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    restored = [c for c in result.collections if c.status == "restored"]
+    restored = [c for c in result.collections if c.status is Status.RESTORED]
     documents = sum(c.documents for c in restored)
+    failed = f", {len(result.failed)} failed" if result.failed else ""
     out.write(
-        f"restored {len(restored)} collections, {documents} documents from "
+        f"restored {len(restored)} collections{failed}, {documents} documents from "
         f"{result.archive_key} ({result.bytes_fetched / 1e6:.1f} of "
         f"{result.archive_size / 1e6:.1f} MB fetched) in {result.duration:.1f}s\n"
     )
