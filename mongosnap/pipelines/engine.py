@@ -49,12 +49,15 @@ from .staging import Expected, Limit, StagedCollection, StagingLedger, drop_stal
 
 log = logging.getLogger("mongosnap.restore")
 
-LEGACY_FREE_DOCUMENTS = 100_000
-LEGACY_DOCUMENTS_PER_BYTE = 4
+LEGACY_FREE_DOCUMENTS = 10_000
+LEGACY_DOCUMENTS_PER_BYTE = 2
 """A legacy archive (no manifest) may yield at most LEGACY_FREE_DOCUMENTS plus
-this many documents per compressed byte read so far: real dumps stay far below
-one document per compressed byte; a gzip of tiny repeated documents gives
-about 60 (docs/heal.md, bounds)."""
+this many documents per compressed byte read so far: real dumps stay below one
+document per compressed byte; a gzip of tiny repeated documents gives about 60
+(docs/heal.md, bounds)."""
+LEGACY_STEP = 16 * 1024
+"""A legacy archive is fed to the reader in slices this long, so the count of
+compressed bytes read is never far ahead of what was decompressed."""
 
 
 class Status(StrEnum):
@@ -265,7 +268,7 @@ class Engine:
     # -- without a manifest: stream the archive once
 
     def _open_stream(self) -> AsyncGenerator[TarMember, None]:
-        return read_archive(self._counted(self.storage.read(self.info.key)))
+        return read_archive(self._counted(_sliced(self.storage.read(self.info.key))))
 
     async def _restore_streaming(self, selection: Selection) -> list[CollectionOutcome]:
         started = time.monotonic()
@@ -458,3 +461,10 @@ async def _count(member: TarMember) -> int:
         splitter.feed(chunk)
     splitter.close()
     return splitter.documents
+
+
+async def _sliced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The same bytes in slices of at most LEGACY_STEP."""
+    async for chunk in chunks:
+        for pos in range(0, len(chunk), LEGACY_STEP):
+            yield chunk[pos : pos + LEGACY_STEP]
