@@ -13,6 +13,7 @@ from .._errors import HealIncomplete, PartialFailure, UsageError
 from ..pipelines.heal import DEFAULT_DEPTH, HealReport, heal
 from ..pipelines.staging import StagingLedger
 from ._common import add_s3_flags, add_source_flags, s3_config
+from .restore import ledger_in_errors
 
 log = logging.getLogger("mongosnap.heal")
 
@@ -60,7 +61,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.depth < 1:
         raise UsageError("--depth must be at least 1")
     ledger = StagingLedger()
-    args.aftermath = ledger.statement  # what an interruption says it left
+    args.aftermath = ledger.report  # what an interruption says it did and left
 
     async def once() -> HealReport:
         return await heal(
@@ -78,14 +79,15 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         )
 
     if args.interval is None:
-        report = await once()
+        with ledger_in_errors(ledger):
+            report = await once()
         _print(report, args, out)
         _raise_if_missing(report)
         return 0
-    return await _watch(once, args, out)
+    return await _watch(once, args, out, ledger)
 
 
-async def _watch(once: Any, args: argparse.Namespace, out: TextIO) -> int:
+async def _watch(once: Any, args: argparse.Namespace, out: TextIO, ledger: StagingLedger) -> int:
     """One line per cycle until SIGTERM, which ends the watch cleanly (exit 0).
 
     A cycle interrupted mid-heal drops its staged copies before we stop.
@@ -103,7 +105,7 @@ async def _watch(once: Any, args: argparse.Namespace, out: TextIO) -> int:
             out.flush()
             await asyncio.sleep(args.interval)
     except asyncio.CancelledError:
-        print(f"mongosnap: watch stopped; {args.aftermath()}", file=sys.stderr)
+        print(f"mongosnap: watch stopped; {ledger.statement()}", file=sys.stderr)
         return 0
 
 

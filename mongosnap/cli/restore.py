@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .._errors import CollectionExists, PartialFailure, UsageError
+from .._errors import CollectionExists, MongosnapError, PartialFailure, UsageError
 from ..pipelines.engine import Status
 from ..pipelines.restore import RestoreResult, restore
 from ..pipelines.staging import StagingLedger
@@ -60,8 +62,25 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     ledger = StagingLedger()
-    args.aftermath = ledger.statement  # what an interruption says it left
-    result = await restore(
+    args.aftermath = ledger.report  # what an interruption says it did and left
+    with ledger_in_errors(ledger):
+        result = await _restore(args, source, database, ledger)
+    _print(result, args, out)
+    if result.failed:
+        causes = "; ".join(f"{c.name} ({c.error})" for c in result.failed)
+        raise PartialFailure(f"could not restore {causes}")
+    existing = [
+        c.name for c in result.collections if c.status in (Status.EXISTS, Status.REAPPEARED)
+    ]
+    if existing:
+        raise CollectionExists(f"left untouched because they exist: {', '.join(existing)}")
+    return 0
+
+
+async def _restore(
+    args: argparse.Namespace, source: str, database: str, ledger: StagingLedger
+) -> RestoreResult:
+    return await restore(
         source,
         args.dest,
         args.archive,
@@ -78,16 +97,17 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
         ledger=ledger,
     )
-    _print(result, args, out)
-    if result.failed:
-        causes = "; ".join(f"{c.name} ({c.error})" for c in result.failed)
-        raise PartialFailure(f"could not restore {causes}")
-    existing = [
-        c.name for c in result.collections if c.status in (Status.EXISTS, Status.REAPPEARED)
-    ]
-    if existing:
-        raise CollectionExists(f"left untouched because they exist: {', '.join(existing)}")
-    return 0
+
+
+@contextlib.contextmanager
+def ledger_in_errors(ledger: StagingLedger) -> Iterator[None]:
+    """An error's message also says what the run left, when that is not nothing."""
+    try:
+        yield
+    except MongosnapError as exc:
+        if not ledger.clean:
+            exc.args = (f"{exc}; {ledger.statement()}",)
+        raise
 
 
 def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None:

@@ -371,6 +371,7 @@ class Engine:
     async def _plan_streaming(self, selection: Selection) -> list[CollectionOutcome]:
         counts: dict[str, int] = {}
         indexes: dict[str, int] = {}
+        state = _Legacy()
         async with contextlib.aclosing(self._open_stream()) as members:
             async for member in members:
                 dump = parse_member_name(member.name)
@@ -382,7 +383,7 @@ class Engine:
                 if dump.kind == "metadata":
                     indexes[name] = len(index_specs(await _metadata(member)))
                 elif dump.kind == "bson":
-                    counts[name] = await _count(member)
+                    counts[name] = await _count(member, self._legacy_limit(state))
         return [self._planned(n, c, indexes.get(n, 0)) for n, c in counts.items()]
 
     # -- shared
@@ -455,10 +456,14 @@ async def _metadata(member: TarMember) -> CollectionMetadata:
     return parse_metadata(await member.read(MAX_METADATA_BYTES))
 
 
-async def _count(member: TarMember) -> int:
+async def _count(member: TarMember, limit: Limit) -> int:
+    """The documents of a ``.bson`` member, within the same bound as a real run."""
     splitter = BsonSplitter()
+    fed = 0
     async for chunk in member.chunks():
+        fed += len(chunk)
         splitter.feed(chunk)
+        limit(splitter.documents, fed)
     splitter.close()
     return splitter.documents
 

@@ -25,7 +25,6 @@ from ..catalog import ArchiveInfo, ArchiveStatus, newest_archives
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .engine import CollectionOutcome, Engine, Selection, Status
-from .restore import sweep
 from .staging import StagingLedger
 
 DEFAULT_DEPTH = 3
@@ -120,7 +119,7 @@ async def heal(
                     await storage.check()
                     await search.run(depth)
             finally:
-                await shielded(sweep(ledger, src))
+                await shielded(ledger.finish(src))
     finally:
         if not isinstance(destination, Storage):
             await storage.aclose()

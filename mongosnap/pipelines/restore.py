@@ -7,7 +7,6 @@ on its own: one that fails is reported with its cause and the others go on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .engine import CollectionOutcome, Engine, Selection, Status
-from .staging import DROP_SECONDS, StagingLedger
+from .staging import StagingLedger
 
 log = logging.getLogger("mongosnap.restore")
 
@@ -105,21 +104,12 @@ async def restore(
                 await _refuse_overwrite(engine, chosen)
                 outcomes = await engine.restore(chosen)
             finally:
-                await shielded(sweep(ledger, src))
+                await shielded(ledger.finish(src))
     finally:
         if not isinstance(destination, Storage):
             await storage.aclose()
     duration = round(time.monotonic() - started, 3)
     return RestoreResult(info.key, info.size, engine.bytes_fetched, outcomes, duration)
-
-
-async def sweep(ledger: StagingLedger, target: Source) -> None:
-    """The end of every run, however it ends: check that no staging copy is left."""
-    try:
-        async with asyncio.timeout(4 * DROP_SECONDS):
-            await ledger.sweep(target)
-    except TimeoutError:
-        log.warning("could not finish checking for staging collections")
 
 
 def _check_usable(info: ArchiveInfo, allow_incomplete: bool, warn: Warn) -> None:

@@ -66,7 +66,7 @@ def is_temp_of(candidate: str, name: str) -> bool:
     new = _NEW_STYLE.fullmatch(candidate)
     if new:
         return new.group(1) == name_hash(name)
-    old = _OLD_STYLE.fullmatch(candidate)  # mongosnap_tmp_<8 hex>_<name>, before 0.2
+    old = _OLD_STYLE.fullmatch(candidate)  # mongosnap_tmp_<8 hex>_<name>: older versions
     return old is not None and old.group(1) == name
 
 
@@ -117,14 +117,29 @@ class StagingLedger:
     live: set[tuple[str, str]] = field(default_factory=set)
     leftovers: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    """Collections made visible under their real name, in order."""
     swept: bool = False
 
     def track(self, database: str, name: str) -> None:
         self.live.add((database, name))
 
     def forget(self, database: str, name: str) -> None:
-        """``name`` was published: no longer ours to remove."""
+        """``name`` was renamed away or published: no longer ours to remove."""
         self.live.discard((database, name))
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing this run created is left or unchecked."""
+        return not self.live and not self.leftovers and not self.unchecked
+
+    async def finish(self, target: Source) -> None:
+        """The end of every run, however it ends: sweep, in bounded time."""
+        try:
+            async with asyncio.timeout(4 * DROP_SECONDS):
+                await self.sweep(target)
+        except TimeoutError:
+            log.warning("could not finish checking for staging collections")
 
     async def remove(self, target: Source, database: str, name: str) -> bool:
         """Drop ``name`` within DROP_SECONDS; False (and kept for the sweep) if not done."""
@@ -180,6 +195,11 @@ class StagingLedger:
             parts.append(f"could not check that {', '.join(self.unchecked)} were removed")
         return "; ".join(parts) or "nothing was left behind"
 
+    def report(self) -> str:
+        """What was completed, then what is left: for a run that was cut short."""
+        done = ", ".join(self.published) or "nothing"
+        return f"restored before it stopped: {done}; {self.statement()}"
+
 
 class _Pool:
     """At most ``limit`` inserts in flight; the first failure is raised."""
@@ -189,8 +209,12 @@ class _Pool:
         self.pending: set[asyncio.Task[None]] = set()
 
     async def submit(self, work: Coroutine[Any, Any, None]) -> None:
-        while len(self.pending) >= self.limit:
-            await self._reap(asyncio.FIRST_COMPLETED)
+        try:
+            while len(self.pending) >= self.limit:
+                await self._reap(asyncio.FIRST_COMPLETED)
+        except BaseException:
+            work.close()  # never started: nothing was sent
+            raise
         self.pending.add(asyncio.ensure_future(work))
 
     async def drain(self) -> None:
@@ -377,6 +401,7 @@ class StagedCollection:
             return await self._publish_by_copy(replace)
         if renamed:
             self.ledger.forget(self.database, self.temp)
+            self.ledger.published.append(self.where)
             return True
         await self.discard()
         return False
@@ -403,6 +428,7 @@ class StagedCollection:
             await shielded(self._drop_real())
             raise
         self.ledger.forget(self.database, self.name)
+        self.ledger.published.append(self.where)
         await self.discard()
         return True
 
