@@ -256,3 +256,36 @@ async def test_an_s3_reset_mid_read_takes_the_next_archive(
     _assert_clean(mongo_uri, {"database": new_database, "before": before})
     for name in ("big", "side"):
         assert sorted(server_documents(mongo_uri, new_database, name)) == before[name]
+
+
+def test_what_could_not_be_dropped_is_named_not_denied(
+    mongo_uri: str, backed_up: dict[str, Any]
+) -> None:
+    """SIGTERM while the server is unreachable: the message names the staging copy."""
+    database = backed_up["database"]
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+    with FaultProxy(("127.0.0.1", _port(mongo_uri))) as proxy:
+        command = [sys.executable, "-m", "mongosnap", "heal", str(backed_up["store"])]
+        proc = subprocess.Popen(
+            [*command, proxy.address, database, "big", "--connect-timeout", "1"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        reached = _reached(mongo_uri, database, 2, proxy)
+        while not reached():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.001)
+        proxy.outage(600)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+
+    assert proc.returncode == 143, err
+    assert "nothing was left behind" not in err
+    with MongoClient(mongo_uri) as client:
+        left = _staged(client, database)
+    assert len(left) == 1 and f"{database}.{left[0]}" in err, err
+
+    rerun = subprocess.run([*command, host, database, "big"], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_clean(mongo_uri, backed_up)
+    assert sorted(server_documents(mongo_uri, database, "big")) == backed_up["before"]["big"]
