@@ -109,7 +109,7 @@ async def test_still_missing_is_reported(mongo_uri: str, seeded: str, tmp_path: 
     assert not report.ok
 
 
-async def test_corrupt_newest_archive_is_skipped(
+async def test_a_corrupt_range_in_the_newest_archive_comes_from_the_next(
     mongo_uri: str, seeded: str, tmp_path: Path
 ) -> None:
     older = await backup(mongo_uri, tmp_path, database=seeded)

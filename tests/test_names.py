@@ -108,7 +108,7 @@ async def test_the_longest_name_heals_and_restores(
     mongo_uri: str, new_database: str, tmp_path: Path
 ) -> None:
     longest = _longest_name(mongo_uri, new_database)
-    assert longest >= 200  # FerretDB 1.24 accepts 235 - len(database) characters
+    assert longest >= 200  # FerretDB 1.24 accepts 235 characters
     name = "L" * longest
     _fill(mongo_uri, new_database, [name], count=40)
     before = _state(mongo_uri, new_database, name)
