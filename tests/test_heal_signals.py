@@ -25,7 +25,8 @@ from helpers import make_destination, server_documents
 from pymongo import MongoClient
 
 from mongosnap import backup, heal
-from mongosnap.pipelines.staging import TEMP_PREFIX, StagingLedger
+from mongosnap.pipelines.ledger import StagingLedger
+from mongosnap.pipelines.staging import TEMP_PREFIX
 
 BATCH = 1000
 DOCUMENTS = 8000

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from .._errors import HealIncomplete, PartialFailure, UsageError
 from ..pipelines.heal import DEFAULT_DEPTH, HealReport, heal
-from ..pipelines.staging import StagingLedger
+from ..pipelines.ledger import StagingLedger
 from ._common import add_s3_flags, add_source_flags, s3_config
 from .restore import ledger_in_errors
 

@@ -11,8 +11,8 @@ from typing import Any, TextIO
 
 from .._errors import CollectionExists, MongosnapError, PartialFailure, UsageError
 from ..pipelines.engine import Status
+from ..pipelines.ledger import StagingLedger
 from ..pipelines.restore import RestoreResult, restore
-from ..pipelines.staging import StagingLedger
 from ._common import add_s3_flags, add_source_flags, s3_config
 
 

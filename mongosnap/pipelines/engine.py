@@ -45,7 +45,8 @@ from ..catalog import ArchiveInfo
 from ..codecs import get_codec
 from ..source import Source, select
 from ..storage import Storage
-from .staging import Expected, Limit, StagedCollection, StagingLedger, drop_stale, index_specs
+from .ledger import StagingLedger
+from .staging import Expected, Limit, StagedCollection, drop_stale, index_specs
 
 log = logging.getLogger("mongosnap.restore")
 

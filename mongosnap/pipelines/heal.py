@@ -25,7 +25,7 @@ from ..catalog import ArchiveInfo, ArchiveStatus, newest_archives
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .engine import CollectionOutcome, Engine, Selection, Status
-from .staging import StagingLedger
+from .ledger import StagingLedger
 
 DEFAULT_DEPTH = 3
 

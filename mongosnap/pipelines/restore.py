@@ -19,7 +19,7 @@ from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .engine import CollectionOutcome, Engine, Selection, Status
-from .staging import StagingLedger
+from .ledger import StagingLedger
 
 log = logging.getLogger("mongosnap.restore")
 

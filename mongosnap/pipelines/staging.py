@@ -13,8 +13,8 @@ Where the server refuses the rename (FerretDB 1.x for names holding a dot),
 the fully checked staging copy is copied into a freshly created collection of
 the real name, which is dropped again if the copy fails (docs/heal.md).
 
-Every staging collection is recorded in a StagingLedger until it is renamed or
-dropped; the ledger checks at the end of a run that none is left and says so.
+Every staging collection is recorded in a StagingLedger (ledger.py) until it
+is renamed; the ledger checks at the end of a run that none is left.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._aio import shielded
-from .._errors import CorruptArchive, MongosnapError, SourceError
+from .._errors import CorruptArchive, SourceError
 from ..archive.bsonstream import BsonSplitter
 from ..archive.metadata import CollectionMetadata
 from ..source import INVALID_NAMESPACE, Source, error_code
+from .ledger import StagingLedger
 
 log = logging.getLogger("mongosnap.restore")
 
@@ -41,8 +42,6 @@ BATCH_BYTES = 8 << 20
 BATCH_DOCUMENTS = 1000
 SETTLE_SECONDS = 30.0
 """How long in-flight inserts may take to end before their staging copy is dropped."""
-DROP_SECONDS = 15.0
-"""How long one cleanup drop (or check) may take before it is reported as not done."""
 _HASH = 16
 _TOKEN = 6
 _NEW_STYLE = re.compile(rf"{TEMP_PREFIX}([0-9a-f]{{{_HASH}}})_[0-9a-f]{{{_TOKEN}}}")
@@ -104,101 +103,6 @@ class Expected:
 
 def _unlimited(documents: int, size: int) -> None:
     return None
-
-
-@dataclass
-class StagingLedger:
-    """The collections a run created and has not yet published or removed.
-
-    ``sweep()`` checks the server at the end (a late insert can re-create a
-    dropped collection), and ``statement()`` says truthfully what is left.
-    """
-
-    live: set[tuple[str, str]] = field(default_factory=set)
-    leftovers: list[str] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)
-    published: list[str] = field(default_factory=list)
-    """Collections made visible under their real name, in order."""
-    swept: bool = False
-
-    def track(self, database: str, name: str) -> None:
-        self.live.add((database, name))
-
-    def forget(self, database: str, name: str) -> None:
-        """``name`` was renamed away or published: no longer ours to remove."""
-        self.live.discard((database, name))
-
-    @property
-    def clean(self) -> bool:
-        """True when nothing this run created is left or unchecked."""
-        return not self.live and not self.leftovers and not self.unchecked
-
-    async def finish(self, target: Source) -> None:
-        """The end of every run, however it ends: sweep, in bounded time."""
-        try:
-            async with asyncio.timeout(4 * DROP_SECONDS):
-                await self.sweep(target)
-        except TimeoutError:
-            log.warning("could not finish checking for staging collections")
-
-    async def remove(self, target: Source, database: str, name: str) -> bool:
-        """Drop ``name`` within DROP_SECONDS; False (and kept for the sweep) if not done."""
-        try:
-            async with asyncio.timeout(DROP_SECONDS):
-                await target.drop(database, name)
-        except (MongosnapError, TimeoutError) as exc:
-            log.warning("could not drop %s.%s: %s", database, name, exc)
-            return False
-        return True
-
-    async def sweep(self, target: Source) -> None:
-        """Drop again whatever is still there, then record what could not be removed."""
-        self.leftovers, self.unchecked = [], []
-        by_database: dict[str, set[str]] = {}
-        for database, name in self.live:
-            by_database.setdefault(database, set()).add(name)
-        for database, names in sorted(by_database.items()):
-            await self._sweep_one(target, database, names)
-        self.swept = True
-
-    async def _sweep_one(self, target: Source, database: str, names: set[str]) -> None:
-        for attempt in range(3):
-            try:
-                async with asyncio.timeout(DROP_SECONDS):
-                    present = names & await target.collection_names(database)
-            except (MongosnapError, TimeoutError):
-                self.unchecked += sorted(f"{database}.{n}" for n in names)
-                return
-            if not present:
-                break
-            for name in present:
-                await self.remove(target, database, name)
-            await asyncio.sleep(0.2 * attempt)
-        else:
-            self.leftovers += sorted(f"{database}.{n}" for n in present)
-            return
-        for name in names:
-            self.live.discard((database, name))
-
-    def statement(self) -> str:
-        """What a person may be told about what this run left in the database."""
-        if not self.swept and self.live:
-            names = sorted(f"{d}.{n}" for d, n in self.live)
-            return f"could not check that {', '.join(names)} were removed"
-        parts = []
-        if self.leftovers:
-            parts.append(
-                f"left behind: {', '.join(self.leftovers)} "
-                "(the next heal or restore of that collection drops it)"
-            )
-        if self.unchecked:
-            parts.append(f"could not check that {', '.join(self.unchecked)} were removed")
-        return "; ".join(parts) or "nothing was left behind"
-
-    def report(self) -> str:
-        """What was completed, then what is left: for a run that was cut short."""
-        done = ", ".join(self.published) or "nothing"
-        return f"restored before it stopped: {done}; {self.statement()}"
 
 
 class _Pool:
