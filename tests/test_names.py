@@ -10,6 +10,7 @@ from pymongo import ASCENDING, MongoClient
 from pymongo.errors import OperationFailure
 
 from mongosnap import backup, heal, restore
+from mongosnap.pipelines import staging
 from mongosnap.pipelines.staging import TEMP_PREFIX, is_temp_of, temp_name
 
 DOTTED = ["fs.files", "fs.chunks", "app.logs"]
@@ -150,3 +151,26 @@ async def test_a_killed_runs_long_staging_copy_is_dropped(
 
     assert report.ok
     assert stale not in _names(mongo_uri, new_database)
+
+
+async def test_a_dotted_name_recreated_meanwhile_is_never_clobbered(
+    mongo_uri: str, new_database: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    _fill(mongo_uri, new_database, ["app.logs"], count=30)
+    await backup(mongo_uri, tmp_path, database=new_database)
+    _drop(mongo_uri, new_database, "app.logs")
+    real_finish = staging.StagedCollection.finish
+
+    async def app_recreates_it(self: Any, *args: Any) -> None:
+        await real_finish(self, *args)
+        with MongoClient(mongo_uri) as client:  # the application writes meanwhile
+            client[new_database]["app.logs"].insert_one({"written": "by the application"})
+
+    monkeypatch.setattr(staging.StagedCollection, "finish", app_recreates_it)
+    report = await heal(mongo_uri, tmp_path, database=new_database, collections=["app.logs"])
+
+    assert [o.status for o in report.restored] == ["reappeared"]
+    with MongoClient(mongo_uri) as client:
+        docs = list(client[new_database]["app.logs"].find({}, {"_id": 0}))
+    assert docs == [{"written": "by the application"}]
+    assert not [c for c in _names(mongo_uri, new_database) if c.startswith(TEMP_PREFIX)]
