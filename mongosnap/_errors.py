@@ -19,6 +19,7 @@
     │   └── UnsafeArchive               33  hostile member names, absurd lengths
     ├── NoBackupsFound                  40
     ├── HealIncomplete                  41  collections still missing after the search
+    ├── PartialFailure                  42  some collections failed (each named with its cause)
     ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
     └── Interrupted                     130 Ctrl-C
         └── Terminated                  143 SIGTERM
@@ -122,6 +123,12 @@ class Interrupted(MongosnapError):
 
 class Terminated(Interrupted):
     exit_code = 143
+
+
+class PartialFailure(MongosnapError):
+    """Some collections could not be restored; the others were, and each is reported."""
+
+    exit_code = 42
 
 
 def all_errors() -> list[type[MongosnapError]]:

@@ -43,6 +43,8 @@ DEFAULT_TIMEOUT = 10.0
 _AUTH_FAILED_CODES = frozenset({18, 13})
 _NAMESPACE_EXISTS = 48
 _NOT_IMPLEMENTED = 238
+INVALID_NAMESPACE = 73
+"""FerretDB 1.x answers renameCollection to or from a dotted name with it."""
 
 log = logging.getLogger("mongosnap.source")
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
@@ -254,6 +256,16 @@ class Source:
         with self._translate(database):
             await self._client[database].command({"create": name, **options})
 
+    async def create_new(self, database: str, name: str, options: dict[str, Any]) -> bool:
+        """Create ``name``; False (and nothing changed) if it exists already."""
+        try:
+            await self.create_collection(database, name, options)
+        except SourceError as exc:
+            if error_code(exc) == _NAMESPACE_EXISTS:
+                return False
+            raise
+        return True
+
     async def insert_raw(self, database: str, name: str, documents: list[bytes]) -> int:
         """Insert documents as the bytes they are (no decode, no re-encode).
 
@@ -330,6 +342,12 @@ class _Translate:
             message = f"cannot reach MongoDB at {self.hosts}: {_short(exc)}"
             raise ServerUnreachable(message) from None
         raise SourceError(f"MongoDB error on {self.hosts}: {_short(exc)}") from exc
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The server's error code behind a translated SourceError, if it gave one."""
+    code = getattr(exc.__cause__, "code", None)
+    return code if isinstance(code, int) else None
 
 
 def _short(exc: BaseException) -> str:

@@ -66,7 +66,13 @@ def _configure_logging(args: argparse.Namespace) -> None:
     )
 
 
-async def _with_signals(work: Awaitable[int]) -> int:
+def _aftermath(args: argparse.Namespace) -> str:
+    """What an interrupted command left behind; a command that can know sets ``aftermath``."""
+    statement: Callable[[], str] | None = getattr(args, "aftermath", None)
+    return statement() if statement is not None else "nothing was left behind"
+
+
+async def _with_signals(work: Awaitable[int], aftermath: Callable[[], str]) -> int:
     """Run work; SIGTERM cancels it like Ctrl-C does, so cleanup always runs."""
     import asyncio
 
@@ -84,7 +90,7 @@ async def _with_signals(work: Awaitable[int]) -> int:
         return await task
     except asyncio.CancelledError:
         if terminated:
-            raise Terminated("terminated (SIGTERM); nothing was left behind") from None
+            raise Terminated(f"terminated (SIGTERM); {aftermath()}") from None
         raise
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
@@ -107,9 +113,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         resolve_uri(args)
         import asyncio  # here: half of the command line's own import time
 
-        return asyncio.run(_with_signals(runner(args, out)))
+        return asyncio.run(_with_signals(runner(args, out), lambda: _aftermath(args)))
     except KeyboardInterrupt:
-        print("mongosnap: interrupted; nothing was left behind", file=sys.stderr)
+        print(f"mongosnap: interrupted; {_aftermath(args)}", file=sys.stderr)
         _json_error(out, words, "Interrupted", Interrupted.exit_code, "interrupted")
         return Interrupted.exit_code
     except MongosnapError as exc:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._errors import HealIncomplete, UsageError
+from .._errors import HealIncomplete, PartialFailure, UsageError
 from ._common import (
     add_metrics_flags,
     add_output_flags,
@@ -23,6 +23,7 @@ from ._common import (
 if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..pipelines.heal import HealReport
+    from ..pipelines.ledger import StagingLedger
 
 log = logging.getLogger("mongosnap.heal")
 
@@ -65,6 +66,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..pipelines.heal import DEFAULT_DEPTH, heal  # imported on use: keeps --help fast
+    from ..pipelines.ledger import StagingLedger
+    from .restore import ledger_in_errors
 
     source, database, collections = _target(args)
     depth = DEFAULT_DEPTH if args.depth is None else args.depth
@@ -72,6 +75,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--depth must be at least 1")
     if args.metrics_port is not None and args.interval is None:
         raise UsageError("--metrics-port serves while watching: give --interval too")
+    ledger = StagingLedger()
+    args.aftermath = ledger.report  # what an interruption says it did and left
 
     async def once() -> HealReport:
         log.info("checking %s of %s", ", ".join(collections), database)
@@ -86,22 +91,26 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             s3=s3_config(args),
             connect_timeout=args.connect_timeout,
             warn=log.warning,
+            ledger=ledger,
         )
         _log_outcomes(report)
         return report
 
     if args.interval is None:
-        with observed(args, "heal") as metrics:
+        with observed(args, "heal") as metrics, ledger_in_errors(ledger):
             report = await once()
             metrics.record_heal(report)
             _print(report, args, out)
             _raise_if_missing(report)
         return 0
-    return await _watch(once, args, out)
+    return await _watch(once, args, out, ledger)
 
 
 async def _watch(
-    once: Callable[[], Awaitable[HealReport]], args: argparse.Namespace, out: TextIO
+    once: Callable[[], Awaitable[HealReport]],
+    args: argparse.Namespace,
+    out: TextIO,
+    ledger: StagingLedger,
 ) -> int:
     """One line per cycle until SIGTERM, which ends the watch cleanly (exit 0).
 
@@ -120,7 +129,7 @@ async def _watch(
                 await _cycle(once, metrics, args, out)
                 await asyncio.sleep(args.interval)
         except asyncio.CancelledError:
-            log.warning("watch stopped")
+            log.warning("watch stopped; %s", ledger.statement())
             return 0
 
 
@@ -177,10 +186,22 @@ def _log_outcomes(report: HealReport) -> None:
 
 
 def _raise_if_missing(report: HealReport) -> None:
+    if report.failed:
+        causes = {f.name: f.error for f in report.failures}
+        raise PartialFailure(
+            "could not restore "
+            + "; ".join(f"{name} ({causes[name]})" for name in report.failed)
+            + _also_missing(report)
+        )
     if report.missing:
         raise HealIncomplete(
             f"no backup among the newest archives holds {', '.join(report.missing)}"
         )
+
+
+def _also_missing(report: HealReport) -> str:
+    others = [c for c in report.missing if c not in report.failed]
+    return f"; no searched archive holds {', '.join(others)}" if others else ""
 
 
 def _print(report: HealReport, args: argparse.Namespace, out: TextIO) -> None:
@@ -202,6 +223,8 @@ def summary(report: HealReport) -> str:
             f"{outcome.bytes_fetched / 1e6:.1f} of {outcome.archive_size / 1e6:.1f} MB "
             f"fetched, {outcome.seconds:.1f}s)"
         )
+    for failure in report.failures:
+        parts.append(f"{failure.name}: failed from {failure.archive} ({failure.error})")
     if report.missing:
         parts.append(f"still missing: {', '.join(report.missing)}")
     verb = "would heal" if report.dry_run else "healed"

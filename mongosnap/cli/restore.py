@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._errors import CollectionExists, UsageError
+from .._errors import CollectionExists, MongosnapError, PartialFailure, UsageError
 from ._common import add_s3_flags, add_source_flags, s3_config
 
 if TYPE_CHECKING:
+    from ..pipelines.ledger import StagingLedger
     from ..pipelines.restore import RestoreResult
 
 
@@ -33,6 +37,11 @@ def register(commands: Any) -> None:
     p.add_argument("--to-database", metavar="NAME", help="restore under another database name")
     p.add_argument("--drop", action="store_true", help="replace existing collections")
     p.add_argument("--workers", type=int, default=4, help="concurrent insert batches")
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="restore from an archive listed as incomplete (read without its manifest)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     add_source_flags(p)
@@ -50,12 +59,35 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
-    from ..pipelines.restore import restore  # imported on use: keeps --help fast
+    # imported on use: keeps --help fast
+    from ..pipelines.engine import Status
+    from ..pipelines.ledger import StagingLedger
 
     source, database = _target(args)
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    result = await restore(
+    ledger = StagingLedger()
+    args.aftermath = ledger.report  # what an interruption says it did and left
+    with ledger_in_errors(ledger):
+        result = await _restore(args, source, database, ledger)
+    _print(result, args, out)
+    if result.failed:
+        causes = "; ".join(f"{c.name} ({c.error})" for c in result.failed)
+        raise PartialFailure(f"could not restore {causes}")
+    existing = [
+        c.name for c in result.collections if c.status in (Status.EXISTS, Status.REAPPEARED)
+    ]
+    if existing:
+        raise CollectionExists(f"left untouched because they exist: {', '.join(existing)}")
+    return 0
+
+
+async def _restore(
+    args: argparse.Namespace, source: str, database: str, ledger: StagingLedger
+) -> RestoreResult:
+    from ..pipelines.restore import restore
+
+    return await restore(
         source,
         args.dest,
         args.archive,
@@ -68,22 +100,34 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         workers=args.workers,
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
+        allow_incomplete=args.allow_incomplete,
+        warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
+        ledger=ledger,
     )
-    _print(result, args, out)
-    existing = [c.name for c in result.collections if c.status != "restored"]
-    if existing:
-        raise CollectionExists(f"left untouched because they exist: {', '.join(existing)}")
-    return 0
+
+
+@contextlib.contextmanager
+def ledger_in_errors(ledger: StagingLedger) -> Iterator[None]:
+    """An error's message also says what the run left, when that is not nothing."""
+    try:
+        yield
+    except MongosnapError as exc:
+        if not ledger.clean:
+            exc.args = (f"{exc}; {ledger.statement()}",)
+        raise
 
 
 def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         out.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    restored = [c for c in result.collections if c.status == "restored"]
+    from ..pipelines.engine import Status
+
+    restored = [c for c in result.collections if c.status is Status.RESTORED]
     documents = sum(c.documents for c in restored)
+    failed = f", {len(result.failed)} failed" if result.failed else ""
     out.write(
-        f"restored {len(restored)} collections, {documents} documents from "
+        f"restored {len(restored)} collections{failed}, {documents} documents from "
         f"{result.archive_key} ({result.bytes_fetched / 1e6:.1f} of "
         f"{result.archive_size / 1e6:.1f} MB fetched) in {result.duration:.1f}s\n"
     )

@@ -3,9 +3,11 @@
 The legacy healer's semantics, improved: archives are searched newest first,
 each vanished collection comes from the newest archive that holds it; an
 archive that fails its checks is skipped with a warning (and does not count
-towards ``depth``); incomplete archives are never used; collections that are
-still there are never touched, and one that reappears while being healed
-(an application recreated it) is left alone and reported.
+towards ``depth``); a collection that fails to restore from one archive is
+reported with its cause and tried again from the next; incomplete archives
+are never used; collections that are still there are never touched, and one
+that reappears while being healed (an application recreated it) is left alone
+and reported.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._aio import shielded
 from .._errors import ArchiveError, NoBackupsFound
 from ..catalog import ArchiveInfo, newest_archives
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
-from .restore import ArchiveSession, CollectionOutcome
+from .engine import CollectionOutcome, Engine, Selection, Status
+from .ledger import StagingLedger
 
 DEFAULT_DEPTH = 3
 
@@ -36,7 +40,12 @@ class SkippedArchive:
 
 @dataclass(frozen=True)
 class HealReport:
-    """What a heal found and did. ``missing`` lists what no archive could give back."""
+    """What a heal found and did.
+
+    ``missing`` lists what is still missing afterwards; ``failures`` every
+    attempt that failed (collection, archive, cause), including those a later
+    archive made good.
+    """
 
     database: str
     watched: list[str]
@@ -48,10 +57,17 @@ class HealReport:
     bytes_fetched: int = 0
     dry_run: bool = False
     duration: float = 0.0
+    failures: list[CollectionOutcome] = field(default_factory=list)
 
     @property
     def vanished(self) -> list[str]:
         return [c for c in self.watched if c not in self.healthy]
+
+    @property
+    def failed(self) -> list[str]:
+        """Missing collections that some archive held but could not give back."""
+        tried = {f.name for f in self.failures}
+        return [c for c in self.missing if c in tried]
 
     @property
     def ok(self) -> bool:
@@ -60,6 +76,7 @@ class HealReport:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["vanished"] = self.vanished
+        out["failed"] = self.failed
         out["ok"] = self.ok
         return out
 
@@ -79,24 +96,30 @@ async def heal(
     s3: S3Config | None = None,
     connect_timeout: float = 10.0,
     warn: Warn = log.warning,
+    ledger: StagingLedger | None = None,
 ) -> HealReport:
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
     Raises NoBackupsFound when there is something to heal and no archive at
     all; otherwise returns a report whose ``missing`` is empty when all is well.
+    ``ledger`` (optional) records what an interrupted run left.
     """
     started = time.monotonic()
     watched = list(dict.fromkeys(collections))
+    ledger = ledger if ledger is not None else StagingLedger()
     storage = open_storage(destination, s3=s3)
     try:
         async with await Source.connect(target, connect_timeout=connect_timeout) as src:
             existing = await src.collection_names(database)
             healthy = [c for c in watched if c in existing]
             vanished = [c for c in watched if c not in existing]
-            search = _Search(storage, src, database, vanished, workers, dry_run, warn)
-            if vanished:
-                await storage.check()
-                await search.run(depth)
+            search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
+            try:
+                if vanished:
+                    await storage.check()
+                    await search.run(depth)
+            finally:
+                await shielded(ledger.finish(src))
     finally:
         if not isinstance(destination, Storage):
             await storage.aclose()
@@ -111,6 +134,7 @@ async def heal(
         bytes_fetched=search.bytes_fetched,
         dry_run=dry_run,
         duration=round(time.monotonic() - started, 3),
+        failures=search.failures,
     )
 
 
@@ -126,6 +150,7 @@ class _Search:
         workers: int,
         dry_run: bool,
         warn: Warn,
+        ledger: StagingLedger,
     ) -> None:
         self.storage = storage
         self.target = target
@@ -134,7 +159,9 @@ class _Search:
         self.workers = workers
         self.dry_run = dry_run
         self.warn = warn
+        self.ledger = ledger
         self.outcomes: list[CollectionOutcome] = []
+        self.failures: list[CollectionOutcome] = []
         self.skipped: list[SkippedArchive] = []
         self.searched: list[str] = []
         self.bytes_fetched = 0
@@ -158,42 +185,30 @@ class _Search:
         await self._try(info)
 
     async def _try(self, info: ArchiveInfo) -> None:
-        session = ArchiveSession(
-            self.storage, info, self.target, self.database, workers=self.workers
+        engine = Engine(
+            self.storage,
+            info,
+            self.target,
+            self.database,
+            workers=self.workers,
+            ledger=self.ledger,
         )
-        wanted = self._wanted
+        wanted = Selection(self.database, frozenset(self.remaining))
         try:
-            if self.dry_run:
-                outcomes = await self._plan(session, info)
-            else:
-                outcomes = await session.restore(wanted)
+            outcomes = await (engine.plan(wanted) if self.dry_run else engine.restore(wanted))
         except ArchiveError as exc:
             self._skip(info, str(exc))
             return
         finally:
-            self.bytes_fetched += session.bytes_fetched
+            self.bytes_fetched += engine.bytes_fetched
         self.searched.append(info.key)
         for outcome in outcomes:
+            if outcome.status is Status.FAILED:
+                self.warn(f"{outcome.name} not restored from {info.key}: {outcome.error}")
+                self.failures.append(outcome)
+                continue
             self.remaining.discard(outcome.name)
             self.outcomes.append(outcome)
-
-    def _wanted(self, database: str, name: str) -> bool:
-        return database == self.database and name in self.remaining
-
-    async def _plan(self, session: ArchiveSession, info: ArchiveInfo) -> list[CollectionOutcome]:
-        """What a real run would restore from this archive; touches no database."""
-        counts = {e.name: e.documents for e in session.entries(self._wanted) or []}
-        return [
-            CollectionOutcome(
-                self.database,
-                name,
-                "would restore",
-                info.key,
-                counts.get(name, 0),
-                archive_size=info.size,
-            )
-            for name in await session.holdings(self._wanted)
-        ]
 
     def _skip(self, info: ArchiveInfo, reason: str) -> None:
         self.warn(f"skipping archive {info.key}: {reason}")

@@ -1,41 +1,72 @@
 """Build a collection under a temporary name, check it, then rename it into place.
 
 A restored collection must appear complete or not at all: documents go into
-``mongosnap_tmp_<token>_<name>``, indexes are built there, counts and checksums
-are compared with what the archive promised, and only then does one
-renameCollection (without dropTarget, unless the caller asked to replace)
-make it visible. If the name was taken meanwhile, the staged copy is dropped
-and the existing collection is left alone.
+``mongosnap_tmp_<hash>_<token>`` (``<hash>`` identifies the real name, so a
+staging copy fits whatever name the server accepted and a later run still
+recognises it), indexes are built there, counts and checksums are compared
+with what the archive promised, and only then does one renameCollection
+(without dropTarget, unless the caller asked to replace) make it visible. If
+the name was taken meanwhile, the staged copy is dropped and the existing
+collection is left alone.
+
+Where the server refuses the rename (FerretDB 1.x for names holding a dot),
+the fully checked staging copy is copied into a freshly created collection of
+the real name, which is dropped again if the copy fails (docs/heal.md).
+
+Every staging collection is recorded in a StagingLedger (ledger.py) until it
+is renamed; the ledger checks at the end of a run that none is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import re
 import secrets
-from collections.abc import AsyncIterable, Coroutine
+from collections.abc import AsyncIterable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from .._aio import shielded
-from .._errors import CorruptArchive
+from .._errors import CorruptArchive, SourceError
 from ..archive.bsonstream import BsonSplitter
 from ..archive.metadata import CollectionMetadata
-from ..source import Source
+from ..source import INVALID_NAMESPACE, Source, error_code
+from .ledger import StagingLedger
+
+log = logging.getLogger("mongosnap.restore")
 
 TEMP_PREFIX = "mongosnap_tmp_"
 BATCH_BYTES = 8 << 20
 BATCH_DOCUMENTS = 1000
+SETTLE_SECONDS = 30.0
+"""How long in-flight inserts may take to end before their staging copy is dropped."""
+_HASH = 16
+_TOKEN = 6
+_NEW_STYLE = re.compile(rf"{TEMP_PREFIX}([0-9a-f]{{{_HASH}}})_[0-9a-f]{{{_TOKEN}}}")
+_OLD_STYLE = re.compile(rf"{TEMP_PREFIX}[0-9a-f]{{8}}_(.+)", re.DOTALL)
+
+Limit = Callable[[int, int], None]
+"""Called with (documents, bytes) read so far from a member; raises on excess."""
+
+
+def name_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH]
 
 
 def temp_name(name: str) -> str:
-    return f"{TEMP_PREFIX}{secrets.token_hex(4)}_{name}"
+    """A staging name of fixed length (37 characters), without a dot, for ``name``."""
+    return f"{TEMP_PREFIX}{name_hash(name)}_{secrets.token_hex(_TOKEN // 2)}"
 
 
 def is_temp_of(candidate: str, name: str) -> bool:
-    """Whether ``candidate`` is a staged copy of ``name`` (from any run)."""
-    head = len(TEMP_PREFIX) + 9
-    return candidate.startswith(TEMP_PREFIX) and candidate[head:] == name
+    """Whether ``candidate`` is a staged copy of ``name`` (from any run, any version)."""
+    new = _NEW_STYLE.fullmatch(candidate)
+    if new:
+        return new.group(1) == name_hash(name)
+    old = _OLD_STYLE.fullmatch(candidate)  # mongosnap_tmp_<8 hex>_<name>: older versions
+    return old is not None and old.group(1) == name
 
 
 async def drop_stale(target: Source, database: str, name: str) -> list[str]:
@@ -54,6 +85,25 @@ class Expected:
     bson_bytes: int | None = None
     sha256: str | None = None
 
+    def check_running(self, where: str) -> Limit:
+        """A Limit that stops at the first document or byte beyond the promise."""
+
+        def limit(documents: int, size: int) -> None:
+            if self.documents is not None and documents > self.documents:
+                raise CorruptArchive(
+                    f"{where}: more than the {self.documents} documents the manifest lists"
+                )
+            if self.bson_bytes is not None and size > self.bson_bytes:
+                raise CorruptArchive(
+                    f"{where}: more than the {self.bson_bytes} bytes the manifest lists"
+                )
+
+        return limit
+
+
+def _unlimited(documents: int, size: int) -> None:
+    return None
+
 
 class _Pool:
     """At most ``limit`` inserts in flight; the first failure is raised."""
@@ -63,8 +113,12 @@ class _Pool:
         self.pending: set[asyncio.Task[None]] = set()
 
     async def submit(self, work: Coroutine[Any, Any, None]) -> None:
-        while len(self.pending) >= self.limit:
-            await self._reap(asyncio.FIRST_COMPLETED)
+        try:
+            while len(self.pending) >= self.limit:
+                await self._reap(asyncio.FIRST_COMPLETED)
+        except BaseException:
+            work.close()  # never started: nothing was sent
+            raise
         self.pending.add(asyncio.ensure_future(work))
 
     async def drain(self) -> None:
@@ -76,47 +130,85 @@ class _Pool:
         for task in done:
             task.result()
 
-    async def cancel(self) -> None:
-        for task in self.pending:
+    async def settle(self) -> None:
+        """Let in-flight inserts end before anything is dropped.
+
+        An insert already sent is executed by the server even if we stop
+        waiting, and would re-create a collection dropped before it lands; so
+        they are awaited (for SETTLE_SECONDS at most), not cancelled.
+        """
+        if not self.pending:
+            return
+        done, late = await asyncio.wait(self.pending, timeout=SETTLE_SECONDS)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: the first failure was already raised
+        for task in late:
             task.cancel()
-        await asyncio.gather(*self.pending, return_exceptions=True)
+        if late:
+            log.warning(
+                "%d inserts still in flight after %ss; abandoned", len(late), SETTLE_SECONDS
+            )
+            await asyncio.wait(late, timeout=1.0)
         self.pending.clear()
 
 
 class StagedCollection:
     """One collection being restored; invisible under its real name until publish()."""
 
-    def __init__(self, target: Source, database: str, name: str, *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        target: Source,
+        database: str,
+        name: str,
+        *,
+        workers: int = 4,
+        ledger: StagingLedger | None = None,
+    ) -> None:
         self.target = target
         self.database = database
         self.name = name
         self.temp = temp_name(name)
         self.workers = workers
+        self.ledger = ledger if ledger is not None else StagingLedger()
         self.options: dict[str, Any] | None = None
         self.documents = 0
         self.bytes = 0
         self.indexes = 0
         self.acknowledged = 0
+        self._specs: list[dict[str, Any]] = []
         self._digest = hashlib.sha256()
-        self._created = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.database}.{self.name}"
 
     async def prepare(self, metadata: CollectionMetadata | None) -> None:
         """Create the staging collection, with the archive's options if known yet."""
         self.options = dict(metadata.options) if metadata else None
+        # Tracked before the command is sent: a create cancelled in flight may
+        # still be executed by the server.
+        self.ledger.track(self.database, self.temp)
         await self.target.create_collection(self.database, self.temp, self.options or {})
-        self._created = True
 
-    async def load(self, chunks: AsyncIterable[bytes]) -> None:
-        """Insert the documents of one ``.bson`` stream, as raw bytes, in batches."""
+    async def load(self, chunks: AsyncIterable[bytes], limit: Limit = _unlimited) -> None:
+        """Insert the documents of one ``.bson`` stream, as raw bytes, in batches.
+
+        ``limit`` sees the running totals before each batch is sent, so an
+        archive holding more than it promised stops at the first excess.
+        """
         capped = bool((self.options or {}).get("capped"))
         pool = _Pool(1 if capped else self.workers)  # a capped collection keeps its order
         splitter = BsonSplitter()
         batch: list[bytes] = []
-        size = 0
+        size = fed = 0
         try:
             async for chunk in chunks:
+                fed += len(chunk)
                 self._digest.update(chunk)
-                for document in splitter.feed(chunk):
+                documents = splitter.feed(chunk)
+                limit(splitter.documents, fed)
+                for document in documents:
                     batch.append(document)
                     size += len(document)
                     if size >= BATCH_BYTES or len(batch) >= BATCH_DOCUMENTS:
@@ -127,7 +219,7 @@ class StagedCollection:
                 await pool.submit(self._insert(batch))
             await pool.drain()
         except BaseException:
-            await pool.cancel()
+            await shielded(pool.settle())
             raise
         self.documents, self.bytes = splitter.documents, splitter.bytes
 
@@ -145,15 +237,35 @@ class StagedCollection:
     async def _recreate_with(self, options: dict[str, Any]) -> None:
         """Options can only be set at creation: copy into a new staging collection."""
         fresh = temp_name(self.name)
+        self.ledger.track(self.database, fresh)
         await self.target.create_collection(self.database, fresh, options)
+        await self._copy(self.temp, fresh)
+        old, self.temp = self.temp, fresh
+        await self.ledger.remove(self.target, self.database, old)  # the sweep checks it
+
+    async def _copy(self, source: str, target: str) -> int:
+        """Copy every document of ``source`` into ``target`` as raw bytes; how many.
+
+        Each insert runs in the pool so that an interruption waits for it to
+        land before anything is dropped.
+        """
+        copied = 0
+        pool = _Pool(1)
+
+        async def insert(documents: list[bytes]) -> None:
+            nonlocal copied
+            copied += await self.target.insert_raw(self.database, target, documents)
+
         try:
-            async for batch in self.target.raw_batches(self.database, self.temp):
-                await self.target.insert_raw(self.database, fresh, BsonSplitter().feed(batch))
+            async for batch in self.target.raw_batches(self.database, source):
+                documents = BsonSplitter().feed(batch)
+                if documents:
+                    await pool.submit(insert(documents))
+            await pool.drain()
         except BaseException:
-            await shielded(self.target.drop(self.database, fresh))
+            await shielded(pool.settle())
             raise
-        await self.target.drop(self.database, self.temp)
-        self.temp = fresh
+        return copied
 
     async def finish(self, metadata: CollectionMetadata | None, expected: Expected) -> None:
         """Build indexes and check the staged copy against the archive's promises."""
@@ -162,36 +274,82 @@ class StagedCollection:
         # whole collection on some servers (FerretDB), which doubled heal times.
         if self.acknowledged != self.documents:
             raise CorruptArchive(
-                f"{self.database}.{self.name}: {self.acknowledged} documents stored, "
-                f"{self.documents} read"
+                f"{self.where}: {self.acknowledged} documents stored, {self.documents} read"
             )
-        specs = [i for i in (metadata.indexes if metadata else []) if i.get("name") != "_id_"]
-        await self.target.create_indexes(self.database, self.temp, specs)
-        self.indexes = len(specs)
+        self._specs = index_specs(metadata)
+        await self.target.create_indexes(self.database, self.temp, self._specs)
+        self.indexes = len(self._specs)
 
     def _check(self, expected: Expected) -> None:
-        where = f"{self.database}.{self.name}"
         if expected.documents is not None and expected.documents != self.documents:
             raise CorruptArchive(
-                f"{where}: {self.documents} documents, the manifest says {expected.documents}"
+                f"{self.where}: {self.documents} documents, the manifest says {expected.documents}"
             )
         if expected.bson_bytes is not None and expected.bson_bytes != self.bytes:
             raise CorruptArchive(
-                f"{where}: {self.bytes} bytes, the manifest says {expected.bson_bytes}"
+                f"{self.where}: {self.bytes} bytes, the manifest says {expected.bson_bytes}"
             )
         if expected.sha256 is not None and expected.sha256 != self._digest.hexdigest():
-            raise CorruptArchive(f"{where}: checksum differs from the manifest")
+            raise CorruptArchive(f"{self.where}: checksum differs from the manifest")
 
     async def publish(self, *, replace: bool = False) -> bool:
         """Rename into place; False (and nothing changed) if the name is taken."""
-        if await self.target.rename(self.database, self.temp, self.name, replace=replace):
-            self._created = False
+        try:
+            renamed = await self.target.rename(self.database, self.temp, self.name, replace=replace)
+        except SourceError as exc:
+            if error_code(exc) != INVALID_NAMESPACE:
+                raise
+            log.warning(
+                "%s refuses to rename into %s: copying instead", self.target.hosts, self.where
+            )
+            return await self._publish_by_copy(replace)
+        if renamed:
+            self.ledger.forget(self.database, self.temp)
+            self.ledger.published.append(self.where)
             return True
         await self.discard()
         return False
 
+    async def _publish_by_copy(self, replace: bool) -> bool:
+        """The fallback: create the real name, copy the checked staging copy into it.
+
+        The real name is visible while the copy runs; if anything fails or the
+        run is interrupted, it is dropped again (it did not exist before).
+        """
+        if replace:
+            await self.target.drop(self.database, self.name)
+        self.ledger.track(self.database, self.name)
+        if not await self.target.create_new(self.database, self.name, self.options or {}):
+            self.ledger.forget(self.database, self.name)  # someone else's: never ours to drop
+            await self.discard()
+            return False
+        try:
+            copied = await self._copy(self.temp, self.name)
+            if copied != self.documents:
+                raise CorruptArchive(f"{self.where}: {copied} documents copied of {self.documents}")
+            await self.target.create_indexes(self.database, self.name, self._specs)
+        except BaseException:
+            await shielded(self._drop_real())
+            raise
+        self.ledger.forget(self.database, self.name)
+        self.ledger.published.append(self.where)
+        await self.discard()
+        return True
+
+    async def _drop_real(self) -> None:
+        if await self.ledger.remove(self.target, self.database, self.name):
+            self.ledger.forget(self.database, self.name)
+
     async def discard(self) -> None:
-        """Drop the staging collection, even while being cancelled."""
-        if self._created:
-            self._created = False
-            await shielded(self.target.drop(self.database, self.temp))
+        """Drop the staging collection, even while being cancelled, in bounded time."""
+        await shielded(self._drop_temp())
+
+    async def _drop_temp(self) -> None:
+        # Kept in the ledger after the drop: the sweep checks it stayed dropped.
+        if (self.database, self.temp) in self.ledger.live:
+            await self.ledger.remove(self.target, self.database, self.temp)
+
+
+def index_specs(metadata: CollectionMetadata | None) -> list[dict[str, Any]]:
+    """The indexes a restore builds: the archive's, without the server's own ``_id_``."""
+    return [i for i in (metadata.indexes if metadata else []) if i.get("name") != "_id_"]

@@ -1,0 +1,481 @@
+"""The restore engine: put chosen collections of one archive into one database.
+
+Restore and heal both call it with a Selection (which collections they want)
+and get one CollectionOutcome per collection back; ``plan()`` answers the same
+question without touching the database (dry runs).
+
+Two ways to read an archive:
+
+- with a manifest (docs/format.md), each wanted collection is fetched alone:
+  one ranged read of its two members, never the whole archive, checked against
+  the manifest's count, size and SHA-256 while it streams and before it
+  becomes visible; each collection succeeds or fails on its own;
+- without one (a legacy ``tar -czf dump`` archive), the archive is streamed
+  once; wanted collections are staged as their members pass by and become
+  visible only after the archive has been read to its end-of-archive. A fault
+  in the archive itself fails every collection staged from it.
+
+Either way a collection is built under a temporary name and renamed into
+place (staging.py), so readers see it complete or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .._errors import (
+    ArchiveError,
+    CorruptArchive,
+    MongosnapError,
+    ServerUnreachable,
+    UnsafeArchive,
+)
+from ..archive.bsonstream import BsonSplitter
+from ..archive.manifest import COMPLETE, CollectionEntry, MemberRange
+from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata, parse_metadata
+from ..archive.names import parse_member_name, unescape_collection_name
+from ..archive.reader import TarMember, read_archive
+from ..archive.tar import member_length
+from ..catalog import ArchiveInfo
+from ..codecs import get_codec
+from ..source import Source, select
+from ..storage import Storage
+from .ledger import StagingLedger
+from .staging import Expected, Limit, StagedCollection, drop_stale, index_specs
+
+log = logging.getLogger("mongosnap.restore")
+
+LEGACY_FREE_DOCUMENTS = 10_000
+LEGACY_DOCUMENTS_PER_BYTE = 2
+"""A legacy archive (no manifest) may yield at most LEGACY_FREE_DOCUMENTS plus
+this many documents per compressed byte read so far: real dumps stay below one
+document per compressed byte; a gzip of tiny repeated documents gives about 60
+(docs/heal.md, bounds)."""
+LEGACY_STEP = 16 * 1024
+"""A legacy archive is fed to the reader in slices this long, so the count of
+compressed bytes read is never far ahead of what was decompressed."""
+
+
+class Status(StrEnum):
+    """What happened to one collection."""
+
+    RESTORED = "restored"
+    EXISTS = "exists"
+    """The name exists in the target and the caller did not ask to replace it."""
+    REAPPEARED = "reappeared"
+    """An application created the name while it was being restored; left alone."""
+    FAILED = "failed"
+    """Could not be restored from this archive; ``error`` says why."""
+    WOULD_RESTORE = "would restore"
+
+
+@dataclass(frozen=True)
+class CollectionOutcome:
+    """What happened to one collection.
+
+    ``bytes_fetched`` is what was read for this collection: its own range in an
+    archive with a manifest, the whole archive (shared with the collections
+    restored alongside) for a legacy one.
+    """
+
+    database: str
+    name: str
+    status: Status
+    archive: str
+    documents: int = 0
+    indexes: int = 0
+    bytes_fetched: int = 0
+    archive_size: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which collections of one database of the archive are wanted.
+
+    ``names`` None means every name; patterns are shell-style, on names.
+    """
+
+    database: str
+    names: frozenset[str] | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def wants(self, database: str, name: str) -> bool:
+        if database != self.database or (self.names is not None and name not in self.names):
+            return False
+        return bool(select([name], self.include, self.exclude))
+
+
+@dataclass
+class _Legacy:
+    """The state of one pass over a legacy archive."""
+
+    staged: dict[str, StagedCollection] = field(default_factory=dict)
+    metadata: dict[str, CollectionMetadata] = field(default_factory=dict)
+    outcomes: list[CollectionOutcome] = field(default_factory=list)
+    documents: int = 0
+
+
+class Engine:
+    """Restores collections of one archive into one target database."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        info: ArchiveInfo,
+        target: Source,
+        to_database: str,
+        *,
+        workers: int = 4,
+        replace: bool = False,
+        ledger: StagingLedger | None = None,
+    ) -> None:
+        self.storage = storage
+        self.info = info
+        self.target = target
+        self.to_database = to_database
+        self.workers = workers
+        self.replace = replace
+        self.ledger = ledger if ledger is not None else StagingLedger()
+        self.bytes_fetched = 0
+        """Bytes read from storage by this engine, all reads together."""
+
+    def entries(self, selection: Selection) -> list[CollectionEntry] | None:
+        """The manifest's wanted entries; None when the archive has no manifest.
+
+        Views and time-series collections are left out (docs/heal.md, limits).
+        """
+        if self.info.manifest is None:
+            return None
+        found = []
+        for entry in self.info.manifest.collections:
+            if not selection.wants(entry.database, entry.name):
+                continue
+            if entry.status != COMPLETE:  # vanished during the backup: not a snapshot
+                log.info(
+                    "%s.%s is %s in %s", entry.database, entry.name, entry.status, self.info.key
+                )
+                continue
+            if entry.type != "collection":
+                log.warning("%s.%s is a %s: not restored", entry.database, entry.name, entry.type)
+                continue
+            found.append(entry)
+        return found
+
+    async def restore(self, selection: Selection) -> list[CollectionOutcome]:
+        """Restore the selected collections; one outcome each, failures included.
+
+        Raises an ArchiveError only for a fault of the whole archive (its
+        embedded manifest, or the stream of a legacy archive).
+        """
+        entries = self.entries(selection)
+        if entries is None:
+            return await self._restore_streaming(selection)
+        if entries:
+            await self.check_embedded_manifest()
+        return [await self._restore_entry(entry) for entry in entries]
+
+    async def plan(self, selection: Selection) -> list[CollectionOutcome]:
+        """What restore() would restore, with the same document and index counts.
+
+        Touches no database. Reads each collection's metadata member (one small
+        ranged read) or, for a legacy archive, the whole archive once.
+        """
+        entries = self.entries(selection)
+        if entries is None:
+            return await self._plan_streaming(selection)
+        planned = []
+        for entry in entries:
+            async with contextlib.aclosing(self._read_ranges(entry.metadata)) as members:
+                metadata = [await _metadata(m) async for m in members]
+            indexes = len(index_specs(metadata[0] if metadata else None))
+            planned.append(self._planned(entry.name, entry.documents, indexes))
+        return planned
+
+    async def check_embedded_manifest(self) -> None:
+        """CorruptArchive unless the manifest inside the archive equals the sidecar.
+
+        One small ranged read (docs/format.md, ordering rules: what a reader trusts).
+        """
+        manifest = self.info.manifest
+        assert manifest is not None
+        member = manifest.manifest
+        async with contextlib.aclosing(self._read_ranges(member)) as members:
+            found = [(m.name, await m.read(member.size)) async for m in members]
+        if found != [(member.name, manifest.to_json())]:
+            raise CorruptArchive("the manifest inside the archive differs from its sidecar")
+
+    def _read_ranges(self, *ranges: MemberRange) -> AsyncGenerator[TarMember, None]:
+        """The members of consecutive ranges, from one ranged read, bounded to their size."""
+        return read_archive(
+            self._counted(self.storage.read(self.info.key, ranges[0].offset, ranges[-1].end)),
+            codec=get_codec(self.info.codec),
+            require_end=False,
+            max_total_size=sum(member_length(r.name, r.size) for r in ranges),
+        )
+
+    # -- with a manifest: one ranged read per collection, each on its own
+
+    async def _restore_entry(self, entry: CollectionEntry) -> CollectionOutcome:
+        started = time.monotonic()
+        ranges = [entry.metadata] if entry.bson is None else [entry.metadata, entry.bson]
+        fetched = ranges[-1].end - ranges[0].offset
+        try:
+            if await self._taken(entry.name):
+                return self._outcome(entry.name, Status.EXISTS, started)
+            staged = self._stage(entry.name)
+        except MongosnapError as exc:
+            return await self._failed(entry.name, started, exc)
+        try:
+            published = await self._load_entry(entry, ranges, staged)
+        except MongosnapError as exc:
+            await staged.discard()
+            return await self._failed(entry.name, started, exc, fetched)
+        except BaseException:
+            await staged.discard()
+            raise
+        status = Status.RESTORED if published else Status.REAPPEARED
+        return self._outcome(entry.name, status, started, staged, fetched)
+
+    async def _load_entry(
+        self, entry: CollectionEntry, ranges: list[MemberRange], staged: StagedCollection
+    ) -> bool:
+        where = f"{entry.database}.{entry.name}"
+        expected = Expected(entry.documents, entry.bson_bytes, entry.sha256)
+        metadata = None
+        async with contextlib.aclosing(self._read_ranges(*ranges)) as members:
+            async for member in members:
+                if member.name == entry.metadata.name:
+                    metadata = await _metadata(member)
+                    await staged.prepare(metadata)
+                elif entry.bson is not None and member.name == entry.bson.name:
+                    if metadata is None:
+                        raise CorruptArchive(f"{member.name} comes before its metadata")
+                    if member.size != entry.bson_bytes:
+                        raise CorruptArchive(
+                            f"{where}: member holds {member.size} bytes, "
+                            f"the manifest says {entry.bson_bytes}"
+                        )
+                    await staged.load(member.chunks(), expected.check_running(where))
+                else:
+                    raise CorruptArchive(f"unexpected member {member.name!r} in the range")
+        if metadata is None:
+            raise CorruptArchive(f"{entry.metadata.name} missing from its range")
+        await staged.finish(metadata, expected)
+        return await staged.publish(replace=self.replace)
+
+    # -- without a manifest: stream the archive once
+
+    def _open_stream(self) -> AsyncGenerator[TarMember, None]:
+        return read_archive(self._counted(_sliced(self.storage.read(self.info.key))))
+
+    async def _restore_streaming(self, selection: Selection) -> list[CollectionOutcome]:
+        started = time.monotonic()
+        state = _Legacy()
+        try:
+            async with contextlib.aclosing(self._open_stream()) as members:
+                async for member in members:
+                    await self._stream_member(member, selection, state, started)
+        except BaseException:
+            for collection in state.staged.values():
+                await collection.discard()
+            raise
+        for name, collection in state.staged.items():
+            state.outcomes.append(await self._publish_streamed(name, collection, state, started))
+        return state.outcomes
+
+    async def _publish_streamed(
+        self, name: str, collection: StagedCollection, state: _Legacy, started: float
+    ) -> CollectionOutcome:
+        try:
+            await collection.finish(state.metadata.get(name), Expected())
+            published = await collection.publish(replace=self.replace)
+        except MongosnapError as exc:
+            await collection.discard()
+            return await self._failed(name, started, exc, self.bytes_fetched)
+        except BaseException:
+            await collection.discard()
+            raise
+        status = Status.RESTORED if published else Status.REAPPEARED
+        return self._outcome(name, status, started, collection, self.bytes_fetched)
+
+    async def _stream_member(
+        self, member: TarMember, selection: Selection, state: _Legacy, started: float
+    ) -> None:
+        dump = parse_member_name(member.name)
+        if dump is None:
+            return
+        name = unescape_collection_name(dump.stem)
+        if not selection.wants(dump.database, name):
+            return
+        if dump.kind == "metadata":
+            state.metadata[name] = await _metadata(member)
+            if name in state.staged:
+                await self._isolated(name, state, started, state.metadata[name])
+            return
+        if any(o.name == name for o in state.outcomes) or name in state.staged:
+            raise CorruptArchive(f"{member.name} appears twice")
+        try:
+            taken = await self._taken(name)
+        except MongosnapError as exc:
+            state.outcomes.append(await self._failed(name, started, exc))
+            return
+        if taken:
+            state.outcomes.append(self._outcome(name, Status.EXISTS, time.monotonic()))
+            return
+        state.staged[name] = self._stage(name)
+        await self._isolated(name, state, started, None, member)
+
+    async def _isolated(
+        self,
+        name: str,
+        state: _Legacy,
+        started: float,
+        late: CollectionMetadata | None,
+        member: TarMember | None = None,
+    ) -> None:
+        """Stage (or apply late options to) one collection; a server-side failure
+        fails that collection only. Archive faults end the whole pass."""
+        collection = state.staged[name]
+        try:
+            if member is None:
+                assert late is not None
+                await collection.apply_metadata(late)
+            else:
+                await collection.prepare(state.metadata.get(name))
+                await collection.load(member.chunks(), self._legacy_limit(state))
+        except ArchiveError:
+            raise
+        except MongosnapError as exc:
+            del state.staged[name]
+            await collection.discard()
+            state.outcomes.append(await self._failed(name, started, exc, self.bytes_fetched))
+
+    def _legacy_limit(self, state: _Legacy) -> Limit:
+        """Bound the documents a legacy archive can make us insert (no manifest to check)."""
+        base = state.documents
+
+        def limit(documents: int, size: int) -> None:
+            state.documents = base + documents
+            allowed = LEGACY_FREE_DOCUMENTS + LEGACY_DOCUMENTS_PER_BYTE * self.bytes_fetched
+            if state.documents > allowed:
+                raise UnsafeArchive(
+                    f"{self.info.key}: {state.documents} documents from "
+                    f"{self.bytes_fetched} compressed bytes: more than a dump holds "
+                    f"({LEGACY_FREE_DOCUMENTS} + {LEGACY_DOCUMENTS_PER_BYTE} per byte)"
+                )
+
+        return limit
+
+    async def _plan_streaming(self, selection: Selection) -> list[CollectionOutcome]:
+        counts: dict[str, int] = {}
+        indexes: dict[str, int] = {}
+        state = _Legacy()
+        async with contextlib.aclosing(self._open_stream()) as members:
+            async for member in members:
+                dump = parse_member_name(member.name)
+                if dump is None:
+                    continue
+                name = unescape_collection_name(dump.stem)
+                if not selection.wants(dump.database, name):
+                    continue
+                if dump.kind == "metadata":
+                    indexes[name] = len(index_specs(await _metadata(member)))
+                elif dump.kind == "bson":
+                    counts[name] = await _count(member, self._legacy_limit(state))
+        return [self._planned(n, c, indexes.get(n, 0)) for n, c in counts.items()]
+
+    # -- shared
+
+    def _stage(self, name: str) -> StagedCollection:
+        return StagedCollection(
+            self.target, self.to_database, name, workers=self.workers, ledger=self.ledger
+        )
+
+    async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.bytes_fetched += len(chunk)
+            yield chunk
+
+    async def _taken(self, name: str) -> bool:
+        """Whether ``name`` exists in the target (and we may not replace it).
+
+        Staged copies a killed run left for this name are dropped first.
+        """
+        await drop_stale(self.target, self.to_database, name)
+        if self.replace:
+            return False
+        return name in await self.target.collection_names(self.to_database)
+
+    async def _failed(
+        self, name: str, started: float, exc: MongosnapError, fetched: int = 0
+    ) -> CollectionOutcome:
+        """The outcome of a collection that failed; the run goes on unless the
+        server itself is gone (then every other collection would wait it out)."""
+        log.warning("%s.%s not restored from %s: %s", self.to_database, name, self.info.key, exc)
+        if isinstance(exc, ServerUnreachable):
+            await self.target.ping()  # raises when the server is really gone
+        return self._outcome(name, Status.FAILED, started, fetched=fetched, error=str(exc))
+
+    def _planned(self, name: str, documents: int, indexes: int) -> CollectionOutcome:
+        return CollectionOutcome(
+            self.to_database,
+            name,
+            Status.WOULD_RESTORE,
+            self.info.key,
+            documents,
+            indexes,
+            archive_size=self.info.size,
+        )
+
+    def _outcome(
+        self,
+        name: str,
+        status: Status,
+        started: float,
+        staged: StagedCollection | None = None,
+        fetched: int = 0,
+        error: str = "",
+    ) -> CollectionOutcome:
+        return CollectionOutcome(
+            database=self.to_database,
+            name=name,
+            status=status,
+            archive=self.info.key,
+            documents=staged.documents if staged else 0,
+            indexes=staged.indexes if staged else 0,
+            bytes_fetched=fetched,
+            archive_size=self.info.size,
+            seconds=round(time.monotonic() - started, 3),
+            error=error,
+        )
+
+
+async def _metadata(member: TarMember) -> CollectionMetadata:
+    return parse_metadata(await member.read(MAX_METADATA_BYTES), member=member.name)
+
+
+async def _count(member: TarMember, limit: Limit) -> int:
+    """The documents of a ``.bson`` member, within the same bound as a real run."""
+    splitter = BsonSplitter()
+    fed = 0
+    async for chunk in member.chunks():
+        fed += len(chunk)
+        splitter.feed(chunk)
+        limit(splitter.documents, fed)
+    splitter.close()
+    return splitter.documents
+
+
+async def _sliced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The same bytes in slices of at most LEGACY_STEP."""
+    async for chunk in chunks:
+        for pos in range(0, len(chunk), LEGACY_STEP):
+            yield chunk[pos : pos + LEGACY_STEP]
