@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -266,6 +267,16 @@ def test_kill_9_during_heal_leaves_nothing_visible_and_a_rerun_heals(
     assert not [c for c in collection_names(mongo_uri, new_database) if c.startswith(TEMP_PREFIX)]
 
 
+def _line_within(stream: Any, seconds: float) -> str:
+    """The next line of a subprocess's output, or a failure after ``seconds``."""
+    found: list[str] = []
+    reader = threading.Thread(target=lambda: found.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert found and found[0], f"no output line within {seconds}s"
+    return found[0].rstrip("\n")
+
+
 def test_watch_mode_heals_each_cycle_and_stops_on_sigterm(
     mongo_uri: str, seeded: str, tmp_path: Path
 ) -> None:
@@ -288,20 +299,25 @@ def test_watch_mode_heals_each_cycle_and_stops_on_sigterm(
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
     try:
-        time.sleep(1)
+        assert proc.stdout is not None
+        # Each cycle prints one line: wait for a healthy cycle, then drop, then
+        # wait for the cycle that restored it and one more; timing-independent.
+        lines.append(_line_within(proc.stdout, 60))
         drop(mongo_uri, seeded, "teams")
-        deadline = time.monotonic() + 30
-        while "teams" not in collection_names(mongo_uri, seeded):
-            assert time.monotonic() < deadline, "watch never healed"
-            time.sleep(0.1)
+        while not any("teams: restored" in line for line in lines):
+            lines.append(_line_within(proc.stdout, 60))
+        lines.append(_line_within(proc.stdout, 60))
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    lines = out.splitlines()
+    lines += out.splitlines()
     assert len(lines) >= 3
+    assert "present" in lines[0]
     assert any("teams: restored" in line for line in lines)
+    assert "teams" in collection_names(mongo_uri, seeded)
     assert "watch stopped" in err and "Traceback" not in err
 
 
