@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from datetime import timedelta
 from typing import Any, TextIO
 
@@ -71,6 +72,10 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     else:
         _print(report, out)
+    for decision in report.unknown:
+        print(
+            f"mongosnap: warning: kept {decision.archive.key}: {decision.unknown}", file=sys.stderr
+        )
     return 0
 
 

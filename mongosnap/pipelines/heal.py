@@ -141,7 +141,9 @@ class _Search:
 
     async def run(self, depth: int) -> None:
         seen = False
-        async with contextlib.aclosing(newest_archives(self.storage)) as archives:
+        async with contextlib.aclosing(
+            newest_archives(self.storage, database=self.database)
+        ) as archives:
             async for info in archives:
                 seen = True
                 await self._consider(info)
