@@ -9,7 +9,17 @@ from typing import Any, TextIO
 from .._errors import UsageError
 from ..display import progress_display
 from ..pipelines.backup import BackupResult, backup
-from ._common import add_output_flags, add_s3_flags, add_source_flags, interactive, s3_config
+from ._common import (
+    add_output_flags,
+    add_s3_flags,
+    add_source_flags,
+    database_name,
+    interactive,
+    s3_config,
+    whole,
+)
+
+MAX_BATCH = 2**31 - 1
 
 
 def register(commands: Any) -> None:
@@ -26,7 +36,12 @@ def register(commands: Any) -> None:
     p.add_argument("--include", action="append", default=[], metavar="PATTERN")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
-    p.add_argument("--batch-size", type=int, default=1000, help="documents per server batch")
+    p.add_argument(
+        "--batch-size",
+        type=whole(1, MAX_BATCH),
+        default=1000,
+        help="documents per server batch (default 1000)",
+    )
     add_source_flags(p)
     add_s3_flags(p)
     add_output_flags(p)
@@ -44,7 +59,7 @@ def source_and_databases(args: argparse.Namespace) -> tuple[str, list[str]]:
         source = positionals.pop(0)
     else:
         raise UsageError("missing HOST (or --uri)")
-    databases = positionals + list(args.db)
+    databases = [database_name(d) for d in positionals + list(args.db)]
     if not databases and not args.all_databases:
         raise UsageError("missing DATABASE (or --all-databases)")
     if databases and args.all_databases:

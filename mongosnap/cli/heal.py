@@ -11,7 +11,16 @@ from typing import Any, TextIO
 
 from .._errors import HealIncomplete, UsageError
 from ..pipelines.heal import DEFAULT_DEPTH, HealReport, heal
-from ._common import add_s3_flags, add_source_flags, s3_config
+from ._common import (
+    MAX_WORKERS,
+    add_s3_flags,
+    add_source_flags,
+    collection_name,
+    database_name,
+    s3_config,
+    seconds,
+    whole,
+)
 
 log = logging.getLogger("mongosnap.heal")
 
@@ -30,13 +39,18 @@ def register(commands: Any) -> None:
     p.add_argument("host", metavar="HOST", help="host[:port], or the database with --uri")
     p.add_argument("names", metavar="DATABASE COLL", nargs="+", help="database, then collections")
     p.add_argument(
-        "--depth", type=int, default=DEFAULT_DEPTH, help="newest archives to search (default 3)"
+        "--depth",
+        type=whole(1),
+        default=DEFAULT_DEPTH,
+        help="newest archives holding DATABASE to search (default 3)",
     )
     p.add_argument("--dry-run", action="store_true", help="say what would be restored, do nothing")
     p.add_argument(
-        "--interval", type=float, metavar="SECONDS", help="keep watching: heal every SECONDS"
+        "--interval", type=seconds, metavar="SECONDS", help="keep watching: heal every SECONDS"
     )
-    p.add_argument("--workers", type=int, default=4, help="concurrent insert batches")
+    p.add_argument(
+        "--workers", type=whole(1, MAX_WORKERS), default=4, help="concurrent insert batches"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     add_source_flags(p)
@@ -51,7 +65,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
         words = words[1:]
     if len(words) < 2:
         raise UsageError("give DATABASE and at least one collection to watch")
-    return (args.uri or args.host), words[0], words[1:]
+    return (args.uri or args.host), database_name(words[0]), [collection_name(w) for w in words[1:]]
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:

@@ -11,11 +11,12 @@ from typing import Any, TextIO
 
 from .._errors import UsageError
 from ..pipelines.prune import PruneReport, prune
-from ._common import add_output_flags, add_s3_flags, s3_config
+from ._common import add_output_flags, add_s3_flags, s3_config, whole
 from .list import human_size
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
+MAX_DURATION = timedelta(days=100 * 366)
 
 
 def register(commands: Any) -> None:
@@ -42,10 +43,7 @@ def register(commands: Any) -> None:
     p.set_defaults(run=run)
 
 
-def count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    return int(text)
+count = whole(0)
 
 
 def duration(text: str) -> timedelta:
@@ -53,6 +51,8 @@ def duration(text: str) -> timedelta:
     if not text or _DURATION.sub("", text):
         raise argparse.ArgumentTypeError(f"not a duration such as 30d, 12h or 1d12h: {text!r}")
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+    if seconds > MAX_DURATION.total_seconds():
+        raise argparse.ArgumentTypeError(f"longer than {MAX_DURATION.days} days: {text!r}")
     return timedelta(seconds=seconds)
 
 

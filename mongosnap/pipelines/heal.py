@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._checks import name_list
 from .._errors import ArchiveError, NoBackupsFound
 from ..catalog import ArchiveInfo, ArchiveStatus, newest_archives
 from ..source import Source
@@ -86,7 +87,7 @@ async def heal(
     all; otherwise returns a report whose ``missing`` is empty when all is well.
     """
     started = time.monotonic()
-    watched = list(dict.fromkeys(collections))
+    watched = list(dict.fromkeys(name_list(collections, "collections")))
     storage = open_storage(destination, s3=s3)
     try:
         async with await Source.connect(target, connect_timeout=connect_timeout) as src:

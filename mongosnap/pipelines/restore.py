@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._checks import name_list
 from .._errors import CollectionExists, CorruptArchive
 from ..archive.manifest import CollectionEntry, MemberRange
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata, parse_metadata
@@ -298,7 +299,7 @@ def selector(
     exclude: Sequence[str] = (),
 ) -> Wanted:
     """A Wanted for one database of the archive, by names and/or patterns."""
-    names = set(collections)
+    names = set(name_list(collections, "collections"))
 
     def wanted(db: str, name: str) -> bool:
         if db != database or (names and name not in names):
