@@ -382,8 +382,7 @@ def _open_client(source: str, connect_timeout: float) -> Any:
 
 def _check_client(source: Any) -> Any:
     """A client object given by the caller, if it is one mongosnap can drive."""
-    inner = getattr(source, "delegate", source)
-    if isinstance(inner, MongoClient):
+    if isinstance(source, MongoClient):  # (Motor wraps one, but is no MongoClient itself)
         raise UsageError("a synchronous MongoClient cannot be used: pass an AsyncMongoClient")
     if not callable(getattr(source, "list_database_names", None)):
         raise UsageError(
