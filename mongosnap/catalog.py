@@ -198,7 +198,11 @@ async def learn_databases(storage: Storage, archives: list[ArchiveInfo]) -> list
                 return replace(info, problem=f"cannot tell which databases it holds: {exc}")
         return replace(info, databases=found)
 
-    return list(await asyncio.gather(*(one(info) for info in archives)))
+    results = await asyncio.gather(*(one(info) for info in archives), return_exceptions=True)
+    for result in results:  # as in list_archives: the error itself, not a group
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, ArchiveInfo)]
 
 
 async def _scan(storage: Storage, prefix: str) -> tuple[list[ObjectInfo], set[str]]:
