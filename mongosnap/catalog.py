@@ -15,6 +15,16 @@ LEGACY      neither sidecar nor embedded manifest: a ``tar -czf`` archive
 ARCHIVED    the archive or its sidecar cannot be read now (an archive storage
             class such as Glacier or Deep Archive): never used, never deleted
 
+How much of that is known is ``sidecar`` (SidecarState): an INCOMPLETE
+archive whose sidecar could not be read, or was read but did not parse, is
+of unknown state (``known`` is False): a garbled answer or a failed read says
+nothing about the archive, so retention never deletes it. Access and bucket
+errors are not per-archive and reach the caller as themselves.
+
+``databases`` comes from the manifest; a legacy archive has none until
+learn_databases() (or newest_archives(database=...)) streams it once through
+the safe reader to see which ``dump/<db>/`` members it holds.
+
 Every read is bounded: a sidecar by the manifest size limit, the tail by
 TAIL_BYTES, and at most READ_CONCURRENCY reads run at once.
 """
@@ -29,10 +39,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 
-from ._errors import CorruptArchive, NoBackupsFound, ObjectArchived, ObjectNotFound, UsageError
+from ._errors import (
+    AccessDenied,
+    ArchiveError,
+    BucketNotFound,
+    CorruptArchive,
+    NoBackupsFound,
+    ObjectArchived,
+    ObjectNotFound,
+    StorageError,
+    UsageError,
+)
 from .archive.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, manifest_key
 from .archive.manifest import parse_archive_name as _parse_name
-from .archive.names import MANIFEST_MEMBER
+from .archive.names import MANIFEST_MEMBER, parse_member_name
+from .archive.reader import read_archive
 from .codecs import CODECS
 from .storage.base import ObjectInfo, Storage
 
@@ -65,6 +86,28 @@ class ArchiveStatus(Enum):
     ARCHIVED = "archived"
 
 
+class SidecarState(Enum):
+    """What reading an archive's sidecar manifest showed."""
+
+    MATCHES = "matches"
+    """Read, parsed, and describes this archive: COMPLETE."""
+    MISMATCH = "mismatch"
+    """Read and parsed, but names another archive, codec or size: INCOMPLETE."""
+    ABSENT = "absent"
+    """None in the listing (or gone when read): LEGACY or INCOMPLETE."""
+    UNREADABLE = "unreadable"
+    """The read failed (or, without a sidecar, reading the archive's end did)."""
+    UNPARSABLE = "unparsable"
+    """Read, but not a valid manifest (a garbled answer looks the same)."""
+
+
+_UNKNOWN = frozenset({SidecarState.UNREADABLE, SidecarState.UNPARSABLE})
+_SYSTEMIC = (AccessDenied, BucketNotFound)
+"""Errors that are the same for every object: they fail the whole listing."""
+_PASSED_ON = (*_SYSTEMIC, ObjectArchived)
+"""What classifying lets through: ObjectArchived is turned into ARCHIVED by _describe."""
+
+
 @dataclass(frozen=True)
 class ArchiveInfo:
     """One archive of a listing."""
@@ -84,11 +127,20 @@ class ArchiveInfo:
     """Why the archive is INCOMPLETE or ARCHIVED."""
     modified: datetime | None = None
     """When the storage last wrote the object, if it says."""
+    sidecar: SidecarState = SidecarState.ABSENT
+    databases: frozenset[str] | None = None
+    """The databases it holds: from the sidecar manifest (even one that does
+    not match), for a legacy archive from learn_databases(); None if unknown."""
 
     @property
     def trusted(self) -> bool:
         """True for archives a reader may use: COMPLETE or LEGACY."""
         return self.status in (ArchiveStatus.COMPLETE, ArchiveStatus.LEGACY)
+
+    @property
+    def known(self) -> bool:
+        """False when a read failed or did not parse: its state is a guess."""
+        return self.sidecar not in _UNKNOWN
 
 
 async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]:
@@ -112,18 +164,53 @@ async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]
     return sorted(found, key=lambda info: (info.created, info.key), reverse=True)
 
 
-async def newest_archives(storage: Storage, prefix: str = "") -> AsyncGenerator[ArchiveInfo, None]:
+async def newest_archives(
+    storage: Storage, prefix: str = "", *, database: str | None = None
+) -> AsyncGenerator[ArchiveInfo, None]:
     """Archives newest first, each classified only when the caller gets to it.
 
     For readers that stop early (heal's depth, ``latest``): a bucket of years of
     nightly archives costs one listing and a few sidecar reads, not thousands.
+    With ``database``, only archives that may hold it: those whose manifest
+    lists it, legacy archives holding a ``dump/<database>/`` member (streamed
+    until the first one, or to the end when there is none), and those whose
+    databases cannot be told (a damaged archive: the caller's checks judge it).
     """
     objects, sidecars = await _scan(storage, prefix)
     newest = sorted(objects, key=lambda o: (archive_time(o.key, o.modified), o.key), reverse=True)
     for obj in newest:
         info = await _describe(storage, obj, manifest_key(obj.key) in sidecars)
-        if info is not None:
+        if info is not None and (database is None or await _may_hold(storage, info, database)):
             yield info
+
+
+async def learn_databases(storage: Storage, archives: list[ArchiveInfo]) -> list[ArchiveInfo]:
+    """The archives, each legacy one with its ``databases`` filled in.
+
+    Each legacy archive is streamed once through the safe reader, to its end
+    (a download and a decompression of the whole object; nothing is kept but
+    member names), at most READ_CONCURRENCY at once. One that cannot be read
+    keeps ``databases`` None and says why in ``problem``.
+    """
+    limit = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def one(info: ArchiveInfo) -> ArchiveInfo:
+        if info.databases is not None or info.status is not ArchiveStatus.LEGACY:
+            return info
+        async with limit:
+            try:
+                found = await _legacy_databases(storage, info.key)
+            except _SYSTEMIC:
+                raise
+            except (StorageError, ArchiveError) as exc:
+                return replace(info, problem=f"cannot tell which databases it holds: {exc}")
+        return replace(info, databases=found)
+
+    results = await asyncio.gather(*(one(info) for info in archives), return_exceptions=True)
+    for result in results:  # as in list_archives: the error itself, not a group
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, ArchiveInfo)]
 
 
 async def _scan(storage: Storage, prefix: str) -> tuple[list[ObjectInfo], set[str]]:
@@ -167,6 +254,8 @@ async def resolve(storage: Storage, ref: str) -> ArchiveInfo:
         async for info in newest_archives(storage):
             if info.trusted:
                 return info
+            if info.sidecar is SidecarState.UNREADABLE:  # it may be the latest: do not guess
+                raise StorageError(f"cannot tell whether {info.key} is complete: {info.problem}")
             untrusted.append(info)
         if untrusted:
             raise NoBackupsFound(
@@ -225,21 +314,19 @@ async def _classify(
         except ObjectNotFound:
             return None
     if has_sidecar:
-        try:
-            manifest = await load_manifest(storage, obj.key)
-        except ObjectNotFound:
-            pass  # deleted since the listing: judged below like any archive without one
-        except CorruptArchive as exc:
-            return _incomplete(base, f"sidecar manifest is unusable: {exc}")
-        else:
-            problem = _mismatch(manifest, base)
-            if problem:
-                return _incomplete(base, problem)
-            return replace(base, status=ArchiveStatus.COMPLETE, manifest=manifest)
+        judged = await _judge_sidecar(storage, base)
+        if judged is not None:
+            return judged
+        # deleted since the listing: judged below like any archive without one
     try:
         embedded = await _tail_has_manifest(storage, obj)
     except ObjectNotFound:
         return None
+    except _PASSED_ON:
+        raise
+    except StorageError as exc:
+        problem = f"no sidecar manifest, and the archive's end could not be read: {exc}"
+        return _incomplete(base, problem, SidecarState.UNREADABLE)
     if embedded:
         return _incomplete(base, "no sidecar manifest, but the archive holds a mongosnap manifest")
     return base
@@ -249,6 +336,67 @@ async def _probe(storage: Storage, obj: ObjectInfo) -> None:
     async with _closing(storage.read(obj.key, 0, 1)) as chunks:
         async for _ in chunks:
             pass
+
+
+async def _judge_sidecar(storage: Storage, base: ArchiveInfo) -> ArchiveInfo | None:
+    """The archive as its sidecar shows it; None if the sidecar is gone."""
+    try:
+        manifest = Manifest.from_json(await read_sidecar(storage, base.key))
+    except ObjectNotFound:
+        return None
+    except _PASSED_ON:
+        raise
+    except StorageError as exc:
+        return _incomplete(
+            base, f"sidecar manifest could not be read: {exc}", SidecarState.UNREADABLE
+        )
+    except CorruptArchive as exc:
+        problem = f"sidecar manifest is unusable: {exc}"
+        return _incomplete(base, problem, SidecarState.UNPARSABLE)
+    databases = frozenset(manifest.databases)
+    problem = _mismatch(manifest, base)
+    if problem:
+        return replace(_incomplete(base, problem, SidecarState.MISMATCH), databases=databases)
+    return replace(
+        base,
+        status=ArchiveStatus.COMPLETE,
+        manifest=manifest,
+        sidecar=SidecarState.MATCHES,
+        databases=databases,
+    )
+
+
+async def _may_hold(storage: Storage, info: ArchiveInfo, database: str) -> bool:
+    """Whether an archive may hold ``database`` (True when it cannot be told)."""
+    if info.databases is not None:
+        return database in info.databases
+    if info.status is not ArchiveStatus.LEGACY:
+        return True
+    try:
+        return database in await _legacy_databases(storage, info.key, stop_at=database)
+    except _SYSTEMIC:
+        raise
+    except (StorageError, ArchiveError):
+        return True
+
+
+async def _legacy_databases(
+    storage: Storage, key: str, stop_at: str | None = None
+) -> frozenset[str]:
+    """The databases of the ``dump/<db>/`` members of an archive, read to its end
+    (or to the first member of ``stop_at``). Bodies are skipped, never kept."""
+    found: set[str] = set()
+    async with (
+        _closing(storage.read(key)) as chunks,
+        contextlib.aclosing(read_archive(chunks)) as members,
+    ):
+        async for member in members:
+            dump = parse_member_name(member.name)
+            if dump is not None:
+                found.add(dump.database)
+                if dump.database == stop_at:
+                    break
+    return frozenset(found)
 
 
 def _mismatch(manifest: Manifest, info: ArchiveInfo) -> str:
@@ -290,8 +438,10 @@ def _placeholder(obj: ObjectInfo) -> ArchiveInfo:
     )
 
 
-def _incomplete(info: ArchiveInfo, problem: str) -> ArchiveInfo:
-    return replace(info, status=ArchiveStatus.INCOMPLETE, problem=problem)
+def _incomplete(
+    info: ArchiveInfo, problem: str, sidecar: SidecarState = SidecarState.ABSENT
+) -> ArchiveInfo:
+    return replace(info, status=ArchiveStatus.INCOMPLETE, problem=problem, sidecar=sidecar)
 
 
 @contextlib.asynccontextmanager
@@ -309,8 +459,10 @@ __all__ = [
     "LATEST",
     "ArchiveInfo",
     "ArchiveStatus",
+    "SidecarState",
     "archive_codec",
     "archive_time",
+    "learn_databases",
     "list_archives",
     "load_manifest",
     "newest_archives",

@@ -27,7 +27,7 @@ from typing import ClassVar, cast
 import zstandard
 from isal import isal_zlib
 
-from ._errors import CorruptArchive, TruncatedArchive, UnsafeArchive
+from ._errors import CorruptArchive, TruncatedArchive, UnsafeArchive, UsageError
 
 PIECE = 256 * 1024
 """Largest piece a decompressor yields at once."""
@@ -327,11 +327,11 @@ DEFAULT_CODEC = "gzip"
 
 
 def get_codec(name: str, level: int | None = None) -> Codec:
-    """The codec called ``name`` (``gzip``, ``zstd``, ``none``); ValueError if unknown."""
+    """The codec called ``name`` (``gzip``, ``zstd``, ``none``); UsageError if unknown."""
     try:
         return CODECS[name](level)
-    except KeyError:
-        raise ValueError(f"unknown codec {name!r}; known: {', '.join(CODECS)}") from None
+    except (KeyError, TypeError):  # TypeError: an unhashable name
+        raise UsageError(f"unknown codec {name!r}; known: {', '.join(CODECS)}") from None
 
 
 def codec_for_key(key: str) -> Codec | None:

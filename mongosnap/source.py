@@ -11,7 +11,9 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import logging
+import math
 import uuid as uuidlib
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,7 @@ import bson
 from bson.binary import Binary
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from pymongo import AsyncMongoClient, InsertOne, uri_parser
+from pymongo import AsyncMongoClient, InsertOne, MongoClient, uri_parser
 from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
@@ -37,9 +39,11 @@ from ._errors import (
     UsageError,
 )
 from ._rawcursor import raw_batch_cursor
+from ._redact import redact
 
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 86400.0
 _AUTH_FAILED_CODES = frozenset({18, 13})
 _NAMESPACE_EXISTS = 48
 _NOT_IMPLEMENTED = 238
@@ -86,7 +90,12 @@ def to_uri(source: str) -> str:
     """Accept a MongoDB URI or the legacy scripts' ``host[:port]``."""
     if "://" in source:
         return source
-    if not source or any(c in source for c in "/@ "):
+    if "@" in source:  # user:password@host: never echoed, it holds a credential
+        raise UsageError(
+            "HOST takes no credentials (user:password@host): give them in --uri "
+            "mongodb://USER:PASSWORD@HOST/ (the source argument of the API)"
+        )
+    if not source or any(c in source for c in "/ "):
         raise UsageError(f"not a host[:port] or MongoDB URI: {source!r}")
     return f"mongodb://{source}/"
 
@@ -94,19 +103,15 @@ def to_uri(source: str) -> str:
 def describe_uri(uri: str) -> str:
     """The hosts of a URI, never its credentials."""
     try:
-        nodes = uri_parser.parse_uri(uri, validate=False, warn=True)["nodelist"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the client warns when it is built, if at all
+            nodes = uri_parser.parse_uri(uri, validate=False, warn=True)["nodelist"]
     except (InvalidURI, ConfigurationError, ValueError) as exc:
-        raise UsageError(f"malformed MongoDB URI: {_scrub(str(exc), uri)}") from None
+        raise UsageError(f"malformed MongoDB URI: {redact(str(exc), uri)}") from None
     return ",".join(f"{h}:{p}" for h, p in nodes) or "mongodb"
 
 
-def _scrub(message: str, uri: str) -> str:
-    """Remove a URI's userinfo from a message that may echo it."""
-    if "@" in uri and "://" in uri:
-        userinfo = uri.split("://", 1)[1].split("@", 1)[0]
-        if userinfo:
-            message = message.replace(userinfo, "***")
-    return message
+_scrub = redact  # the older name
 
 
 async def _cursor(call: Any) -> AsyncIterator[Any]:
@@ -126,20 +131,19 @@ class Source:
 
     @classmethod
     async def connect(cls, source: Any, *, connect_timeout: float = DEFAULT_TIMEOUT) -> Source:
-        """Connect and ping; ServerUnreachable within ``connect_timeout`` seconds."""
+        """Connect and ping; ServerUnreachable within ``connect_timeout`` seconds.
+
+        ``source``: a URI, ``host[:port]``, an AsyncMongoClient or a Motor
+        client; anything else, or a timeout that is not a positive number of
+        seconds, is a UsageError.
+        """
+        _check_timeout(connect_timeout)
         if isinstance(source, str):
-            uri = to_uri(source)
-            hosts = describe_uri(uri)
-            ms = int(connect_timeout * 1000)
-            try:
-                client: Any = AsyncMongoClient(
-                    uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms
-                )
-            except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
-                raise UsageError(f"bad MongoDB URI for {hosts}: {_scrub(str(exc), uri)}") from None
-            found = cls(client, hosts, owned=True)
+            found = cls(
+                _open_client(source, connect_timeout), describe_uri(to_uri(source)), owned=True
+            )
         else:
-            found = cls(source, _client_hosts(source), owned=False)
+            found = cls(_check_client(source), _client_hosts(source), owned=False)
         try:
             await found.ping()
         except BaseException:
@@ -375,6 +379,49 @@ def _spec(database: str, entry: dict[str, Any]) -> CollectionSpec:
         uuid=uuid.hex() if isinstance(uuid, Binary | bytes) else "",
         info=info,
     )
+
+
+def _check_timeout(seconds: object) -> None:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT)
+    ):
+        raise UsageError(
+            f"connect_timeout must be seconds, more than 0 and at most {MAX_TIMEOUT:g}"
+        )
+
+
+def _open_client(source: str, connect_timeout: float) -> Any:
+    """A PyMongo client for a URI or host; UsageError (credentials removed) if
+    the URI or a file it names (TLS) cannot be used."""
+    uri = to_uri(source)
+    hosts = describe_uri(uri)
+    ms = int(connect_timeout * 1000)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client: Any = AsyncMongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
+    except OSError as exc:  # a TLS file that does not exist or cannot be read
+        message = f"a file the MongoDB URI for {hosts} names cannot be read: {exc.strerror or exc}"
+        raise UsageError(redact(message, uri)) from None
+    except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
+        raise UsageError(f"bad MongoDB URI for {hosts}: {redact(str(exc), uri)}") from None
+    for warning in caught:  # they may quote an option's value
+        log.warning("MongoDB URI for %s: %s", hosts, redact(str(warning.message), uri))
+    return client
+
+
+def _check_client(source: Any) -> Any:
+    """A client object given by the caller, if it is one mongosnap can drive."""
+    if isinstance(source, MongoClient):  # (Motor wraps one, but is no MongoClient itself)
+        raise UsageError("a synchronous MongoClient cannot be used: pass an AsyncMongoClient")
+    if not callable(getattr(source, "list_database_names", None)):
+        raise UsageError(
+            "the source is a MongoDB URI, host[:port], AsyncMongoClient or Motor client,"
+            f" not {type(source).__name__}"
+        )
+    return source
 
 
 def _client_hosts(client: Any) -> str:

@@ -186,7 +186,9 @@ async def test_a_keep_rule_is_required(tmp_path: Path) -> None:
 
 
 def _info(key: str, when: datetime, status: ArchiveStatus) -> ArchiveInfo:
-    return ArchiveInfo(key, 100, when, "gzip", status, None, modified=when)
+    return ArchiveInfo(
+        key, 100, when, "gzip", status, None, modified=when, databases=frozenset({"db"})
+    )
 
 
 def test_plan_on_a_year_of_dailies() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn, TextIO
 
 from .._errors import Interrupted, MongosnapError, Terminated, UsageError, all_errors
+from .._redact import uri_secrets
 from .._version import __version__
 
 # Command modules import their pipelines (pymongo, aiobotocore, rich) only when
@@ -32,14 +33,49 @@ EXIT_INTERNAL = 70
 log = logging.getLogger("mongosnap")
 
 
+class Redactor:
+    """Removes every credential the command line holds (in a URI, a
+    ``user:password@host``, a secret URI option) from text about to be shown."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.secrets: list[str] = []
+        for arg in argv:
+            self.add(arg)
+
+    def add(self, text: str | None) -> None:
+        """Also redact the credentials of ``text`` (a URI read from a file or the environment)."""
+        if text and ("@" in text or "?" in text):
+            found = set(self.secrets) | uri_secrets(text)
+            self.secrets = sorted(found, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
 class _ParseError(Exception):
     """argparse's complaint, raised instead of exiting so --json can report it too."""
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse, raising instead of exiting, its messages (which quote arguments) redacted."""
+
+    redact: Callable[[str], str] = staticmethod(lambda text: text)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        raise _ParseError(f"{self.prog}: error: {message}")
+        raise _ParseError(f"{self.prog}: error: {_Parser.redact(message)}")
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), None
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,15 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    """-q/-v/-vv and --log-format; timestamps for long runs (watching, or -v)."""
+def _configure_logging(args: argparse.Namespace, redact: Redactor) -> None:
+    """-q/-v/-vv and --log-format; timestamps for long runs (watching, or -v);
+    every line redacted, Python warnings included."""
     verbose = int(getattr(args, "verbose", 0) or 0)
-    _logging.configure(
+    handler = _logging.configure(
         verbose=verbose,
         quiet=bool(getattr(args, "quiet", False)),
         fmt=getattr(args, "log_format", "text"),
         timestamps=getattr(args, "interval", None) is not None or verbose > 0,
     )
+    handler.addFilter(_RedactingFilter(redact))
+    logging.captureWarnings(True)
 
 
 def _aftermath(args: argparse.Namespace) -> str:
@@ -100,6 +139,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     # not list(): the `list` command module shadows the builtin in this package
     words = [*(sys.argv[1:] if argv is None else argv)]
+    redact = Redactor(words)
+    _Parser.redact = redact
     parser = build_parser()
     try:
         args = _parse(parser, words)
@@ -107,10 +148,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(exc, file=sys.stderr)
         _json_error(out, words, "UsageError", UsageError.exit_code, str(exc))
         return UsageError.exit_code
-    _configure_logging(args)
+    _configure_logging(args, redact)
     runner: Callable[[argparse.Namespace, TextIO], Awaitable[int]] = args.run
     try:
         resolve_uri(args)
+        redact.add(getattr(args, "uri", None))  # from --uri-file or $MONGOSNAP_URI too
         import asyncio  # here: half of the command line's own import time
 
         return asyncio.run(_with_signals(runner(args, out), lambda: _aftermath(args)))
@@ -119,13 +161,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         _json_error(out, words, "Interrupted", Interrupted.exit_code, "interrupted")
         return Interrupted.exit_code
     except MongosnapError as exc:
-        print(f"mongosnap: error: {exc}", file=sys.stderr)
-        _json_error(out, words, type(exc).__name__, exc.exit_code, str(exc))
+        message = redact(str(exc))
+        print(f"mongosnap: error: {message}", file=sys.stderr)
+        _json_error(out, words, type(exc).__name__, exc.exit_code, message)
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line, trace only on request
         if os.environ.get("MONGOSNAP_DEBUG"):
             raise
-        message = f"{type(exc).__name__}: {exc}"
+        message = f"{type(exc).__name__}: {redact(str(exc))}"
         print(
             f"mongosnap: internal error: {message} (set MONGOSNAP_DEBUG=1 for a traceback)",
             file=sys.stderr,

@@ -6,11 +6,12 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
@@ -23,34 +24,104 @@ URI_ENV = "MONGOSNAP_URI"
 
 log = logging.getLogger("mongosnap.cli")
 
+MAX_SECONDS = 86400.0
+MAX_PART_MIB = 5 * 1024
+MAX_WORKERS = 256
+_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_STORAGE_CLASS = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_FLAGS = {
+    "endpoint_url": "--endpoint-url",
+    "region": "--region",
+    "profile": "--profile",
+    "addressing_style": "--addressing-style",
+    "sse_kms_key_id": "--sse-kms-key-id",
+    "sse": "--sse",
+    "storage_class": "--storage-class",
+    "checksum": "--checksum",
+    "part_size": "--part-size",
+}
+
 
 def add_s3_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("S3 (standard AWS variables and profiles also apply)")
     group.add_argument("--endpoint-url", help="S3-compatible endpoint (or AWS_ENDPOINT_URL_S3)")
-    group.add_argument("--region", help="bucket region")
-    group.add_argument("--profile", help="AWS profile from the shared config files")
+    group.add_argument("--region", type=region, help="bucket region")
+    group.add_argument("--profile", type=nonempty, help="AWS profile from the shared config files")
     group.add_argument(
         "--addressing-style", choices=["auto", "path", "virtual"], help="bucket addressing"
     )
     group.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
     group.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms")
-    group.add_argument("--storage-class", help="e.g. STANDARD_IA, GLACIER_IR")
+    group.add_argument("--storage-class", type=storage_class, help="e.g. STANDARD_IA, GLACIER_IR")
     group.add_argument(
         "--checksum",
         choices=["when_supported", "when_required"],
         help="request checksums; default when_required with --endpoint-url, else when_supported",
     )
-    group.add_argument("--part-size", type=mebibytes, help="first multipart part size in MiB")
+    group.add_argument(
+        "--part-size",
+        type=mebibytes,
+        help=f"first multipart part size in MiB (5 to {MAX_PART_MIB})",
+    )
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (to ``high``)."""
+    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {span}, not {text!r}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: seconds, more than 0 and at most a day (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected seconds, more than 0 and at most {MAX_SECONDS:g}, not {text!r}"
+        )
+    return value
 
 
 def mebibytes(text: str) -> int:
+    """An argparse type: an S3 part size in MiB, 5 to 5120, as bytes."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r}") from None
-    if value < 5:
-        raise argparse.ArgumentTypeError("S3 parts are at least 5 MiB")
-    return value * 1024 * 1024
+        return whole(5, MAX_PART_MIB)(text) * 1024 * 1024
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"S3 parts are 5 to {MAX_PART_MIB} MiB (5 GiB); not {text!r}"
+        ) from None
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("may not be empty")
+    return text
+
+
+def region(text: str) -> str:
+    if not _REGION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a region name such as eu-west-1: {text!r}")
+    return text
+
+
+def storage_class(text: str) -> str:
+    if not _STORAGE_CLASS.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"not a storage class name such as STANDARD_IA (upper case): {text!r}"
+        )
+    return text
 
 
 def s3_config(args: argparse.Namespace) -> S3Config:
@@ -68,7 +139,18 @@ def s3_config(args: argparse.Namespace) -> S3Config:
         "checksum": args.checksum,
         "part_size": args.part_size,
     }
-    return S3Config(**{k: v for k, v in fields.items() if v is not None})
+    if args.sse_kms_key_id is not None and args.sse != "aws:kms":
+        raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+    try:
+        return S3Config(**{k: v for k, v in fields.items() if v is not None})
+    except UsageError as exc:  # S3Config speaks of its fields: name the flags
+        raise UsageError(flag_names(str(exc))) from None
+
+
+def flag_names(message: str) -> str:
+    """A message about S3Config fields, with the CLI flags' names instead."""
+    message = message.replace("sse='aws:kms'", "--sse aws:kms")
+    return re.sub(r"\b(" + "|".join(_FLAGS) + r")\b", lambda m: _FLAGS[m.group(1)], message)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -91,11 +173,27 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
-        help="give up on an unreachable server after this long (default 10)",
+        help="give up on an unreachable server after this long (default 10, at most a day)",
     )
+
+
+def database_name(text: str) -> str:
+    """A MongoDB database name, checked before any server is asked."""
+    bad = sorted(set(text) & set('/\\. "$\0'))
+    if not text or bad or len(text.encode()) > 63:
+        raise UsageError(
+            f'{text!r} is not a database name (1 to 63 bytes, none of / \\ . space " $)'
+        )
+    return text
+
+
+def collection_name(text: str) -> str:
+    if not text or "\0" in text or text.startswith("$"):
+        raise UsageError(f"{text!r} is not a collection name")
+    return text
 
 
 def interactive(args: argparse.Namespace) -> bool:

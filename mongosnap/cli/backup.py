@@ -13,9 +13,11 @@ from ._common import (
     add_output_flags,
     add_s3_flags,
     add_source_flags,
+    database_name,
     interactive,
     observed,
     s3_config,
+    whole,
     write_json,
 )
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from ..pipelines.backup import BackupResult
 
 log = logging.getLogger("mongosnap.backup")
+MAX_BATCH = 2**31 - 1
 
 
 def register(commands: Any) -> None:
@@ -39,7 +42,12 @@ def register(commands: Any) -> None:
     p.add_argument("--include", action="append", default=[], metavar="PATTERN")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
-    p.add_argument("--batch-size", type=int, default=1000, help="documents per server batch")
+    p.add_argument(
+        "--batch-size",
+        type=whole(1, MAX_BATCH),
+        default=1000,
+        help="documents per server batch (default 1000)",
+    )
     p.add_argument(
         "--oplog",
         action="store_true",
@@ -64,7 +72,7 @@ def source_and_databases(args: argparse.Namespace) -> tuple[str, list[str]]:
         source = positionals.pop(0)
     else:
         raise UsageError("missing HOST (or --uri)")
-    databases = positionals + list(args.db)
+    databases = [database_name(d) for d in positionals + list(args.db)]
     if not databases and not args.all_databases:
         raise UsageError("missing DATABASE (or --all-databases)")
     if databases and args.all_databases:

@@ -10,12 +10,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import HealIncomplete, PartialFailure, UsageError
 from ._common import (
+    MAX_WORKERS,
     add_metrics_flags,
     add_output_flags,
     add_s3_flags,
     add_source_flags,
+    collection_name,
+    database_name,
     observed,
     s3_config,
+    seconds,
+    whole,
     write_json,
     write_metrics,
 )
@@ -41,12 +46,18 @@ def register(commands: Any) -> None:
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     p.add_argument("host", metavar="HOST", help="host[:port], or the database with --uri")
     p.add_argument("names", metavar="DATABASE COLL", nargs="+", help="database, then collections")
-    p.add_argument("--depth", type=int, help="newest archives to search (default 3)")
+    p.add_argument(
+        "--depth",
+        type=whole(1),
+        help="newest archives holding DATABASE to search (default 3)",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would be restored, do nothing")
     p.add_argument(
-        "--interval", type=float, metavar="SECONDS", help="keep watching: heal every SECONDS"
+        "--interval", type=seconds, metavar="SECONDS", help="keep watching: heal every SECONDS"
     )
-    p.add_argument("--workers", type=int, default=4, help="concurrent insert batches")
+    p.add_argument(
+        "--workers", type=whole(1, MAX_WORKERS), default=4, help="concurrent insert batches"
+    )
     add_source_flags(p)
     add_s3_flags(p)
     add_output_flags(p)
@@ -61,7 +72,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
         words = words[1:]
     if len(words) < 2:
         raise UsageError("give DATABASE and at least one collection to watch")
-    return (args.uri or args.host), words[0], words[1:]
+    return (args.uri or args.host), database_name(words[0]), [collection_name(w) for w in words[1:]]
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:

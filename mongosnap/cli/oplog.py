@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ._common import add_output_flags, add_s3_flags, add_source_flags, s3_config
+from ._common import add_output_flags, add_s3_flags, add_source_flags, s3_config, seconds, whole
 
 if TYPE_CHECKING:
     from ..oplog.chunks import Coverage
@@ -32,13 +32,17 @@ def register(commands: Any) -> None:
     p.add_argument("--list", action="store_true", help="show covered spans and gaps, then exit")
     p.add_argument(
         "--interval",
-        type=float,
+        type=seconds,
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
         help="write a chunk at least this often while entries come (default 60)",
     )
     p.add_argument(
-        "--chunk-size", type=int, default=16, metavar="MIB", help="or once this much (default 16)"
+        "--chunk-size",
+        type=whole(1, 4096),
+        default=16,
+        metavar="MIB",
+        help="or once this much (default 16, at most 4096)",
     )
     p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
     p.add_argument(

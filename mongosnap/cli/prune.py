@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -15,6 +16,7 @@ from ._common import (
     add_s3_flags,
     observed,
     s3_config,
+    whole,
     write_json,
 )
 from .list import human_size
@@ -26,6 +28,7 @@ log = logging.getLogger("mongosnap.prune")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
+MAX_DURATION = timedelta(days=100 * 366)
 
 
 def register(commands: Any) -> None:
@@ -53,10 +56,7 @@ def register(commands: Any) -> None:
     p.set_defaults(run=run)
 
 
-def count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    return int(text)
+count = whole(0)
 
 
 def duration(text: str) -> timedelta:
@@ -64,6 +64,8 @@ def duration(text: str) -> timedelta:
     if not text or _DURATION.sub("", text):
         raise argparse.ArgumentTypeError(f"not a duration such as 30d, 12h or 1d12h: {text!r}")
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+    if seconds > MAX_DURATION.total_seconds():
+        raise argparse.ArgumentTypeError(f"longer than {MAX_DURATION.days} days: {text!r}")
     return timedelta(seconds=seconds)
 
 
@@ -88,6 +90,10 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         write_json(report.to_dict(), out)
     else:
         _print(report, out)
+    for decision in report.unknown:
+        print(
+            f"mongosnap: warning: kept {decision.archive.key}: {decision.unknown}", file=sys.stderr
+        )
     return 0
 
 

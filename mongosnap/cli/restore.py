@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import CollectionExists, MongosnapError, PartialFailure, UsageError
-from ._common import add_s3_flags, add_source_flags, s3_config
+from ._common import (
+    MAX_WORKERS,
+    add_s3_flags,
+    add_source_flags,
+    collection_name,
+    database_name,
+    s3_config,
+    whole,
+)
 
 if TYPE_CHECKING:
     from ..pipelines.ledger import StagingLedger
@@ -36,7 +44,9 @@ def register(commands: Any) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--to-database", metavar="NAME", help="restore under another database name")
     p.add_argument("--drop", action="store_true", help="replace existing collections")
-    p.add_argument("--workers", type=int, default=4, help="concurrent insert batches")
+    p.add_argument(
+        "--workers", type=whole(1, MAX_WORKERS), default=4, help="concurrent insert batches"
+    )
     p.add_argument(
         "--allow-incomplete",
         action="store_true",
@@ -55,7 +65,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
         words.insert(0, args.uri)
     if len(words) != 2:
         raise UsageError("give HOST (or --uri) and DATABASE")
-    return words[0], words[1]
+    return words[0], database_name(words[1])
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -64,8 +74,10 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..pipelines.ledger import StagingLedger
 
     source, database = _target(args)
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
+    if args.to_database is not None:
+        database_name(args.to_database)
+    for name in args.collection:
+        collection_name(name)
     ledger = StagingLedger()
     args.aftermath = ledger.report  # what an interruption says it did and left
     with ledger_in_errors(ledger):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._aio import shielded
+from .._checks import name_list
 from .._errors import ArchiveError, NoBackupsFound
 from ..catalog import ArchiveInfo, newest_archives
 from ..source import Source
@@ -105,7 +106,7 @@ async def heal(
     ``ledger`` (optional) records what an interrupted run left.
     """
     started = time.monotonic()
-    watched = list(dict.fromkeys(collections))
+    watched = list(dict.fromkeys(name_list(collections, "collections")))
     ledger = ledger if ledger is not None else StagingLedger()
     storage = open_storage(destination, s3=s3)
     try:
@@ -168,7 +169,9 @@ class _Search:
 
     async def run(self, depth: int) -> None:
         seen = False
-        async with contextlib.aclosing(newest_archives(self.storage)) as archives:
+        async with contextlib.aclosing(
+            newest_archives(self.storage, database=self.database)
+        ) as archives:
             async for info in archives:
                 seen = True
                 await self._consider(info)

@@ -1,18 +1,28 @@
 """Retention: delete the archives no keep rule asks for.
 
-COMPLETE and LEGACY archives are kept when any rule keeps them:
+The rules apply per database: for each database, to the COMPLETE and LEGACY
+archives that hold it, newest first:
 
 ``keep_last``    the N newest
-``keep_within``  those created within that long of the newest archive (not of
-                 the clock, so a backup job that stopped never lets prune
-                 empty the destination)
+``keep_within``  those created within that long of the database's newest
+                 archive (not of the clock, so a backup job that stopped never
+                 lets prune empty the destination)
 ``keep_daily``   the newest of each of the N most recent days that have one (UTC)
 
-and the newest COMPLETE archive is never deleted, whatever the rules say.
-INCOMPLETE archives older than the newest COMPLETE one are deleted (debris of
-failed writes or interrupted deletions) once the storage last wrote them more
-than ``incomplete_grace`` ago: a backup that started earlier may be storing
-its sidecar right now. Newer INCOMPLETE ones are left alone.
+and each database's newest COMPLETE archive is never deleted, whatever the
+rules say. An archive is kept when any of its databases' rules keeps it, so
+an archive of database A never stands in for a copy of database B.
+Archives in which no database is found form one group of their own.
+
+Only an archive whose state is known may be deleted. One whose sidecar could
+not be read or did not parse, or a legacy archive whose databases could not
+be learned, is kept and reported (``PruneReport.unknown``). INCOMPLETE
+archives of known state (a sidecar that names another archive or size, or
+none at all) are deleted when they are older than the newest COMPLETE
+archive of each of their databases (of every database, when theirs are not
+known: debris of failed writes or interrupted deletions) and the storage last
+wrote them more than ``incomplete_grace`` ago: a backup that started earlier
+may be storing its sidecar right now. Other INCOMPLETE ones are left alone.
 
 Deleting runs writing backwards (docs/format.md, section 2): the sidecar goes
 first, so the archive stops being trusted, then the archive. An interruption
@@ -21,18 +31,20 @@ in between leaves an INCOMPLETE archive, which the next run deletes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .._errors import UsageError
 from ..archive.manifest import manifest_key
-from ..catalog import ArchiveInfo, ArchiveStatus, list_archives
+from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives
 from ..storage import S3Config, Storage, open_storage
 from .uploads import abort_stale_uploads
 
 INCOMPLETE_GRACE = timedelta(hours=1)
+NO_DATABASE = ""
+"""The group of archives in which no database was found."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +54,24 @@ class PruneDecision:
     archive: ArchiveInfo
     keep: bool
     reasons: tuple[str, ...]
+    kept_for: tuple[str, ...] = ()
+    """The databases whose rules keep it."""
+    unknown: str = ""
+    """Why its state is unknown (it is kept); empty when it is known."""
 
     def to_dict(self) -> dict[str, Any]:
+        databases = self.archive.databases
         return {
             "key": self.archive.key,
             "created": self.archive.created.isoformat(),
             "size": self.archive.size,
             "status": self.archive.status.value,
+            "sidecar": self.archive.sidecar.value,
+            "databases": None if databases is None else sorted(databases),
             "keep": self.keep,
             "reasons": list(self.reasons),
+            "kept_for": list(self.kept_for),
+            "unknown": self.unknown or None,
         }
 
 
@@ -73,6 +94,11 @@ class PruneReport:
         return [d.archive for d in self.decisions if not d.keep]
 
     @property
+    def unknown(self) -> list[PruneDecision]:
+        """Archives kept because their state could not be told (to report)."""
+        return [d for d in self.decisions if d.unknown]
+
+    @property
     def bytes_freed(self) -> int:
         return sum(a.size for a in self.deleted)
 
@@ -82,6 +108,7 @@ class PruneReport:
             "dry_run": self.dry_run,
             "kept": len(self.kept),
             "deleted": len(self.deleted),
+            "unknown": len(self.unknown),
             "bytes_freed": self.bytes_freed,
             "archives": [d.to_dict() for d in self.decisions],
             "stale_uploads_aborted": self.stale_uploads_aborted,
@@ -106,7 +133,7 @@ async def prune(
     storage = open_storage(destination, s3=s3)
     try:
         aborted = 0 if dry_run else await abort_stale_uploads(storage)
-        archives = await list_archives(storage)
+        archives = await learn_databases(storage, await list_archives(storage))
         now = datetime.now(UTC)
         decisions = plan(archives, keep_last, keep_within, keep_daily, now - incomplete_grace)
         if not dry_run:
@@ -128,24 +155,26 @@ def plan(
 ) -> list[PruneDecision]:
     """The decision for each archive (newest first); nothing is deleted here.
 
-    INCOMPLETE archives are deleted only if the storage wrote them before
-    ``written_before``.
+    Rules apply per database (``ArchiveInfo.databases``); INCOMPLETE archives
+    are deleted only if the storage wrote them before ``written_before``.
     """
     ordered = sorted(archives, key=lambda a: (a.created, a.key), reverse=True)
-    trusted = [a for a in ordered if a.trusted]
-    reasons: dict[str, list[str]] = {a.key: [] for a in ordered}
-    for info in trusted[: keep_last or 0]:
-        reasons[info.key].append("keep-last")
-    if keep_within is not None and trusted:
-        for info in trusted:
-            if info.created >= trusted[0].created - keep_within:
-                reasons[info.key].append("keep-within")
-    for info in _daily(trusted, keep_daily or 0):
-        reasons[info.key].append("keep-daily")
-    newest = next((a for a in ordered if a.status is ArchiveStatus.COMPLETE), None)
-    if newest is not None:
-        reasons[newest.key].append("newest complete")
-    return [_decide(info, reasons[info.key], newest, written_before) for info in ordered]
+    reasons: dict[str, dict[str, None]] = {a.key: {} for a in ordered}
+    kept_for: dict[str, dict[str, None]] = {a.key: {} for a in ordered}
+    newest: dict[str, ArchiveInfo] = {}
+    for database, group in _by_database(ordered).items():
+        for rule, info in _rules(group, keep_last, keep_within, keep_daily):
+            reasons[info.key][rule] = None
+            kept_for[info.key][database] = None
+        complete = next((a for a in group if a.status is ArchiveStatus.COMPLETE), None)
+        if complete is not None:
+            newest[database] = complete
+            reasons[complete.key]["newest complete"] = None
+            kept_for[complete.key][database] = None
+    return [
+        _decide(info, tuple(reasons[info.key]), tuple(kept_for[info.key]), newest, written_before)
+        for info in ordered
+    ]
 
 
 async def delete_archive(storage: Storage, info: ArchiveInfo) -> None:
@@ -168,6 +197,34 @@ def _check_rules(
         raise UsageError("keep_within may not be negative")
 
 
+def _by_database(ordered: list[ArchiveInfo]) -> dict[str, list[ArchiveInfo]]:
+    """Each database's COMPLETE and LEGACY archives (known ones only), newest first."""
+    groups: dict[str, list[ArchiveInfo]] = {}
+    for info in ordered:
+        if not info.trusted or info.databases is None:  # never INCOMPLETE or ARCHIVED
+            continue
+        for database in sorted(info.databases) or [NO_DATABASE]:
+            groups.setdefault(database, []).append(info)
+    return groups
+
+
+def _rules(
+    group: list[ArchiveInfo],
+    keep_last: int | None,
+    keep_within: timedelta | None,
+    keep_daily: int | None,
+) -> Iterator[tuple[str, ArchiveInfo]]:
+    """(rule, archive) for each archive of one database's group a rule keeps."""
+    for info in group[: keep_last or 0]:
+        yield "keep-last", info
+    if keep_within is not None and group:
+        for info in group:
+            if info.created >= group[0].created - keep_within:
+                yield "keep-within", info
+    for info in _daily(group, keep_daily or 0):
+        yield "keep-daily", info
+
+
 def _daily(trusted: Iterable[ArchiveInfo], days: int) -> list[ArchiveInfo]:
     """The newest archive of each of the ``days`` most recent days that have one."""
     picked: dict[date, ArchiveInfo] = {}
@@ -181,17 +238,49 @@ def _daily(trusted: Iterable[ArchiveInfo], days: int) -> list[ArchiveInfo]:
 
 
 def _decide(
-    info: ArchiveInfo, keep: list[str], newest: ArchiveInfo | None, written_before: datetime
+    info: ArchiveInfo,
+    keep: tuple[str, ...],
+    kept_for: tuple[str, ...],
+    newest: dict[str, ArchiveInfo],
+    written_before: datetime,
 ) -> PruneDecision:
     if info.status is ArchiveStatus.ARCHIVED:
         return PruneDecision(info, True, ("archived: cannot be read now, never deleted",))
+    if not info.known:
+        return _unknown(info, "its state is unknown")
     if info.status is not ArchiveStatus.INCOMPLETE:
-        return PruneDecision(info, bool(keep), tuple(keep) or ("no keep rule matches",))
-    if newest is None or (info.created, info.key) > (newest.created, newest.key):
+        if info.databases is None:
+            return _unknown(info, "its databases are unknown")
+        return PruneDecision(info, bool(keep), keep or ("no keep rule matches",), kept_for)
+    if not _older_than_complete(info, newest):
         return PruneDecision(info, True, ("incomplete, newer than the newest complete archive",))
     if info.modified is not None and info.modified > written_before:
         return PruneDecision(info, True, ("incomplete, written too recently to judge",))
     return PruneDecision(info, False, ("incomplete, older than the newest complete archive",))
 
 
-__all__ = ["INCOMPLETE_GRACE", "PruneDecision", "PruneReport", "delete_archive", "plan", "prune"]
+def _unknown(info: ArchiveInfo, what: str) -> PruneDecision:
+    return PruneDecision(info, True, (f"kept: {what}",), unknown=info.problem or what)
+
+
+def _older_than_complete(info: ArchiveInfo, newest: dict[str, ArchiveInfo]) -> bool:
+    """Whether a newer COMPLETE archive exists for each of its databases (for
+    every database when it is not known which it holds)."""
+    databases = info.databases or newest.keys()
+    if not databases:
+        return False
+    return all(
+        d in newest and (info.created, info.key) < (newest[d].created, newest[d].key)
+        for d in databases
+    )
+
+
+__all__ = [
+    "INCOMPLETE_GRACE",
+    "NO_DATABASE",
+    "PruneDecision",
+    "PruneReport",
+    "delete_archive",
+    "plan",
+    "prune",
+]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._aio import shielded
+from .._checks import name_list
 from .._errors import ArchiveError, CollectionExists
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..source import Source
@@ -51,7 +52,7 @@ def selection(
     exclude: Sequence[str] = (),
 ) -> Selection:
     """The collections of one database of the archive, by names and/or patterns."""
-    names = frozenset(collections) if collections else None
+    names = frozenset(name_list(collections, "collections")) or None
     return Selection(database, names, tuple(include), tuple(exclude))
 
 

@@ -3,6 +3,7 @@
 open_storage("s3://bucket/prefix")     S3Storage (config from S3Config)
 open_storage("file:///srv/backups")    LocalStorage
 open_storage("/srv/backups")           LocalStorage
+open_storage("./name:with-colon")      LocalStorage (a bare ``word:`` prefix is refused)
 open_storage("memory://name")          MemoryStorage, shared per name
 open_storage(storage)                  the storage itself
 """
@@ -10,6 +11,7 @@ open_storage(storage)                  the storage itself
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import unquote, urlsplit
 
 from .._errors import UsageError
@@ -31,6 +33,9 @@ __all__ = [
 ]
 
 _SCHEMES = "s3://bucket[/prefix], file:///absolute/path, memory://name or a plain path"
+_SUPPORTED = ("s3", "file", "memory")
+_WORD_COLON = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+"""What a URL scheme looks like: a local path never starts so (write ./name:x)."""
 
 
 def open_storage(
@@ -49,9 +54,14 @@ def open_storage(
         raise UsageError(f"a destination is a string or a path, not {type(destination).__name__}")
     if not destination:
         raise UsageError(f"empty destination: expected {_SCHEMES}")
-    if "://" not in destination:
+    if not _WORD_COLON.match(destination):
         return LocalStorage(destination)
-    scheme = destination.split("://", 1)[0].lower()
+    scheme, _, rest = destination.partition(":")
+    if scheme not in _SUPPORTED or not rest.startswith("//"):
+        raise UsageError(
+            f"unsupported destination {_shown(scheme, rest)!r}: expected {_SCHEMES}"
+            " (schemes in lower case; a directory whose name holds ':' is ./NAME)"
+        )
     parts = urlsplit(destination)
     if parts.query or parts.fragment:
         raise UsageError(f"destination {scheme}://... may not carry a query or a fragment")
@@ -67,7 +77,13 @@ def open_storage(
         if not parts.netloc or parts.path.strip("/"):
             raise UsageError("memory destinations are memory://name")
         return MemoryStorage.shared(parts.netloc)
-    raise UsageError(f"unsupported destination scheme {scheme + '://'!r}: expected {_SCHEMES}")
+    raise AssertionError(f"unhandled scheme {scheme}")
+
+
+def _shown(scheme: str, rest: str) -> str:
+    """How a rejected destination is named: its scheme and separator, never
+    the rest (it may hold credentials)."""
+    return scheme + ":" + ("//" if rest.startswith("//") else rest[:1] if rest[:1] == "/" else "")
 
 
 def _s3(bucket: str, path: str, config: S3Config | None) -> S3Storage:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import zstandard
 
-from mongosnap import CorruptArchive, TruncatedArchive, UnsafeArchive
+from mongosnap import CorruptArchive, TruncatedArchive, UnsafeArchive, UsageError
 from mongosnap.codecs import CODECS, PIECE, codec_for_key, detect, get_codec
 
 SIZES = [0, 1, 511, 512, 1536, 65534, 65535, 65536, 131071, 131072, 131073, 300_000]
@@ -143,7 +143,7 @@ def test_detect_and_registry() -> None:
     assert detect(plain_tar).name == "none"
     with pytest.raises(CorruptArchive):
         detect(b"PK\x03\x04 a zip file")
-    with pytest.raises(ValueError, match="unknown codec"):
+    with pytest.raises(UsageError, match="unknown codec"):
         get_codec("lz4")
     assert get_codec("zstd", 9).level == 9
     assert get_codec("gzip").level == 2 and get_codec("zstd").level == 3

@@ -3,11 +3,14 @@
     faulty = await FaultyClient.install(storage, fail_part=3)
 
 replaces the storage's client; every call not overridden here goes through.
+``garble_reads`` / ``fail_reads`` (predicates on the object key) make a
+GetObject answer 200 with a garbled body of the right length, or fail with 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -33,8 +36,12 @@ class FaultyClient:
         fail_part: int | None = None,
         part_delay: float = 0.0,
         reject_if_none_match: bool = False,
+        garble_reads: Callable[[str], bool] | None = None,
+        fail_reads: Callable[[str], bool] | None = None,
     ) -> None:
         self._client = client
+        self.garble_reads = garble_reads
+        self.fail_reads = fail_reads
         self.fail_part = fail_part
         self.part_delay = part_delay
         self.reject_if_none_match = reject_if_none_match
@@ -77,7 +84,35 @@ class FaultyClient:
         self.calls.append("complete_multipart_upload")
         return await self._client.complete_multipart_upload(**kwargs)
 
+    async def get_object(self, **kwargs: Any) -> Any:
+        key = kwargs["Key"]
+        if self.fail_reads is not None and self.fail_reads(key):
+            self.calls.append("get_object failed")
+            raise client_error("InternalError", 500, "GetObject")
+        response = await self._client.get_object(**kwargs)
+        if self.garble_reads is not None and self.garble_reads(key):
+            self.calls.append("get_object garbled")
+            response["Body"] = GarbledBody(response["Body"])
+        return response
+
     def _check_condition(self, kwargs: dict[str, Any], operation: str) -> None:
         if self.reject_if_none_match and "IfNoneMatch" in kwargs:
             self.calls.append(f"{operation} rejected")
             raise client_error("NotImplemented", 501, operation)
+
+
+class GarbledBody:
+    """A response body whose bytes arrive flipped: same length, not the data."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    async def __aenter__(self) -> GarbledBody:
+        await self._body.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> Any:
+        return await self._body.__aexit__(*exc)
+
+    async def read(self, *args: Any) -> bytes:
+        return bytes(b ^ 0x5A for b in await self._body.read(*args))

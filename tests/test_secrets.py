@@ -1,0 +1,121 @@
+"""A canary password through every command's error paths: it never shows.
+
+Every form a credential can take on the command line (HOST as
+``user:password@host``, a URI's userinfo plain or percent-encoded, the URI
+options ``authMechanismProperties`` and ``tlsCertificateKeyFilePassword``, a
+misplaced argument, an S3 URL or endpoint with credentials) is run against
+the real test bed with wrong passwords, unreachable hosts and malformed URIs,
+with and without ``--json`` and ``-v``; stdout and stderr are searched for
+the canary as written, percent-encoded and in its distinctive core.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+from helpers import run_cli, seed
+
+CORE = "Cn4ryZq"
+CANARY = CORE + "/Pa:ss@w0rd"
+ENCODED = quote(CANARY, safe="")
+FORMS = {CANARY, ENCODED, quote_plus(CANARY), ENCODED.lower(), CORE, "Pa:ss@w0rd"}
+
+
+def assert_no_canary(done: object, what: list[str]) -> None:
+    out = getattr(done, "stdout", "") + getattr(done, "stderr", "")
+    for form in FORMS:
+        assert form not in out, f"{form!r} printed by {what}:\n{out}"
+
+
+def source_forms(mongo_uri: str, mongo_auth_uri: str) -> dict[str, tuple[list[str], set[int]]]:
+    """How each command gets its source: argument list, and the exit codes that
+    show the intended error path was taken."""
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+    auth_host = mongo_auth_uri.rsplit("@", 1)[1].rstrip("/")
+    user = mongo_auth_uri.split("://", 1)[1].split(":", 1)[0]
+    return {
+        "host with password": ([f"admin:{ENCODED}@{host}"], {2}),
+        "host with plain password": ([f"admin:{CORE}@{host}"], {2}),
+        "wrong password": (["--uri", f"mongodb://{user}:{ENCODED}@{auth_host}/"], {12}),
+        "unreachable": (["--uri", f"mongodb://admin:{ENCODED}@127.0.0.1:1/"], {11}),
+        "malformed port": (["--uri", f"mongodb://admin:{ENCODED}@{host}:port/"], {2}),
+        "unescaped password": (["--uri", f"mongodb://admin:{CANARY}@{host}/"], {2}),
+        "aws session token": (
+            [
+                "--uri",
+                f"mongodb://127.0.0.1:1/?authMechanism=MONGODB-AWS"
+                f"&authMechanismProperties=AWS_SESSION_TOKEN:{ENCODED}",
+            ],
+            {2, 11},
+        ),
+        "tls key password": (
+            [
+                "--uri",
+                f"mongodb://{host}/?tls=true&tlsCertificateKeyFile=/nonexistent.pem"
+                f"&tlsCertificateKeyFilePassword={ENCODED}",
+            ],
+            {2},
+        ),
+        "option warning": (
+            ["--uri", f"mongodb://admin:{ENCODED}@127.0.0.1:1/?readPreference=bogus"],
+            {11},
+        ),
+    }
+
+
+def command(name: str, root: Path, source: list[str], database: str) -> list[str]:
+    uses_uri = source[0] == "--uri"
+    host_part = source if uses_uri else [source[0]]
+    if name == "backup":
+        return ["backup", str(root), *host_part, database]
+    if name == "heal":
+        return ["heal", str(root), *host_part, database, "users"]
+    return ["restore", "latest", str(root), *host_part, database]
+
+
+@pytest.mark.parametrize("name", ["backup", "heal", "restore"])
+def test_no_credential_is_ever_printed_by_source_commands(
+    name: str, tmp_path: Path, mongo_uri: str, mongo_auth_uri: str, new_database: str
+) -> None:
+    seed(mongo_uri, new_database, {"users": 3})
+    root = tmp_path / "backups"
+    if name != "backup":  # something to restore from, so the source is reached
+        assert run_cli("backup", str(root), "--uri", mongo_uri, new_database).returncode == 0
+    for label, (source, codes) in source_forms(mongo_uri, mongo_auth_uri).items():
+        reaches_server = codes != {2}
+        for extra in ([], ["--json", "-v"]) if reaches_server else ([],):
+            args = [*command(name, root, source, new_database), "--connect-timeout", "1", *extra]
+            done = run_cli(*args)
+            assert done.returncode in codes, (label, extra, done.returncode, done.stderr)
+            assert "Traceback" not in done.stderr
+            assert_no_canary(done, [name, label, *extra])
+
+
+@pytest.mark.parametrize("name", ["list", "verify", "prune"])
+def test_no_credential_is_ever_printed_by_storage_commands(name: str, tmp_path: Path) -> None:
+    uri = f"mongodb://admin:{ENCODED}@127.0.0.1:1/"
+    s3_url = f"s3://AKIA:{ENCODED}@bucket"
+    base, with_s3_url = {
+        "list": (["list", str(tmp_path)], ["list", s3_url]),
+        "verify": (["verify", "latest", str(tmp_path)], ["verify", "latest", s3_url]),
+        "prune": (
+            ["prune", str(tmp_path), "--keep-last", "1"],
+            ["prune", s3_url, "--keep-last", "1"],
+        ),
+    }[name]
+    cases = [
+        [*base, uri],  # a source given to a command that takes none
+        [*base, f"--uri={uri}"],
+        [*base, f"--connect-timeout={uri}"],
+        [*base, "--json", f"admin:{CORE}@127.0.0.1"],
+        [*base, "-v", f"admin:{ENCODED}@127.0.0.1"],
+        with_s3_url,
+        [*with_s3_url, "--json", "-v"],
+        [*base, "--endpoint-url", f"http://AKIA:{ENCODED}@127.0.0.1:9"],
+    ]
+    for args in cases:
+        done = run_cli(*args)
+        assert done.returncode not in (0, 70), (args, done.stderr)
+        assert_no_canary(done, args)
