@@ -76,7 +76,9 @@ def test_partial_heal_names_each_failure_in_text_and_json(
     assert "could not restore users (" in text.stderr and "Traceback" not in text.stderr
     _drop(mongo_uri, new_database, "apps")
     as_json = run_cli("heal", str(tmp_path), host, new_database, "apps", "users", "--json")
-    report = json.loads(as_json.stdout)
+    report_line, error_line = as_json.stdout.splitlines()
+    report = json.loads(report_line)
+    assert json.loads(error_line)["error"]["exit_code"] == 42
     assert as_json.returncode == 42
     assert report["failed"] == ["users"] and report["ok"] is False
     assert [(f["name"], f["status"], f["archive"]) for f in report["failures"]] == [

@@ -121,7 +121,9 @@ async def test_a_document_the_server_refuses_fails_one_collection_only(
     done = run_cli("heal", str(store), _host(mongo_uri), new_database, *NAMES, "--json")
 
     assert done.returncode == 42 == mongosnap.PartialFailure.exit_code, done.stderr
-    report = json.loads(done.stdout)
+    report_line, error_line = done.stdout.splitlines()
+    report = json.loads(report_line)
+    assert json.loads(error_line)["error"]["type"] == "PartialFailure"
     assert sorted(o["name"] for o in report["restored"]) == [n for n in NAMES if n != "c03"]
     assert report["failed"] == ["c03"] and report["missing"] == ["c03"]
     assert "c03" in done.stderr and "Traceback" not in done.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
@@ -18,6 +17,7 @@ from ._common import (
     database_name,
     s3_config,
     whole,
+    write_json,
 )
 
 if TYPE_CHECKING:
@@ -131,7 +131,8 @@ def ledger_in_errors(ledger: StagingLedger) -> Iterator[None]:
 
 def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
-        out.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        # One line: an error object may follow it (docs/cli.md, JSON output)
+        write_json(result.to_dict(), out, indent=None)
         return
     from ..pipelines.engine import Status
 
