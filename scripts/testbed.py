@@ -264,35 +264,9 @@ def _log_tail(path: str | Path, lines: int = 30) -> str:
 
 def mongo_ping(port: int, host: str = HOST, timeout: float = 2.0) -> bool:
     """Send a wire-protocol OP_MSG ``{ping: 1}``; True if the server answers ok: 1."""
-
-    def element(kind: int, key: str, value: bytes) -> bytes:
-        return bytes([kind]) + key.encode() + b"\0" + value
-
-    body = element(0x10, "ping", struct.pack("<i", 1))
-    body += element(0x02, "$db", struct.pack("<i", 6) + b"admin\0")
-    doc = struct.pack("<i", len(body) + 5) + body + b"\0"
-    payload = struct.pack("<I", 0) + b"\0" + doc  # flagBits, section kind 0
-    message = struct.pack("<iiii", 16 + len(payload), 1, 0, 2013) + payload
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(message)
-        reply = b""
-        while len(reply) < 4 or len(reply) < struct.unpack("<i", reply[:4])[0]:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return False
-            reply += chunk
-    marker = b"\x01ok\0"
-    at = reply.find(marker)
-    return at >= 0 and struct.unpack("<d", reply[at + 4 : at + 12])[0] == 1.0
-
-
-def _bson_element(kind: int, key: str, value: bytes) -> bytes:
-    return bytes([kind]) + key.encode() + b"\0" + value
-
-
-def _bson_string(text: str) -> bytes:
-    raw = text.encode() + b"\0"
-    return struct.pack("<i", len(raw)) + raw
+    body = _bson_element(0x10, "ping", struct.pack("<i", 1))
+    body += _bson_element(0x02, "$db", _bson_string("admin"))
+    return _mongo_command(body, port, host, timeout)
 
 
 def mongo_create_capped(
@@ -306,9 +280,26 @@ def mongo_create_capped(
     body += _bson_element(0x08, "capped", b"\1")
     body += _bson_element(0x12, "size", struct.pack("<q", size))
     body += _bson_element(0x02, "$db", _bson_string(database))
+    return _mongo_command(body, port, host, timeout)
+
+
+def _bson_element(kind: int, key: str, value: bytes) -> bytes:
+    return bytes([kind]) + key.encode() + b"\0" + value
+
+
+def _bson_string(text: str) -> bytes:
+    raw = text.encode() + b"\0"
+    return struct.pack("<i", len(raw)) + raw
+
+
+def _mongo_command(body: bytes, port: int, host: str, timeout: float) -> bool:
+    """One OP_MSG command (``body``: its BSON elements) on a fresh connection; True if ok: 1.
+
+    Standard library only: the test bed starts before any driver is installed.
+    """
     doc = struct.pack("<i", len(body) + 5) + body + b"\0"
-    payload = struct.pack("<I", 0) + b"\0" + doc
-    message = struct.pack("<iiii", 16 + len(payload), 2, 0, 2013) + payload
+    payload = struct.pack("<I", 0) + b"\0" + doc  # flagBits, section kind 0
+    message = struct.pack("<iiii", 16 + len(payload), 1, 0, 2013) + payload
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(message)
         reply = b""

@@ -136,6 +136,10 @@ class FaultProxy:
         assert self._server is not None
         self._server.close()
         await self._reset_all()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:  # connection handlers: end them before the loop stops
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _reset_all(self) -> int:
