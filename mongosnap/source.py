@@ -26,6 +26,7 @@ from pymongo.errors import (
     ConnectionFailure,
     InvalidURI,
     OperationFailure,
+    ProtocolError,
     PyMongoError,
 )
 
@@ -188,6 +189,13 @@ class Source:
                     found[spec.name] = spec
         return [found[n] for n in select(sorted(found), include, exclude)]
 
+    async def collection(self, database: str, name: str) -> CollectionSpec | None:
+        """One namespace as listCollections describes it now, or None if it is gone."""
+        with self._translate(database):
+            call = self._client[database].list_collections(filter={"name": name})
+            found = [_spec(database, _plain(entry)) async for entry in _cursor(call)]
+        return found[0] if found else None
+
     async def collection_names(self, database: str) -> set[str]:
         with self._translate(database):
             return set(await self._client[database].list_collection_names())
@@ -200,15 +208,56 @@ class Source:
     async def raw_batches(
         self, database: str, collection: str, *, batch_size: int = 1000
     ) -> AsyncGenerator[bytes, None]:
-        """Concatenated BSON documents, each batch exactly as the server sent it."""
+        """Concatenated BSON documents in natural order, batches as the server sent them.
+
+        MongoDB caps a reply at 16 MiB; FerretDB does not, and answers a batch
+        of three ~16 MB documents with a ~48 MB reply the driver refuses
+        (ProtocolError). Then the batch size is halved for the rest of this
+        collection, down to one document, and the find is re-issued: in
+        natural order (the order stays the server's), skipping all documents
+        already yielded but the last one, which must come back first with the
+        same _id and is dropped. A shifted order (a concurrent delete before
+        that point) is thus detected rather than turned into a gap or a
+        duplicate. Sorting by _id would resume without that check, but it
+        would change the order of every dump and of capped collections.
+        """
         coll = self._client[database][collection]
-        cursor = raw_batch_cursor(coll, batch_size=batch_size)
-        with self._translate(database):
-            try:
-                async for batch in cursor:
-                    yield bytes(batch)
-            finally:
-                await cursor.close()
+        size = max(1, batch_size)
+        done = 0  # documents yielded so far
+        last = b""  # the last of them
+        while True:
+            resuming = done > 0
+            cursor = raw_batch_cursor(coll, batch_size=size, skip=done - 1 if resuming else 0)
+            with self._translate(database):
+                try:
+                    async for raw in cursor:
+                        batch = bytes(raw)
+                        if resuming:
+                            batch = _resumed(batch, last, f"{database}.{collection}")
+                            resuming = False
+                        if batch:
+                            done += count_documents(batch)
+                            last = _last_document(batch)
+                            yield batch
+                    if resuming:
+                        raise SourceError(_shifted(f"{database}.{collection}"))
+                    return
+                except ProtocolError as exc:
+                    if not _reply_too_large(exc) or size == 1:
+                        raise
+                finally:
+                    await cursor.close()
+            log.log(
+                logging.INFO if size < batch_size else logging.WARNING,
+                "%s.%s: a batch of %d documents made a reply larger than the driver accepts;"
+                " continuing after document %d with batches of %d",
+                database,
+                collection,
+                size,
+                done,
+                size // 2,
+            )
+            size //= 2
 
     async def create_collection(self, database: str, name: str, options: dict[str, Any]) -> None:
         with self._translate(database):
@@ -327,6 +376,37 @@ def _client_hosts(client: Any) -> str:
     except Exception:
         return "mongodb"
     return ",".join(f"{h}:{p}" for h, p in sorted(seeds)) or "mongodb"
+
+
+def _reply_too_large(exc: ProtocolError) -> bool:
+    """PyMongo's refusal of a reply over maxMessageSizeBytes (network_layer.py)."""
+    return "larger than server max message size" in str(exc)
+
+
+def _resumed(batch: bytes, last: bytes, namespace: str) -> bytes:
+    """The first batch of a re-issued find, without the document already yielded."""
+    size = int.from_bytes(batch[:4], "little")
+    if size < 5 or _document_id(batch[:size]) != _document_id(last):
+        raise SourceError(_shifted(namespace))
+    return batch[size:]
+
+
+def _shifted(namespace: str) -> str:
+    return f"{namespace} changed while its dump was resumed after a too large reply; run again"
+
+
+def _document_id(document: bytes) -> Any:
+    return RawBSONDocument(document).get("_id")
+
+
+def _last_document(batch: bytes) -> bytes:
+    """The last document of a batch of concatenated BSON."""
+    offset = 0
+    while True:
+        size = int.from_bytes(batch[offset : offset + 4], "little")
+        if offset + size >= len(batch):
+            return batch[offset:]
+        offset += size
 
 
 def count_documents(batch: bytes) -> int:

@@ -140,7 +140,8 @@ async def test_incomplete_archives(mongo_uri: str, seeded: str) -> None:
 
 
 class FailingStorage(MemoryStorage):
-    """While ``failing``, fails every archive deletion (sidecar deletions go through)."""
+    """While ``failing``, fails every archive deletion (sidecar and name-claim deletions
+    go through)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -148,6 +149,8 @@ class FailingStorage(MemoryStorage):
         self.deleted: list[str] = []
 
     async def delete(self, key: str) -> None:
+        if key.endswith(".claim"):  # a backup's name claim: not prune's business
+            return await super().delete(key)
         if self.failing and not key.endswith(".manifest.json"):
             raise StorageError(f"injected failure deleting {key}")
         self.deleted.append(key)

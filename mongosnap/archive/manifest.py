@@ -12,11 +12,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from .._errors import CorruptArchive
 from ..codecs import CODECS, Codec
-from .names import MANIFEST_MEMBER, member_name, validate_member_name
+from .names import DUMP_ROOT, MANIFEST_MEMBER, member_name, validate_member_name
 
 FORMAT_NAME = "mongosnap-archive"
 FORMAT_VERSION = 1
@@ -24,6 +24,13 @@ MANIFEST_SUFFIX = ".manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_OFFSET = 1 << 53
 MAX_TEXT = 4096
+
+COMPLETE = "complete"
+VANISHED = "vanished"
+STATUSES = (COMPLETE, VANISHED)
+VANISHED_ROOT = "gone"
+"""Where a vanished collection's members go: outside ``dump/`` (so mongorestore
+never sees them) and as long as ``dump`` (so a reserved tar header keeps its length)."""
 
 _NAME_RE = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-mongodb-dump\.tar(?:\.gz|\.zst)?$"
@@ -117,9 +124,22 @@ class SourceInfo:
         return cls(hosts, None if version is None else _text(version, "source.server_version"))
 
 
+def vanished_member_name(name: str) -> str:
+    """A ``dump/…`` member name moved under ``gone/``; same length, same tar header length."""
+    if not name.startswith(DUMP_ROOT + "/"):
+        raise ValueError(f"not a dump member: {name!r}")
+    return VANISHED_ROOT + name[len(DUMP_ROOT) :]
+
+
 @dataclass(frozen=True)
 class CollectionEntry:
-    """One collection: its counts, checksum and the ranges of its two members."""
+    """One collection: its counts, checksum and the ranges of its two members.
+
+    ``status`` is ``complete`` (a real snapshot) or ``vanished`` (dropped or
+    replaced while the backup ran: members, if any, live under ``gone/`` and
+    must never be restored). Only a non-complete status is written to JSON,
+    so a manifest without the key means complete (docs/format.md, section 7).
+    """
 
     database: str
     name: str
@@ -129,9 +149,10 @@ class CollectionEntry:
     sha256: str
     metadata: MemberRange
     bson: MemberRange | None
+    status: str = COMPLETE
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "database": self.database,
             "name": self.name,
             "type": self.type,
@@ -141,11 +162,15 @@ class CollectionEntry:
             "metadata": self.metadata.to_dict(),
             "bson": None if self.bson is None else self.bson.to_dict(),
         }
+        if self.status != COMPLETE:
+            out["status"] = self.status
+        return out
 
     @classmethod
     def from_dict(cls, raw: object, where: str) -> CollectionEntry:
         keys = ("database", "name", "type", "documents", "bson_bytes", "sha256", "metadata", "bson")
-        d = _fields(raw, where, keys)
+        with_status = isinstance(raw, dict) and "status" in raw
+        d = _fields(raw, where, (*keys, "status") if with_status else keys)
         entry = cls(
             _text(d["database"], f"{where}.database"),
             _text(d["name"], f"{where}.name"),
@@ -155,6 +180,7 @@ class CollectionEntry:
             _text(d["sha256"], f"{where}.sha256"),
             MemberRange.from_dict(d["metadata"], f"{where}.metadata"),
             None if d["bson"] is None else MemberRange.from_dict(d["bson"], f"{where}.bson"),
+            _text(d["status"], f"{where}.status") if with_status else COMPLETE,
         )
         entry.check(where)
         return entry
@@ -163,23 +189,31 @@ class CollectionEntry:
         """Raise CorruptArchive unless the entry is consistent with itself."""
         if self.type not in ("collection", "view", "timeseries"):
             raise CorruptArchive(f"manifest {where}: unknown type {self.type!r}")
+        if self.status not in STATUSES:
+            raise CorruptArchive(f"manifest {where}: unknown status {self.status!r}")
         if len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef"):
             raise CorruptArchive(f"manifest {where}: sha256 is not 64 lower-case hex digits")
         try:
-            expected = member_name(self.database, self.name, "metadata")
+            expected = self._member("metadata")
         except ValueError as exc:
             raise CorruptArchive(f"manifest {where}: {exc}") from exc
         if self.metadata.name != expected:
             raise CorruptArchive(f"manifest {where}: metadata member should be {expected!r}")
-        if self.type == "view":
+        if self.type == "view" or (self.status == VANISHED and self.bson is None):
+            # a view has no data; a collection that vanished before its turn neither
             if self.bson is not None or self.documents or self.bson_bytes:
-                raise CorruptArchive(f"manifest {where}: a view has no data")
+                what = "a view" if self.type == "view" else "a collection vanished before its dump"
+                raise CorruptArchive(f"manifest {where}: {what} has no data")
             return
-        expected = member_name(self.database, self.name, "bson", collection_type=self.type)
+        expected = self._member("bson")
         if self.bson is None or self.bson.name != expected:
             raise CorruptArchive(f"manifest {where}: data member should be {expected!r}")
         if self.bson.size != self.bson_bytes:
             raise CorruptArchive(f"manifest {where}: bson_bytes differs from the member size")
+
+    def _member(self, kind: Literal["metadata", "bson"]) -> str:
+        name = member_name(self.database, self.name, kind, collection_type=self.type)
+        return vanished_member_name(name) if self.status == VANISHED else name
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class ArchiveWriter:
         self._pending: deque[asyncio.Future[bytes]] = deque()
         self._buffer = bytearray()
         self._open: _OpenMember | None = None
+        self._held: dict[int, int] = {}  # offset -> header length, headers not yet filled
         self._tar_bytes = 0
         self._state = "writing"  # then "finished" or "failed"
 
@@ -83,15 +84,18 @@ class ArchiveWriter:
 
     # ----------------------------------------------------------- members
 
-    async def add_file(self, name: str, data: bytes) -> MemberRange:
-        """Write a whole member whose content is at hand."""
-        await self._begin(name, len(data))
+    async def add_file(self, name: str, data: bytes, *, hold: bool = False) -> MemberRange:
+        """Write a whole member whose content is at hand.
+
+        With ``hold`` its header is reserved and left unfilled: see end().
+        """
+        await self._begin(name, len(data), reserve=hold)
         await self.write(data)
-        return await self.end()
+        return await self.end(hold=hold)
 
     async def begin(self, name: str) -> None:
         """Open a member of still unknown size; its header is reserved."""
-        await self._begin(name, None)
+        await self._begin(name, None, reserve=True)
 
     async def write(self, data: bytes) -> None:
         """Append body bytes to the open member (any length)."""
@@ -112,8 +116,12 @@ class ArchiveWriter:
             self._fail()
             raise
 
-    async def end(self) -> MemberRange:
-        """Close the open member: flush, pad, and fill its header with the size."""
+    async def end(self, *, hold: bool = False) -> MemberRange:
+        """Close the open member: flush, pad, and fill its header with the size.
+
+        With ``hold`` the header stays unfilled until settle() names the member
+        (the backup decides a collection's member names after its dump).
+        """
         member = self._need_open()
         try:
             tail = bytes(self._buffer) + tar.padding(member.size)
@@ -128,7 +136,9 @@ class ArchiveWriter:
             stored = self._stored_header(member.name, member.size)
             if len(stored) != member.header_length:
                 raise RuntimeError(f"{member.name}: header length changed with the size")
-            if member.reserved:
+            if hold:
+                self._held[member.offset] = member.header_length
+            elif member.reserved:
                 await self._sink.fill(member.offset, stored)
             self._tar_bytes += tar.member_length(member.name, member.size)
             self._open = None
@@ -137,12 +147,34 @@ class ArchiveWriter:
             self._fail()
             raise
 
+    async def settle(self, member: MemberRange, name: str) -> MemberRange:
+        """Fill the held header of ``member`` under ``name`` (same header length)."""
+        length = self._held.pop(member.offset, None)
+        if length is None:
+            raise RuntimeError(f"{member.name}: no held header at {member.offset}")
+        try:
+            canonical = validate_member_name(name) == name
+        except UnsafeArchive:
+            canonical = False
+        stored = self._stored_header(name, member.size)
+        if not canonical or len(stored) != length:
+            self._fail()
+            raise ValueError(f"{name!r} cannot replace {member.name!r}")
+        try:
+            await self._sink.fill(member.offset, stored)
+        except BaseException:
+            self._fail()
+            raise
+        return MemberRange(name, member.offset, member.end, member.size)
+
     # ---------------------------------------------------------- the tail
 
     def plan_finish(self, manifest_length: int) -> tuple[MemberRange, Totals]:
         """The manifest member's range and the archive totals finish() will produce
         for a manifest of ``manifest_length`` bytes."""
         self._need_idle()
+        if self._held:
+            raise RuntimeError("a member header is held: settle() it first")
         stored_length = self._codec.stored_length
         padded = manifest_length + (-manifest_length % tar.BLOCK)
         header_length = tar.header_length(MANIFEST_MEMBER)
@@ -196,7 +228,7 @@ class ArchiveWriter:
 
     # ---------------------------------------------------------- internals
 
-    async def _begin(self, name: str, size: int | None) -> None:
+    async def _begin(self, name: str, size: int | None, *, reserve: bool) -> None:
         self._need_idle()
         try:
             canonical = validate_member_name(name) == name
@@ -206,7 +238,7 @@ class ArchiveWriter:
             raise ValueError(f"not a canonical member name: {name!r}")
         try:
             stored = self._stored_header(name, size or 0)
-            if size is None:
+            if reserve:
                 offset = await self._sink.reserve(stored)
             else:
                 offset = self._sink.position
@@ -214,7 +246,7 @@ class ArchiveWriter:
         except BaseException:
             self._fail()
             raise
-        self._open = _OpenMember(name, offset, len(stored), size is None, size)
+        self._open = _OpenMember(name, offset, len(stored), reserve, size)
 
     def _stored_header(self, name: str, size: int) -> bytes:
         return self._codec.stored(tar.header(name, size, self._mtime))

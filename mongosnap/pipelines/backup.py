@@ -1,9 +1,14 @@
 """The backup pipeline: raw batches -> tar -> compression -> storage, streaming.
 
-Ordering (docs/format.md): the archive object is committed first, its sidecar
-manifest second. Any failure or cancellation before the sidecar is stored
-aborts the upload or removes the archive, so nothing that looks finished is
-left behind.
+Ordering (docs/format.md): the archive's name is claimed first (a small
+create-if-absent object, so concurrent backups never pick the same name), the
+archive object is committed, its sidecar manifest stored, the claim removed.
+Any failure or cancellation before the sidecar is stored aborts the upload or
+removes the archive, so nothing that looks finished is left behind.
+
+A collection dropped (or replaced) while the backup runs is recorded as
+``vanished``: its members go under ``gone/`` instead of ``dump/``, so neither
+mongorestore nor mongosnap ever restores it from this archive.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
+import logging
+import os
+import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,16 +28,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._aio import shielded
-from .._errors import DatabaseNotFound, ObjectExists, ObjectNotFound, UsageError
+from .._errors import (
+    DatabaseNotFound,
+    MongosnapError,
+    ObjectExists,
+    ObjectNotFound,
+    SourceError,
+    UsageError,
+)
 from .._version import __version__
 from ..archive import ArchiveWriter, metadata, names
 from ..archive.manifest import (
+    COMPLETE,
+    VANISHED,
     CollectionEntry,
     Manifest,
+    MemberRange,
     OplogWindow,
     SourceInfo,
     archive_name,
     manifest_key,
+    vanished_member_name,
 )
 from ..codecs import get_codec
 from ..oplog.capture import OplogCapture
@@ -37,11 +57,12 @@ from ..source import CollectionSpec, Source, count_documents, select
 from ..storage import S3Config, Storage, open_storage
 
 PREFETCH_BATCHES = 2
+CLAIM_SUFFIX = ".claim"
+"""``<archive key>.claim``: the name is taken by a backup in progress (docs/format.md)."""
+DELETE_ATTEMPTS = 4
+DELETE_BACKOFF = 0.5  # seconds, doubled after each failed attempt
 
-# Archive keys being written by this process, so concurrent backups started in
-# the same second pick different names. Across processes, a writer's no-clobber
-# commit is the guard: the later one fails with ObjectExists, nothing is lost.
-_KEYS_IN_USE: set[tuple[str, str]] = set()
+log = logging.getLogger("mongosnap.backup")
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ class CollectionResult:
     documents: int
     bson_bytes: int
     sha256: str
+    status: str = COMPLETE
 
 
 @dataclass(frozen=True)
@@ -180,11 +202,11 @@ class _Job:
     async def run(self, specs: list[CollectionSpec]) -> BackupResult:
         started = datetime.now(UTC)
         clock = time.monotonic()
-        key = await self._free_key(started)
+        key, claim = await self._claim(started)
         try:
             return await self._write(key, specs, started, clock)
         finally:
-            _KEYS_IN_USE.discard((self.storage.url, key))
+            await shielded(self._release(claim))
 
     async def _write(
         self, key: str, specs: list[CollectionSpec], started: datetime, clock: float
@@ -208,63 +230,170 @@ class _Job:
         side_key = manifest_key(key)
         try:
             await self.storage.put(side_key, document)
-        except BaseException:
-            await shielded(self.storage.delete(key))
+        except BaseException as exc:
+            await shielded(self._withdraw(key, exc))
             raise
         return self._result(key, side_key, started, finished, info.size)
 
-    async def _free_key(self, when: datetime) -> str:
-        """The archive name for this second, or the next free second."""
+    # -- naming: claim a free name before the dump
+
+    async def _claim(self, when: datetime) -> tuple[str, str]:
+        """The archive name for this second, or the next free one, and its claim key.
+
+        Claiming is create-if-absent (Storage.put never overwrites), so of
+        several backups, in this process or others, exactly one gets a name.
+        A claim is held from before the archive exists until after its sidecar
+        is stored; once released the archive itself (checked here) says taken.
+        """
+        body = _claim_body(when)
         for _ in range(3600):
             key = archive_name(when, self.codec)
-            claim = (self.storage.url, key)
-            if claim not in _KEYS_IN_USE:
-                _KEYS_IN_USE.add(claim)  # before awaiting, so no other task takes it
+            claim = key + CLAIM_SUFFIX
+            with contextlib.suppress(ObjectExists):
+                await self.storage.put(claim, body)
                 try:
                     await self.storage.stat(key)
                 except ObjectNotFound:
-                    return key
+                    return key, claim
                 except BaseException:
-                    _KEYS_IN_USE.discard(claim)
+                    await shielded(self._release(claim))
                     raise
-                _KEYS_IN_USE.discard(claim)
+                await self._release(claim)
             when += timedelta(seconds=1)
         raise ObjectExists(f"{self.storage.url}: every archive name of the next hour is taken")
 
+    async def _release(self, claim: str) -> None:
+        """Remove a claim; one left behind only costs its second's name."""
+        try:
+            await _delete_retrying(self.storage, claim)
+        except MongosnapError as exc:
+            log.warning("could not remove the name claim %s: %s", claim, exc)
+
+    # -- an archive whose sidecar could not be stored
+
+    async def _withdraw(self, key: str, cause: BaseException) -> None:
+        """Delete an archive left without sidecar; if that fails too, say which key."""
+        try:
+            await _delete_retrying(self.storage, key)
+        except MongosnapError as exc:
+            where = f"{self.storage.url.rstrip('/')}/{key}"
+            note = (
+                f"the archive {where} has no sidecar manifest and could not be deleted"
+                f" ({exc}); it lists as incomplete: delete it by hand or let prune remove it"
+            )
+            log.error("%s", note)
+            if isinstance(cause, MongosnapError):
+                cause.args = (f"{cause}; {note}",)
+
+    # -- one collection
+
     async def _dump(self, writer: ArchiveWriter, spec: CollectionSpec) -> CollectionEntry:
-        indexes = await self.src.indexes(spec.database, spec.name) if spec.has_documents else []
+        """One collection's members, named under ``gone/`` if it vanished meanwhile.
+
+        Its existence (and UUID, where the server gives one) is checked at its
+        turn and again after its dump; the member headers stay unfilled until
+        the second check has decided their names.
+        """
+        try:
+            if not await self._unchanged(spec):
+                return await self._vanished_early(writer, spec)
+            indexes = await self.src.indexes(spec.database, spec.name) if spec.has_documents else []
+        except SourceError:
+            if await self._unchanged(spec):
+                raise
+            return await self._vanished_early(writer, spec)
         meta = await writer.add_file(
             names.member_name(spec.database, spec.name, "metadata"),
             metadata.build_metadata(spec, indexes),
+            hold=True,
         )
         self.progress(Progress(Stage.STARTED, spec.database, spec.name))
-        digest = hashlib.sha256()
-        documents = size = 0
-        bson_range = None
+        data = _Data()
         if spec.has_documents:
-            bson_name = names.member_name(
-                spec.database, spec.name, "bson", collection_type=spec.type
+            await writer.begin(
+                names.member_name(spec.database, spec.name, "bson", collection_type=spec.type)
             )
-            await writer.begin(bson_name)
-            batches = self.src.raw_batches(spec.database, spec.name, batch_size=self.batch_size)
-            async with contextlib.aclosing(_prefetched(batches, PREFETCH_BATCHES)) as stream:
-                async for batch in stream:
-                    digest.update(batch)
-                    documents += count_documents(batch)
-                    size += len(batch)
-                    await writer.write(batch)
-                    self.progress(Progress(Stage.BATCH, spec.database, spec.name, documents, size))
-            bson_range = await writer.end()
-        self.progress(Progress(Stage.DONE, spec.database, spec.name, documents, size))
+            try:
+                await self._stream(writer, spec, data)
+            except SourceError as exc:  # a drop kills the cursor (CursorNotFound)
+                data.failure = exc
+            data.member = await writer.end(hold=True)
+        gone = not await self._unchanged(spec)
+        if data.failure is not None and not gone:
+            raise data.failure
+        return await self._settle(writer, spec, meta, data, VANISHED if gone else COMPLETE)
+
+    async def _stream(self, writer: ArchiveWriter, spec: CollectionSpec, data: _Data) -> None:
+        batches = self.src.raw_batches(spec.database, spec.name, batch_size=self.batch_size)
+        async with contextlib.aclosing(_prefetched(batches, PREFETCH_BATCHES)) as stream:
+            async for batch in stream:
+                data.digest.update(batch)
+                data.documents += count_documents(batch)
+                data.size += len(batch)
+                await writer.write(batch)
+                self.progress(
+                    Progress(Stage.BATCH, spec.database, spec.name, data.documents, data.size)
+                )
+
+    async def _unchanged(self, spec: CollectionSpec) -> bool:
+        """Whether the collection still exists, and is the same one where UUIDs tell."""
+        now = await self.src.collection(spec.database, spec.name)
+        return now is not None and (not spec.uuid or not now.uuid or now.uuid == spec.uuid)
+
+    async def _settle(
+        self,
+        writer: ArchiveWriter,
+        spec: CollectionSpec,
+        meta: MemberRange,
+        data: _Data,
+        status: str,
+    ) -> CollectionEntry:
+        rename = vanished_member_name if status == VANISHED else str
+        meta = await writer.settle(meta, rename(meta.name))
+        bson = (
+            None
+            if data.member is None
+            else await writer.settle(data.member, rename(data.member.name))
+        )
+        if status == VANISHED:
+            log.warning(
+                "%s.%s was dropped or replaced during the backup (%d documents read):"
+                " recorded as vanished, not as a snapshot",
+                spec.database,
+                spec.name,
+                data.documents,
+            )
+        self.progress(Progress(Stage.DONE, spec.database, spec.name, data.documents, data.size))
         return CollectionEntry(
             database=spec.database,
             name=spec.name,
             type=spec.type,
-            documents=documents,
-            bson_bytes=size,
-            sha256=digest.hexdigest(),
+            documents=data.documents,
+            bson_bytes=data.size,
+            sha256=data.digest.hexdigest(),
             metadata=meta,
-            bson=bson_range,
+            bson=bson,
+            status=status,
+        )
+
+    async def _vanished_early(self, writer: ArchiveWriter, spec: CollectionSpec) -> CollectionEntry:
+        """A collection gone at its turn: its listed metadata under ``gone/``, no data."""
+        name = vanished_member_name(names.member_name(spec.database, spec.name, "metadata"))
+        meta = await writer.add_file(name, metadata.build_metadata(spec, []))
+        log.warning(
+            "%s.%s vanished before its turn: recorded as vanished", spec.database, spec.name
+        )
+        self.progress(Progress(Stage.DONE, spec.database, spec.name, 0, 0))
+        return CollectionEntry(
+            database=spec.database,
+            name=spec.name,
+            type=spec.type,
+            documents=0,
+            bson_bytes=0,
+            sha256=hashlib.sha256().hexdigest(),
+            metadata=meta,
+            bson=None,
+            status=VANISHED,
         )
 
     async def _manifest(self, key: str, started: datetime, finished: datetime) -> Manifest:
@@ -295,11 +424,45 @@ class _Job:
             bytes_in=sum(e.bson_bytes for e in self.entries),
             bytes_out=size,
             collections=[
-                CollectionResult(e.database, e.name, e.type, e.documents, e.bson_bytes, e.sha256)
+                CollectionResult(
+                    e.database, e.name, e.type, e.documents, e.bson_bytes, e.sha256, e.status
+                )
                 for e in self.entries
             ],
             oplog=None if self.oplog is None else self.oplog.to_dict(),
         )
+
+
+@dataclass
+class _Data:
+    """What the dump of one collection's documents produced."""
+
+    documents: int = 0
+    size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+    member: MemberRange | None = None
+    failure: SourceError | None = None
+
+
+def _claim_body(when: datetime) -> bytes:
+    """Who holds a name claim, for an operator who finds one left behind."""
+    who = {"host": socket.gethostname(), "pid": os.getpid(), "started": when.isoformat()}
+    return (json.dumps(who) + "\n").encode()
+
+
+async def _delete_retrying(storage: Storage, key: str) -> None:
+    """Delete with a few retries and backoff; the last error is raised."""
+    delay = DELETE_BACKOFF
+    for attempt in range(DELETE_ATTEMPTS):
+        try:
+            await storage.delete(key)
+            return
+        except MongosnapError as exc:
+            if attempt == DELETE_ATTEMPTS - 1:
+                raise
+            log.info("deleting %s failed (%s); retrying in %.1fs", key, exc, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
 
 
 @dataclass(frozen=True)

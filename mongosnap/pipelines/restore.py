@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._errors import CollectionExists, CorruptArchive
-from ..archive.manifest import CollectionEntry, MemberRange
+from ..archive.manifest import COMPLETE, CollectionEntry, MemberRange
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata, parse_metadata
 from ..archive.names import parse_member_name, unescape_collection_name
 from ..archive.reader import TarMember, read_archive
@@ -104,6 +104,11 @@ class ArchiveSession:
         found = []
         for entry in self.info.manifest.collections:
             if not wanted(entry.database, entry.name):
+                continue
+            if entry.status != COMPLETE:  # vanished during the backup: not a snapshot
+                log.info(
+                    "%s.%s is %s in %s", entry.database, entry.name, entry.status, self.info.key
+                )
                 continue
             if entry.type != "collection":
                 log.warning("%s.%s is a %s: not restored", entry.database, entry.name, entry.type)

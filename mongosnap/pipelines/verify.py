@@ -33,7 +33,13 @@ from typing import Any
 
 from .._errors import ArchiveError, CorruptArchive, ObjectNotFound, TruncatedArchive, UnsafeArchive
 from ..archive import BsonSplitter, parse_metadata, read_archive
-from ..archive.manifest import MAX_MANIFEST_BYTES, CollectionEntry, Manifest, MemberRange
+from ..archive.manifest import (
+    COMPLETE,
+    MAX_MANIFEST_BYTES,
+    CollectionEntry,
+    Manifest,
+    MemberRange,
+)
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata
 from ..archive.names import MANIFEST_MEMBER, parse_member_name, unescape_collection_name
 from ..archive.reader import TarMember
@@ -319,6 +325,9 @@ class _Verifier:
         tallies: dict[str, _Tally] = {}
         expected: set[str] = set()
         for entry in manifest.collections:
+            if entry.status != COMPLETE:  # members under gone/, never restored
+                expected.update(r.name for r in (entry.metadata, entry.bson) if r is not None)
+                continue
             tally = tallies[entry.metadata.name] = _Tally(entry.database, entry.name)
             expected.add(entry.metadata.name)
             self._check_metadata(entry, tally)
@@ -416,7 +425,8 @@ class _Verifier:
 
         # Errors come back as values, so a storage error is raised as itself.
         results = await asyncio.gather(
-            *(one(entry) for entry in manifest.collections), return_exceptions=True
+            *(one(entry) for entry in manifest.collections if entry.status == COMPLETE),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
