@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from .._errors import UsageError
 from ..display import progress_display
-from ..pipelines.backup import BackupResult, backup
+from ..pipelines.backup import PARALLEL, BackupResult, backup
 from ._common import add_output_flags, add_s3_flags, add_source_flags, interactive, s3_config
 
 
@@ -27,6 +27,13 @@ def register(commands: Any) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
     p.add_argument("--batch-size", type=int, default=1000, help="documents per server batch")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=PARALLEL,
+        metavar="N",
+        help=f"collections read at once, the one being written included (default {PARALLEL})",
+    )
     p.add_argument(
         "--oplog",
         action="store_true",
@@ -73,6 +80,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             batch_size=args.batch_size,
             progress=on_progress,
             oplog=args.oplog,
+            parallel=args.parallel,
         )
     _print(result, args, out)
     return 0
