@@ -124,6 +124,7 @@ class Source:
         self._client = client
         self.hosts = hosts
         self._owned = owned
+        self._databases: dict[str, Any] = {}
 
     @classmethod
     async def connect(cls, source: Any, *, connect_timeout: float = DEFAULT_TIMEOUT) -> Source:
@@ -169,6 +170,14 @@ class Source:
         with self._translate(database):
             return await self._client[database].command(command)
 
+    def _database(self, name: str) -> Any:
+        """The client's database object, made once: a backup asks for it several
+        times per collection, and each one costs more than a small collection's read."""
+        found = self._databases.get(name)
+        if found is None:
+            found = self._databases[name] = self._client[name]
+        return found
+
     def _translate(self, database: str) -> _Translate:
         return _Translate(self.hosts, database)
 
@@ -195,7 +204,7 @@ class Source:
     async def collection(self, database: str, name: str) -> CollectionSpec | None:
         """One namespace as listCollections describes it now, or None if it is gone."""
         with self._translate(database):
-            call = self._client[database].list_collections(filter={"name": name})
+            call = self._database(database).list_collections(filter={"name": name})
             found = [_spec(database, _plain(entry)) async for entry in _cursor(call)]
         return found[0] if found else None
 
@@ -205,7 +214,7 @@ class Source:
 
     async def indexes(self, database: str, collection: str) -> list[dict[str, Any]]:
         with self._translate(database):
-            coll = self._client[database][collection]
+            coll = self._database(database)[collection]
             return [_plain(ix) async for ix in _cursor(coll.list_indexes())]
 
     async def raw_batches(
@@ -235,7 +244,7 @@ class Source:
         duplicate. Sorting by _id would resume without that check, but it
         would change the order of every dump and of capped collections.
         """
-        coll = self._client[database][collection]
+        coll = self._database(database)[collection]
         size = max(1, batch_size)
         done = 0  # documents yielded so far
         last = b""  # the batch holding the last of them

@@ -38,6 +38,12 @@ class _OpenMember:
     size: int = 0
 
 
+INLINE_BYTES = 64 << 10
+"""A member's last piece, when it is this small, is compressed on the event
+loop: handing a small piece to a worker thread and back costs more than
+compressing it (a database of many small collections is mostly such pieces)."""
+
+
 class ArchiveWriter:
     """Writes members one after another; see the module docstring."""
 
@@ -133,13 +139,14 @@ class ArchiveWriter:
             end = self._sink.position
             if member.expected is not None and member.size != member.expected:
                 raise ValueError(f"{member.name}: fewer bytes than announced")
-            stored = self._stored_header(member.name, member.size)
-            if len(stored) != member.header_length:
-                raise RuntimeError(f"{member.name}: header length changed with the size")
-            if hold:
+            if hold:  # settle() builds the header, under its final name
                 self._held[member.offset] = member.header_length
-            elif member.reserved:
-                await self._sink.fill(member.offset, stored)
+            else:
+                stored = self._stored_header(member.name, member.size)
+                if len(stored) != member.header_length:
+                    raise RuntimeError(f"{member.name}: header length changed with the size")
+                if member.reserved:
+                    await self._sink.fill(member.offset, stored)
             self._tar_bytes += tar.member_length(member.name, member.size)
             self._open = None
             return MemberRange(member.name, member.offset, end, member.size)
@@ -252,10 +259,15 @@ class ArchiveWriter:
         return self._codec.stored(tar.header(name, size, self._mtime))
 
     async def _submit(self, chunk: bytes) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mongosnap-zip")
         loop = asyncio.get_running_loop()
-        self._pending.append(loop.run_in_executor(self._pool, self._codec.compress, chunk))
+        if len(chunk) < self._chunk_size and len(chunk) <= INLINE_BYTES:
+            done: asyncio.Future[bytes] = loop.create_future()
+            done.set_result(self._codec.compress(chunk))
+            self._pending.append(done)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mongosnap-zip")
+            self._pending.append(loop.run_in_executor(self._pool, self._codec.compress, chunk))
         while len(self._pending) >= self._in_flight:
             await self._flush_one()
 
