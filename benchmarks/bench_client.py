@@ -13,6 +13,9 @@ rounds so that drift hits them all alike, each its own process:
 - ``mongosnap-gzip``   ``mongosnap backup`` to a directory (default gzip);
 - ``mongosnap-zstd``   the same with ``--codec zstd``;
 - ``mongosnap-p1``     gzip with ``--parallel 1`` (one collection read at a time);
+- ``baseline-gzip``    ``mongosnap backup`` from another source tree, when
+                       $MONGOSNAP_BASELINE names one (e.g. ``git archive`` of
+                       an older commit): before/after in one alternated run;
 - ``mongodump-gz``     the real ``mongodump --archive --gzip`` (mongo-tools in
                        ../shared/mongo-tools/bin or $MONGOSNAP_MONGO_TOOLS).
 
@@ -91,6 +94,7 @@ def contenders(uri: str, out: Path) -> dict[str, list[str]]:
         "mongosnap-gzip": backup,
         "mongosnap-zstd": [*backup, "--codec", "zstd"],
         "mongosnap-p1": [*backup, "--parallel", "1"],
+        "baseline-gzip": ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}", *backup],
         "mongodump-gz": [
             str(tools_dir() / "mongodump"),
             "--uri",

@@ -33,6 +33,7 @@ class _OpenMember:
     name: str
     offset: int
     header_length: int  # compressed length of the header member
+    tar_header: int  # tar bytes of the header (a function of the name alone)
     reserved: bool
     expected: int | None
     size: int = 0
@@ -147,7 +148,7 @@ class ArchiveWriter:
                     raise RuntimeError(f"{member.name}: header length changed with the size")
                 if member.reserved:
                     await self._sink.fill(member.offset, stored)
-            self._tar_bytes += tar.member_length(member.name, member.size)
+            self._tar_bytes += member.tar_header + member.size + (-member.size % tar.BLOCK)
             self._open = None
             return MemberRange(member.name, member.offset, end, member.size)
         except BaseException:
@@ -244,7 +245,8 @@ class ArchiveWriter:
         if not canonical:
             raise ValueError(f"not a canonical member name: {name!r}")
         try:
-            stored = self._stored_header(name, size or 0)
+            raw = tar.header(name, size or 0, self._mtime)
+            stored = self._codec.stored(raw)
             if reserve:
                 offset = await self._sink.reserve(stored)
             else:
@@ -253,7 +255,7 @@ class ArchiveWriter:
         except BaseException:
             self._fail()
             raise
-        self._open = _OpenMember(name, offset, len(stored), reserve, size)
+        self._open = _OpenMember(name, offset, len(stored), len(raw), reserve, size)
 
     def _stored_header(self, name: str, size: int) -> bytes:
         return self._codec.stored(tar.header(name, size, self._mtime))
