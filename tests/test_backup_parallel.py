@@ -265,3 +265,36 @@ async def test_a_lane_closed_with_an_error_raises_it_after_its_items() -> None:
     await other.put(2, 30)
     await other.discard()
     assert budget.used == 0 and await other.get() is None
+
+
+async def test_producers_ahead_fetch_within_their_slots_and_a_promoted_lane_needs_none() -> None:
+    """One fetcher slot, taken by a lane ahead that waits for the budget: the next
+    lane, waiting for the slot, still runs once it becomes the head."""
+    budget = Budget(100, fetchers=1)
+    lanes = [Lane[int](budget, depth=1) for _ in range(4)]
+    inside: list[int] = []
+    peak_inside = 0
+
+    async def produce(n: int) -> None:
+        nonlocal peak_inside
+        for i in range(5):
+            async with lanes[n].fetching():
+                inside.append(n)
+                if not lanes[n]._head:
+                    peak_inside = max(peak_inside, sum(1 for m in inside if not lanes[m]._head))
+                await asyncio.sleep(0)
+                await lanes[n].put(10 * n + i, 60)  # two items never fit the budget
+                inside.remove(n)
+        await lanes[n].close()
+
+    tasks = [asyncio.create_task(produce(n)) for n in (3, 2, 1, 0)]  # far lanes first
+    await asyncio.sleep(0.01)
+    out = []
+    for lane in lanes:
+        await lane.promote()
+        while (item := await asyncio.wait_for(lane.get(), 5)) is not None:
+            out.append(item)
+    await asyncio.gather(*tasks)
+    assert out == [10 * n + i for n in range(4) for i in range(5)]
+    assert peak_inside == 1
+    assert budget.peak <= budget.limit and budget.used == 0 and budget.fetching == 0

@@ -348,8 +348,12 @@ class _Job:
         batches = self.src.counted_batches(spec.database, spec.name, batch_size=self.batch_size)
         try:
             async with contextlib.aclosing(batches):
-                async for batch, count in batches:
-                    await lane.put((batch, count), len(batch))
+                while True:
+                    async with lane.fetching():
+                        item = await anext(batches, None)
+                        if item is None:
+                            break
+                        await lane.put(item, len(item[0]))
         except SourceError as exc:
             if await self._unchanged(spec):
                 raise

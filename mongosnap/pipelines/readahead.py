@@ -10,15 +10,23 @@ a collection larger than the budget still goes through; it is bounded by its
 own ``depth`` items instead. When the head is done the next lane becomes the
 head, and its bytes already buffered are released as the writer takes them.
 
-Memory held: at most ``limit`` bytes in lanes ahead, plus ``depth`` items in
-the head lane, plus one item in the hands of each reader waiting to put it.
-Knows nothing of MongoDB or archives.
+A producer ahead also fetches its next item only inside ``fetching()``, which
+at most ``fetchers`` producers ahead hold at once: an item fetched but not yet
+admitted by the budget is in memory too, and this keeps that to ``fetchers``
+items however many lanes there are.
+
+Memory held: at most ``limit`` bytes in lanes ahead, plus ``fetchers`` items
+being fetched ahead, plus ``depth`` items in the head lane and the one its
+producer is fetching, whatever the number of lanes. Knows nothing of MongoDB
+or archives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -27,10 +35,12 @@ T = TypeVar("T")
 class Budget:
     """Bytes buffered by lanes ahead of the head, shared by all of them."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, fetchers: int = 2) -> None:
         if limit < 0:
             raise ValueError("a read-ahead budget cannot be negative")
         self.limit = limit
+        self.fetchers = max(1, fetchers)
+        self.fetching = 0  # producers ahead inside Lane.fetching()
         self.used = 0
         self.peak = 0  # the most bytes ever buffered ahead (for tests and benchmarks)
         self.changed = asyncio.Condition()
@@ -50,6 +60,23 @@ class Lane(Generic[T]):
         self._head = False
         self._closed = False
         self._error: BaseException | None = None
+
+    @contextlib.asynccontextmanager
+    async def fetching(self) -> AsyncIterator[None]:
+        """Hold while fetching the next item and putting it: a lane ahead waits
+        for one of the budget's fetcher slots, the head lane never does."""
+        budget = self._budget
+        async with budget.changed:  # promote() wakes a lane waiting here
+            await budget.changed.wait_for(lambda: self._head or budget.fetching < budget.fetchers)
+            slot = not self._head
+            budget.fetching += slot
+        try:
+            yield
+        finally:
+            if slot:
+                async with budget.changed:
+                    budget.fetching -= 1
+                    budget.changed.notify_all()
 
     async def put(self, item: T, size: int) -> None:
         """Append an item of ``size`` bytes; waits for room (see the module docstring)."""
