@@ -58,8 +58,8 @@ from ..storage import S3Config, Storage, open_storage
 from .readahead import Budget, Lane
 
 PREFETCH_BATCHES = 2  # batches the collection being written may hold ahead of the writer
-PARALLEL = 4
-"""Collections read at once by default: the one being written and 3 ahead (docs/benchmarks.md)."""
+PARALLEL = 2
+"""Collections read at once by default: the one being written and 1 ahead (docs/benchmarks.md)."""
 READ_AHEAD = 32 << 20
 """Bytes of read-ahead batches buffered at most, all collections ahead together."""
 CLAIM_SUFFIX = ".claim"
