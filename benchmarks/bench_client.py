@@ -12,6 +12,10 @@ rounds so that drift hits them all alike, each its own process:
                        collection, nothing else: the floor for any dump;
 - ``mongosnap-gzip``   ``mongosnap backup`` to a directory (default gzip);
 - ``mongosnap-zstd``   the same with ``--codec zstd``;
+- ``mongosnap-p1``     gzip with ``--parallel 1`` (one collection read at a time);
+- ``baseline-gzip``    ``mongosnap backup`` from another source tree, when
+                       $MONGOSNAP_BASELINE names one (e.g. ``git archive`` of
+                       an older commit): before/after in one alternated run;
 - ``mongodump-gz``     the real ``mongodump --archive --gzip`` (mongo-tools in
                        ../shared/mongo-tools/bin or $MONGOSNAP_MONGO_TOOLS).
 
@@ -89,6 +93,8 @@ def contenders(uri: str, out: Path) -> dict[str, list[str]]:
         "drain": [python, "-c", DRAIN, uri],
         "mongosnap-gzip": backup,
         "mongosnap-zstd": [*backup, "--codec", "zstd"],
+        "mongosnap-p1": [*backup, "--parallel", "1"],
+        "baseline-gzip": ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}", *backup],
         "mongodump-gz": [
             str(tools_dir() / "mongodump"),
             "--uri",
@@ -102,7 +108,7 @@ def contenders(uri: str, out: Path) -> dict[str, list[str]]:
     }
 
 
-def run_case(name: str, mb: float, rounds: int) -> None:
+def run_case(name: str, mb: float, rounds: int, only: list[str]) -> None:
     collections, size = CASES[name]
     documents = MANY_DOCUMENTS if size == 0 else int(mb * 1e6 / size / collections)
     size = size or 1024
@@ -112,7 +118,9 @@ def run_case(name: str, mb: float, rounds: int) -> None:
         tempfile.TemporaryDirectory() as tmp,
     ):
         out = Path(tmp)
-        commands = contenders(server.uri, out)
+        commands = {
+            k: v for k, v in contenders(server.uri, out).items() if k == "drain" or k in only
+        }
         measure(commands["drain"])  # the server encodes each reply once: warm it
         runs = {label: Runs() for label in commands}
         for _ in range(rounds):
@@ -149,10 +157,16 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=200, help="BSON per case (1k, 200b)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--case", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["mongosnap-gzip", "mongosnap-zstd", "mongosnap-p1", "mongodump-gz"],
+        help="contenders besides the drain (PYTHONPATH=DIR runs another mongosnap tree)",
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     for name in args.case:
-        run_case(name, args.mb, args.rounds)
+        run_case(name, args.mb, args.rounds, args.only)
 
 
 if __name__ == "__main__":

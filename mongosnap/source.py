@@ -8,10 +8,12 @@ PyMongo, which ``_cursor`` smooths over. Documents are never decoded.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import inspect
 import logging
 import math
+import struct
 import uuid as uuidlib
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
@@ -51,6 +53,7 @@ INVALID_NAMESPACE = 73
 """FerretDB 1.x answers renameCollection to or from a dotted name with it."""
 
 log = logging.getLogger("mongosnap.source")
+_INT32 = struct.Struct("<i")
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
@@ -128,6 +131,7 @@ class Source:
         self._client = client
         self.hosts = hosts
         self._owned = owned
+        self._databases: dict[str, Any] = {}
 
     @classmethod
     async def connect(cls, source: Any, *, connect_timeout: float = DEFAULT_TIMEOUT) -> Source:
@@ -172,6 +176,14 @@ class Source:
         with self._translate(database):
             return await self._client[database].command(command)
 
+    def _database(self, name: str) -> Any:
+        """The client's database object, made once: a backup asks for it several
+        times per collection, and each one costs more than a small collection's read."""
+        found = self._databases.get(name)
+        if found is None:
+            found = self._databases[name] = self._client[name]
+        return found
+
     def _translate(self, database: str) -> _Translate:
         return _Translate(self.hosts, database)
 
@@ -198,7 +210,7 @@ class Source:
     async def collection(self, database: str, name: str) -> CollectionSpec | None:
         """One namespace as listCollections describes it now, or None if it is gone."""
         with self._translate(database):
-            call = self._client[database].list_collections(filter={"name": name})
+            call = self._database(database).list_collections(filter={"name": name})
             found = [_spec(database, _plain(entry)) async for entry in _cursor(call)]
         return found[0] if found else None
 
@@ -208,13 +220,24 @@ class Source:
 
     async def indexes(self, database: str, collection: str) -> list[dict[str, Any]]:
         with self._translate(database):
-            coll = self._client[database][collection]
+            coll = self._database(database)[collection]
             return [_plain(ix) async for ix in _cursor(coll.list_indexes())]
 
     async def raw_batches(
         self, database: str, collection: str, *, batch_size: int = 1000
     ) -> AsyncGenerator[bytes, None]:
-        """Concatenated BSON documents in natural order, batches as the server sent them.
+        """Concatenated BSON documents in natural order: counted_batches without counts."""
+        async with contextlib.aclosing(
+            self.counted_batches(database, collection, batch_size=batch_size)
+        ) as batches:
+            async for batch, _ in batches:
+                yield batch
+
+    async def counted_batches(
+        self, database: str, collection: str, *, batch_size: int = 1000
+    ) -> AsyncGenerator[tuple[bytes, int], None]:
+        """(concatenated BSON documents, how many) in natural order, batches as the
+        server sent them; each batch's length prefixes are walked once, here.
 
         MongoDB caps a reply at 16 MiB; FerretDB does not, and answers a batch
         of three ~16 MB documents with a ~48 MB reply the driver refuses
@@ -227,10 +250,11 @@ class Source:
         duplicate. Sorting by _id would resume without that check, but it
         would change the order of every dump and of capped collections.
         """
-        coll = self._client[database][collection]
+        coll = self._database(database)[collection]
         size = max(1, batch_size)
         done = 0  # documents yielded so far
-        last = b""  # the last of them
+        last = b""  # the batch holding the last of them
+        last_at = 0  # and where that document starts in it
         while True:
             resuming = done > 0
             cursor = raw_batch_cursor(coll, batch_size=size, skip=done - 1 if resuming else 0)
@@ -239,12 +263,13 @@ class Source:
                     async for raw in cursor:
                         batch = bytes(raw)
                         if resuming:
-                            batch = _resumed(batch, last, f"{database}.{collection}")
+                            batch = _resumed(batch, last[last_at:], f"{database}.{collection}")
                             resuming = False
                         if batch:
-                            done += count_documents(batch)
-                            last = _last_document(batch)
-                            yield batch
+                            count, last_at = scan_batch(batch)
+                            done += count
+                            last = batch
+                            yield batch, count
                     if resuming:
                         raise SourceError(_shifted(f"{database}.{collection}"))
                     return
@@ -468,24 +493,29 @@ def _document_id(document: bytes) -> Any:
     return RawBSONDocument(document).get("_id")
 
 
-def _last_document(batch: bytes) -> bytes:
-    """The last document of a batch of concatenated BSON."""
-    offset = 0
-    while True:
-        size = int.from_bytes(batch[offset : offset + 4], "little")
-        if offset + size >= len(batch):
-            return batch[offset:]
-        offset += size
-
-
 def count_documents(batch: bytes) -> int:
     """Documents in a batch of concatenated BSON, walking the length prefixes."""
-    count = offset = 0
+    return scan_batch(batch)[0]
+
+
+def scan_batch(batch: bytes) -> tuple[int, int]:
+    """(documents, offset of the last one) in a batch of concatenated BSON.
+
+    One walk over the length prefixes: the backup's only per-document work.
+    """
+    count = offset = last = 0
     end = len(batch)
-    while offset < end:
-        size = int.from_bytes(batch[offset : offset + 4], "little")
-        if size < 5:
-            raise SourceError(f"server sent a malformed batch (document length {size})")
-        offset += size
-        count += 1
-    return count
+    unpack = _INT32.unpack_from
+    try:
+        while offset < end:
+            size = unpack(batch, offset)[0]
+            if size < 5 or offset + size > end:
+                break
+            last = offset
+            offset += size
+            count += 1
+        else:
+            return count, last
+    except struct.error:
+        size = end - offset
+    raise SourceError(f"server sent a malformed batch (document length {size})")

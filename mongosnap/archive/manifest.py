@@ -337,6 +337,10 @@ class Manifest:
     def to_json(self) -> bytes:
         """UTF-8 JSON, two-space indented, keys in schema order, newline-terminated."""
         self.check()
+        return self._template().fill(self.manifest, self.totals)
+
+    def _template(self) -> _SealTemplate:
+        """The JSON with ``manifest`` and ``totals`` left to fill: encoded once."""
         doc = {
             "format": self.format,
             "format_version": self.format_version,
@@ -349,15 +353,15 @@ class Manifest:
             "source": self.source.to_dict(),
             "databases": list(self.databases),
             "collections": [c.to_dict() for c in self.collections],
-            "manifest": self.manifest.to_dict(),
-            "totals": self.totals.to_dict(),
+            "manifest": _SEAL_MARK,
         }
         if self.oplog is not None:
             doc["oplog"] = self.oplog.to_dict()
-        data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-        if len(data) > MAX_MANIFEST_BYTES:  # a reader would refuse it
-            raise CorruptArchive(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
-        return data
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        head, mark, tail = text.partition(json.dumps(_SEAL_MARK))
+        if not mark or _SEAL_MARK_JSON in tail:
+            raise RuntimeError("the manifest template mark is not unique")
+        return _SealTemplate(head, tail)
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
@@ -443,15 +447,47 @@ class Manifest:
         ``n``, so iterating from ``n = 0`` climbs to the fixed point where the
         JSON describes itself.
         """
+        template = self._template()
         length = 0
         for _ in range(16):
             member, totals = plan(length)
-            current = replace(self, manifest=member, totals=totals)
-            data = current.to_json()
+            data = template.fill(member, totals)
             if len(data) == length:
-                return current, data
+                sealed = replace(self, manifest=member, totals=totals)
+                sealed.check()
+                return sealed, data
             length = len(data)
         raise RuntimeError("manifest length did not settle")
+
+
+_SEAL_MARK = "\u0000mongosnap: manifest and totals\u0000"  # no name can hold a NUL
+_SEAL_MARK_JSON = json.dumps(_SEAL_MARK)
+
+
+@dataclass(frozen=True)
+class _SealTemplate:
+    """A manifest's JSON around its ``manifest`` and ``totals`` values.
+
+    sealed() tries several manifest lengths; re-encoding thousands of
+    collections (json's indented encoder is pure Python) for each try cost
+    more than the whole dump of a small collection. The two values are
+    encoded here as json.dumps would nest them, so the bytes are the same.
+    """
+
+    head: str
+    tail: str
+
+    def fill(self, member: MemberRange, totals: Totals) -> bytes:
+        inner = _nested(member.to_dict()) + ',\n  "totals": ' + _nested(totals.to_dict())
+        data = (self.head + inner + self.tail).encode("utf-8")
+        if len(data) > MAX_MANIFEST_BYTES:  # a reader would refuse it
+            raise CorruptArchive(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        return data
+
+
+def _nested(value: dict[str, Any]) -> str:
+    """``value`` as json.dumps(indent=2) writes it one level deep."""
+    return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
 
 
 # ------------------------------------------------------------- validation

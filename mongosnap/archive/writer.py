@@ -35,9 +35,16 @@ class _OpenMember:
     name: str
     offset: int
     header_length: int  # compressed length of the header member
+    tar_header: int  # tar bytes of the header (a function of the name alone)
     reserved: bool
     expected: int | None
     size: int = 0
+
+
+INLINE_BYTES = 64 << 10
+"""A member's last piece, when it is this small, is compressed on the event
+loop: handing a small piece to a worker thread and back costs more than
+compressing it (a database of many small collections is mostly such pieces)."""
 
 
 class ArchiveWriter:
@@ -135,14 +142,15 @@ class ArchiveWriter:
             end = self._sink.position
             if member.expected is not None and member.size != member.expected:
                 raise ValueError(f"{member.name}: fewer bytes than announced")
-            stored = self._stored_header(member.name, member.size)
-            if len(stored) != member.header_length:
-                raise RuntimeError(f"{member.name}: header length changed with the size")
-            if hold:
+            if hold:  # settle() builds the header, under its final name
                 self._held[member.offset] = member.header_length
-            elif member.reserved:
-                await self._sink.fill(member.offset, stored)
-            self._tar_bytes += tar.member_length(member.name, member.size)
+            else:
+                stored = self._stored_header(member.name, member.size)
+                if len(stored) != member.header_length:
+                    raise RuntimeError(f"{member.name}: header length changed with the size")
+                if member.reserved:
+                    await self._sink.fill(member.offset, stored)
+            self._tar_bytes += member.tar_header + member.size + (-member.size % tar.BLOCK)
             self._open = None
             return MemberRange(member.name, member.offset, end, member.size)
         except BaseException:
@@ -239,7 +247,8 @@ class ArchiveWriter:
         if not canonical:
             raise ValueError(f"not a canonical member name: {name!r}")
         try:
-            stored = self._stored_header(name, size or 0)
+            raw = tar.header(name, size or 0, self._mtime)
+            stored = self._codec.stored(raw)
             if reserve:
                 offset = await self._sink.reserve(stored)
             else:
@@ -248,16 +257,21 @@ class ArchiveWriter:
         except BaseException:
             self._fail()
             raise
-        self._open = _OpenMember(name, offset, len(stored), reserve, size)
+        self._open = _OpenMember(name, offset, len(stored), len(raw), reserve, size)
 
     def _stored_header(self, name: str, size: int) -> bytes:
         return self._codec.stored(tar.header(name, size, self._mtime))
 
     async def _submit(self, chunk: bytes) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mongosnap-zip")
         loop = asyncio.get_running_loop()
-        self._pending.append(loop.run_in_executor(self._pool, self._codec.compress, chunk))
+        if len(chunk) < self._chunk_size and len(chunk) <= INLINE_BYTES:
+            done: asyncio.Future[bytes] = loop.create_future()
+            done.set_result(self._codec.compress(chunk))
+            self._pending.append(done)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mongosnap-zip")
+            self._pending.append(loop.run_in_executor(self._pool, self._codec.compress, chunk))
         while len(self._pending) >= self._in_flight:
             await self._flush_one()
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mongosnap.backup")
 MAX_BATCH = 2**31 - 1
+PARALLEL = 2
+"""pipelines.backup.PARALLEL, repeated so --help need not import the driver."""
 
 
 def register(commands: Any) -> None:
@@ -47,6 +49,13 @@ def register(commands: Any) -> None:
         type=whole(1, MAX_BATCH),
         default=1000,
         help="documents per server batch (default 1000)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=whole(1, 64),
+        default=PARALLEL,
+        metavar="N",
+        help=f"collections read at once, the one being written included (default {PARALLEL})",
     )
     p.add_argument(
         "--oplog",
@@ -99,6 +108,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 batch_size=args.batch_size,
                 progress=logged(on_progress),
                 oplog=args.oplog,
+                parallel=args.parallel,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,11 +54,16 @@ from ..archive.manifest import (
 from ..codecs import get_codec
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
-from ..source import CollectionSpec, Source, count_documents, select
+from ..source import CollectionSpec, Source, select
 from ..storage import S3Config, Storage, open_storage
+from .readahead import Budget, Lane
 from .uploads import abort_stale_uploads
 
-PREFETCH_BATCHES = 2
+PREFETCH_BATCHES = 2  # batches the collection being written may hold ahead of the writer
+PARALLEL = 2
+"""Collections read at once by default: the one being written and 1 ahead (docs/benchmarks.md)."""
+READ_AHEAD = 32 << 20
+"""Bytes of read-ahead batches buffered at most, all collections ahead together."""
 CLAIM_SUFFIX = ".claim"
 """``<archive key>.claim``: the name is taken by a backup in progress (docs/format.md)."""
 DELETE_ATTEMPTS = 4
@@ -126,6 +131,8 @@ async def backup(
     batch_size: int = 1000,
     progress: ProgressCallback = ignore,
     oplog: bool = False,
+    parallel: int = PARALLEL,
+    read_ahead: int = READ_AHEAD,
 ) -> BackupResult:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -136,7 +143,16 @@ async def backup(
     ``oplog=True`` also stores the oplog entries written during the dump as
     ``dump/oplog.bson`` (as ``mongodump --oplog`` does); the manifest's
     ``oplog.last_ts`` is then the instant a replay of it restores to.
+
+    ``parallel`` collections are read at once: the one being written into the
+    archive and the next ``parallel - 1``, whose batches wait in at most
+    ``read_ahead`` bytes of memory. The archive is the same whatever these
+    are: members in the same order, each one contiguous run.
     """
+    if parallel < 1:
+        raise UsageError(f"parallel must be at least 1, not {parallel}")
+    if read_ahead < 0:
+        raise UsageError(f"read_ahead cannot be negative ({read_ahead})")
     chosen_codec = get_codec(codec)
     storage = open_storage(destination, s3=s3)
     try:
@@ -146,6 +162,7 @@ async def backup(
             capture = await OplogCapture.begin(src) if oplog else None
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
+            job.parallel, job.read_ahead = parallel, read_ahead
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return replace(await job.run(specs), stale_uploads_aborted=aborted)
@@ -210,6 +227,8 @@ class _Job:
         # backup --oplog: appends dump/oplog.bson after the collections (oplog/capture.py)
         self.oplog_hook: Callable[..., Awaitable[OplogWindow]] | None = None
         self.oplog: OplogWindow | None = None
+        self.parallel = PARALLEL
+        self.read_ahead = READ_AHEAD
 
     async def run(self, specs: list[CollectionSpec]) -> BackupResult:
         started = datetime.now(UTC)
@@ -226,8 +245,7 @@ class _Job:
         sink = self.storage.open_writer(key)
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
-                for spec in specs:
-                    self.entries.append(await self._dump(writer, spec))
+                await self._dump_all(writer, specs)
                 if self.oplog_hook is not None:
                     databases = list(dict.fromkeys(s.database for s in specs))
                     self.oplog = await self.oplog_hook(writer, databases)
@@ -299,20 +317,76 @@ class _Job:
 
     # -- one collection
 
-    async def _dump(self, writer: ArchiveWriter, spec: CollectionSpec) -> CollectionEntry:
-        """One collection's members, named under ``gone/`` if it vanished meanwhile.
+    async def _dump_all(self, writer: ArchiveWriter, specs: list[CollectionSpec]) -> None:
+        """Every collection in order, each read up to ``parallel - 1`` turns ahead.
 
-        Its existence (and UUID, where the server gives one) is checked at its
-        turn and again after its dump; the member headers stay unfilled until
-        the second check has decided their names.
+        Readers run in one task group: the first to fail cancels the others
+        and the writing, and its error is raised as it is.
         """
+        readers: list[_Reader] = []
+        budget = Budget(self.read_ahead)
         try:
-            if not await self._unchanged(spec):
-                return await self._vanished_early(writer, spec)
+            async with asyncio.TaskGroup() as group:
+                for turn in range(len(specs)):
+                    while len(readers) < min(len(specs), turn + self.parallel):
+                        reader = _Reader(specs[len(readers)], Lane(budget, PREFETCH_BATCHES))
+                        reader.task = group.create_task(self._read(reader))
+                        readers.append(reader)
+                    self.entries.append(await self._dump(writer, readers[turn]))
+        except BaseExceptionGroup as failed:
+            error = _first_error(failed)
+            raise error from error.__cause__
+
+    async def _read(self, reader: _Reader) -> None:
+        """Fetch one collection's indexes, then its batches into its lane.
+
+        A read error is the backup's failure unless the collection is gone
+        (a drop kills the cursor: CursorNotFound); then the writer is told,
+        through the lane, and records the collection as vanished.
+        """
+        spec, lane = reader.spec, reader.lane
+        try:
             indexes = await self.src.indexes(spec.database, spec.name) if spec.has_documents else []
         except SourceError:
             if await self._unchanged(spec):
                 raise
+            reader.indexes.set_result(None)
+            await lane.close()
+            return
+        reader.indexes.set_result(indexes)
+        if not spec.has_documents:
+            await lane.close()
+            return
+        batches = self.src.counted_batches(spec.database, spec.name, batch_size=self.batch_size)
+        try:
+            async with contextlib.aclosing(batches):
+                while True:
+                    async with lane.fetching():
+                        item = await anext(batches, None)
+                        if item is None:
+                            break
+                        await lane.put(item, len(item[0]))
+        except SourceError as exc:
+            if await self._unchanged(spec):
+                raise
+            await lane.close(exc)
+            return
+        await lane.close()
+
+    async def _dump(self, writer: ArchiveWriter, reader: _Reader) -> CollectionEntry:
+        """One collection's members, named under ``gone/`` if it vanished meanwhile.
+
+        Its existence (and UUID, where the server gives one) is checked at its
+        turn and again after its members are written; the member headers stay
+        unfilled until the second check has decided their names. Its batches
+        may have been read before its turn (``parallel``).
+        """
+        spec = reader.spec
+        await reader.lane.promote()
+        if not await self._unchanged(spec):
+            return await self._gone_early(writer, reader)
+        indexes = await reader.indexes
+        if indexes is None:  # listIndexes failed and the collection is gone
             return await self._vanished_early(writer, spec)
         meta = await writer.add_file(
             names.member_name(spec.database, spec.name, "metadata"),
@@ -326,8 +400,8 @@ class _Job:
                 names.member_name(spec.database, spec.name, "bson", collection_type=spec.type)
             )
             try:
-                await self._stream(writer, spec, data)
-            except SourceError as exc:  # a drop kills the cursor (CursorNotFound)
+                await self._stream(writer, reader, data)
+            except SourceError as exc:  # the reader saw the collection go
                 data.failure = exc
             data.member = await writer.end(hold=True)
         gone = not await self._unchanged(spec)
@@ -335,17 +409,24 @@ class _Job:
             raise data.failure
         return await self._settle(writer, spec, meta, data, VANISHED if gone else COMPLETE)
 
-    async def _stream(self, writer: ArchiveWriter, spec: CollectionSpec, data: _Data) -> None:
-        batches = self.src.raw_batches(spec.database, spec.name, batch_size=self.batch_size)
-        async with contextlib.aclosing(_prefetched(batches, PREFETCH_BATCHES)) as stream:
-            async for batch in stream:
-                data.digest.update(batch)
-                data.documents += count_documents(batch)
-                data.size += len(batch)
-                await writer.write(batch)
-                self.progress(
-                    Progress(Stage.BATCH, spec.database, spec.name, data.documents, data.size)
-                )
+    async def _stream(self, writer: ArchiveWriter, reader: _Reader, data: _Data) -> None:
+        spec = reader.spec
+        while (item := await reader.lane.get()) is not None:
+            batch, count = item
+            data.digest.update(batch)
+            data.documents += count
+            data.size += len(batch)
+            await writer.write(batch)
+            self.progress(
+                Progress(Stage.BATCH, spec.database, spec.name, data.documents, data.size)
+            )
+
+    async def _gone_early(self, writer: ArchiveWriter, reader: _Reader) -> CollectionEntry:
+        """Stop the reader of a collection gone at its turn and drop what it read."""
+        reader.task.cancel()
+        await asyncio.wait([reader.task])
+        await reader.lane.discard()
+        return await self._vanished_early(writer, reader.spec)
 
     async def _unchanged(self, spec: CollectionSpec) -> bool:
         """Whether the collection still exists, and is the same one where UUIDs tell."""
@@ -445,6 +526,18 @@ class _Job:
         )
 
 
+@dataclass(eq=False)
+class _Reader:
+    """One collection being read: its lane of batches and its indexes (None: gone)."""
+
+    spec: CollectionSpec
+    lane: Lane[tuple[bytes, int]]
+    indexes: asyncio.Future[list[dict[str, Any]] | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    task: asyncio.Task[None] = field(init=False)
+
+
 @dataclass
 class _Data:
     """What the dump of one collection's documents produced."""
@@ -477,37 +570,14 @@ async def _delete_retrying(storage: Storage, key: str) -> None:
             delay *= 2
 
 
-@dataclass(frozen=True)
-class _Failed:
-    error: Exception
-
-
-async def _prefetched(
-    batches: AsyncGenerator[bytes, None], depth: int
-) -> AsyncGenerator[bytes, None]:
-    """Fetch up to ``depth`` batches ahead so the server works while we compress."""
-    queue: asyncio.Queue[bytes | _Failed | None] = asyncio.Queue(depth)
-
-    async def pump() -> None:
-        try:
-            async with contextlib.aclosing(batches):
-                async for batch in batches:
-                    await queue.put(batch)
-        except Exception as exc:
-            await queue.put(_Failed(exc))
-        else:
-            await queue.put(None)
-
-    task = asyncio.create_task(pump())
-    try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error a task group stopped on (cancellations of its other tasks aside)."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return group.exceptions[0]
 
 
 __all__ = ["BackupResult", "CollectionResult", "backup"]
