@@ -6,22 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bson
 import pytest
 from helpers import run_cli, server_documents, split_bson
-from oplog_support import WAIT, wait_for
+from oplog_support import (
+    WAIT,
+    ArchiverProcess,
+    newest_ts,
+    server_entries,
+    sidecars,
+    ts_of,
+    wait_for,
+)
 from pymongo import MongoClient
 from test_backup_oplog import KeyedWriter, expected_state, op_number, seeded_document
 
 import mongosnap
 from mongosnap.archive.manifest import Manifest
+from mongosnap.oplog.chunks import GapInfo, gap_key
 from mongosnap.oplog.position import Ts
 
 COLLECTIONS = ("live", "other")
@@ -159,3 +170,147 @@ def test_restore_with_no_oplog_replay_restores_the_dump_as_it_is(
         assert restored == _by_id(live_backup.dumped[name]), name
     assert result["oplog_replayed"] == 0
     assert result["restored_to"] is None and result["replay"] is None
+
+
+# -- restore to a point in time: archive, its member, then the chunks under oplog/
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """An archive taken under a steady write load, a plain backup after it, and
+    the chunks `mongosnap oplog` wrote all along."""
+
+    dest: Path
+    database: str
+    key: str
+    start: Ts
+    after: list[bytes]
+    """The writer's entries after the plain backup, from the server's oplog."""
+
+
+@pytest.fixture(scope="module")
+def timeline(mongo_oplog_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Timeline:
+    uri = mongo_oplog_uri
+    dest = tmp_path_factory.mktemp("pitr")
+    database = f"pitr_{uuid.uuid4().hex[:10]}"
+    with MongoClient(uri) as client:
+        client[database]["live"].insert_many([seeded_document(i) for i in range(400)])
+    archiver = ArchiverProcess(dest, uri, "--interval", "0.5", "--start", "now")
+    writer = KeyedWriter(uri, database)
+    try:
+        writer.thread.start()
+        wait_for(lambda: writer.done > 30, "the writer to start")
+        archiver.wait_read_past(newest_ts(uri))
+        archived = asyncio.run(mongosnap.backup(uri, str(dest), database=database, oplog=True))
+        marks = [writer.done]
+        wait_for(lambda: writer.done > marks[0] + 200, "writes after the archive")
+        asyncio.run(mongosnap.backup(uri, str(dest), database=database))  # no oplog window
+        marks.append(writer.done)
+        wait_for(lambda: writer.done > marks[1] + 300, "writes after the plain backup")
+    finally:
+        _stop([writer])
+        archiver.wait_read_past(newest_ts(uri))
+        assert archiver.terminate() == 143
+    assert archived.oplog is not None
+    manifest = Manifest.from_json((dest / archived.manifest_key).read_bytes())
+    assert manifest.oplog is not None
+    start = Ts(*manifest.oplog.last_ts)
+    mine = [e for e in server_entries(uri) if _writer_op(bson.decode(e), database)]
+    after = [e for e in mine if op_number(bson.decode(e)) >= marks[1]]
+    assert after and ts_of(after[0]) > start
+    return Timeline(dest, database, archived.archive_key, start, after)
+
+
+def _writer_op(entry: dict[str, Any], database: str) -> bool:
+    """An entry of the writer (not of the seed) on the database's collection."""
+    seed = entry["op"] == "i" and "k" not in entry["o"]
+    return entry["ns"] == f"{database}.live" and not seed
+
+
+def _restore_to(timeline: Timeline, uri: str, target: str, *when: str) -> Any:
+    return run_cli(
+        *("restore", "latest", str(timeline.dest), uri, timeline.database),
+        *("--to-database", target, "--json", *when),
+    )
+
+
+def test_restore_to_ts_lands_on_that_entry(
+    timeline: Timeline, mongo_uri: str, target_database: str
+) -> None:
+    middle = timeline.after[len(timeline.after) // 2]
+    target = ts_of(middle)
+    done = _restore_to(timeline, mongo_uri, target_database, "--to-ts", str(target))
+    assert done.returncode == 0, done.stderr
+    assert "1 archive(s) without an oplog window skipped" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["archive_key"] == timeline.key
+    assert result["restored_to"] == str(target)
+    restored = _by_id(server_documents(mongo_uri, target_database, "live"))
+    assert restored == expected_state(op_number(bson.decode(middle)) + 1)
+
+
+def test_restore_to_time_includes_every_entry_of_that_second(
+    timeline: Timeline, mongo_uri: str, target_database: str
+) -> None:
+    second = ts_of(timeline.after[len(timeline.after) // 2]).t
+    ops = max(op_number(bson.decode(e)) for e in timeline.after if ts_of(e).t <= second)
+    when = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = _restore_to(timeline, mongo_uri, target_database, "--to-time", when)
+    assert done.returncode == 0, done.stderr
+    restored = _by_id(server_documents(mongo_uri, target_database, "live"))
+    assert restored == expected_state(ops + 1)
+
+
+def _refused(timeline: Timeline, uri: str, target_database: str, *when: str) -> str:
+    done = _restore_to(timeline, uri, target_database, *when)
+    assert done.returncode == 51, done.stderr
+    with MongoClient(uri) as client:
+        assert client[target_database].list_collection_names() == []
+    return done.stderr
+
+
+def test_restore_refuses_a_target_past_the_archived_oplog(
+    timeline: Timeline, mongo_uri: str, target_database: str
+) -> None:
+    late = f"{ts_of(timeline.after[-1]).t + 3600}:0"
+    assert "no oplog chunk reaches the target" in _refused(
+        timeline, mongo_uri, target_database, "--to-ts", late
+    )
+
+
+def test_restore_refuses_a_target_before_every_consistent_point(
+    timeline: Timeline, mongo_uri: str, target_database: str
+) -> None:
+    early = f"{timeline.start.t - 1}:0"
+    stderr = _refused(timeline, mongo_uri, target_database, "--to-ts", early)
+    assert "no complete archive" in stderr and "without an oplog window" in stderr
+
+
+def _copy(timeline: Timeline, into: Path) -> Timeline:
+    shutil.copytree(timeline.dest, into)
+    return Timeline(into, timeline.database, timeline.key, timeline.start, timeline.after)
+
+
+def test_restore_refuses_across_a_recorded_gap(
+    timeline: Timeline, mongo_uri: str, target_database: str, tmp_path: Path
+) -> None:
+    copy = _copy(timeline, tmp_path / "copy")
+    target = ts_of(timeline.after[len(timeline.after) // 2])
+    gap = GapInfo(timeline.start, target, datetime.now(UTC), "oplog rolled over")
+    (copy.dest / gap_key(gap.after, gap.before)).write_bytes(gap.to_json())
+    stderr = _refused(copy, mongo_uri, target_database, "--to-ts", str(target))
+    assert "gap" in stderr and "oplog rolled over" in stderr
+
+
+def test_restore_refuses_across_a_missing_chunk(
+    timeline: Timeline, mongo_uri: str, target_database: str, tmp_path: Path
+) -> None:
+    copy = _copy(timeline, tmp_path / "copy")
+    target = ts_of(timeline.after[-1])
+    between = [c for c in sidecars(copy.dest) if timeline.start < c.first_ts <= target]
+    assert len(between) > 1, "the archiver wrote too few chunks"
+    lost = between[len(between) // 2]
+    (copy.dest / lost.object_key).unlink()
+    (copy.dest / lost.key).unlink()
+    stderr = _refused(copy, mongo_uri, target_database, "--to-ts", str(target))
+    assert "unrecorded" in stderr
