@@ -98,10 +98,18 @@ async def _choose(storage: Storage, ref: str, target: Ts, warn: Warn) -> Archive
             + _skipped(without)
         )
     point, chosen = max(usable, key=lambda pair: (pair[0], pair[1].key))
-    newer = [k for k in without if k > chosen.key]
+    newer = [
+        a.key
+        for a in archives
+        if consistent_point(a) is None and chosen.created < a.created <= _time(target)
+    ]
     if newer:
         warn(f"restoring from {chosen.key} (consistent at ts {point})" + _skipped(newer))
     return chosen
+
+
+def _time(ts: Ts) -> datetime:
+    return datetime.fromtimestamp(ts.t, UTC)
 
 
 def _skipped(keys: list[str]) -> str:
