@@ -25,6 +25,7 @@ from ..oplog.chunks import ChunkInfo, Coverage, GapInfo, decode_chunk, read_cove
 from ..oplog.position import Ts
 from ..oplog.tail import entry_ts
 from ..storage import Storage
+from .engine import Engine
 
 log = logging.getLogger("mongosnap.restore")
 
@@ -169,3 +170,31 @@ async def chunk_entries(storage: Storage, pitr: PitrPlan) -> AsyncIterator[bytes
                 return
             if ts > pitr.start:
                 yield entry
+
+
+async def since(storage: Storage, archive: ArchiveInfo) -> PitrPlan | None:
+    """The archive and every archived entry after its consistent point, as far as
+    one continuous span of chunks reaches; None when no span covers that point
+    (or the archive has none). Heal replays this to the instant before a loss."""
+    start = consistent_point(archive)
+    if start is None:
+        return None
+    coverage = await read_coverage(storage)
+    span = next((s for s in coverage.spans if s.first <= start <= s.last), None)
+    if span is None:
+        return None
+    chunks = [
+        c
+        for c in coverage.chunks
+        if span.first <= c.first_ts and c.last_ts <= span.last and c.last_ts > start
+    ]
+    return PitrPlan(archive, start, span.last, chunks)
+
+
+async def entries(engine: Engine, plan: PitrPlan | None) -> AsyncIterator[bytes]:
+    """The archive's oplog member, then (with a plan) its chunks' entries."""
+    async for entry in engine.oplog_entries():
+        yield entry
+    if plan is not None:
+        async for entry in chunk_entries(engine.storage, plan):
+            yield entry

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -187,21 +187,13 @@ async def _replay(
     restored = {f"{database}.{c.name}" for c in outcomes if c.status is Status.RESTORED}
     report = await replay(
         engine.target,
-        _entries(engine, plan),
+        pitr.entries(engine, plan),
         namespaces=restored,
         databases={database: engine.to_database},
         until=plan.target.to_bson() if plan is not None else None,
     )
     log.info("replayed %s oplog entries onto %s", sum(report.applied.values()), sorted(restored))
     return report
-
-
-async def _entries(engine: Engine, plan: pitr.PitrPlan | None) -> AsyncIterator[bytes]:
-    async for entry in engine.oplog_entries():
-        yield entry
-    if plan is not None:
-        async for entry in pitr.chunk_entries(engine.storage, plan):
-            yield entry
 
 
 def _check_usable(info: ArchiveInfo, allow_incomplete: bool, warn: Warn) -> None:

@@ -21,6 +21,7 @@ from helpers import run_cli, server_documents, split_bson
 from oplog_support import (
     WAIT,
     ArchiverProcess,
+    Writer,
     newest_ts,
     server_entries,
     sidecars,
@@ -314,3 +315,64 @@ def test_restore_refuses_across_a_missing_chunk(
     (copy.dest / lost.key).unlink()
     stderr = _refused(copy, mongo_uri, target_database, "--to-ts", str(target))
     assert "unrecorded" in stderr
+
+
+# -- heal to the instant before loss
+
+
+async def test_heal_returns_every_write_made_after_the_last_archive(
+    mongo_oplog_uri: str, tmp_path: Path
+) -> None:
+    uri, database = mongo_oplog_uri, f"heal_{uuid.uuid4().hex[:10]}"
+    archiver = ArchiverProcess(tmp_path, uri, "--interval", "0.3", "--start", "now")
+    writer = Writer(uri, database)
+    try:
+        writer.start()
+        await asyncio.to_thread(archiver.wait_read_past, newest_ts(uri))
+        archived = await mongosnap.backup(uri, str(tmp_path), database=database, oplog=True)
+        mark = writer.count
+        await asyncio.to_thread(wait_for, lambda: writer.count > mark + 150, "later writes")
+    finally:
+        writer.stop()
+        archiver.wait_read_past(newest_ts(uri))
+        assert archiver.terminate() == 143
+    before = _by_id(server_documents(uri, database, "events"))
+    dumped = _by_id(
+        split_bson(_extract(tmp_path / archived.archive_key)[f"dump/{database}/events.bson"])
+    )
+    assert before != dumped
+    with MongoClient(uri) as client:
+        client[database].drop_collection("events")
+
+    report = await mongosnap.heal(uri, str(tmp_path), database=database, collections=["events"])
+
+    assert report.ok, report.to_dict()
+    assert _by_id(server_documents(uri, database, "events")) == before
+    [replayed] = report.replays
+    assert replayed.archive == archived.archive_key and replayed.collections == ["events"]
+    assert replayed.entries >= 150
+    assert replayed.restored_to == {"events": replayed.covered_to}  # FerretDB logs no drop
+    assert report.to_dict()["replays"][0]["entries"] == replayed.entries
+    with MongoClient(uri) as client:
+        client.drop_database(database)
+
+
+async def test_heal_without_chunks_restores_the_archive_as_before(
+    mongo_oplog_uri: str, tmp_path: Path
+) -> None:
+    uri, database = mongo_oplog_uri, f"heal_{uuid.uuid4().hex[:10]}"
+    writer = Writer(uri, database)
+    try:
+        await asyncio.to_thread(writer.write, 60)
+        archived = await mongosnap.backup(uri, str(tmp_path), database=database, oplog=True)
+        await asyncio.to_thread(writer.write, 40)
+    finally:
+        writer.stop()
+    dumped = _extract(tmp_path / archived.archive_key)[f"dump/{database}/events.bson"]
+    with MongoClient(uri) as client:
+        client[database].drop_collection("events")
+    report = await mongosnap.heal(uri, str(tmp_path), database=database, collections=["events"])
+    assert report.ok and report.replays == []
+    assert _by_id(server_documents(uri, database, "events")) == _by_id(split_bson(dumped))
+    with MongoClient(uri) as client:
+        client.drop_database(database)
