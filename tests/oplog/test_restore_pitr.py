@@ -10,7 +10,7 @@ import shutil
 import tarfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,13 @@ from pymongo import MongoClient
 from test_backup_oplog import KeyedWriter, expected_state, op_number, seeded_document
 
 import mongosnap
+from mongosnap import CorruptArchive
 from mongosnap.archive.manifest import Manifest
+from mongosnap.catalog import resolve
 from mongosnap.oplog.chunks import GapInfo, gap_key
 from mongosnap.oplog.position import Ts
+from mongosnap.pipelines.engine import Engine
+from mongosnap.storage import open_storage
 
 COLLECTIONS = ("live", "other")
 
@@ -380,3 +384,45 @@ async def test_heal_without_chunks_restores_the_archive_as_before(
     assert _by_id(server_documents(uri, database, "events")) == _by_id(split_bson(dumped))
     with MongoClient(uri) as client:
         client.drop_database(database)
+
+
+# -- the oplog member is checked against the manifest; bad targets are usage errors
+
+
+async def test_oplog_member_that_differs_from_its_window_is_refused(
+    live_backup: LiveBackup, mongo_uri: str
+) -> None:
+    """The member's SHA-256 and count are checked against the manifest's window."""
+    storage = open_storage(str(live_backup.dest))
+    try:
+        info = await resolve(storage, live_backup.key)
+        assert info.manifest is not None and info.manifest.oplog is not None
+        read = [e async for e in Engine(storage, info, None, "x").oplog_entries()]  # type: ignore[arg-type]
+        assert read == live_backup.member
+        for window in (
+            replace(info.manifest.oplog, sha256="0" * 64),
+            replace(info.manifest.oplog, entries=info.manifest.oplog.entries + 1),
+        ):
+            forged = replace(info, manifest=replace(info.manifest, oplog=window))
+            engine = Engine(storage, forged, None, "x")  # type: ignore[arg-type]
+            with pytest.raises(CorruptArchive, match=r"dump/oplog\.bson"):
+                _ = [e async for e in engine.oplog_entries()]
+    finally:
+        await storage.aclose()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--to-time", "2026-12-01T10:00:00"), "time zone"),
+        (("--to-time", "yesterday"), "not an ISO 8601 time"),
+        (("--to-ts", "12"), "SECONDS:INC"),
+        (("--to-ts", "12:0", "--no-oplog-replay"), "replays the oplog"),
+    ],
+)
+def test_bad_point_in_time_flags_are_usage_errors(
+    tmp_path: Path, flags: tuple[str, ...], message: str
+) -> None:
+    done = run_cli("restore", "latest", str(tmp_path), "127.0.0.1:9", "db", *flags)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
