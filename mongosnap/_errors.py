@@ -21,6 +21,7 @@
     ├── HealIncomplete                  41  collections still missing after the search
     ├── PartialFailure                  42  some collections failed (each named with its cause)
     ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
+    ├── PointInTimeUnavailable          51  no archive and oplog chunks reach the target instant
     └── Interrupted                     130 Ctrl-C
         └── Terminated                  143 SIGTERM
 
@@ -115,6 +116,13 @@ class HealIncomplete(MongosnapError):
 
 class ReplayError(MongosnapError):
     exit_code = 50
+
+
+class PointInTimeUnavailable(MongosnapError):
+    """A restore to a point in time cannot reach its target: no archive is
+    consistent before it, or a gap or the chunks' end lies on the way."""
+
+    exit_code = 51
 
 
 class Interrupted(MongosnapError):

@@ -21,6 +21,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from ..oplog.position import Ts
     from ..pipelines.ledger import StagingLedger
     from ..pipelines.restore import RestoreResult
 
@@ -52,6 +53,20 @@ def register(commands: Any) -> None:
         action="store_true",
         help="restore from an archive listed as incomplete (read without its manifest)",
     )
+    p.add_argument(
+        "--no-oplog-replay",
+        dest="oplog_replay",
+        action="store_false",
+        help="do not replay the archive's dump/oplog.bson (backup --oplog) after the restore",
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--to-time",
+        metavar="TIME",
+        help="restore to this instant (ISO 8601 with zone, e.g. 2026-12-01T10:00:00Z) "
+        "from an archive and the oplog chunks under DEST/oplog/",
+    )
+    when.add_argument("--to-ts", metavar="SECONDS:INC", help="as --to-time, to an oplog ts")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     add_source_flags(p)
@@ -115,7 +130,18 @@ async def _restore(
         allow_incomplete=args.allow_incomplete,
         warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
         ledger=ledger,
+        oplog_replay=args.oplog_replay,
+        to_ts=_to_ts(args),
     )
+
+
+def _to_ts(args: argparse.Namespace) -> Ts | None:
+    from ..oplog.position import Ts
+    from ..pipelines.pitr import parse_time
+
+    if args.to_ts is not None:
+        return Ts.parse(args.to_ts)
+    return None if args.to_time is None else parse_time(args.to_time)
 
 
 @contextlib.contextmanager
@@ -144,3 +170,5 @@ def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None
         f"{result.archive_key} ({result.bytes_fetched / 1e6:.1f} of "
         f"{result.archive_size / 1e6:.1f} MB fetched) in {result.duration:.1f}s\n"
     )
+    if result.restored_to is not None:
+        out.write(f"replayed {result.oplog_replayed} oplog entries, to ts {result.restored_to}\n")

@@ -22,6 +22,7 @@ place (staging.py), so readers see it complete or not at all.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -211,6 +212,38 @@ class Engine:
             found = [(m.name, await m.read(member.size)) async for m in members]
         if found != [(member.name, manifest.to_json())]:
             raise CorruptArchive("the manifest inside the archive differs from its sidecar")
+
+    async def oplog_entries(self) -> AsyncIterator[bytes]:
+        """The raw entries of the archive's ``dump/oplog.bson``, in oplog order.
+
+        One ranged read of the member the manifest's ``oplog`` window names;
+        each entry is validated as BSON before it is handed out, and the count
+        and SHA-256 are checked against the window at the end (CorruptArchive).
+        Nothing when the archive has no window.
+        """
+        window = self.info.manifest.oplog if self.info.manifest is not None else None
+        if window is None:
+            return
+        member_range = window.member
+        splitter = BsonSplitter(max_documents=window.entries, max_bytes=member_range.size)
+        digest = hashlib.sha256()
+        async with contextlib.aclosing(self._read_ranges(member_range)) as members:
+            async for member in members:
+                if member.name != member_range.name or member.size != member_range.size:
+                    raise CorruptArchive(
+                        f"{self.info.key}: expected {member_range.name} "
+                        f"({member_range.size} bytes) in its range, found {member.name!r}"
+                    )
+                async for chunk in member.chunks():
+                    digest.update(chunk)
+                    for entry in splitter.feed(chunk):
+                        yield entry
+        splitter.close()
+        if splitter.documents != window.entries or digest.hexdigest() != window.sha256:
+            raise CorruptArchive(
+                f"{self.info.key}: {member_range.name} holds {splitter.documents} entries "
+                f"or a SHA-256 other than the manifest's ({window.entries})"
+            )
 
     def _read_ranges(self, *ranges: MemberRange) -> AsyncGenerator[TarMember, None]:
         """The members of consecutive ranges, from one ranged read, bounded to their size."""

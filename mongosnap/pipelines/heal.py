@@ -8,6 +8,11 @@ reported with its cause and tried again from the next; incomplete archives
 are never used; collections that are still there are never touched, and one
 that reappears while being healed (an application recreated it) is left alone
 and reported.
+
+When the archive has an oplog window and the chunks under ``oplog/`` cover
+the time since its consistent point, the restored collections are then
+brought to the instant before they vanished: the archive's oplog member and
+the chunks are replayed onto them with ``before_loss`` (pitr.py).
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from typing import Any
 
 from .._aio import shielded
 from .._checks import name_list
-from .._errors import ArchiveError, NoBackupsFound
+from .._errors import ArchiveError, NoBackupsFound, ReplayError
 from ..catalog import ArchiveInfo, newest_archives
+from ..oplog.entry import format_ts
+from ..oplog.replay import replay
+from ..oplog.report import ReplayReport
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
+from . import pitr
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -37,6 +46,24 @@ log = logging.getLogger("mongosnap.heal")
 class SkippedArchive:
     key: str
     reason: str
+
+
+@dataclass(frozen=True)
+class HealReplay:
+    """The oplog replayed onto collections healed from one archive.
+
+    ``covered_to`` is the newest archived entry replayed from; ``restored_to``
+    gives, per collection, the instant it was brought to: ``before TS`` when
+    the entry that took it away (drop, rename, dropDatabase) was found and
+    held back, else ``covered_to`` (every archived entry for it applied).
+    """
+
+    archive: str
+    collections: list[str]
+    consistent_point: str
+    covered_to: str
+    entries: int
+    restored_to: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,8 @@ class HealReport:
     dry_run: bool = False
     duration: float = 0.0
     failures: list[CollectionOutcome] = field(default_factory=list)
+    replays: list[HealReplay] = field(default_factory=list)
+    """Oplog replays that brought healed collections past their archive."""
 
     @property
     def vanished(self) -> list[str]:
@@ -136,6 +165,7 @@ async def heal(
         dry_run=dry_run,
         duration=round(time.monotonic() - started, 3),
         failures=search.failures,
+        replays=search.replays,
     )
 
 
@@ -166,6 +196,7 @@ class _Search:
         self.skipped: list[SkippedArchive] = []
         self.searched: list[str] = []
         self.bytes_fetched = 0
+        self.replays: list[HealReplay] = []
 
     async def run(self, depth: int) -> None:
         seen = False
@@ -212,6 +243,46 @@ class _Search:
                 continue
             self.remaining.discard(outcome.name)
             self.outcomes.append(outcome)
+        restored = [o.name for o in outcomes if o.status is Status.RESTORED]
+        if restored and not self.dry_run:
+            await self._replay(engine, restored)
+
+    async def _replay(self, engine: Engine, names: list[str]) -> None:
+        """Bring collections just restored to the instant before they vanished,
+        when the archive has a consistent point and chunks cover the time since."""
+        plan = await pitr.since(self.storage, engine.info)
+        if plan is None:
+            return
+        namespaces = {f"{self.database}.{name}" for name in names}
+        fetched = engine.bytes_fetched
+        try:
+            report = await replay(
+                self.target, pitr.entries(engine, plan), namespaces=namespaces, before_loss=True
+            )
+        except (ArchiveError, ReplayError) as exc:
+            self.warn(f"{', '.join(names)} restored from {engine.info.key}, not replayed: {exc}")
+            return
+        finally:
+            self.bytes_fetched += engine.bytes_fetched - fetched
+        restored_to = {name: self._instant(report, name, plan) for name in names}
+        entries = sum(report.applied.values())
+        for name, instant in restored_to.items():
+            log.info(
+                "%s.%s healed from %s to %s: %d oplog entries replayed",
+                *(self.database, name, engine.info.key, instant, entries),
+            )
+        self.replays.append(
+            HealReplay(
+                engine.info.key, names, str(plan.start), str(plan.target), entries, restored_to
+            )
+        )
+
+    def _instant(self, report: ReplayReport, name: str, plan: pitr.PitrPlan) -> str:
+        """``before TS`` of the entry that took the collection away, else the coverage end."""
+        for key in (f"{self.database}.{name}", f"{self.database}.*"):
+            if key in report.lost:
+                return f"before {format_ts(report.lost[key])}"
+        return str(plan.target)
 
     def _skip(self, info: ArchiveInfo, reason: str) -> None:
         self.warn(f"skipping archive {info.key}: {reason}")

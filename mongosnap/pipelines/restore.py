@@ -3,6 +3,9 @@
 Chooses the archive and the collections, refuses to overwrite unless asked,
 and hands the work to the engine (engine.py), which restores each collection
 on its own: one that fails is reported with its cause and the others go on.
+Then the oplog is replayed onto the restored collections: the archive's own
+``dump/oplog.bson`` (to its consistent point), and with a target instant the
+chunks under ``oplog/`` up to it (pitr.py chooses the archive and chunks).
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .._aio import shielded
 from .._checks import name_list
-from .._errors import ArchiveError, CollectionExists
+from .._errors import ArchiveError, CollectionExists, UsageError
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
+from ..oplog.position import Ts
+from ..oplog.replay import replay
+from ..oplog.report import ReplayReport
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
+from . import pitr
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -36,6 +44,14 @@ class RestoreResult:
     bytes_fetched: int
     collections: list[CollectionOutcome] = field(default_factory=list)
     duration: float = 0.0
+    oplog_replayed: int = 0
+    """Oplog entries applied onto the restored collections."""
+    restored_to: str | None = None
+    """The oplog ts (``SECONDS:INC``) the collections were brought to: the
+    archive's consistent point, or the target of a point-in-time restore;
+    None when no oplog was replayed."""
+    replay: dict[str, Any] | None = None
+    """The replay report (``ReplayReport.to_dict()``), None when none ran."""
 
     @property
     def failed(self) -> list[CollectionOutcome]:
@@ -73,6 +89,9 @@ async def restore(
     allow_incomplete: bool = False,
     warn: Warn = log.warning,
     ledger: StagingLedger | None = None,
+    oplog_replay: bool = True,
+    to_ts: Ts | None = None,
+    to_time: datetime | None = None,
 ) -> RestoreResult:
     """Restore ``database`` (all or some collections) from an archive.
 
@@ -83,12 +102,26 @@ async def restore(
     the others are restored. An archive listed as incomplete is refused
     unless ``allow_incomplete`` (then read like a legacy archive, with a
     warning). ``ledger`` (optional) records what an interrupted run left.
+
+    When the manifest has an ``oplog`` window, its ``dump/oplog.bson`` is
+    replayed onto the restored collections (their namespaces only, renamed
+    with ``to_database``) unless ``oplog_replay`` is False. ``to_ts`` or
+    ``to_time`` (aware): restore to that instant from the newest archive
+    consistent at or before it (``archive`` ``latest``) or the one named,
+    then replay the chunks under ``oplog/`` up to it (PointInTimeUnavailable
+    when they do not reach it without a gap).
     """
     started = time.monotonic()
     ledger = ledger if ledger is not None else StagingLedger()
+    point = _target_ts(to_ts, to_time, oplog_replay)
     storage = open_storage(destination, s3=s3)
     try:
-        info = await resolve(storage, archive)
+        plan = None
+        if point is not None:
+            plan = await pitr.plan(storage, archive, point, warn)
+            info = plan.archive
+        else:
+            info = await resolve(storage, archive)
         _check_usable(info, allow_incomplete, warn)
         async with await Source.connect(target, connect_timeout=connect_timeout) as src:
             engine = Engine(
@@ -106,11 +139,62 @@ async def restore(
                 outcomes = await engine.restore(chosen)
             finally:
                 await shielded(ledger.finish(src))
+            report = None
+            if oplog_replay and _has_window(info):
+                report = await _replay(engine, outcomes, database, plan)
     finally:
         if not isinstance(destination, Storage):
             await storage.aclose()
     duration = round(time.monotonic() - started, 3)
-    return RestoreResult(info.key, info.size, engine.bytes_fetched, outcomes, duration)
+    return RestoreResult(
+        info.key,
+        info.size,
+        engine.bytes_fetched,
+        outcomes,
+        duration,
+        oplog_replayed=sum(report.applied.values()) if report else 0,
+        restored_to=_restored_to(info, plan) if report else None,
+        replay=report.to_dict() if report else None,
+    )
+
+
+def _target_ts(to_ts: Ts | None, to_time: datetime | None, oplog_replay: bool) -> Ts | None:
+    if to_ts is not None and to_time is not None:
+        raise UsageError("give either a target ts or a target time, not both")
+    if to_time is not None:
+        if to_time.tzinfo is None:
+            raise UsageError("the target time needs a time zone")
+        to_ts = pitr.parse_time(to_time.isoformat())
+    if to_ts is not None and not oplog_replay:
+        raise UsageError("a restore to a point in time replays the oplog: drop --no-oplog-replay")
+    return to_ts
+
+
+def _has_window(info: ArchiveInfo) -> bool:
+    return info.manifest is not None and info.manifest.oplog is not None
+
+
+def _restored_to(info: ArchiveInfo, plan: pitr.PitrPlan | None) -> str:
+    return str(plan.target if plan is not None else pitr.consistent_point(info))
+
+
+async def _replay(
+    engine: Engine,
+    outcomes: list[CollectionOutcome],
+    database: str,
+    plan: pitr.PitrPlan | None,
+) -> ReplayReport:
+    """Replay the archive's oplog member (then the plan's chunks) onto what was restored."""
+    restored = {f"{database}.{c.name}" for c in outcomes if c.status is Status.RESTORED}
+    report = await replay(
+        engine.target,
+        pitr.entries(engine, plan),
+        namespaces=restored,
+        databases={database: engine.to_database},
+        until=plan.target.to_bson() if plan is not None else None,
+    )
+    log.info("replayed %s oplog entries onto %s", sum(report.applied.values()), sorted(restored))
+    return report
 
 
 def _check_usable(info: ArchiveInfo, allow_incomplete: bool, warn: Warn) -> None:

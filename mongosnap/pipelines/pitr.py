@@ -1,0 +1,200 @@
+"""Restore to a point in time: which archive, which oplog chunks, which entries.
+
+A target instant is reached from the newest complete archive whose
+consistent point (its manifest's ``oplog.last_ts``) is at or before it: the
+archive's own ``dump/oplog.bson`` brings the restored collections to that
+point, and the chunks under ``oplog/`` carry them from there to the target.
+An archive without an oplog window has no consistent point (its collections
+were read at different moments while writes went on) and is never chosen.
+Coverage must be continuous from the consistent point to the target: a gap,
+recorded or not, or chunks that end before the target refuse the restore
+before anything is written (docs/pitr.md, "Restore to a point in time").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .._errors import PointInTimeUnavailable, UsageError
+from ..archive.bsonstream import BsonSplitter
+from ..catalog import LATEST, ArchiveInfo, ArchiveStatus, list_archives, resolve
+from ..oplog.chunks import ChunkInfo, Coverage, GapInfo, decode_chunk, read_coverage
+from ..oplog.position import Ts
+from ..oplog.tail import entry_ts
+from ..storage import Storage
+from .engine import Engine
+
+log = logging.getLogger("mongosnap.restore")
+
+Warn = Callable[[str], None]
+
+
+def parse_time(text: str) -> Ts:
+    """``--to-time``: an ISO 8601 instant with a zone, as the oplog ts that ends
+    its second (every entry logged within that second is included)."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"not an ISO 8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise UsageError(f"give the time zone of {text!r} (e.g. 2026-12-01T10:00:00Z)")
+    return Ts(int(when.astimezone(UTC).timestamp()), 0xFFFFFFFF)
+
+
+def consistent_point(info: ArchiveInfo) -> Ts | None:
+    """The archive's consistent point, or None when it has none (no oplog window)."""
+    if info.status is not ArchiveStatus.COMPLETE or info.manifest is None:
+        return None
+    window = info.manifest.oplog
+    return None if window is None else Ts(*window.last_ts)
+
+
+@dataclass(frozen=True)
+class PitrPlan:
+    """The archive, the chunks after its consistent point, and the target."""
+
+    archive: ArchiveInfo
+    start: Ts
+    target: Ts
+    chunks: list[ChunkInfo] = field(default_factory=list)
+
+
+async def plan(storage: Storage, ref: str, target: Ts, warn: Warn = log.warning) -> PitrPlan:
+    """Choose the archive (``latest``: the newest usable one) and the chunks.
+
+    Raises PointInTimeUnavailable, before anything is written, when no
+    archive is consistent at or before ``target`` or the chunks do not cover
+    the time from its consistent point to ``target`` without a gap.
+    """
+    archive = await _choose(storage, ref, target, warn)
+    start = consistent_point(archive)
+    assert start is not None
+    chunks = [] if start >= target else _covering(await read_coverage(storage), start, target)
+    return PitrPlan(archive, start, target, chunks)
+
+
+async def _choose(storage: Storage, ref: str, target: Ts, warn: Warn) -> ArchiveInfo:
+    if ref != LATEST:
+        info = await resolve(storage, ref)
+        point = consistent_point(info)
+        if point is None:
+            raise PointInTimeUnavailable(
+                f"{info.key} has no oplog window (not taken with backup --oplog, or not "
+                "complete): it has no consistent point to replay from"
+            )
+        if point > target:
+            raise PointInTimeUnavailable(
+                f"{info.key} is consistent at ts {point}, after the target {target}"
+            )
+        return info
+    archives = await list_archives(storage)
+    usable = [(p, a) for a in archives if (p := consistent_point(a)) is not None and p <= target]
+    without = [a.key for a in archives if consistent_point(a) is None]
+    if not usable:
+        raise PointInTimeUnavailable(
+            f"no complete archive in {storage.url} is consistent at or before ts {target}"
+            + _skipped(without)
+        )
+    point, chosen = max(usable, key=lambda pair: (pair[0], pair[1].key))
+    newer = [
+        a.key
+        for a in archives
+        if consistent_point(a) is None and chosen.created < a.created <= _time(target)
+    ]
+    if newer:
+        warn(f"restoring from {chosen.key} (consistent at ts {point})" + _skipped(newer))
+    return chosen
+
+
+def _time(ts: Ts) -> datetime:
+    return datetime.fromtimestamp(ts.t, UTC)
+
+
+def _skipped(keys: list[str]) -> str:
+    if not keys:
+        return ""
+    return (
+        f"; {len(keys)} archive(s) without an oplog window skipped (e.g. {max(keys)}): "
+        "their finish time is not a consistent point"
+    )
+
+
+def _covering(coverage: Coverage, start: Ts, target: Ts) -> list[ChunkInfo]:
+    """The chunks of the one span covering [start, target]; PointInTimeUnavailable if none."""
+    gaps = [g for g in coverage.gaps if g.after < target and g.before > start]
+    if gaps:
+        raise PointInTimeUnavailable(
+            f"the archived oplog has a gap between the archive's consistent point {start} "
+            f"and the target {target}: {_describe_gap(gaps[0])}"
+        )
+    span = next((s for s in coverage.spans if s.first <= start <= s.last), None)
+    if span is None:
+        raise PointInTimeUnavailable(
+            f"no oplog chunk under oplog/ covers the archive's consistent point {start}"
+        )
+    if span.last < target:
+        raise PointInTimeUnavailable(
+            f"no oplog chunk reaches the target {target}: the archived oplog continuing "
+            f"from {start} ends at {span.last}"
+        )
+    return [
+        c
+        for c in coverage.chunks
+        if span.first <= c.first_ts and c.last_ts <= span.last
+        if c.last_ts > start and c.first_ts <= target
+    ]
+
+
+def _describe_gap(gap: GapInfo) -> str:
+    return f"entries after {gap.after} and before {gap.before} may be missing ({gap.reason})"
+
+
+async def chunk_entries(storage: Storage, pitr: PitrPlan) -> AsyncIterator[bytes]:
+    """The chunks' entries after the consistent point, up to the target inclusive.
+
+    Each chunk is checked against its sidecar (size, SHA-256) and its entries
+    validated as BSON before one is handed out.
+    """
+    for chunk in pitr.chunks:
+        data = await storage.read_bytes(chunk.object_key, limit=chunk.object_bytes)
+        raw = decode_chunk(data, chunk)
+        splitter = BsonSplitter(max_documents=chunk.count, max_bytes=chunk.bson_bytes)
+        entries = splitter.feed(raw)
+        splitter.close()
+        for entry in entries:
+            ts = entry_ts(entry)
+            if ts > pitr.target:
+                return
+            if ts > pitr.start:
+                yield entry
+
+
+async def since(storage: Storage, archive: ArchiveInfo) -> PitrPlan | None:
+    """The archive and every archived entry after its consistent point, as far as
+    one continuous span of chunks reaches; None when no span covers that point
+    (or the archive has none). Heal replays this to the instant before a loss."""
+    start = consistent_point(archive)
+    if start is None:
+        return None
+    coverage = await read_coverage(storage)
+    span = next((s for s in coverage.spans if s.first <= start <= s.last), None)
+    if span is None:
+        return None
+    chunks = [
+        c
+        for c in coverage.chunks
+        if span.first <= c.first_ts and c.last_ts <= span.last and c.last_ts > start
+    ]
+    return PitrPlan(archive, start, span.last, chunks)
+
+
+async def entries(engine: Engine, plan: PitrPlan | None) -> AsyncIterator[bytes]:
+    """The archive's oplog member, then (with a plan) its chunks' entries."""
+    async for entry in engine.oplog_entries():
+        yield entry
+    if plan is not None:
+        async for entry in chunk_entries(engine.storage, plan):
+            yield entry
