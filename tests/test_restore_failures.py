@@ -19,8 +19,8 @@ from pymongo import MongoClient
 
 import mongosnap
 from mongosnap import backup, heal, restore
+from mongosnap import source as source_module
 from mongosnap.archive.manifest import Manifest, manifest_key
-from mongosnap.pipelines import backup as backup_pipeline
 from mongosnap.pipelines import engine
 from mongosnap.pipelines.staging import TEMP_PREFIX
 from mongosnap.source import Source
@@ -176,8 +176,9 @@ async def test_more_documents_than_the_manifest_lists_stops_at_the_first(
     mongo_uri: str, new_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fill(mongo_uri, new_database, ["many"], count=5000)
+    real_scan = source_module.scan_batch
     with monkeypatch.context() as patch:  # a writer that under-counts: the manifest says 0
-        patch.setattr(backup_pipeline, "count_documents", lambda batch: 0)
+        patch.setattr(source_module, "scan_batch", lambda batch: (0, real_scan(batch)[1]))
         await backup(mongo_uri, tmp_path, database=new_database)
     _drop(mongo_uri, new_database, "many")
     counting = _Counting(monkeypatch)
