@@ -100,7 +100,8 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
 
 def interactive(args: argparse.Namespace) -> bool:
     """Draw live progress only for a person at a terminal."""
-    return not (args.quiet or args.json) and sys.stderr.isatty()
+    quiet = getattr(args, "quiet", False)  # not every command has -q
+    return not (quiet or args.json) and sys.stderr.isatty()
 
 
 def resolve_uri(args: argparse.Namespace, environ: Any = os.environ) -> None:

@@ -14,6 +14,7 @@ from ._common import (
     add_output_flags,
     add_s3_flags,
     add_source_flags,
+    interactive,
     observed,
     s3_config,
     write_json,
@@ -65,7 +66,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
-    from ..pipelines.heal import DEFAULT_DEPTH, heal  # imported on use: keeps --help fast
+    from ..display import progress_display  # imported on use: keeps --help fast
+    from ..pipelines.heal import DEFAULT_DEPTH, heal
     from ..pipelines.ledger import StagingLedger
     from .restore import ledger_in_errors
 
@@ -80,19 +82,21 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
     async def once() -> HealReport:
         log.info("checking %s of %s", ", ".join(collections), database)
-        report = await heal(
-            source,
-            args.dest,
-            database=database,
-            collections=collections,
-            depth=depth,
-            dry_run=args.dry_run,
-            workers=args.workers,
-            s3=s3_config(args),
-            connect_timeout=args.connect_timeout,
-            warn=log.warning,
-            ledger=ledger,
-        )
+        with progress_display(enabled=interactive(args)) as on_progress:
+            report = await heal(
+                source,
+                args.dest,
+                database=database,
+                collections=collections,
+                depth=depth,
+                dry_run=args.dry_run,
+                workers=args.workers,
+                s3=s3_config(args),
+                connect_timeout=args.connect_timeout,
+                warn=log.warning,
+                ledger=ledger,
+                progress=on_progress,
+            )
         _log_outcomes(report)
         return report
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import CollectionExists, MongosnapError, PartialFailure, UsageError
-from ._common import add_s3_flags, add_source_flags, s3_config
+from ._common import add_s3_flags, add_source_flags, interactive, s3_config
 
 if TYPE_CHECKING:
     from ..pipelines.ledger import StagingLedger
@@ -85,25 +85,28 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 async def _restore(
     args: argparse.Namespace, source: str, database: str, ledger: StagingLedger
 ) -> RestoreResult:
+    from ..display import progress_display  # imported on use: keeps --help fast
     from ..pipelines.restore import restore
 
-    return await restore(
-        source,
-        args.dest,
-        args.archive,
-        database=database,
-        collections=args.collection,
-        include=args.include,
-        exclude=args.exclude,
-        to_database=args.to_database,
-        drop=args.drop,
-        workers=args.workers,
-        s3=s3_config(args),
-        connect_timeout=args.connect_timeout,
-        allow_incomplete=args.allow_incomplete,
-        warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
-        ledger=ledger,
-    )
+    with progress_display(enabled=interactive(args)) as on_progress:
+        return await restore(
+            source,
+            args.dest,
+            args.archive,
+            database=database,
+            collections=args.collection,
+            include=args.include,
+            exclude=args.exclude,
+            to_database=args.to_database,
+            drop=args.drop,
+            workers=args.workers,
+            s3=s3_config(args),
+            connect_timeout=args.connect_timeout,
+            allow_incomplete=args.allow_incomplete,
+            warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
+            ledger=ledger,
+            progress=on_progress,
+        )
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 from .._aio import shielded
 from .._errors import ArchiveError, NoBackupsFound
 from ..catalog import ArchiveInfo, newest_archives
+from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .engine import CollectionOutcome, Engine, Selection, Status
@@ -97,12 +98,15 @@ async def heal(
     connect_timeout: float = 10.0,
     warn: Warn = log.warning,
     ledger: StagingLedger | None = None,
+    progress: ProgressCallback = ignore,
 ) -> HealReport:
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
     Raises NoBackupsFound when there is something to heal and no archive at
     all; otherwise returns a report whose ``missing`` is empty when all is well.
     ``ledger`` (optional) records what an interrupted run left.
+    ``progress`` is called per collection being restored, as for restore()
+    (nothing in a dry run).
     """
     started = time.monotonic()
     watched = list(dict.fromkeys(collections))
@@ -114,6 +118,7 @@ async def heal(
             healthy = [c for c in watched if c in existing]
             vanished = [c for c in watched if c not in existing]
             search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
+            search.progress = progress
             try:
                 if vanished:
                     await storage.check()
@@ -165,6 +170,7 @@ class _Search:
         self.skipped: list[SkippedArchive] = []
         self.searched: list[str] = []
         self.bytes_fetched = 0
+        self.progress: ProgressCallback = ignore
 
     async def run(self, depth: int) -> None:
         seen = False
@@ -192,6 +198,7 @@ class _Search:
             self.database,
             workers=self.workers,
             ledger=self.ledger,
+            progress=self.progress,
         )
         wanted = Selection(self.database, frozenset(self.remaining))
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from .._aio import shielded
 from .._errors import ArchiveError, CollectionExists
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
+from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, open_storage
 from .engine import CollectionOutcome, Engine, Selection, Status
@@ -72,6 +73,7 @@ async def restore(
     allow_incomplete: bool = False,
     warn: Warn = log.warning,
     ledger: StagingLedger | None = None,
+    progress: ProgressCallback = ignore,
 ) -> RestoreResult:
     """Restore ``database`` (all or some collections) from an archive.
 
@@ -82,6 +84,8 @@ async def restore(
     the others are restored. An archive listed as incomplete is refused
     unless ``allow_incomplete`` (then read like a legacy archive, with a
     warning). ``ledger`` (optional) records what an interrupted run left.
+    ``progress`` is called per collection (STARTED, BATCH after each stored
+    batch, then DONE, FAILED or SKIPPED), with the manifest's totals when known.
     """
     started = time.monotonic()
     ledger = ledger if ledger is not None else StagingLedger()
@@ -98,6 +102,7 @@ async def restore(
                 workers=workers,
                 replace=drop,
                 ledger=ledger,
+                progress=progress,
             )
             chosen = selection(database, collections, include, exclude)
             try:
