@@ -125,12 +125,13 @@ def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None
         out.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
     from ..pipelines.engine import Status
+    from ..units import size
 
     restored = [c for c in result.collections if c.status is Status.RESTORED]
     documents = sum(c.documents for c in restored)
     failed = f", {len(result.failed)} failed" if result.failed else ""
     out.write(
         f"restored {len(restored)} collections{failed}, {documents} documents from "
-        f"{result.archive_key} ({result.bytes_fetched / 1e6:.1f} of "
-        f"{result.archive_size / 1e6:.1f} MB fetched) in {result.duration:.1f}s\n"
+        f"{result.archive_key} ({size(result.bytes_fetched)} of "
+        f"{size(result.archive_size)} fetched) in {result.duration:.1f}s\n"
     )
