@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,29 @@ async def test_a_dry_run_heal_reports_no_progress(
         progress=events.append,
     )
     assert [o.name for o in report.restored] == ["users"] and events == []
+
+
+async def test_a_collection_that_fails_ends_with_failed(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    """A collection whose bytes differ from the manifest ends FAILED, never DONE."""
+    result = await backup(mongo_uri, tmp_path, database=seeded)
+    archive = tmp_path / result.archive_key
+    sidecar = json.loads((tmp_path / f"{result.archive_key}.manifest.json").read_text())
+    entry = next(e for e in sidecar["collections"] if e["name"] == "users")
+    data = bytearray(archive.read_bytes())
+    data[(entry["bson"]["offset"] + entry["bson"]["end"]) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    events: list[Progress] = []
+
+    outcome = await restore(
+        mongo_uri, tmp_path, database=seeded, to_database=other_database, progress=events.append
+    )
+
+    statuses = {c.name: c.status for c in outcome.collections}
+    assert statuses == {"apps": "restored", "users": "failed", "empty": "restored"}
+    runs = by_collection(events)
+    assert runs["users"][0].stage is Stage.STARTED
+    assert runs["users"][-1].stage is Stage.FAILED
+    assert Stage.DONE not in {e.stage for e in runs["users"]}
+    assert runs["apps"][-1].stage is Stage.DONE
