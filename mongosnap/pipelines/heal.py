@@ -24,7 +24,7 @@ from .._errors import ArchiveError, NoBackupsFound
 from ..catalog import ArchiveInfo, newest_archives
 from ..progress import ProgressCallback, ignore
 from ..source import Source
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -111,23 +111,21 @@ async def heal(
     started = time.monotonic()
     watched = list(dict.fromkeys(collections))
     ledger = ledger if ledger is not None else StagingLedger()
-    storage = open_storage(destination, s3=s3)
-    try:
-        async with await Source.connect(target, connect_timeout=connect_timeout) as src:
-            existing = await src.collection_names(database)
-            healthy = [c for c in watched if c in existing]
-            vanished = [c for c in watched if c not in existing]
-            search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
-            search.progress = progress
-            try:
-                if vanished:
-                    await storage.check()
-                    await search.run(depth)
-            finally:
-                await shielded(ledger.finish(src))
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
+    async with (
+        opened(destination, s3) as storage,
+        await Source.connect(target, connect_timeout=connect_timeout) as src,
+    ):
+        existing = await src.collection_names(database)
+        healthy = [c for c in watched if c in existing]
+        vanished = [c for c in watched if c not in existing]
+        search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
+        search.progress = progress
+        try:
+            if vanished:
+                await storage.check()
+                await search.run(depth)
+        finally:
+            await shielded(ledger.finish(src))
     return HealReport(
         database=database,
         watched=watched,

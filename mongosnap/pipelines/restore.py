@@ -18,7 +18,7 @@ from .._errors import ArchiveError, CollectionExists
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..progress import ProgressCallback, ignore
 from ..source import Source
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -89,8 +89,7 @@ async def restore(
     """
     started = time.monotonic()
     ledger = ledger if ledger is not None else StagingLedger()
-    storage = open_storage(destination, s3=s3)
-    try:
+    async with opened(destination, s3) as storage:
         info = await resolve(storage, archive)
         _check_usable(info, allow_incomplete, warn)
         async with await Source.connect(target, connect_timeout=connect_timeout) as src:
@@ -110,9 +109,6 @@ async def restore(
                 outcomes = await engine.restore(chosen)
             finally:
                 await shielded(ledger.finish(src))
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
     duration = round(time.monotonic() - started, 3)
     return RestoreResult(info.key, info.size, engine.bytes_fetched, outcomes, duration)
 
