@@ -24,7 +24,10 @@ URI_ENV = "MONGOSNAP_URI"
 log = logging.getLogger("mongosnap.cli")
 
 
-def add_s3_flags(parser: argparse.ArgumentParser) -> None:
+def add_s3_flags(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
+    """S3 flags; ``writes=False`` (commands that only read or delete) leaves out
+    the ones that only shape new objects: --sse, --sse-kms-key-id, --storage-class,
+    --part-size."""
     group = parser.add_argument_group("S3 (standard AWS variables and profiles also apply)")
     group.add_argument("--endpoint-url", help="S3-compatible endpoint (or AWS_ENDPOINT_URL_S3)")
     group.add_argument("--region", help="bucket region")
@@ -32,15 +35,17 @@ def add_s3_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--addressing-style", choices=["auto", "path", "virtual"], help="bucket addressing"
     )
-    group.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
-    group.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms")
-    group.add_argument("--storage-class", help="e.g. STANDARD_IA, GLACIER_IR")
+    if writes:
+        group.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+        group.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms")
+        group.add_argument("--storage-class", help="e.g. STANDARD_IA, GLACIER_IR")
     group.add_argument(
         "--checksum",
         choices=["when_supported", "when_required"],
         help="request checksums; default when_required with --endpoint-url, else when_supported",
     )
-    group.add_argument("--part-size", type=mebibytes, help="first multipart part size in MiB")
+    if writes:
+        group.add_argument("--part-size", type=mebibytes, help="first multipart part size in MiB")
 
 
 def mebibytes(text: str) -> int:
@@ -62,12 +67,10 @@ def s3_config(args: argparse.Namespace) -> S3Config:
         "region": args.region,
         "profile": args.profile,
         "addressing_style": args.addressing_style,
-        "sse": args.sse,
-        "sse_kms_key_id": args.sse_kms_key_id,
-        "storage_class": args.storage_class,
         "checksum": args.checksum,
-        "part_size": args.part_size,
     }
+    for name in ("sse", "sse_kms_key_id", "storage_class", "part_size"):
+        fields[name] = getattr(args, name, None)  # absent where add_s3_flags(writes=False)
     return S3Config(**{k: v for k, v in fields.items() if v is not None})
 
 

@@ -34,7 +34,7 @@ def register(commands: Any) -> None:
         help="list unfinished uploads (S3 multipart uploads, temporary files) instead: "
         "key, when it was initiated, its age",
     )
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     add_output_flags(p)
     p.set_defaults(run=run)
 

@@ -24,7 +24,7 @@ def register(commands: Any) -> None:
     )
     p.add_argument("ref", metavar="KEY", help="an archive key, or 'latest'")
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     add_output_flags(p)
     p.set_defaults(run=run)
 
