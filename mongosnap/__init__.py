@@ -37,12 +37,21 @@ if TYPE_CHECKING:
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
     from .oplog.archiver import archive_oplog, list_oplog
     from .pipelines.backup import BackupResult, CollectionResult, backup
-    from .pipelines.heal import HealReport, heal
-    from .pipelines.prune import PruneReport, prune
+    from .pipelines.engine import Status
+    from .pipelines.heal import HealReport, SkippedArchive, heal
+    from .pipelines.prune import PruneDecision, PruneReport, prune
     from .pipelines.restore import CollectionOutcome, RestoreResult, restore
-    from .pipelines.verify import VerifyReport, verify
+    from .pipelines.verify import CollectionCheck, Problem, VerifyReport, verify
     from .progress import Progress, ProgressCallback, Stage
-    from .storage import LocalStorage, MemoryStorage, S3Config, S3Storage, Storage, open_storage
+    from .storage import (
+        LocalStorage,
+        MemoryStorage,
+        S3Config,
+        S3Storage,
+        Storage,
+        open_storage,
+        opened,
+    )
 
 # Imported on first use (PEP 562), so `mongosnap --version` and `--help` stay fast:
 # the pipelines pull in pymongo and aiobotocore.
@@ -97,6 +106,12 @@ _EXPORTS = {
     "S3Storage": ".storage",
     "Storage": ".storage",
     "open_storage": ".storage",
+    "Status": ".pipelines.engine",
+    "SkippedArchive": ".pipelines.heal",
+    "PruneDecision": ".pipelines.prune",
+    "CollectionCheck": ".pipelines.verify",
+    "Problem": ".pipelines.verify",
+    "opened": ".storage",
 }
 
 
@@ -121,6 +136,7 @@ __all__ = [
     "AuthenticationFailed",
     "BackupResult",
     "BucketNotFound",
+    "CollectionCheck",
     "CollectionExists",
     "CollectionOutcome",
     "CollectionResult",
@@ -138,16 +154,20 @@ __all__ = [
     "ObjectNotFound",
     "PartialFailure",
     "PointInTimeUnavailable",
+    "Problem",
     "Progress",
     "ProgressCallback",
+    "PruneDecision",
     "PruneReport",
     "ReplayError",
     "RestoreResult",
     "S3Config",
     "S3Storage",
     "ServerUnreachable",
+    "SkippedArchive",
     "SourceError",
     "Stage",
+    "Status",
     "Storage",
     "StorageError",
     "Terminated",
@@ -162,6 +182,7 @@ __all__ = [
     "list_archives",
     "list_oplog",
     "open_storage",
+    "opened",
     "prune",
     "restore",
     "verify",

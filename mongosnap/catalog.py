@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from ._errors import (
     AccessDenied,
@@ -56,6 +58,9 @@ from .archive.names import MANIFEST_MEMBER, parse_member_name
 from .archive.reader import read_archive
 from .codecs import CODECS
 from .storage.base import ObjectInfo, Storage
+
+if TYPE_CHECKING:
+    from .storage.s3 import S3Config
 
 LATEST = "latest"
 LEGACY_SUFFIX = "mongodb-dump.tar.gz"
@@ -143,8 +148,24 @@ class ArchiveInfo:
         return self.sidecar not in _UNKNOWN
 
 
-async def list_archives(storage: Storage, prefix: str = "") -> list[ArchiveInfo]:
-    """Every archive whose key starts with ``prefix``, newest first."""
+async def list_archives(
+    destination: str | os.PathLike[str] | Storage,
+    prefix: str = "",
+    *,
+    s3: S3Config | None = None,
+) -> list[ArchiveInfo]:
+    """Every archive whose key starts with ``prefix``, newest first.
+
+    ``destination`` is a URL or path (opened and closed here, configured by
+    ``s3``) or a Storage the caller keeps open.
+    """
+    from .storage import opened  # the S3 client is loaded only when used
+
+    async with opened(destination, s3) as storage:
+        return await _list_archives(storage, prefix)
+
+
+async def _list_archives(storage: Storage, prefix: str) -> list[ArchiveInfo]:
     objects, sidecars = await _scan(storage, prefix)
     limit = asyncio.Semaphore(READ_CONCURRENCY)
 

@@ -1,4 +1,8 @@
-"""Live progress on a terminal: one row per collection with documents, bytes, rate."""
+"""Live progress on a terminal: one row per collection.
+
+Documents, size, rate; with known totals (a restore from an archive with a
+manifest) also the percentage done and the time left.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import units
 from .progress import Progress, ProgressCallback, Stage, ignore
 
 REFRESH_PER_SECOND = 4
@@ -21,12 +26,37 @@ REFRESH_PER_SECOND = 4
 class _Row:
     documents: int = 0
     bytes: int = 0
+    total_bytes: int | None = None
+    total_documents: int | None = None
+    stage: Stage = Stage.STARTED
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
-    def rate(self) -> float:
-        elapsed = (self.finished or time.monotonic()) - self.started
-        return self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+    def elapsed(self, now: float | None = None) -> float:
+        return (self.finished or now or time.monotonic()) - self.started
+
+    def fraction(self) -> float | None:
+        """How much is done, by bytes (or documents) of the known total."""
+        if self.total_bytes:
+            return min(self.bytes / self.total_bytes, 1.0)
+        if self.total_documents:
+            return min(self.documents / self.total_documents, 1.0)
+        if self.total_bytes == 0 or self.total_documents == 0:
+            return 1.0 if self.finished else 0.0
+        return None
+
+    def percent(self) -> str:
+        fraction = self.fraction()
+        return "" if fraction is None else f"{fraction:.0%}"
+
+    def eta(self, now: float | None = None) -> str:
+        fraction = self.fraction()
+        if self.finished or not fraction:
+            return ""
+        return units.duration(self.elapsed(now) * (1 - fraction) / fraction)
+
+    def status(self) -> str:
+        return "…" if self.stage in (Stage.STARTED, Stage.BATCH) else self.stage.value
 
 
 class _Table:
@@ -38,21 +68,24 @@ class _Table:
     def update(self, event: Progress) -> None:
         key = f"{event.database}.{event.collection}"
         row = self.rows.setdefault(key, _Row())
-        row.documents, row.bytes = event.documents, event.bytes
-        if event.stage is Stage.DONE:
+        row.documents, row.bytes, row.stage = event.documents, event.bytes, event.stage
+        row.total_documents, row.total_bytes = event.total_documents, event.total_bytes
+        if event.stage in (Stage.DONE, Stage.FAILED, Stage.SKIPPED):
             row.finished = time.monotonic()
 
     def __rich__(self) -> Table:
         table = Table(box=None, pad_edge=False)
-        for title in ("collection", "documents", "MB", "MB/s", ""):
-            table.add_column(title, justify="left" if not title else "right")
+        for title in ("collection", "documents", "size", "rate", "%", "ETA", ""):
+            table.add_column(title, justify="left" if title in ("collection", "") else "right")
         for name, row in self.rows.items():
             table.add_row(
                 name,
                 f"{row.documents:,}",
-                f"{row.bytes / 1e6:,.1f}",
-                f"{row.rate():,.1f}",
-                "done" if row.finished else "…",
+                units.size(row.bytes),
+                units.rate(row.bytes, row.elapsed()),
+                row.percent(),
+                row.eta(),
+                row.status(),
             )
         return table
 

@@ -11,17 +11,27 @@ class Stage(Enum):
     STARTED = "started"
     BATCH = "batch"
     DONE = "done"
+    FAILED = "failed"
+    """Restore and heal: this collection could not be restored (its outcome says why)."""
+    SKIPPED = "skipped"
+    """Restore and heal: the name reappeared meanwhile; the staged copy was dropped."""
 
 
 @dataclass(frozen=True)
 class Progress:
-    """One step of one collection; counters are totals so far for it."""
+    """One step of one collection; counters are totals so far for it.
+
+    ``total_documents`` and ``total_bytes`` are what the collection will hold
+    when known in advance (a restore from an archive with a manifest), else None.
+    """
 
     stage: Stage
     database: str
     collection: str
     documents: int = 0
     bytes: int = 0
+    total_documents: int | None = None
+    total_bytes: int | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -119,6 +119,7 @@ def test_public_api_is_exactly_this() -> None:
         *("Storage", "S3Storage", "LocalStorage", "MemoryStorage", "S3Config"),
         *("Progress", "ProgressCallback", "Stage"),
         *("archive_oplog", "list_oplog"),
+        *("Status", "SkippedArchive", "PruneDecision", "CollectionCheck", "Problem", "opened"),
     }
     for name in mongosnap.__all__:
         assert hasattr(mongosnap, name), name

@@ -42,7 +42,10 @@ _FLAGS = {
 }
 
 
-def add_s3_flags(parser: argparse.ArgumentParser) -> None:
+def add_s3_flags(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
+    """S3 flags; ``writes=False`` (commands that only read or delete) leaves out
+    the ones that only shape new objects: --sse, --sse-kms-key-id, --storage-class,
+    --part-size."""
     group = parser.add_argument_group("S3 (standard AWS variables and profiles also apply)")
     group.add_argument("--endpoint-url", help="S3-compatible endpoint (or AWS_ENDPOINT_URL_S3)")
     group.add_argument("--region", type=region, help="bucket region")
@@ -50,19 +53,23 @@ def add_s3_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--addressing-style", choices=["auto", "path", "virtual"], help="bucket addressing"
     )
-    group.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
-    group.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms")
-    group.add_argument("--storage-class", type=storage_class, help="e.g. STANDARD_IA, GLACIER_IR")
+    if writes:
+        group.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+        group.add_argument("--sse-kms-key-id", help="KMS key for --sse aws:kms")
+        group.add_argument(
+            "--storage-class", type=storage_class, help="e.g. STANDARD_IA, GLACIER_IR"
+        )
     group.add_argument(
         "--checksum",
         choices=["when_supported", "when_required"],
         help="request checksums; default when_required with --endpoint-url, else when_supported",
     )
-    group.add_argument(
-        "--part-size",
-        type=mebibytes,
-        help=f"first multipart part size in MiB (5 to {MAX_PART_MIB})",
-    )
+    if writes:
+        group.add_argument(
+            "--part-size",
+            type=mebibytes,
+            help=f"first multipart part size in MiB (5 to {MAX_PART_MIB})",
+        )
 
 
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -133,13 +140,11 @@ def s3_config(args: argparse.Namespace) -> S3Config:
         "region": args.region,
         "profile": args.profile,
         "addressing_style": args.addressing_style,
-        "sse": args.sse,
-        "sse_kms_key_id": args.sse_kms_key_id,
-        "storage_class": args.storage_class,
         "checksum": args.checksum,
-        "part_size": args.part_size,
     }
-    if args.sse_kms_key_id is not None and args.sse != "aws:kms":
+    for name in ("sse", "sse_kms_key_id", "storage_class", "part_size"):
+        fields[name] = getattr(args, name, None)  # absent where add_s3_flags(writes=False)
+    if fields["sse_kms_key_id"] is not None and fields["sse"] != "aws:kms":
         raise UsageError("--sse-kms-key-id needs --sse aws:kms")
     try:
         return S3Config(**{k: v for k, v in fields.items() if v is not None})
@@ -198,7 +203,8 @@ def collection_name(text: str) -> str:
 
 def interactive(args: argparse.Namespace) -> bool:
     """Draw live progress only for a person at a terminal."""
-    return not (args.quiet or args.json) and sys.stderr.isatty()
+    quiet = getattr(args, "quiet", False)  # not every command has -q
+    return not (quiet or args.json) and sys.stderr.isatty()
 
 
 def resolve_uri(args: argparse.Namespace, environ: Any = os.environ) -> None:

@@ -120,11 +120,13 @@ def _print(result: BackupResult, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         write_json(result.to_dict(), out)
         return
-    rate = result.bytes_in / max(result.duration, 1e-9) / 1e6
+    from ..units import rate, size
+
     out.write(
         f"backed up {len(result.collections)} collections, {result.documents} documents, "
-        f"{result.bytes_in / 1e6:.1f} MB -> {result.bytes_out / 1e6:.1f} MB "
-        f"in {result.duration:.1f}s ({rate:.1f} MB/s): {result.destination.rstrip('/')}/"
+        f"{size(result.bytes_in)} -> {size(result.bytes_out)} "
+        f"in {result.duration:.1f}s ({rate(result.bytes_in, result.duration)}): "
+        f"{result.destination.rstrip('/')}/"
         f"{result.archive_key}\n"
     )
     if result.oplog is not None:

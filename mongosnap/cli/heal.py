@@ -17,6 +17,7 @@ from ._common import (
     add_source_flags,
     collection_name,
     database_name,
+    interactive,
     observed,
     s3_config,
     seconds,
@@ -27,6 +28,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
+    from ..pipelines.engine import CollectionOutcome
     from ..pipelines.heal import HealReport
     from ..pipelines.ledger import StagingLedger
 
@@ -76,7 +78,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
-    from ..pipelines.heal import DEFAULT_DEPTH, heal  # imported on use: keeps --help fast
+    from ..display import progress_display  # imported on use: keeps --help fast
+    from ..pipelines.heal import DEFAULT_DEPTH, heal
     from ..pipelines.ledger import StagingLedger
     from .restore import ledger_in_errors
 
@@ -91,19 +94,21 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
     async def once() -> HealReport:
         log.info("checking %s of %s", ", ".join(collections), database)
-        report = await heal(
-            source,
-            args.dest,
-            database=database,
-            collections=collections,
-            depth=depth,
-            dry_run=args.dry_run,
-            workers=args.workers,
-            s3=s3_config(args),
-            connect_timeout=args.connect_timeout,
-            warn=log.warning,
-            ledger=ledger,
-        )
+        with progress_display(enabled=interactive(args)) as on_progress:
+            report = await heal(
+                source,
+                args.dest,
+                database=database,
+                collections=collections,
+                depth=depth,
+                dry_run=args.dry_run,
+                workers=args.workers,
+                s3=s3_config(args),
+                connect_timeout=args.connect_timeout,
+                warn=log.warning,
+                ledger=ledger,
+                progress=on_progress,
+            )
         _log_outcomes(report)
         return report
 
@@ -223,20 +228,45 @@ def _print(report: HealReport, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def summary(report: HealReport) -> str:
-    """One line, for a person or a log: what was vanished, restored, missing."""
+    """For a person or a log: a headline, then one line per vanished collection.
+
+    "healed" only when something was restored; every attempt is listed,
+    failures included, then what is still missing.
+    """
+    from ..pipelines.engine import Status
+
     if not report.vanished:
         return f"all {len(report.watched)} watched collections of {report.database} are present"
-    parts = []
-    for outcome in report.restored:
-        parts.append(
-            f"{outcome.name}: {outcome.status} from {outcome.archive} "
-            f"({outcome.documents} documents, {outcome.indexes} indexes, "
-            f"{outcome.bytes_fetched / 1e6:.1f} of {outcome.archive_size / 1e6:.1f} MB "
-            f"fetched, {outcome.seconds:.1f}s)"
-        )
-    for failure in report.failures:
-        parts.append(f"{failure.name}: failed from {failure.archive} ({failure.error})")
-    if report.missing:
-        parts.append(f"still missing: {', '.join(report.missing)}")
-    verb = "would heal" if report.dry_run else "healed"
-    return f"{verb} {report.database}: " + "; ".join(parts)
+    done = Status.WOULD_RESTORE if report.dry_run else Status.RESTORED
+    restored = [o for o in report.restored if o.status is done]
+    if report.dry_run:
+        verb = "would heal" if restored else "would not heal"
+    else:
+        verb = "healed" if restored else "did not heal"
+    lines = [
+        f"{verb} {report.database}: {len(restored)} of {len(report.vanished)} vanished "
+        f"collections {'would be ' if report.dry_run else ''}restored"
+    ]
+    lines += [f"  {outcome_line(o)}" for o in report.restored]
+    lines += [f"  {f.name}: failed from {f.archive} ({f.error})" for f in report.failures]
+    lines += [f"  {name}: still missing" for name in report.missing]
+    return "\n".join(lines)
+
+
+def outcome_line(outcome: CollectionOutcome) -> str:
+    """One collection's outcome, in words that claim only what happened."""
+    from ..pipelines.engine import Status
+    from ..units import size
+
+    counts = f"{outcome.documents:,} documents, {outcome.indexes} indexes"
+    if outcome.status is Status.WOULD_RESTORE:
+        return f"{outcome.name}: would restore from {outcome.archive} ({counts})"
+    if outcome.status is Status.REAPPEARED:
+        return f"{outcome.name}: reappeared while being restored from {outcome.archive}; left alone"
+    if outcome.status is Status.EXISTS:
+        return f"{outcome.name}: exists; left alone"
+    return (
+        f"{outcome.name}: {outcome.status} from {outcome.archive} ({counts}, "
+        f"{size(outcome.bytes_fetched)} of {size(outcome.archive_size)} fetched, "
+        f"{outcome.seconds:.1f}s)"
+    )

@@ -34,7 +34,7 @@ def register(commands: Any) -> None:
         help="list unfinished uploads (S3 multipart uploads, temporary files) instead: "
         "key, when it was initiated, its age",
     )
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -155,9 +155,6 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
+    from ..units import size
+
+    return size(n)

@@ -50,7 +50,7 @@ def register(commands: Any) -> None:
         "--keep-daily", type=count, metavar="N", help="keep the newest archive of each of N days"
     )
     p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     add_output_flags(p)
     add_metrics_flags(p)
     p.set_defaults(run=run)

@@ -15,6 +15,7 @@ from ._common import (
     add_source_flags,
     collection_name,
     database_name,
+    interactive,
     s3_config,
     whole,
     write_json,
@@ -112,27 +113,30 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 async def _restore(
     args: argparse.Namespace, source: str, database: str, ledger: StagingLedger
 ) -> RestoreResult:
+    from ..display import progress_display  # imported on use: keeps --help fast
     from ..pipelines.restore import restore
 
-    return await restore(
-        source,
-        args.dest,
-        args.archive,
-        database=database,
-        collections=args.collection,
-        include=args.include,
-        exclude=args.exclude,
-        to_database=args.to_database,
-        drop=args.drop,
-        workers=args.workers,
-        s3=s3_config(args),
-        connect_timeout=args.connect_timeout,
-        allow_incomplete=args.allow_incomplete,
-        warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
-        ledger=ledger,
-        oplog_replay=args.oplog_replay,
-        to_ts=_to_ts(args),
-    )
+    with progress_display(enabled=interactive(args)) as on_progress:
+        return await restore(
+            source,
+            args.dest,
+            args.archive,
+            database=database,
+            collections=args.collection,
+            include=args.include,
+            exclude=args.exclude,
+            to_database=args.to_database,
+            drop=args.drop,
+            workers=args.workers,
+            s3=s3_config(args),
+            connect_timeout=args.connect_timeout,
+            allow_incomplete=args.allow_incomplete,
+            warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
+            ledger=ledger,
+            progress=on_progress,
+            oplog_replay=args.oplog_replay,
+            to_ts=_to_ts(args),
+        )
 
 
 def _to_ts(args: argparse.Namespace) -> Ts | None:
@@ -161,14 +165,15 @@ def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None
         write_json(result.to_dict(), out, indent=None)
         return
     from ..pipelines.engine import Status
+    from ..units import size
 
     restored = [c for c in result.collections if c.status is Status.RESTORED]
     documents = sum(c.documents for c in restored)
     failed = f", {len(result.failed)} failed" if result.failed else ""
     out.write(
         f"restored {len(restored)} collections{failed}, {documents} documents from "
-        f"{result.archive_key} ({result.bytes_fetched / 1e6:.1f} of "
-        f"{result.archive_size / 1e6:.1f} MB fetched) in {result.duration:.1f}s\n"
+        f"{result.archive_key} ({size(result.bytes_fetched)} of "
+        f"{size(result.archive_size)} fetched) in {result.duration:.1f}s\n"
     )
     if result.restored_to is not None:
         out.write(f"replayed {result.oplog_replayed} oplog entries, to ts {result.restored_to}\n")

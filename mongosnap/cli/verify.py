@@ -24,7 +24,7 @@ def register(commands: Any) -> None:
     )
     p.add_argument("ref", metavar="KEY", help="an archive key, or 'latest'")
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -48,10 +48,12 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def summary(report: VerifyReport) -> str:
-    rate = report.bytes_read / max(report.seconds, 1e-9) / 1e6
+    from ..units import rate, size
+
     verdict = "ok" if report.ok else f"FAILED ({len(report.problems)} problems)"
     return (
         f"{verdict}: {report.archive} ({report.status.value}): "
         f"{len(report.collections)} collections, {report.documents:,} documents; "
-        f"read {report.bytes_read / 1e6:.1f} MB in {report.seconds:.1f}s ({rate:.1f} MB/s)"
+        f"read {size(report.bytes_read)} in {report.seconds:.1f}s "
+        f"({rate(report.bytes_read, report.seconds)})"
     )

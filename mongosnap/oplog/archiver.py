@@ -23,7 +23,7 @@ from .._aio import shielded
 from .._errors import UsageError
 from ..codecs import get_codec
 from ..source import Source
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 from . import chunks
 from .chunks import ChunkInfo, Coverage, GapInfo
 from .position import Ts
@@ -76,8 +76,7 @@ async def archive_oplog(
         raise UsageError(f"start is 'oldest' or 'now', not {start!r}")
     if codec not in ("gzip", "zstd"):
         raise UsageError(f"oplog chunks are compressed with gzip or zstd, not {codec!r}")
-    storage = open_storage(destination, s3=s3)
-    try:
+    async with opened(destination, s3) as storage:
         await storage.check()
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             job = _Archiver(src, storage, get_codec(codec), interval, max_bytes, on_chunk)
@@ -85,9 +84,6 @@ async def archive_oplog(
             resume = await job.resume_point()
             tail = OplogTail(src, resume, from_newest=start == "now", await_ms=await_ms)
             await job.run(tail)
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
 
 
 class _Archiver:
@@ -211,9 +207,5 @@ class _Archiver:
 
 async def list_oplog(destination: str | Storage, *, s3: S3Config | None = None) -> Coverage:
     """What the oplog chunks at ``destination`` cover: spans, gaps, incomplete chunks."""
-    storage = open_storage(destination, s3=s3)
-    try:
+    async with opened(destination, s3) as storage:
         return await chunks.read_coverage(storage)
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()

@@ -55,7 +55,7 @@ from ..codecs import get_codec
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 from .readahead import Budget, Lane
 from .uploads import abort_stale_uploads
 
@@ -154,8 +154,7 @@ async def backup(
     if read_ahead < 0:
         raise UsageError(f"read_ahead cannot be negative ({read_ahead})")
     chosen_codec = get_codec(codec)
-    storage = open_storage(destination, s3=s3)
-    try:
+    async with opened(destination, s3) as storage:
         await storage.check()
         aborted = await abort_stale_uploads(storage)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
@@ -166,9 +165,6 @@ async def backup(
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return replace(await job.run(specs), stale_uploads_aborted=aborted)
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
 
 
 async def _plan(

@@ -44,10 +44,11 @@ from ..archive.reader import TarMember, read_archive
 from ..archive.tar import member_length
 from ..catalog import ArchiveInfo
 from ..codecs import get_codec
+from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import Source, select
 from ..storage import Storage
 from .ledger import StagingLedger
-from .staging import Expected, Limit, StagedCollection, drop_stale, index_specs
+from .staging import Expected, Inserted, Limit, StagedCollection, drop_stale, index_specs
 
 log = logging.getLogger("mongosnap.restore")
 
@@ -137,6 +138,7 @@ class Engine:
         workers: int = 4,
         replace: bool = False,
         ledger: StagingLedger | None = None,
+        progress: ProgressCallback = ignore,
     ) -> None:
         self.storage = storage
         self.info = info
@@ -147,6 +149,9 @@ class Engine:
         self.ledger = ledger if ledger is not None else StagingLedger()
         self.bytes_fetched = 0
         """Bytes read from storage by this engine, all reads together."""
+        self.progress = progress
+        self._totals: dict[str, tuple[int | None, int | None]] = {}
+        """Collections that reported STARTED and await their last event: known totals."""
 
     def entries(self, selection: Selection) -> list[CollectionEntry] | None:
         """The manifest's wanted entries; None when the archive has no manifest.
@@ -266,6 +271,7 @@ class Engine:
             staged = self._stage(entry.name)
         except MongosnapError as exc:
             return await self._failed(entry.name, started, exc)
+        self._started(entry.name, entry.documents, entry.bson_bytes)
         try:
             published = await self._load_entry(entry, ranges, staged)
         except MongosnapError as exc:
@@ -296,7 +302,9 @@ class Engine:
                             f"{where}: member holds {member.size} bytes, "
                             f"the manifest says {entry.bson_bytes}"
                         )
-                    await staged.load(member.chunks(), expected.check_running(where))
+                    await staged.load(
+                        member.chunks(), expected.check_running(where), self._batches(entry.name)
+                    )
                 else:
                     raise CorruptArchive(f"unexpected member {member.name!r} in the range")
         if metadata is None:
@@ -382,8 +390,11 @@ class Engine:
                 assert late is not None
                 await collection.apply_metadata(late)
             else:
+                self._started(name, None, None)
                 await collection.prepare(state.metadata.get(name))
-                await collection.load(member.chunks(), self._legacy_limit(state))
+                await collection.load(
+                    member.chunks(), self._legacy_limit(state), self._batches(name)
+                )
         except ArchiveError:
             raise
         except MongosnapError as exc:
@@ -424,6 +435,45 @@ class Engine:
                 elif dump.kind == "bson":
                     counts[name] = await _count(member, self._legacy_limit(state))
         return [self._planned(n, c, indexes.get(n, 0)) for n, c in counts.items()]
+
+    # -- progress
+
+    def _started(self, name: str, documents: int | None, size: int | None) -> None:
+        self._totals[name] = (documents, size)
+        self.progress(Progress(Stage.STARTED, self.to_database, name, 0, 0, documents, size))
+
+    def _batches(self, name: str) -> Inserted:
+        """The callback a staged load calls after each stored batch."""
+        total_documents, total_bytes = self._totals[name]
+
+        def inserted(documents: int, size: int) -> None:
+            self.progress(
+                Progress(
+                    Stage.BATCH,
+                    self.to_database,
+                    name,
+                    documents,
+                    size,
+                    total_documents,
+                    total_bytes,
+                )
+            )
+
+        return inserted
+
+    def _ended(self, name: str, status: Status, staged: StagedCollection | None) -> None:
+        """The last event of a collection that reported STARTED."""
+        if name not in self._totals:
+            return
+        total_documents, total_bytes = self._totals.pop(name)
+        stage = {Status.RESTORED: Stage.DONE, Status.REAPPEARED: Stage.SKIPPED}.get(
+            status, Stage.FAILED
+        )
+        documents = staged.acknowledged if staged else 0
+        size = staged.acknowledged_bytes if staged else 0
+        self.progress(
+            Progress(stage, self.to_database, name, documents, size, total_documents, total_bytes)
+        )
 
     # -- shared
 
@@ -477,6 +527,7 @@ class Engine:
         fetched: int = 0,
         error: str = "",
     ) -> CollectionOutcome:
+        self._ended(name, status, staged)
         return CollectionOutcome(
             database=self.to_database,
             name=name,

@@ -31,8 +31,9 @@ from ..catalog import ArchiveInfo, newest_archives
 from ..oplog.entry import format_ts
 from ..oplog.replay import replay
 from ..oplog.report import ReplayReport
+from ..progress import ProgressCallback, ignore
 from ..source import Source
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 from . import pitr
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
@@ -127,32 +128,34 @@ async def heal(
     connect_timeout: float = 10.0,
     warn: Warn = log.warning,
     ledger: StagingLedger | None = None,
+    progress: ProgressCallback = ignore,
 ) -> HealReport:
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
     Raises NoBackupsFound when there is something to heal and no archive at
     all; otherwise returns a report whose ``missing`` is empty when all is well.
     ``ledger`` (optional) records what an interrupted run left.
+    ``progress`` is called per collection being restored, as for restore()
+    (nothing in a dry run).
     """
     started = time.monotonic()
     watched = list(dict.fromkeys(name_list(collections, "collections")))
     ledger = ledger if ledger is not None else StagingLedger()
-    storage = open_storage(destination, s3=s3)
-    try:
-        async with await Source.connect(target, connect_timeout=connect_timeout) as src:
-            existing = await src.collection_names(database)
-            healthy = [c for c in watched if c in existing]
-            vanished = [c for c in watched if c not in existing]
-            search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
-            try:
-                if vanished:
-                    await storage.check()
-                    await search.run(depth)
-            finally:
-                await shielded(ledger.finish(src))
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
+    async with (
+        opened(destination, s3) as storage,
+        await Source.connect(target, connect_timeout=connect_timeout) as src,
+    ):
+        existing = await src.collection_names(database)
+        healthy = [c for c in watched if c in existing]
+        vanished = [c for c in watched if c not in existing]
+        search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
+        search.progress = progress
+        try:
+            if vanished:
+                await storage.check()
+                await search.run(depth)
+        finally:
+            await shielded(ledger.finish(src))
     return HealReport(
         database=database,
         watched=watched,
@@ -197,6 +200,7 @@ class _Search:
         self.searched: list[str] = []
         self.bytes_fetched = 0
         self.replays: list[HealReplay] = []
+        self.progress: ProgressCallback = ignore
 
     async def run(self, depth: int) -> None:
         seen = False
@@ -226,6 +230,7 @@ class _Search:
             self.database,
             workers=self.workers,
             ledger=self.ledger,
+            progress=self.progress,
         )
         wanted = Selection(self.database, frozenset(self.remaining))
         try:

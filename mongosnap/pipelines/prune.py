@@ -39,7 +39,7 @@ from typing import Any
 from .._errors import UsageError
 from ..archive.manifest import manifest_key
 from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 from .uploads import abort_stale_uploads
 
 INCOMPLETE_GRACE = timedelta(hours=1)
@@ -130,8 +130,7 @@ async def prune(
     Raises UsageError when no keep rule is given or one is negative.
     """
     _check_rules(keep_last, keep_within, keep_daily)
-    storage = open_storage(destination, s3=s3)
-    try:
+    async with opened(destination, s3) as storage:
         aborted = 0 if dry_run else await abort_stale_uploads(storage)
         archives = await learn_databases(storage, await list_archives(storage))
         now = datetime.now(UTC)
@@ -141,9 +140,6 @@ async def prune(
                 if not decision.keep:
                     await delete_archive(storage, decision.archive)
         return PruneReport(storage.url, dry_run, decisions, aborted)
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
 
 
 def plan(

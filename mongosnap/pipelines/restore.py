@@ -24,8 +24,9 @@ from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..oplog.position import Ts
 from ..oplog.replay import replay
 from ..oplog.report import ReplayReport
+from ..progress import ProgressCallback, ignore
 from ..source import Source
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 from . import pitr
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
@@ -92,6 +93,7 @@ async def restore(
     oplog_replay: bool = True,
     to_ts: Ts | None = None,
     to_time: datetime | None = None,
+    progress: ProgressCallback = ignore,
 ) -> RestoreResult:
     """Restore ``database`` (all or some collections) from an archive.
 
@@ -110,12 +112,13 @@ async def restore(
     consistent at or before it (``archive`` ``latest``) or the one named,
     then replay the chunks under ``oplog/`` up to it (PointInTimeUnavailable
     when they do not reach it without a gap).
+    ``progress`` is called per collection (STARTED, BATCH after each stored
+    batch, then DONE, FAILED or SKIPPED), with the manifest's totals when known.
     """
     started = time.monotonic()
     ledger = ledger if ledger is not None else StagingLedger()
     point = _target_ts(to_ts, to_time, oplog_replay)
-    storage = open_storage(destination, s3=s3)
-    try:
+    async with opened(destination, s3) as storage:
         plan = None
         if point is not None:
             plan = await pitr.plan(storage, archive, point, warn)
@@ -132,6 +135,7 @@ async def restore(
                 workers=workers,
                 replace=drop,
                 ledger=ledger,
+                progress=progress,
             )
             chosen = selection(database, collections, include, exclude)
             try:
@@ -142,9 +146,6 @@ async def restore(
             report = None
             if oplog_replay and _has_window(info):
                 report = await _replay(engine, outcomes, database, plan)
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
     duration = round(time.monotonic() - started, 3)
     return RestoreResult(
         info.key,

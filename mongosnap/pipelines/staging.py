@@ -50,6 +50,9 @@ _OLD_STYLE = re.compile(rf"{TEMP_PREFIX}[0-9a-f]{{8}}_(.+)", re.DOTALL)
 Limit = Callable[[int, int], None]
 """Called with (documents, bytes) read so far from a member; raises on excess."""
 
+Inserted = Callable[[int, int], None]
+"""Called after each acknowledged batch with (documents, bytes) stored so far."""
+
 
 def name_hash(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH]
@@ -102,6 +105,10 @@ class Expected:
 
 
 def _unlimited(documents: int, size: int) -> None:
+    return None
+
+
+def _unobserved(documents: int, size: int) -> None:
     return None
 
 
@@ -176,6 +183,8 @@ class StagedCollection:
         self.bytes = 0
         self.indexes = 0
         self.acknowledged = 0
+        self.acknowledged_bytes = 0
+        self._inserted: Inserted = _unobserved
         self._specs: list[dict[str, Any]] = []
         self._digest = hashlib.sha256()
 
@@ -191,12 +200,19 @@ class StagedCollection:
         self.ledger.track(self.database, self.temp)
         await self.target.create_collection(self.database, self.temp, self.options or {})
 
-    async def load(self, chunks: AsyncIterable[bytes], limit: Limit = _unlimited) -> None:
+    async def load(
+        self,
+        chunks: AsyncIterable[bytes],
+        limit: Limit = _unlimited,
+        inserted: Inserted = _unobserved,
+    ) -> None:
         """Insert the documents of one ``.bson`` stream, as raw bytes, in batches.
 
         ``limit`` sees the running totals before each batch is sent, so an
-        archive holding more than it promised stops at the first excess.
+        archive holding more than it promised stops at the first excess;
+        ``inserted`` sees the stored totals after each batch (progress).
         """
+        self._inserted = inserted
         capped = bool((self.options or {}).get("capped"))
         pool = _Pool(1 if capped else self.workers)  # a capped collection keeps its order
         splitter = BsonSplitter()
@@ -226,6 +242,8 @@ class StagedCollection:
     async def _insert(self, documents: list[bytes]) -> None:
         stored = await self.target.insert_raw(self.database, self.temp, documents)
         self.acknowledged += stored  # after the await: concurrent batches add up safely
+        self.acknowledged_bytes += sum(len(d) for d in documents)
+        self._inserted(self.acknowledged, self.acknowledged_bytes)
 
     async def apply_metadata(self, metadata: CollectionMetadata) -> None:
         """Options that arrive after the documents (a legacy archive's member order)."""

@@ -48,7 +48,7 @@ from ..archive.reader import TarMember
 from ..catalog import ArchiveInfo, ArchiveStatus, load_manifest, read_sidecar, resolve
 from ..codecs import Codec, get_codec
 from ..progress import Progress, ProgressCallback, Stage, ignore
-from ..storage import S3Config, Storage, open_storage
+from ..storage import S3Config, Storage, opened
 
 RANGE_CONCURRENCY = 4
 
@@ -124,13 +124,9 @@ async def verify(
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
     """Check one archive (``latest`` or a key) end to end; see the module docstring."""
-    storage = open_storage(destination, s3=s3)
-    try:
+    async with opened(destination, s3) as storage:
         info = await resolve(storage, ref)
         return await _Verifier(storage, info, progress or ignore).run()
-    finally:
-        if not isinstance(destination, Storage):
-            await storage.aclose()
 
 
 # ---------------------------------------------------------------- internals

@@ -10,8 +10,10 @@ open_storage(storage)                  the storage itself
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
 
 from .._errors import UsageError
@@ -30,6 +32,7 @@ __all__ = [
     "Storage",
     "UploadInfo",
     "open_storage",
+    "opened",
 ]
 
 _SCHEMES = "s3://bucket[/prefix], file:///absolute/path, memory://name or a plain path"
@@ -84,6 +87,22 @@ def _shown(scheme: str, rest: str) -> str:
     """How a rejected destination is named: its scheme and separator, never
     the rest (it may hold credentials)."""
     return scheme + ":" + ("//" if rest.startswith("//") else rest[:1] if rest[:1] == "/" else "")
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    destination: str | os.PathLike[str] | Storage, s3: S3Config | None = None
+) -> AsyncIterator[Storage]:
+    """The storage a destination names, closed on exit if this opened it.
+
+    A Storage the caller passed stays open: it is the caller's to close.
+    """
+    storage = open_storage(destination, s3=s3)
+    try:
+        yield storage
+    finally:
+        if storage is not destination:
+            await storage.aclose()
 
 
 def _s3(bucket: str, path: str, config: S3Config | None) -> S3Storage:
