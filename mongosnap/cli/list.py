@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
 from ._common import add_output_flags, add_s3_flags, s3_config
+from .oplog import write_coverage
 
 if TYPE_CHECKING:
     from ..catalog import ArchiveInfo
@@ -43,6 +44,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
     from ..catalog import list_archives  # imported on use: keeps --help fast
+    from ..oplog.chunks import read_coverage
     from ..pipelines.uploads import pending_uploads
     from ..storage import open_storage
 
@@ -56,13 +58,17 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     try:
         archives = await list_archives(storage, args.prefix)
+        coverage = None if args.json else await read_coverage(storage)
     finally:
         await storage.aclose()
     if args.json:
         json.dump([as_dict(a) for a in archives], out, indent=2)
         out.write("\n")
-    else:
-        out.write(table([_row(a) for a in archives]))
+        return 0
+    out.write(table([_row(a) for a in archives]))
+    if coverage is not None and (coverage.chunks or coverage.gaps or coverage.incomplete):
+        out.write("\noplog (mongosnap oplog DEST --list --json for the details):\n")
+        write_coverage(coverage, out)
     return 0
 
 

@@ -92,6 +92,11 @@ def _print(coverage: Coverage, as_json: bool, out: TextIO) -> None:
         json.dump(coverage.to_dict(), out, indent=2)
         out.write("\n")
         return
+    write_coverage(coverage, out)
+
+
+def write_coverage(coverage: Coverage, out: TextIO) -> None:
+    """The covered spans, gaps and incomplete chunks, one line each (also for ``list``)."""
     doc = coverage.to_dict()
     if not doc["spans"]:
         out.write("no oplog chunks\n")

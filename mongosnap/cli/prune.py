@@ -107,3 +107,9 @@ def _print(report: PruneReport, out: TextIO) -> None:
         f"{verb} {len(report.deleted)} archives ({human_size(report.bytes_freed)}), "
         f"kept {len(report.kept)}\n"
     )
+    if report.oplog.chunks or report.oplog.gaps:
+        out.write(
+            f"{verb} {len(report.oplog.chunks)} oplog chunks no kept archive needs "
+            f"({human_size(report.oplog.bytes_freed)}); the archived oplog now starts at "
+            f"ts {report.oplog.kept_from}\n"
+        )

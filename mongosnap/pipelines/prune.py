@@ -39,6 +39,8 @@ from typing import Any
 from .._errors import UsageError
 from ..archive.manifest import manifest_key
 from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives
+from ..oplog.position import Ts
+from ..oplog.retention import OplogPrune, prune_oplog
 from ..storage import S3Config, Storage, opened
 from .uploads import abort_stale_uploads
 
@@ -83,6 +85,8 @@ class PruneReport:
     """Every archive, newest first."""
     stale_uploads_aborted: int = 0
     """Unfinished uploads of failed backups aborted (pipelines/uploads.py)."""
+    oplog: OplogPrune = field(default_factory=OplogPrune)
+    """Oplog chunks no kept archive needs, deleted (oplog/retention.py)."""
 
     @property
     def kept(self) -> list[ArchiveInfo]:
@@ -112,6 +116,7 @@ class PruneReport:
             "bytes_freed": self.bytes_freed,
             "archives": [d.to_dict() for d in self.decisions],
             "stale_uploads_aborted": self.stale_uploads_aborted,
+            "oplog": self.oplog.to_dict(),
         }
 
 
@@ -139,7 +144,24 @@ async def prune(
             for decision in decisions:
                 if not decision.keep:
                     await delete_archive(storage, decision.archive)
-        return PruneReport(storage.url, dry_run, decisions, aborted)
+        points = [p for d in decisions if d.keep and (p := replay_start(d.archive))]
+        oplog = await prune_oplog(storage, points, dry_run)
+        return PruneReport(storage.url, dry_run, decisions, aborted, oplog)
+
+
+def replay_start(info: ArchiveInfo) -> Ts | None:
+    """Where a point-in-time replay from this archive would start, if it can.
+
+    Its consistent point; for an archive whose manifest cannot be read now, the
+    time in its name (no consistent point comes before it); None for archives
+    that have no oplog window, legacy ones included.
+    """
+    if info.manifest is not None:
+        window = info.manifest.oplog
+        return None if window is None else Ts(*window.last_ts)
+    if info.status is ArchiveStatus.LEGACY:
+        return None
+    return Ts(int(info.created.timestamp()), 0)
 
 
 def plan(
