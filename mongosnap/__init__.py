@@ -36,11 +36,11 @@ if TYPE_CHECKING:
     )
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
     from .oplog.archiver import archive_oplog, list_oplog
-    from .pipelines.backup import BackupResult, CollectionResult, backup
+    from .pipelines.backup import BackupReport, CollectionBackup, backup
     from .pipelines.engine import Status
     from .pipelines.heal import HealReport, SkippedArchive, heal
     from .pipelines.prune import PruneDecision, PruneReport, prune
-    from .pipelines.restore import CollectionOutcome, RestoreResult, restore
+    from .pipelines.restore import CollectionOutcome, RestoreReport, restore
     from .pipelines.verify import CollectionCheck, Problem, VerifyReport, verify
     from .progress import Progress, ProgressCallback, Stage
     from .storage import (
@@ -85,15 +85,15 @@ _EXPORTS = {
     "list_archives": ".catalog",
     "archive_oplog": ".oplog.archiver",
     "list_oplog": ".oplog.archiver",
-    "BackupResult": ".pipelines.backup",
-    "CollectionResult": ".pipelines.backup",
+    "BackupReport": ".pipelines.backup",
+    "CollectionBackup": ".pipelines.backup",
     "backup": ".pipelines.backup",
     "HealReport": ".pipelines.heal",
     "heal": ".pipelines.heal",
     "PruneReport": ".pipelines.prune",
     "prune": ".pipelines.prune",
     "CollectionOutcome": ".pipelines.restore",
-    "RestoreResult": ".pipelines.restore",
+    "RestoreReport": ".pipelines.restore",
     "restore": ".pipelines.restore",
     "VerifyReport": ".pipelines.verify",
     "verify": ".pipelines.verify",
@@ -134,12 +134,12 @@ __all__ = [
     "ArchiveInfo",
     "ArchiveStatus",
     "AuthenticationFailed",
-    "BackupResult",
+    "BackupReport",
     "BucketNotFound",
+    "CollectionBackup",
     "CollectionCheck",
     "CollectionExists",
     "CollectionOutcome",
-    "CollectionResult",
     "CorruptArchive",
     "DatabaseNotFound",
     "HealIncomplete",
@@ -160,7 +160,7 @@ __all__ = [
     "PruneDecision",
     "PruneReport",
     "ReplayError",
-    "RestoreResult",
+    "RestoreReport",
     "S3Config",
     "S3Storage",
     "ServerUnreachable",

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client import write_to_textfile as _write_to_textfile
 
 if TYPE_CHECKING:
-    from .pipelines.backup import BackupResult
+    from .pipelines.backup import BackupReport
     from .pipelines.heal import HealReport
     from .pipelines.prune import PruneReport
 
@@ -103,7 +103,7 @@ class Metrics:
         self.restored.labels(self.command).inc(restored)
         self.deleted.labels(self.command).inc(deleted)
 
-    def record_backup(self, result: BackupResult) -> None:
+    def record_backup(self, result: BackupReport) -> None:
         self.add(bytes_in=result.bytes_in, bytes_out=result.bytes_out, documents=result.documents)
 
     def record_heal(self, report: HealReport) -> None:

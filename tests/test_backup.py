@@ -30,7 +30,7 @@ def seeded(mongo_uri: str, new_database: str) -> str:
     return new_database
 
 
-def _archive_key(dest: Destination, result: mongosnap.BackupResult) -> str:
+def _archive_key(dest: Destination, result: mongosnap.BackupReport) -> str:
     return f"nightly/{result.archive_key}" if dest.bucket else result.archive_key
 
 

@@ -114,7 +114,7 @@ def test_public_api_is_exactly_this() -> None:
     assert set(mongosnap.__all__) == errors | {
         "__version__",
         *("backup", "heal", "restore", "verify", "prune", "list_archives", "open_storage"),
-        *("BackupResult", "CollectionResult", "HealReport", "RestoreResult", "CollectionOutcome"),
+        *("BackupReport", "CollectionBackup", "HealReport", "RestoreReport", "CollectionOutcome"),
         *("VerifyReport", "PruneReport", "ArchiveInfo", "ArchiveStatus"),
         *("Storage", "S3Storage", "LocalStorage", "MemoryStorage", "S3Config"),
         *("Progress", "ProgressCallback", "Stage"),

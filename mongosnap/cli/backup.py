@@ -22,7 +22,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from ..pipelines.backup import BackupResult
+    from ..pipelines.backup import BackupReport
 
 log = logging.getLogger("mongosnap.backup")
 MAX_BATCH = 2**31 - 1
@@ -116,7 +116,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _print(result: BackupResult, args: argparse.Namespace, out: TextIO) -> None:
+def _print(result: BackupReport, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         write_json(result.to_dict(), out)
         return

@@ -268,5 +268,5 @@ def outcome_line(outcome: CollectionOutcome) -> str:
     return (
         f"{outcome.name}: {outcome.status} from {outcome.archive} ({counts}, "
         f"{size(outcome.bytes_fetched)} of {size(outcome.archive_size)} fetched, "
-        f"{outcome.seconds:.1f}s)"
+        f"{outcome.duration:.1f}s)"
     )

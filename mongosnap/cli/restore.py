@@ -24,7 +24,7 @@ from ._common import (
 if TYPE_CHECKING:
     from ..oplog.position import Ts
     from ..pipelines.ledger import StagingLedger
-    from ..pipelines.restore import RestoreResult
+    from ..pipelines.restore import RestoreReport
 
 
 def register(commands: Any) -> None:
@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 async def _restore(
     args: argparse.Namespace, source: str, database: str, ledger: StagingLedger
-) -> RestoreResult:
+) -> RestoreReport:
     from ..display import progress_display  # imported on use: keeps --help fast
     from ..pipelines.restore import restore
 
@@ -159,7 +159,7 @@ def ledger_in_errors(ledger: StagingLedger) -> Iterator[None]:
         raise
 
 
-def _print(result: RestoreResult, args: argparse.Namespace, out: TextIO) -> None:
+def _print(result: RestoreReport, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         # One line: an error object may follow it (docs/cli.md, JSON output)
         write_json(result.to_dict(), out, indent=None)

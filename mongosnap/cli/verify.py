@@ -1,4 +1,4 @@
-"""``mongosnap verify KEY|latest DEST``: check an archive end to end."""
+"""``mongosnap verify ARCHIVE DEST``: check an archive end to end."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def register(commands: Any) -> None:
         "counts against the manifest) and each collection's byte range on its own. "
         "Exits 0 when it is sound, else with the first problem's code.",
     )
-    p.add_argument("ref", metavar="KEY", help="an archive key, or 'latest'")
+    p.add_argument("archive", metavar="ARCHIVE", help="archive key, or 'latest'")
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     add_s3_flags(p, writes=False)
     add_output_flags(p)
@@ -36,7 +36,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..pipelines.verify import verify
 
     with progress_display(enabled=interactive(args)) as on_progress:
-        report = await verify(args.dest, args.ref, s3=s3_config(args), progress=on_progress)
+        report = await verify(args.dest, args.archive, s3=s3_config(args), progress=on_progress)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -54,6 +54,6 @@ def summary(report: VerifyReport) -> str:
     return (
         f"{verdict}: {report.archive} ({report.status.value}): "
         f"{len(report.collections)} collections, {report.documents:,} documents; "
-        f"read {size(report.bytes_read)} in {report.seconds:.1f}s "
-        f"({rate(report.bytes_read, report.seconds)})"
+        f"read {size(report.bytes_read)} in {report.duration:.1f}s "
+        f"({rate(report.bytes_read, report.duration)})"
     )

@@ -73,7 +73,7 @@ log = logging.getLogger("mongosnap.backup")
 
 
 @dataclass(frozen=True)
-class CollectionResult:
+class CollectionBackup:
     database: str
     name: str
     type: str
@@ -84,7 +84,7 @@ class CollectionResult:
 
 
 @dataclass(frozen=True)
-class BackupResult:
+class BackupReport:
     """What a finished backup wrote, for callers and for ``--json``."""
 
     destination: str
@@ -96,7 +96,7 @@ class BackupResult:
     finished: datetime
     bytes_in: int
     bytes_out: int
-    collections: list[CollectionResult] = field(default_factory=list)
+    collections: list[CollectionBackup] = field(default_factory=list)
     oplog: dict[str, Any] | None = None  # backup --oplog: the manifest's oplog window
     stale_uploads_aborted: int = 0
     """Unfinished uploads of failed backups aborted before this one (pipelines/uploads.py)."""
@@ -133,7 +133,7 @@ async def backup(
     oplog: bool = False,
     parallel: int = PARALLEL,
     read_ahead: int = READ_AHEAD,
-) -> BackupResult:
+) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
     ``source`` is a MongoDB URI, a ``host[:port]`` string, an AsyncMongoClient
@@ -226,7 +226,7 @@ class _Job:
         self.parallel = PARALLEL
         self.read_ahead = READ_AHEAD
 
-    async def run(self, specs: list[CollectionSpec]) -> BackupResult:
+    async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
         clock = time.monotonic()
         key, claim = await self._claim(started)
@@ -237,7 +237,7 @@ class _Job:
 
     async def _write(
         self, key: str, specs: list[CollectionSpec], started: datetime, clock: float
-    ) -> BackupResult:
+    ) -> BackupReport:
         sink = self.storage.open_writer(key)
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
@@ -501,8 +501,8 @@ class _Job:
 
     def _result(
         self, key: str, side_key: str, started: datetime, finished: datetime, size: int
-    ) -> BackupResult:
-        return BackupResult(
+    ) -> BackupReport:
+        return BackupReport(
             destination=self.storage.url,
             archive_key=key,
             manifest_key=side_key,
@@ -513,7 +513,7 @@ class _Job:
             bytes_in=sum(e.bson_bytes for e in self.entries),
             bytes_out=size,
             collections=[
-                CollectionResult(
+                CollectionBackup(
                     e.database, e.name, e.type, e.documents, e.bson_bytes, e.sha256, e.status
                 )
                 for e in self.entries
@@ -576,4 +576,4 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return group.exceptions[0]
 
 
-__all__ = ["BackupResult", "CollectionResult", "backup"]
+__all__ = ["BackupReport", "CollectionBackup", "backup"]

@@ -93,7 +93,7 @@ class CollectionOutcome:
     indexes: int = 0
     bytes_fetched: int = 0
     archive_size: int = 0
-    seconds: float = 0.0
+    duration: float = 0.0
     error: str = ""
 
 
@@ -537,7 +537,7 @@ class Engine:
             indexes=staged.indexes if staged else 0,
             bytes_fetched=fetched,
             archive_size=self.info.size,
-            seconds=round(time.monotonic() - started, 3),
+            duration=round(time.monotonic() - started, 3),
             error=error,
         )
 

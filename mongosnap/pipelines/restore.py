@@ -35,11 +35,11 @@ log = logging.getLogger("mongosnap.restore")
 
 Warn = Callable[[str], None]
 
-__all__ = ["CollectionOutcome", "RestoreResult", "Status", "restore", "selection"]
+__all__ = ["CollectionOutcome", "RestoreReport", "Status", "restore", "selection"]
 
 
 @dataclass(frozen=True)
-class RestoreResult:
+class RestoreReport:
     archive_key: str
     archive_size: int
     bytes_fetched: int
@@ -94,7 +94,7 @@ async def restore(
     to_ts: Ts | None = None,
     to_time: datetime | None = None,
     progress: ProgressCallback = ignore,
-) -> RestoreResult:
+) -> RestoreReport:
     """Restore ``database`` (all or some collections) from an archive.
 
     Existing collections are never overwritten unless ``drop``: with a
@@ -147,7 +147,7 @@ async def restore(
             if oplog_replay and _has_window(info):
                 report = await _replay(engine, outcomes, database, plan)
     duration = round(time.monotonic() - started, 3)
-    return RestoreResult(
+    return RestoreReport(
         info.key,
         info.size,
         engine.bytes_fetched,

@@ -87,7 +87,7 @@ class VerifyReport:
     collections: list[CollectionCheck]
     problems: list[Problem]
     bytes_read: int
-    seconds: float
+    duration: float
 
     @property
     def ok(self) -> bool:
@@ -112,20 +112,20 @@ class VerifyReport:
             "documents": self.documents,
             "problems": [p.to_dict() for p in self.problems],
             "bytes_read": self.bytes_read,
-            "seconds": round(self.seconds, 3),
+            "duration": round(self.duration, 3),
         }
 
 
 async def verify(
     destination: str | Storage,
-    ref: str = "latest",
+    archive: str = "latest",
     *,
     s3: S3Config | None = None,
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
     """Check one archive (``latest`` or a key) end to end; see the module docstring."""
     async with opened(destination, s3) as storage:
-        info = await resolve(storage, ref)
+        info = await resolve(storage, archive)
         return await _Verifier(storage, info, progress or ignore).run()
 
 
@@ -197,7 +197,7 @@ class _Verifier:
             ],
             problems=self.problems,
             bytes_read=self.bytes_read,
-            seconds=time.monotonic() - clock,
+            duration=time.monotonic() - clock,
         )
 
     def _problem(self, error: type[ArchiveError], message: str) -> None:
