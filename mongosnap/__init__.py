@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
+    from .clients import AsyncMongoClientLike, MongoSource
     from .oplog.archiver import archive_oplog, list_oplog
     from .pipelines.backup import BackupReport, CollectionBackup, backup
     from .pipelines.engine import Status
@@ -112,6 +113,8 @@ _EXPORTS = {
     "CollectionCheck": ".pipelines.verify",
     "Problem": ".pipelines.verify",
     "opened": ".storage",
+    "AsyncMongoClientLike": ".clients",
+    "MongoSource": ".clients",
 }
 
 
@@ -133,6 +136,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveInfo",
     "ArchiveStatus",
+    "AsyncMongoClientLike",
     "AuthenticationFailed",
     "BackupReport",
     "BucketNotFound",
@@ -147,6 +151,7 @@ __all__ = [
     "Interrupted",
     "LocalStorage",
     "MemoryStorage",
+    "MongoSource",
     "MongosnapError",
     "NoBackupsFound",
     "ObjectArchived",

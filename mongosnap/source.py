@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._rawcursor import raw_batch_cursor
 from ._redact import redact
+from .clients import MongoSource
 
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 DEFAULT_TIMEOUT = 10.0
@@ -134,7 +135,9 @@ class Source:
         self._databases: dict[str, Any] = {}
 
     @classmethod
-    async def connect(cls, source: Any, *, connect_timeout: float = DEFAULT_TIMEOUT) -> Source:
+    async def connect(
+        cls, source: MongoSource, *, connect_timeout: float = DEFAULT_TIMEOUT
+    ) -> Source:
         """Connect and ping; ServerUnreachable within ``connect_timeout`` seconds.
 
         ``source``: a URI, ``host[:port]``, an AsyncMongoClient or a Motor

@@ -120,6 +120,7 @@ def test_public_api_is_exactly_this() -> None:
         *("Progress", "ProgressCallback", "Stage"),
         *("archive_oplog", "list_oplog"),
         *("Status", "SkippedArchive", "PruneDecision", "CollectionCheck", "Problem", "opened"),
+        *("AsyncMongoClientLike", "MongoSource"),
     }
     for name in mongosnap.__all__:
         assert hasattr(mongosnap, name), name

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._aio import shielded
 from .._errors import UsageError
+from ..clients import MongoSource
 from ..codecs import get_codec
 from ..source import Source
 from ..storage import S3Config, Storage, opened
@@ -50,7 +51,7 @@ ChunkCallback = Callable[[ChunkInfo], None]
 
 
 async def archive_oplog(
-    source: Any,
+    source: MongoSource,
     destination: str | Storage,
     *,
     interval: float = DEFAULT_INTERVAL,

@@ -38,6 +38,7 @@ from bson.timestamp import Timestamp
 from pymongo.errors import BulkWriteError
 
 from .._errors import ReplayError, SourceError
+from ..clients import MongoSource
 from ..source import Source
 from .batch import Batch, Change, id_key
 from .commands import Skip, apply_command, command_name, losses, touched
@@ -54,7 +55,7 @@ Entries = Iterable[Any] | AsyncIterable[Any]
 
 
 async def replay(
-    target: Any,
+    target: MongoSource | Source,
     entries: Entries,
     *,
     namespaces: Selector = None,
@@ -79,7 +80,7 @@ async def replay(
 
 
 @contextlib.asynccontextmanager
-async def _open(target: Any) -> AsyncIterator[ReplayTarget]:
+async def _open(target: MongoSource | Source) -> AsyncIterator[ReplayTarget]:
     if isinstance(target, ReplayTarget):
         yield target
         return

@@ -51,6 +51,7 @@ from ..archive.manifest import (
     manifest_key,
     vanished_member_name,
 )
+from ..clients import MongoSource
 from ..codecs import get_codec
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
@@ -119,7 +120,7 @@ class BackupReport:
 
 
 async def backup(
-    source: Any,
+    source: MongoSource,
     destination: str | Storage,
     *,
     database: str | Sequence[str] | None,

@@ -28,6 +28,7 @@ from .._aio import shielded
 from .._checks import name_list
 from .._errors import ArchiveError, NoBackupsFound, ReplayError
 from ..catalog import ArchiveInfo, newest_archives
+from ..clients import MongoSource
 from ..oplog.entry import format_ts
 from ..oplog.replay import replay
 from ..oplog.report import ReplayReport
@@ -116,7 +117,7 @@ Warn = Callable[[str], None]
 
 
 async def heal(
-    target: Any,
+    target: MongoSource,
     destination: str | Storage,
     *,
     database: str,

@@ -21,6 +21,7 @@ from .._aio import shielded
 from .._checks import name_list
 from .._errors import ArchiveError, CollectionExists, UsageError
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
+from ..clients import MongoSource
 from ..oplog.position import Ts
 from ..oplog.replay import replay
 from ..oplog.report import ReplayReport
@@ -74,7 +75,7 @@ def selection(
 
 
 async def restore(
-    target: Any,
+    target: MongoSource,
     destination: str | Storage,
     archive: str = "latest",
     *,
