@@ -218,7 +218,11 @@ async def test_hostile_newest_archive_costs_one_archive(
     host = mongo_uri.split("://", 1)[1].rstrip("/")
     healed = cli(destination, "heal", destination.url, host, seeded, "users")
     assert healed.returncode == 0, healed.stderr
-    assert f"skipping archive {hostile}" in healed.stderr
+    # A fault of the whole archive skips it; one inside a collection's own range
+    # fails that collection there, and heal takes it from the next archive.
+    assert f"skipping archive {hostile}" in healed.stderr or (
+        f"users not restored from {hostile}" in healed.stderr
+    )
     assert "Traceback" not in healed.stderr
     assert sorted(server_documents(mongo_uri, seeded, "users")) == sorted(original)
     with MongoClient(mongo_uri) as client:

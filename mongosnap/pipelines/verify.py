@@ -263,7 +263,7 @@ class _Verifier:
         data = await _body(member)
         seen.sha256 = hashlib.sha256(data).hexdigest()
         try:
-            seen.metadata = parse_metadata(data, member=member.name)
+            seen.metadata = parse_metadata(data)  # the report names the member
         except ArchiveError as exc:
             self._fail(seen, exc)
 

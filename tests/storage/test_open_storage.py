@@ -29,6 +29,7 @@ def test_public_names() -> None:
         "Storage",
         "UploadInfo",
         "open_storage",
+        "opened",
     ]
 
 
