@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import pty
+import select
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,3 +199,31 @@ def subprocess_env(destination: Destination | None = None, **extra: str) -> dict
             "AWS_DEFAULT_REGION": endpoint.region,
         }
     return env | extra
+
+
+def on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal: (exit code, screen, stdout)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mongosnap", *args],
+        stderr=slave,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, COLUMNS="120", TERM="xterm"),
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # read as it draws, so the terminal never fills up
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, screen.decode(errors="replace"), out.decode()

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import on_a_terminal, seed
 from helpers import run_cli as run
-from helpers import seed
 
 import mongosnap
 from mongosnap._errors import all_errors
@@ -147,33 +142,10 @@ def test_env_credentials_never_printed(tmp_path: Path, host: str, seeded: str) -
 
 
 def test_live_progress_on_a_terminal(tmp_path: Path, host: str, seeded: str) -> None:
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mongosnap", "backup", str(tmp_path), host, seeded],
-        stderr=slave,
-        stdout=subprocess.PIPE,
-        env=dict(os.environ, COLUMNS="120", TERM="xterm"),
-    )
-    os.close(slave)
-    screen = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # read as it draws, so the terminal never fills up
-        if select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed its end
-                break
-            if not chunk:
-                break
-            screen += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    out, _ = proc.communicate(timeout=60)
-    text = screen.decode(errors="replace")
-    assert proc.returncode == 0, text
+    code, text, out = on_a_terminal("backup", str(tmp_path), host, seeded)
+    assert code == 0, text
     assert "collection" in text and "repositories" in text and "done" in text, text
-    assert b"backed up 2 collections" in out
+    assert "backed up 2 collections" in out
 
 
 def test_credentials_from_an_aws_profile(

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers import on_a_terminal, seed
 from helpers import run_cli as run
-from helpers import seed
 from pymongo import MongoClient
 
 from mongosnap.display import _Row
@@ -40,34 +34,6 @@ def other_database(mongo_uri: str, backed_up: str) -> str:
     yield name
     with MongoClient(mongo_uri) as client:
         client.drop_database(name)
-
-
-def on_a_terminal(*args: str) -> tuple[int, str, str]:
-    """Run the CLI with stderr on a pseudo-terminal: (exit code, screen, stdout)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mongosnap", *args],
-        stderr=slave,
-        stdout=subprocess.PIPE,
-        env=dict(os.environ, COLUMNS="120", TERM="xterm"),
-    )
-    os.close(slave)
-    screen = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # read as it draws, so the terminal never fills up
-        if select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed its end
-                break
-            if not chunk:
-                break
-            screen += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    out, _ = proc.communicate(timeout=60)
-    return proc.returncode, screen.decode(errors="replace"), out.decode()
 
 
 def test_restore_draws_progress_on_a_terminal(
