@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .oplog.archiver import archive_oplog, list_oplog
     from .pipelines.backup import BackupReport, CollectionBackup, backup
     from .pipelines.engine import Status
-    from .pipelines.heal import HealReport, SkippedArchive, heal
+    from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
     from .pipelines.prune import PruneDecision, PruneReport, prune
     from .pipelines.restore import CollectionOutcome, RestoreReport, restore
     from .pipelines.verify import CollectionCheck, Problem, VerifyReport, verify
@@ -89,6 +89,7 @@ _EXPORTS = {
     "BackupReport": ".pipelines.backup",
     "CollectionBackup": ".pipelines.backup",
     "backup": ".pipelines.backup",
+    "HealReplay": ".pipelines.heal",
     "HealReport": ".pipelines.heal",
     "heal": ".pipelines.heal",
     "PruneReport": ".pipelines.prune",
@@ -147,6 +148,7 @@ __all__ = [
     "CorruptArchive",
     "DatabaseNotFound",
     "HealIncomplete",
+    "HealReplay",
     "HealReport",
     "Interrupted",
     "LocalStorage",
