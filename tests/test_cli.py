@@ -114,7 +114,15 @@ def test_public_api_is_exactly_this() -> None:
         *("Storage", "S3Storage", "LocalStorage", "MemoryStorage", "S3Config"),
         *("Progress", "ProgressCallback", "Stage"),
         *("archive_oplog", "list_oplog"),
-        *("Status", "SkippedArchive", "HealReplay", "PruneDecision", "CollectionCheck", "Problem", "opened"),
+        *(
+            "Status",
+            "SkippedArchive",
+            "HealReplay",
+            "PruneDecision",
+            "CollectionCheck",
+            "Problem",
+            "opened",
+        ),
         *("AsyncMongoClientLike", "MongoSource"),
     }
     for name in mongosnap.__all__:
