@@ -163,6 +163,14 @@ async def main():
     writers = [storage.open_writer(key) for key in sys.argv[3:]]
     for writer in writers:
         await writer.write(os.urandom(5 * 1024 * 1024 + 1))
+    # A part is uploaded in the background: be killed only once each upload
+    # shows it, so the upload is as fresh as a live backup's.
+    deadline = time.monotonic() + (60 if s3 is not None else 0)  # a local file is at once
+    while time.monotonic() < deadline:
+        written = {u.key async for u in storage.uploads() if u.last_written is not None}
+        if set(sys.argv[3:]) <= written:
+            break
+        await asyncio.sleep(0.1)
     print("ready", flush=True)
     time.sleep(600)
 
