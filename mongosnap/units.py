@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 _UNITS = ("B", "KB", "MB", "GB", "TB")
 
 
@@ -20,13 +23,27 @@ def rate(n: float, seconds: float) -> str:
     return f"{size(n / seconds if seconds > 0 else 0)}/s"
 
 
-def duration(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``2h07m``: the two largest units."""
-    whole = max(0, round(seconds))
+def duration(span: float | timedelta | None) -> str:
+    """``0s``, ``59s``, ``3m05s``, ``2h07m``, ``3d04h``: the two largest units.
+
+    Every unit is truncated, never rounded up: 59.9 s is ``59s`` as 2h07m59s is
+    ``2h07m``, so an age never reads past a limit it has not reached. Seconds
+    (a float) or a timedelta; a negative span is ``0s``; ``-`` when unknown
+    (None, or not a finite number).
+    """
+    if span is None:
+        return "-"
+    seconds = span.total_seconds() if isinstance(span, timedelta) else float(span)
+    if not math.isfinite(seconds):
+        return "-"
+    whole = max(0, math.floor(seconds))
     if whole < 60:
         return f"{whole}s"
     minutes, secs = divmod(whole, 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"

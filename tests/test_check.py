@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from catalog_support import backup_at
 from helpers import Destination, make_destination, run_cli, seed, subprocess_env
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -67,6 +69,20 @@ def test_age_limits_warning_and_critical(tmp_path: Path, mongo_uri: str, new_dat
     assert code == WARNING and line.startswith("MONGOSNAP WARNING - "), line
     code, line = check(destination, new_database, "--max-age", "1h", "--warn-age", "1h")
     assert code == OK, line
+
+
+async def test_ages_and_limits_read_in_days_hours_minutes(
+    tmp_path: Path, mongo_uri: str, new_database: str
+) -> None:
+    destination = make_destination("local", tmp_path, None, None)
+    seed(mongo_uri, new_database, {"apps": 3})
+    then = datetime.now(UTC) - timedelta(days=1, hours=2, minutes=5)
+    key = await backup_at(then.replace(microsecond=0), mongo_uri, destination, new_database)
+    code, line = check(destination, "--max-age", "2d", "--warn-age", "26h")
+    assert code == WARNING, line
+    assert f" is 1d02h old (limit 2d00h): {key} (" in line, line
+    code, line = check(destination, "--max-age", "90m")
+    assert code == CRITICAL and " is 1d02h old (limit 1h30m): " in line, line
 
 
 def test_other_database_and_empty_destination_are_critical(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,10 +34,50 @@ def test_size_picks_a_unit(n: int, text: str) -> None:
     assert size(n) == text
 
 
-def test_rate_and_duration() -> None:
+def test_rate() -> None:
     assert rate(3_000_000, 2) == "1.5 MB/s"
     assert rate(10, 0) == "0 B/s"
-    assert [duration(s) for s in (0, 42.4, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
+
+
+@pytest.mark.parametrize(
+    ("span", "text"),
+    [
+        (0, "0s"),
+        (0.9, "0s"),
+        (42.4, "42s"),
+        (59.9, "59s"),  # truncated, as every unit is: never shown older than it is
+        (60, "1m00s"),
+        (185, "3m05s"),
+        (3599.9, "59m59s"),
+        (3600, "1h00m"),
+        (7620, "2h07m"),
+        (86399, "23h59m"),
+        (86400, "1d00h"),
+        (3 * 86400 + 4 * 3600 + 59 * 60, "3d04h"),
+        (400 * 86400, "400d00h"),
+        (timedelta(days=1, hours=2), "1d02h"),
+        (timedelta(minutes=-5), "0s"),  # a clock running behind: no negative age
+        (-0.5, "0s"),
+        (None, "-"),
+        (float("nan"), "-"),
+        (float("inf"), "-"),
+    ],
+)
+def test_duration_keeps_the_two_largest_units(span: float | timedelta | None, text: str) -> None:
+    assert duration(span) == text
+
+
+def test_list_uploads_shows_ages_in_days(tmp_path: Path) -> None:
+    """A directory's temporary file has no creation time (age ``-``); its idle
+    time comes from its modification time."""
+    partial = tmp_path / ".2025-01-01-03-00-00-mongodb-dump.tar.gz.x1y2.partial"
+    partial.write_bytes(b"partial")
+    then = (datetime.now(UTC) - timedelta(days=3, hours=4, minutes=5)).timestamp()
+    os.utime(partial, (then, then))
+    done = run("list", str(tmp_path), "--uploads")
+    assert done.returncode == 0, done.stderr
+    row = done.stdout.splitlines()[1].split()
+    assert row[:4] == ["2025-01-01-03-00-00-mongodb-dump.tar.gz", "-", "-", "3d04h"], row
 
 
 @pytest.fixture

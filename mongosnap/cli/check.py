@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .. import units
 from .._errors import MongosnapError, UsageError
 from ._common import add_log_format_flag, add_s3_flags, s3_config, write_json
 from ._logging import rfc3339
@@ -182,21 +183,8 @@ def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:
         )
     )
     verdict.message = (
-        f"newest complete {what} is {_human(verdict.age)} old "
-        f"(limit {_human(verdict.max_age)}): {info.key} ({rfc3339(info.created)}{contents})"
+        f"newest complete {what} is {units.duration(verdict.age)} old "
+        f"(limit {units.duration(verdict.max_age)}): {info.key} ({rfc3339(info.created)}{contents})"
     )
     if verdict.skipped:
         verdict.message += f"; {len(verdict.skipped)} newer incomplete"
-
-
-def _human(span: timedelta) -> str:
-    """``3d4h``, ``5h12m``, ``42m``, ``17s``: two units at most."""
-    seconds = int(span.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    return f"{minutes}m" if minutes else f"{secs}s"

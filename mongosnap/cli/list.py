@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .. import units
 from .._errors import UsageError
 from ._common import add_output_flags, add_s3_flags, s3_config
 from .oplog import write_coverage
@@ -92,28 +93,14 @@ def write_uploads(uploads: list[PendingUpload], as_json: bool, out: TextIO) -> N
             (
                 upload.key,
                 "-" if initiated is None else f"{initiated.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
-                human_age(upload.age(now)),
-                human_age(idle),
+                units.duration(upload.age(now)),
+                units.duration(idle),
                 "stale: the next backup or prune aborts it" if stale else "",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
-
-
-def human_age(age: timedelta | None) -> str:
-    if age is None:
-        return "-"
-    seconds = max(0, int(age.total_seconds()))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def as_dict(info: ArchiveInfo) -> dict[str, Any]:
