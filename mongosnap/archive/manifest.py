@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .._errors import CorruptArchive
 from ..codecs import CODECS, Codec
-from ._jsonlimits import json_problem
+from ._jsonlimits import bounded_text
 from .names import DUMP_ROOT, MANIFEST_MEMBER, member_name, validate_member_name
 
 FORMAT_NAME = "mongosnap-archive"
@@ -366,15 +366,14 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
         """Parse and validate; CorruptArchive with the reason on anything malformed."""
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise CorruptArchive(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorruptArchive(f"manifest is not valid UTF-8: {exc}") from exc
-        problem = json_problem(text, max_depth=MAX_MANIFEST_DEPTH, max_values=MAX_MANIFEST_VALUES)
-        if problem:
-            raise CorruptArchive(f"manifest {problem}")
+        text = bounded_text(
+            data,
+            "manifest",
+            max_bytes=MAX_MANIFEST_BYTES,
+            max_depth=MAX_MANIFEST_DEPTH,
+            max_values=MAX_MANIFEST_VALUES,
+            refuse=CorruptArchive,
+        )
         try:
             raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except ValueError as exc:

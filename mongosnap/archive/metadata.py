@@ -24,7 +24,7 @@ from bson.decimal128 import Decimal128
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from .._errors import CorruptArchive, UnsafeArchive
-from ._jsonlimits import json_problem
+from ._jsonlimits import bounded_text
 
 MAX_METADATA_BYTES = 16 << 20
 """Largest metadata file read (a listCollections entry is at most 16 MiB of BSON)."""
@@ -169,15 +169,14 @@ def parse_metadata(
 
 def _load(data: bytes, member: str) -> dict[str, Any]:
     """The file as a document, within the limits, and encodable as BSON."""
-    if len(data) > MAX_METADATA_BYTES:
-        raise UnsafeArchive(f"{member} is larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptArchive(f"{member} is not valid UTF-8: {exc}") from exc
-    problem = json_problem(text, max_depth=MAX_METADATA_DEPTH, max_values=MAX_METADATA_VALUES)
-    if problem:
-        raise UnsafeArchive(f"{member} {problem}")
+    text = bounded_text(
+        data,
+        member,
+        max_bytes=MAX_METADATA_BYTES,
+        max_depth=MAX_METADATA_DEPTH,
+        max_values=MAX_METADATA_VALUES,
+        refuse=UnsafeArchive,
+    )
     try:
         doc = json_util.loads(text, json_options=_READ_OPTIONS)
     except Exception as exc:  # the Extended JSON decoder raises many types: all mean invalid

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._errors import CorruptArchive
+from ..archive._jsonlimits import bounded_text
 from ..codecs import CODECS, Codec
 from ..storage import Storage
 from .position import Ts
@@ -35,6 +36,10 @@ CHUNK_FORMAT = "mongosnap-oplog-chunk"
 GAP_FORMAT = "mongosnap-oplog-gap"
 FORMAT_VERSION = 1
 MAX_SIDECAR_BYTES = 1 << 20
+# What a sidecar or gap object may make the parser build: the schema nests 2
+# levels and holds about 30 values; the bounds leave room, not a recursion.
+MAX_SIDECAR_DEPTH = 8
+MAX_SIDECAR_VALUES = 10_000
 MAX_CHUNK_BYTES = 1 << 30
 
 _TS = r"\d{10}-\d{10}"
@@ -105,10 +110,8 @@ class ChunkInfo:
     @classmethod
     def from_json(cls, data: bytes, key: str) -> ChunkInfo:
         """Parse a sidecar; CorruptArchive naming the key on anything malformed."""
+        raw = _versioned(data, f"oplog sidecar {key}", CHUNK_FORMAT, "oplog chunk sidecar")
         try:
-            raw = json.loads(data)
-            if raw.get("format") != CHUNK_FORMAT or raw.get("format_version") != FORMAT_VERSION:
-                raise ValueError("not a format_version 1 oplog chunk sidecar")
             info = cls(
                 object=_str(raw["object"]),
                 codec=_str(raw["codec"]),
@@ -159,10 +162,8 @@ class GapInfo:
 
     @classmethod
     def from_json(cls, data: bytes, key: str) -> GapInfo:
+        raw = _versioned(data, f"oplog gap object {key}", GAP_FORMAT, "oplog gap object")
         try:
-            raw = json.loads(data)
-            if raw.get("format") != GAP_FORMAT or raw.get("format_version") != FORMAT_VERSION:
-                raise ValueError("not a format_version 1 oplog gap object")
             return cls(
                 Ts.from_json(raw["after"]),
                 Ts.from_json(raw["before"]),
@@ -172,6 +173,30 @@ class GapInfo:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptArchive(f"oplog gap object {key}: {exc}") from None
+
+
+def _versioned(data: bytes, where: str, fmt: str, kind: str) -> dict[str, Any]:
+    """A sidecar or gap object's JSON object, once its ``format`` and version are
+    known; CorruptArchive starting with ``where`` otherwise (or when over a limit)."""
+    text = bounded_text(
+        data,
+        where,
+        max_bytes=MAX_SIDECAR_BYTES,
+        max_depth=MAX_SIDECAR_DEPTH,
+        max_values=MAX_SIDECAR_VALUES,
+        refuse=CorruptArchive,
+    )
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise CorruptArchive(f"{where}: {exc}") from None
+    if (
+        not isinstance(raw, dict)
+        or raw.get("format") != fmt
+        or raw.get("format_version") != FORMAT_VERSION
+    ):
+        raise CorruptArchive(f"{where}: not a format_version {FORMAT_VERSION} {kind}")
+    return raw
 
 
 def _str(value: object) -> str:

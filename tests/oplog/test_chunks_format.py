@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import bson
 import pytest
+from helpers import run_cli
 
 from mongosnap import CorruptArchive, MemoryStorage, StorageError
 from mongosnap.codecs import get_codec
@@ -150,3 +152,34 @@ async def test_a_failed_sidecar_removes_its_chunk_object() -> None:
     with pytest.raises(StorageError, match="disk full"):
         await job.flush()
     assert [i.key async for i in storage.list("")] == []
+
+
+HOSTILE = [
+    (b"[" * 5000 + b"]" * 5000, "nests deeper than 8 levels"),  # was a RecursionError
+    (b'{"reason": "' + b"," * 20_000 + b'"}', "holds more than 10000 values"),
+    (b'{"format": "\xff"}', "is not valid UTF-8"),
+    (b"[1]", "not a format_version 1 "),
+    (b"{", "Expecting property name"),
+]
+
+
+@pytest.mark.parametrize(("data", "problem"), HOSTILE)
+def test_hostile_sidecars_and_gap_objects_are_corrupt(data: bytes, problem: str) -> None:
+    side = "oplog/0000000005-0000000001_0000000005-0000000002.bson.gz.json"
+    with pytest.raises(CorruptArchive, match=f"^oplog sidecar {side}:? {problem}"):
+        ChunkInfo.from_json(data, side)
+    gap = "oplog/0000000005-0000000001_0000000006-0000000001.gap.json"
+    with pytest.raises(CorruptArchive, match=f"^oplog gap object {gap}:? {problem}"):
+        GapInfo.from_json(data, gap)
+
+
+def test_list_reports_a_hostile_gap_object_as_corrupt(tmp_path: Path) -> None:
+    """On a directory, through the CLI: a one-line CorruptArchive (exit 31), not a crash."""
+    (tmp_path / "oplog").mkdir()
+    gap = "oplog/0000000005-0000000001_0000000006-0000000001.gap.json"
+    (tmp_path / gap).write_bytes(HOSTILE[0][0])
+    done = run_cli("list", str(tmp_path))
+    assert done.returncode == 31, done.stderr
+    assert done.stderr.strip() == (
+        f"mongosnap: error: oplog gap object {gap} nests deeper than 8 levels"
+    )
