@@ -11,11 +11,11 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_bytes_in_total{command}                    counter, bytes read
     mongosnap_bytes_out_total{command}                   counter, bytes written
     mongosnap_documents_total{command}                   counter, documents moved
-    mongosnap_collections_restored_total{command}        counter (heal)
+    mongosnap_collections_restored_total{command}        counter (heal, restore)
     mongosnap_archives_deleted_total{command}            counter (prune)
 
 Counters count since the process started: one run for a textfile written by
-``backup``/``prune``/``heal``, every cycle for ``heal --interval``.
+``backup``/``restore``/``prune``/``heal``, every cycle for ``heal --interval``.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ if TYPE_CHECKING:
     from .pipelines.backup import BackupReport
     from .pipelines.heal import HealReport
     from .pipelines.prune import PruneReport
+    from .pipelines.restore import RestoreReport
 
 DEFAULT_BIND = "127.0.0.1"
 _PREFIX = "mongosnap"
 
 
 class Metrics:
-    """The metrics of one command (``backup``, ``heal``, ``prune``) in a private registry."""
+    """The metrics of one command (``backup``, ``restore``, ``heal``, ``prune``) in a
+    private registry."""
 
     def __init__(self, command: str) -> None:
         self.command = command
@@ -111,6 +113,14 @@ class Metrics:
         self.add(
             bytes_in=report.bytes_fetched,
             documents=sum(o.documents for o in restored),
+            restored=len(restored),
+        )
+
+    def record_restore(self, report: RestoreReport) -> None:
+        restored = [c for c in report.collections if c.status == "restored"]
+        self.add(
+            bytes_in=report.bytes_fetched,
+            documents=sum(c.documents for c in restored),
             restored=len(restored),
         )
 

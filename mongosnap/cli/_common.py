@@ -11,13 +11,14 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
+    from ..pipelines.engine import CollectionOutcome
     from ..storage import S3Config
 
 URI_ENV = "MONGOSNAP_URI"
@@ -291,6 +292,20 @@ def write_metrics(metrics: Metrics, path: str | None, *, raising: bool = True) -
         if raising:
             raise UsageError(f"cannot write --metrics-file {path}: {exc.strerror}") from None
         log.error("cannot write --metrics-file %s: %s", path, exc.strerror)
+
+
+def log_outcomes(logger: logging.Logger, outcomes: Iterable[CollectionOutcome]) -> None:
+    """One ``-v`` line per collection heal or restore handled: what, from where."""
+    for outcome in outcomes:
+        logger.info(
+            "%s.%s: %s from %s (%d documents, %d indexes)",
+            outcome.database,
+            outcome.name,
+            outcome.status,
+            outcome.archive,
+            outcome.documents,
+            outcome.indexes,
+        )
 
 
 _UTC_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\+00:00")

@@ -18,6 +18,7 @@ from ._common import (
     collection_name,
     database_name,
     interactive,
+    log_outcomes,
     observed,
     s3_config,
     seconds,
@@ -187,16 +188,7 @@ def _serving(metrics: Metrics, args: argparse.Namespace) -> Iterator[None]:
 
 
 def _log_outcomes(report: HealReport) -> None:
-    for outcome in report.restored:
-        log.info(
-            "%s.%s: %s from %s (%d documents, %d indexes)",
-            outcome.database,
-            outcome.name,
-            outcome.status,
-            outcome.archive,
-            outcome.documents,
-            outcome.indexes,
-        )
+    log_outcomes(log, report.restored)
     for key in report.searched:
         log.debug("searched archive %s", key)
 

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import CollectionExists, MongosnapError, PartialFailure, UsageError
 from ._common import (
     MAX_WORKERS,
+    add_metrics_flags,
+    add_output_flags,
     add_s3_flags,
     add_source_flags,
     collection_name,
     database_name,
     interactive,
+    log_outcomes,
+    observed,
     s3_config,
     whole,
     write_json,
 )
+
+log = logging.getLogger("mongosnap.restore")
 
 if TYPE_CHECKING:
     from ..oplog.position import Ts
@@ -68,10 +74,10 @@ def register(commands: Any) -> None:
         "from an archive and the oplog chunks under DEST/oplog/",
     )
     when.add_argument("--to-ts", metavar="SECONDS:INC", help="as --to-time, to an oplog ts")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     add_source_flags(p)
     add_s3_flags(p)
+    add_output_flags(p)
+    add_metrics_flags(p)
     p.set_defaults(run=run)
 
 
@@ -89,24 +95,27 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..pipelines.engine import Status
     from ..pipelines.ledger import StagingLedger
 
-    source, database = _target(args)
-    if args.to_database is not None:
-        database_name(args.to_database)
-    for name in args.collection:
-        collection_name(name)
-    ledger = StagingLedger()
-    args.aftermath = ledger.report  # what an interruption says it did and left
-    with ledger_in_errors(ledger):
-        result = await _restore(args, source, database, ledger)
-    _print(result, args, out)
-    if result.failed:
-        causes = "; ".join(f"{c.name} ({c.error})" for c in result.failed)
-        raise PartialFailure(f"could not restore {causes}")
-    existing = [
-        c.name for c in result.collections if c.status in (Status.EXISTS, Status.REAPPEARED)
-    ]
-    if existing:
-        raise CollectionExists(f"left untouched because they exist: {', '.join(existing)}")
+    with observed(args, "restore") as metrics:
+        source, database = _target(args)
+        if args.to_database is not None:
+            database_name(args.to_database)
+        for name in args.collection:
+            collection_name(name)
+        ledger = StagingLedger()
+        args.aftermath = ledger.report  # what an interruption says it did and left
+        with ledger_in_errors(ledger):
+            result = await _restore(args, source, database, ledger)
+        log_outcomes(log, result.collections)
+        metrics.record_restore(result)
+        _print(result, args, out)
+        if result.failed:
+            causes = "; ".join(f"{c.name} ({c.error})" for c in result.failed)
+            raise PartialFailure(f"could not restore {causes}")
+        existing = [
+            c.name for c in result.collections if c.status in (Status.EXISTS, Status.REAPPEARED)
+        ]
+        if existing:
+            raise CollectionExists(f"left untouched because they exist: {', '.join(existing)}")
     return 0
 
 
@@ -131,7 +140,7 @@ async def _restore(
             s3=s3_config(args),
             connect_timeout=args.connect_timeout,
             allow_incomplete=args.allow_incomplete,
-            warn=lambda message: print(f"mongosnap: warning: {message}", file=sys.stderr),
+            warn=log.warning,  # through logging: -q silences it, --log-format shapes it
             ledger=ledger,
             progress=on_progress,
             oplog_replay=args.oplog_replay,
