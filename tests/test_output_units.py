@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from helpers import run_cli as run
 from helpers import seed
 from pymongo import MongoClient
 
+from mongosnap.cli.heal import summary
+from mongosnap.pipelines.engine import CollectionOutcome, Status
+from mongosnap.pipelines.heal import HealReplay, HealReport
 from mongosnap.units import duration, rate, size
 
 SIZES = {"apps": 40, "users": 5, "teams": 3}
@@ -163,3 +167,33 @@ def test_restore_list_verify_prune_print_units(
     assert re.search(r"\(0 B\)", pruned.stdout), pruned.stdout
     for done in (restored, listed, verified, pruned):
         assert " 0.0 MB" not in done.stdout
+
+
+def test_heal_summary_says_to_when_the_oplog_was_replayed() -> None:
+    """The "before TS" form and a shared replay: FerretDB logs no drop and the
+    end-to-end test heals one collection, so these are rendered from a report."""
+    outcome = partial(CollectionOutcome, "app", status=Status.RESTORED, archive="a.tar.gz")
+    report = HealReport(
+        "app",
+        watched=["apps", "teams", "users"],
+        healthy=[],
+        restored=[outcome("apps", documents=1200), outcome("teams"), outcome("users")],
+        replays=[
+            HealReplay(
+                "a.tar.gz", ["apps", "teams"], "1764583200:1", "1764583305:3", 1234,
+                {"apps": "before 1764583265:2", "teams": "1764583305:3"},
+            )
+        ],
+    )  # fmt: skip
+    lines = summary(report).splitlines()
+    assert lines[1].startswith("  apps: restored from a.tar.gz (1,200 documents, ")
+    assert lines[2] == (
+        "    oplog replayed to just before 2025-12-01T10:01:05Z (ts 1764583265:2): "
+        "1,234 entries (shared with teams)"
+    )
+    assert lines[3].startswith("  teams: restored from a.tar.gz (0 documents, ")
+    assert lines[4] == (
+        "    oplog replayed to 2025-12-01T10:01:45Z (ts 1764583305:3): "
+        "1,234 entries (shared with apps)"
+    )
+    assert lines[5].startswith("  users: restored from ") and len(lines) == 6  # not replayed

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import HealIncomplete, PartialFailure, UsageError
@@ -223,7 +224,8 @@ def summary(report: HealReport) -> str:
     """For a person or a log: a headline, then one line per vanished collection.
 
     "healed" only when something was restored; every attempt is listed,
-    failures included, then what is still missing.
+    failures included, then what is still missing. A collection brought past
+    its archive by the oplog has a second line saying to when.
     """
     from ..pipelines.engine import Status
 
@@ -239,10 +241,39 @@ def summary(report: HealReport) -> str:
         f"{verb} {report.database}: {len(restored)} of {len(report.vanished)} vanished "
         f"collections {'would be ' if report.dry_run else ''}restored"
     ]
-    lines += [f"  {outcome_line(o)}" for o in report.restored]
+    replayed = replay_lines(report)
+    for outcome in report.restored:
+        lines.append(f"  {outcome_line(outcome)}")
+        if outcome.name in replayed:
+            lines.append(f"    {replayed[outcome.name]}")
     lines += [f"  {f.name}: failed from {f.archive} ({f.error})" for f in report.failures]
     lines += [f"  {name}: still missing" for name in report.missing]
     return "\n".join(lines)
+
+
+def replay_lines(report: HealReport) -> dict[str, str]:
+    """Per collection the oplog brought forward: up to when, with how many entries.
+
+    One replay serves every collection healed from its archive, so its count
+    is shared: the line names the others then.
+    """
+    lines: dict[str, str] = {}
+    for replay in report.replays:
+        for name, instant in replay.restored_to.items():
+            others = [c for c in replay.collections if c != name]
+            shared = f" (shared with {', '.join(others)})" if others else ""
+            lines[name] = (
+                f"oplog replayed to {_instant(instant)}: {replay.entries:,} entries{shared}"
+            )
+    return lines
+
+
+def _instant(text: str) -> str:
+    """``SECONDS:INC`` as ``2026-12-01T10:00:05Z (ts SECONDS:INC)``; ``before TS``
+    (the entry that took the collection away) as ``just before ...``."""
+    before, _, ts = text.rpartition(" ")
+    when = datetime.fromtimestamp(int(ts.partition(":")[0]), UTC)
+    return f"{'just before ' if before else ''}{when:%Y-%m-%dT%H:%M:%SZ} (ts {ts})"
 
 
 def outcome_line(outcome: CollectionOutcome) -> str:

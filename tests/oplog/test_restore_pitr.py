@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import tarfile
 import uuid
@@ -384,6 +385,56 @@ async def test_heal_without_chunks_restores_the_archive_as_before(
     assert _by_id(server_documents(uri, database, "events")) == _by_id(split_bson(dumped))
     with MongoClient(uri) as client:
         client.drop_database(database)
+
+
+async def test_heal_text_says_to_when_the_oplog_was_replayed(
+    mongo_oplog_uri: str, tmp_path: Path
+) -> None:
+    """The text summary names the instant and the entry count that --json gives."""
+    uri, database = mongo_oplog_uri, f"heal_{uuid.uuid4().hex[:10]}"
+    archiver = ArchiverProcess(tmp_path, uri, "--interval", "0.3", "--start", "now")
+    writer = Writer(uri, database)
+    try:
+        writer.start()
+        await asyncio.to_thread(archiver.wait_read_past, newest_ts(uri))
+        archived = await mongosnap.backup(uri, str(tmp_path), database=database, oplog=True)
+        mark = writer.count
+        await asyncio.to_thread(wait_for, lambda: writer.count > mark + 50, "later writes")
+    finally:
+        writer.stop()
+        archiver.wait_read_past(newest_ts(uri))
+        assert archiver.terminate() == 143
+    before = _by_id(server_documents(uri, database, "events"))
+    heal = ("heal", str(tmp_path), "--uri", uri, database, "events")
+    try:
+        with MongoClient(uri) as client:
+            client[database].drop_collection("events")
+        healed = await asyncio.to_thread(run_cli, *heal)
+        assert healed.returncode == 0, healed.stderr
+        assert _by_id(server_documents(uri, database, "events")) == before
+        lines = healed.stdout.splitlines()
+        assert lines[1].startswith(f"  events: restored from {archived.archive_key} ("), lines
+        said = re.fullmatch(
+            r"    oplog replayed to (\S+Z) \(ts (\d+):(\d+)\): ([\d,]+) entries", lines[2]
+        )
+        assert said is not None and len(lines) == 3, lines
+        when, seconds, inc, entries = said.groups()
+        assert when == f"{datetime.fromtimestamp(int(seconds), UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+        with MongoClient(uri) as client:  # again, for --json: the same archive and chunks
+            client[database].drop_collection("events")
+        again = await asyncio.to_thread(run_cli, *heal, "--json")
+        assert again.returncode == 0, again.stderr
+        [replay] = json.loads(again.stdout)["replays"]
+        assert (
+            replay["restored_to"]
+            == {"events": f"{seconds}:{inc}"}
+            == {"events": replay["covered_to"]}
+        )
+        assert replay["entries"] == int(entries.replace(",", "")) > 50
+    finally:
+        with MongoClient(uri) as client:
+            client.drop_database(database)
 
 
 # -- the oplog member is checked against the manifest; bad targets are usage errors
