@@ -241,6 +241,42 @@ async def test_writes_during_a_ranged_dump_never_duplicate_or_lose_a_document(
     assert result.collections[0].documents == len(found)
 
 
+async def test_a_collection_dropped_during_its_ranged_dump_is_vanished(
+    mongo_uri: str,
+    new_database: str,
+    tmp_path: Path,
+    recorded: list[dict[str, Any] | None],
+    monkeypatch: pytest.MonkeyPatch,
+    _mongo_admin: MongoClient[dict[str, Any]],
+) -> None:
+    """Dropped while its first range is written and the ranges ahead wait for a
+    small budget: recorded as vanished, every range reader stopped, their
+    buffered batches released, the next collection still dumped."""
+    monkeypatch.setattr(backup_module, "Budget", RecordingBudget)
+    RecordingBudget.made.clear()
+    db = _mongo_admin[new_database]
+    db.big.insert_many([document(i, i) for i in range(2400)])
+    db.later.insert_many([document(i, i) for i in range(10)])
+    dropped: list[Progress] = []
+
+    def drop(event: Progress) -> None:
+        if event.stage is Stage.BATCH and event.collection == "big" and not dropped:
+            dropped.append(event)
+            db.drop_collection("big")
+
+    result = await ranged_backup(
+        mongo_uri, new_database, tmp_path, read_ahead=32 * 1024, progress=drop
+    )  # (a range reader left waiting for the budget would hang it: pytest-timeout)
+    assert dropped and len([f for f in recorded if f is not None]) >= 2
+    assert [(c.name, c.status) for c in result.collections] == [
+        ("big", "vanished"),
+        ("later", "complete"),
+    ]
+    budget = RecordingBudget.made[0]
+    assert budget.used == 0 and budget.reading == 0
+    assert [t for t in asyncio.all_tasks() if "/mongosnap/" in str(t.get_coro())] == []
+
+
 # ------------------------------------------------------- the CLI and defaults
 
 
