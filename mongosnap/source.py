@@ -237,7 +237,12 @@ class Source:
                 yield batch
 
     async def counted_batches(
-        self, database: str, collection: str, *, batch_size: int = 1000
+        self,
+        database: str,
+        collection: str,
+        *,
+        batch_size: int = 1000,
+        filter: dict[str, Any] | None = None,
     ) -> AsyncGenerator[tuple[bytes, int], None]:
         """(concatenated BSON documents, how many) in natural order, batches as the
         server sent them; each batch's length prefixes are walked once, here.
@@ -252,6 +257,9 @@ class Source:
         that point) is thus detected rather than turned into a gap or a
         duplicate. Sorting by _id would resume without that check, but it
         would change the order of every dump and of capped collections.
+
+        ``filter``: only the documents it matches (the backup's ``_id``
+        ranges, pipelines/ranges.py); the resume above works the same.
         """
         coll = self._database(database)[collection]
         size = max(1, batch_size)
@@ -260,7 +268,9 @@ class Source:
         last_at = 0  # and where that document starts in it
         while True:
             resuming = done > 0
-            cursor = raw_batch_cursor(coll, batch_size=size, skip=done - 1 if resuming else 0)
+            cursor = raw_batch_cursor(
+                coll, filter=filter, batch_size=size, skip=done - 1 if resuming else 0
+            )
             with self._translate(database):
                 try:
                     async for raw in cursor:

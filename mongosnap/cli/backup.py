@@ -28,6 +28,9 @@ log = logging.getLogger("mongosnap.backup")
 MAX_BATCH = 2**31 - 1
 PARALLEL = 2
 """pipelines.backup.PARALLEL, repeated so --help need not import the driver."""
+RANGE_MIB = 32
+"""pipelines.ranges.RANGE_SIZE in MiB, repeated for the same reason."""
+MAX_RANGE_MIB = 1 << 20
 
 
 def register(commands: Any) -> None:
@@ -56,6 +59,14 @@ def register(commands: Any) -> None:
         default=PARALLEL,
         metavar="N",
         help=f"collections read at once, the one being written included (default {PARALLEL})",
+    )
+    p.add_argument(
+        "--range-size",
+        type=whole(0, MAX_RANGE_MIB),
+        default=None,
+        metavar="MIB",
+        help="read a collection of at least twice this size as _id ranges of it, "
+        f"up to --parallel at once (default {RANGE_MIB}, none on FerretDB; 0: never)",
     )
     p.add_argument(
         "--oplog",
@@ -109,6 +120,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 progress=logged(on_progress),
                 oplog=args.oplog,
                 parallel=args.parallel,
+                range_size=None if args.range_size is None else args.range_size << 20,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)

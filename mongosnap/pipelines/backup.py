@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +57,8 @@ from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
 from ..storage import S3Config, Storage, opened
+from . import ranges
+from .ranges import RangedRead
 from .readahead import Budget, Lane
 from .uploads import abort_stale_uploads
 
@@ -134,6 +136,7 @@ async def backup(
     oplog: bool = False,
     parallel: int = PARALLEL,
     read_ahead: int = READ_AHEAD,
+    range_size: int | None = None,
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -149,11 +152,20 @@ async def backup(
     archive and the next ``parallel - 1``, whose batches wait in at most
     ``read_ahead`` bytes of memory. The archive is the same whatever these
     are: members in the same order, each one contiguous run.
+
+    ``range_size``: a collection of at least twice this many bytes (collStats)
+    is read as ``_id`` ranges of about this size, up to ``parallel`` at once,
+    its member still written in one piece (pipelines/ranges.py). 0: never;
+    None (default): ``ranges.RANGE_SIZE`` (32 MiB), except on FerretDB, which
+    scans its whole table for each range (docs/benchmarks.md). Needs
+    ``parallel`` of 2 or more.
     """
     if parallel < 1:
         raise UsageError(f"parallel must be at least 1, not {parallel}")
     if read_ahead < 0:
         raise UsageError(f"read_ahead cannot be negative ({read_ahead})")
+    if range_size is not None and range_size < 0:
+        raise UsageError(f"range_size cannot be negative ({range_size})")
     chosen_codec = get_codec(codec)
     async with opened(destination, s3) as storage:
         await storage.check()
@@ -163,9 +175,19 @@ async def backup(
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
             job.parallel, job.read_ahead = parallel, read_ahead
+            job.range_size = await _range_size(src, range_size, parallel)
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return replace(await job.run(specs), stale_uploads_aborted=aborted)
+
+
+async def _range_size(src: Source, chosen: int | None, parallel: int) -> int:
+    """Bytes per ``_id`` range, 0 for no ranged reads (see ``backup``)."""
+    if parallel < 2 or chosen == 0:
+        return 0
+    if chosen is None:
+        return 0 if await ranges.ferretdb(src) else ranges.RANGE_SIZE
+    return chosen
 
 
 async def _plan(
@@ -226,6 +248,8 @@ class _Job:
         self.oplog: OplogWindow | None = None
         self.parallel = PARALLEL
         self.read_ahead = READ_AHEAD
+        self.range_size = 0  # bytes per _id range of a large collection; 0: never split
+        self.budget: Budget  # the read-ahead budget, made by _dump_all
 
     async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
@@ -321,7 +345,8 @@ class _Job:
         and the writing, and its error is raised as it is.
         """
         readers: list[_Reader] = []
-        budget = Budget(self.read_ahead)
+        budget = self.budget = Budget(self.read_ahead)
+        budget.readers = self.parallel - 1  # cursors ahead; + the one being written: parallel
         try:
             async with asyncio.TaskGroup() as group:
                 for turn in range(len(specs)):
@@ -355,13 +380,17 @@ class _Job:
             await lane.close()
             return
         batches = self.src.counted_batches(spec.database, spec.name, batch_size=self.batch_size)
+        first = True
         try:
-            async with contextlib.aclosing(batches):
+            async with contextlib.aclosing(batches), lane.reading():
                 while True:
                     async with lane.fetching():
                         item = await anext(batches, None)
                         if item is None:
                             break
+                        if first and await self._split(reader, item[1]):
+                            break  # this cursor's first batch is dropped: the ranges read it
+                        first = False
                         await lane.put(item, len(item[0]))
         except SourceError as exc:
             if await self._unchanged(spec):
@@ -369,6 +398,39 @@ class _Job:
             await lane.close(exc)
             return
         await lane.close()
+        if reader.ranges is not None:
+            await reader.ranges.run(functools.partial(self._read_range, spec))
+
+    async def _split(self, reader: _Reader, first_batch: int) -> bool:
+        """Whether to read the collection as ``_id`` ranges instead (pipelines/ranges.py).
+
+        Asked only once a full first batch shows the collection is not small,
+        so small collections cost no extra command.
+        """
+        if not self.range_size or first_batch < self.batch_size:
+            return False
+        if not ranges.splittable(reader.spec):
+            return False
+        where = await ranges.plan(self.src, reader.spec, self.range_size)
+        if where is None:
+            return False
+        log.info("%s: reading %d _id ranges", reader.spec.namespace, len(where))
+        reader.ranges = RangedRead(where, self.budget, PREFETCH_BATCHES, self.parallel)
+        return True
+
+    async def _read_range(
+        self, spec: CollectionSpec, where: ranges.Filter, lane: Lane[Any]
+    ) -> None:
+        """One ``_id`` range into its lane; errors as in ``_read``."""
+        batches = self.src.counted_batches(
+            spec.database, spec.name, batch_size=self.batch_size, filter=where
+        )
+        try:
+            await ranges.fill(lane, batches)
+        except SourceError as exc:
+            if await self._unchanged(spec):
+                raise
+            await lane.close(exc)
 
     async def _dump(self, writer: ArchiveWriter, reader: _Reader) -> CollectionEntry:
         """One collection's members, named under ``gone/`` if it vanished meanwhile.
@@ -400,6 +462,7 @@ class _Job:
                 await self._stream(writer, reader, data)
             except SourceError as exc:  # the reader saw the collection go
                 data.failure = exc
+                await self._stop(reader)
             data.member = await writer.end(hold=True)
         gone = not await self._unchanged(spec)
         if data.failure is not None and not gone:
@@ -408,22 +471,28 @@ class _Job:
 
     async def _stream(self, writer: ArchiveWriter, reader: _Reader, data: _Data) -> None:
         spec = reader.spec
-        while (item := await reader.lane.get()) is not None:
-            batch, count = item
-            data.digest.update(batch)
-            data.documents += count
-            data.size += len(batch)
-            await writer.write(batch)
-            self.progress(
-                Progress(Stage.BATCH, spec.database, spec.name, data.documents, data.size)
-            )
+        async with contextlib.aclosing(_batches(reader)) as batches:
+            async for batch, count in batches:
+                data.digest.update(batch)
+                data.documents += count
+                data.size += len(batch)
+                await writer.write(batch)
+                self.progress(
+                    Progress(Stage.BATCH, spec.database, spec.name, data.documents, data.size)
+                )
 
     async def _gone_early(self, writer: ArchiveWriter, reader: _Reader) -> CollectionEntry:
         """Stop the reader of a collection gone at its turn and drop what it read."""
+        await self._stop(reader)
+        return await self._vanished_early(writer, reader.spec)
+
+    async def _stop(self, reader: _Reader) -> None:
+        """Stop a collection's reader (its ranges' too) and drop what they buffered."""
         reader.task.cancel()
         await asyncio.wait([reader.task])
         await reader.lane.discard()
-        return await self._vanished_early(writer, reader.spec)
+        if reader.ranges is not None:
+            await reader.ranges.discard()
 
     async def _unchanged(self, spec: CollectionSpec) -> bool:
         """Whether the collection still exists, and is the same one where UUIDs tell."""
@@ -533,6 +602,17 @@ class _Reader:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     task: asyncio.Task[None] = field(init=False)
+    ranges: RangedRead | None = None  # set before the lane closes when read as _id ranges
+
+
+async def _batches(reader: _Reader) -> AsyncGenerator[tuple[bytes, int], None]:
+    """A collection's batches in member order: its lane, then its ranges' in order."""
+    while (item := await reader.lane.get()) is not None:
+        yield item
+    if reader.ranges is not None:
+        async with contextlib.aclosing(reader.ranges.batches()) as batches:
+            async for item in batches:
+                yield item
 
 
 @dataclass

@@ -19,6 +19,12 @@ Memory held: at most ``limit`` bytes in lanes ahead, plus ``fetchers`` items
 being fetched ahead, plus ``depth`` items in the head lane and the one its
 producer is fetching, whatever the number of lanes. Knows nothing of MongoDB
 or archives.
+
+A producer may also hold ``reading()`` for its whole run (the backup: while
+its cursor is open): at most ``readers`` producers ahead hold it at once, the
+head needs none and a lane gives its permit back when it becomes the head, so
+producers running at once are at most ``readers + 1`` (the backup's
+``--parallel N``: ``readers = N - 1``), however many lanes wait to start.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class Budget:
         self.limit = limit
         self.fetchers = max(1, fetchers)
         self.fetching = 0  # producers ahead inside Lane.fetching()
+        self.readers: int | None = None  # producers ahead inside Lane.reading(); None: no limit
+        self.reading = 0
         self.used = 0
         self.peak = 0  # the most bytes ever buffered ahead (for tests and benchmarks)
         self.changed = asyncio.Condition()
@@ -60,6 +68,7 @@ class Lane(Generic[T]):
         self._head = False
         self._closed = False
         self._error: BaseException | None = None
+        self._permit = False  # holds one of the budget's reader permits
 
     @contextlib.asynccontextmanager
     async def fetching(self) -> AsyncIterator[None]:
@@ -77,6 +86,31 @@ class Lane(Generic[T]):
                 async with budget.changed:
                     budget.fetching -= 1
                     budget.changed.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[None]:
+        """Hold for a producer's whole run: a lane ahead waits for one of the
+        budget's reader permits, the head lane never does (see the module docstring)."""
+        budget = self._budget
+        async with budget.changed:  # promote() and the permits given back wake it
+            await budget.changed.wait_for(
+                lambda: self._head or budget.readers is None or budget.reading < budget.readers
+            )
+            if not self._head:
+                self._permit = True
+                budget.reading += 1
+        try:
+            yield
+        finally:
+            async with budget.changed:
+                self._give_back()
+
+    def _give_back(self) -> None:
+        """Return the reader permit, if held (with the budget's lock held)."""
+        if self._permit:
+            self._permit = False
+            self._budget.reading -= 1
+            self._budget.changed.notify_all()
 
     async def put(self, item: T, size: int) -> None:
         """Append an item of ``size`` bytes; waits for room (see the module docstring)."""
@@ -104,6 +138,7 @@ class Lane(Generic[T]):
         """Make this the head lane: from now on it never waits for the budget."""
         async with self._budget.changed:
             self._head = True
+            self._give_back()
             self._budget.changed.notify_all()
 
     async def get(self) -> T | None:

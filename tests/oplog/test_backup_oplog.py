@@ -99,9 +99,17 @@ def extract(archive: Path, into: Path) -> Path:
     return into / "dump"
 
 
+@pytest.mark.parametrize("range_size", [None, 4096], ids=["one-cursor", "id-ranges"])
 async def test_backup_oplog_restores_to_its_consistent_point(
-    mongo_oplog_uri: str, mongo_uri: str, tmp_path: Path
+    mongo_oplog_uri: str,
+    mongo_uri: str,
+    tmp_path: Path,
+    range_size: int | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Read with one cursor or (~24 KB in 4 KiB) as _id ranges at once: the same
+    consistency, none, and the oplog member brings either to its last_ts."""
+    caplog.set_level("INFO", logger="mongosnap.backup")
     database = f"pitr_{uuid.uuid4().hex[:10]}"
     with MongoClient(mongo_oplog_uri) as client:
         client[database]["live"].insert_many([seeded_document(i) for i in range(SEEDED)])
@@ -110,13 +118,19 @@ async def test_backup_oplog_restores_to_its_consistent_point(
     wait_for(lambda: writer.done > 30, "the writer to start")
     try:
         result = await mongosnap.backup(
-            mongo_oplog_uri, str(tmp_path / "out"), database=database, oplog=True, batch_size=20
+            mongo_oplog_uri,
+            str(tmp_path / "out"),
+            database=database,
+            oplog=True,
+            batch_size=20,
+            range_size=range_size,
         )
     finally:
         writer.stop.set()
         writer.thread.join(WAIT)
         writer.client.close()
     assert result.oplog is not None
+    assert ("_id ranges" in caplog.text) == (range_size is not None)
     archive = tmp_path / "out" / result.archive_key
     manifest = Manifest.from_json((tmp_path / "out" / result.manifest_key).read_bytes())
     assert manifest.oplog is not None
