@@ -62,7 +62,7 @@ from workload import (  # noqa: E402
     HEAL,
     Collection,
     Fingerprint,
-    fingerprint,
+    combined,
     fingerprints,
     layout,
     seed,
@@ -117,19 +117,6 @@ def s3_client(srv: Servers) -> Any:
             response_checksum_validation="when_required",
         ),
     )
-
-
-def combined(prints: dict[str, Fingerprint]) -> dict[str, Any]:
-    """One fingerprint for a whole database: totals, and a digest of the per-collection ones."""
-    import hashlib
-
-    lines = "".join(f"{name}\0{fp.documents}\0{fp.digest}\n" for name, fp in sorted(prints.items()))
-    return {
-        "collections": len(prints),
-        "documents": sum(fp.documents for fp in prints.values()),
-        "bytes": sum(fp.bytes for fp in prints.values()),
-        "digest": hashlib.sha256(lines.encode()).hexdigest(),
-    }
 
 
 class CaseRun:
@@ -351,7 +338,7 @@ class CaseRun:
         present = set(db.list_collection_names())
         if names is None and present != set(self.source):
             raise BenchError(f"{database} holds {len(present)} collections, not {len(self.source)}")
-        found = {n: fingerprint(db, n) for n in names or self.source if n in present}
+        found = fingerprints(db, [n for n in names or self.source if n in present])
         expected = {n: self.source[n] for n in names or self.source}
         if found != expected:
             wrong = sorted(n for n in expected if found.get(n) != expected[n])
