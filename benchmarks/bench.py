@@ -147,7 +147,7 @@ class CaseRun:
         self.source = fingerprints(self.client[self.db])
         expected = {c.name: c.documents for c in self.plan}
         if {n: fp.documents for n, fp in self.source.items()} != expected:
-            raise BenchError(f"seeding {self.case} gave {len(self.source)} collections, not these")
+            raise BenchError(f"seeding {self.case} did not give the planned documents")
         log(f"{self.case}: seeded {self.total_bytes / MB:.1f} MiB in {elapsed(started)}")
 
     def finish(self, *, remove_dir: bool = True) -> None:
@@ -356,8 +356,8 @@ def plan_of(args: argparse.Namespace, case: str) -> list[Collection]:
 
 def run_case(args: argparse.Namespace, srv: Servers, tools: Path, work: Path, case: str) -> Any:
     bench = CaseRun(args, srv, tools, case, work)
-    bench.prepare()
     try:
+        bench.prepare()
         groups: dict[str, dict[str, Summary]] = {}
         for group in ("backup", "heal", "restore"):
             contenders = bench.contenders(group)
@@ -412,6 +412,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.case = args.case or list(SMOKE_CASES if args.smoke else CASES)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    for case in args.case:
+        try:
+            plan_of(args, case)
+        except ValueError as exc:
+            parser.error(str(exc))
     return args
 
 
@@ -430,14 +435,16 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
                 s3.create_bucket(Bucket=args.bucket)
             out["launcher_floor_mib"] = launcher_floor_mib()
-            out["cases"] = {case: run_case(args, srv, tools, work, case) for case in args.case}
+            out["cases"] = {}
+            for case in args.case:
+                out["cases"][case] = run_case(args, srv, tools, work, case)
+                if args.json:  # after each case, so a failure later keeps these
+                    args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
