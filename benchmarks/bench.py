@@ -1,26 +1,39 @@
-"""Backup and heal throughput and peak memory, against real servers in one run.
+"""Backup, heal and restore side by side with the real mongo-tools, on FerretDB and versitygw.
 
-    .venv/bin/python benchmarks/bench.py --gb 1.0 --big-mb 400 [--mongo-tools DIR]
+    .venv/bin/python benchmarks/bench.py [--case 1k 200b many big] [--gb 1.0] [--big-mb 400]
+        [--collections 2000] [--many-mb 100] [--rounds 3] [--json FILE] [--mongo-tools DIR]
+        [--mongo-uri URI --s3-endpoint URL [--bucket B] [--database D]]
+    .venv/bin/python benchmarks/bench.py --smoke --json FILE      # 1k and many, 1 MiB, 1 round
 
-Starts the test bed (FerretDB + versitygw), seeds a database of about --gb GB
-with one collection of --big-mb MB (larger than the 256 MiB memory budget),
-then times, on the same data:
+Without --mongo-uri it builds and starts the test bed (scripts/testbed.py:
+FerretDB on SQLite, versitygw); with it, it uses those servers (S3
+credentials from the standard AWS variables) and drops DATABASE and
+DATABASE_restored. mongodump and mongorestore are the real ones, found as the
+tests find them (--mongo-tools DIR, $MONGOSNAP_MONGO_TOOLS, or
+../shared/mongo-tools/bin beside the clone); missing tools are an error.
 
-- mongosnap backup to a local directory and to versitygw (gzip), and zstd;
-- a plain read of every collection with find_raw_batches (the server's ceiling);
-- the legacy pipeline's stages that can run here: the same dump/ directory
-  that mongodump writes, then ``tar -czf``, then an upload of the tarball.
-  (mongodump itself cannot be built here; see docs/testbed.md.)
-- mongosnap's pipeline without the server: the same BSON pushed through the
-  archive writer into versitygw, to show what the pipeline can take;
-- heal of one dropped collection out of the versitygw archive (bytes fetched,
-  seconds), next to a download of the whole archive;
-- with --mongo-tools DIR (a directory holding mongodump and mongorestore, which
-  cannot be built on these machines' registries), the real legacy pipeline:
-  mongodump to disk, tar -czf, upload; and mongorestore of the one collection.
+For each case (benchmarks/workload.py) it seeds the data, fingerprints every
+collection, then runs three groups of contenders on that data, each contender
+its own process (benchmarks/harness.py measures wall and CPU seconds and peak
+RSS), alternated over --rounds with the order rotating each round:
 
-Each measured command runs as its own process; peak RSS is that process's
-ru_maxrss. Figures go to stdout as a table.
+- backup: ``mongosnap backup`` to versitygw (gzip); the legacy pipeline as
+  backup.bash ran it (``mongodump --out``, ``tar -czf``, upload: three stages
+  and their sum); ``mongodump --archive --gzip``; floors: a raw-batch drain of
+  every collection and an upload of mongosnap's archive bytes
+  (benchmarks/floors.py);
+- heal of the ``heal`` collection (about 10 % of the data), dropped before each
+  contender: ``mongosnap heal`` (bytes fetched against the collection's
+  compressed range in the manifest); the legacy heal as healer.bash (download
+  the legacy tarball, ``tar -xzf``, ``mongorestore dump/DB/heal.bson``, which
+  reads its metadata.json beside it); floor: insert_many of its raw documents;
+- full restore into a fresh DATABASE_restored: ``mongosnap restore`` of its
+  archive; ``mongorestore`` (default parallelism) of the ``mongodump --archive
+  --gzip`` file; floor: insert_many of every collection.
+
+Every heal and restore is verified afterwards: each collection's document
+count and digest of its raw documents equal the source's, or the run stops.
+Prints one markdown table per case; --json FILE writes every figure.
 """
 
 from __future__ import annotations
@@ -29,133 +42,54 @@ import argparse
 import contextlib
 import json
 import os
-import random
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import testbed  # noqa: E402  (scripts/testbed.py builds and starts the servers)
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "scripts")]
+import testbed  # noqa: E402
+from harness import BenchError, Run, Summary, launcher_floor_mib, machine, measure, rotated  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+from report import report_case  # noqa: E402
+from workload import (  # noqa: E402
+    CASES,
+    HEAL,
+    Collection,
+    Fingerprint,
+    combined,
+    fingerprints,
+    layout,
+    seed,
+)
 
-WORDS = "tsuru app unit deploy router pool team service plan quota node docker image".split()  # noqa: SIM905
-
-
-def _document(i: int, rng: random.Random) -> dict[str, Any]:
-    """About 1 KB, half text (compressible), some random bytes, some structure."""
-    return {
-        "i": i,
-        "name": " ".join(rng.choice(WORDS) for _ in range(40)),
-        "score": rng.random(),
-        "blob": rng.randbytes(256),
-        "tags": [rng.choice(WORDS) for _ in range(6)],
-        "meta": {"owner": rng.choice(WORDS), "units": rng.randrange(100), "x": "y" * 200},
-    }
-
-
-def seed(uri: str, database: str, total_mb: int, big_mb: int) -> int:
-    from pymongo import MongoClient
-
-    rng = random.Random(7)
-    pool = [_document(i, rng) for i in range(2000)]
-    size = len(__import__("bson").encode(pool[0]))
-    plan = {"big": big_mb}
-    rest = total_mb - big_mb
-    for n in range(4):
-        plan[f"coll{n}"] = rest // 4
-    written = 0
-    with MongoClient(uri) as client:
-        db = client[database]
-        for name, mb in plan.items():
-            count = mb * 1024 * 1024 // size
-            for start in range(0, count, 5000):
-                batch = [dict(pool[(start + j) % len(pool)], i=start + j) for j in range(5000)]
-                db[name].insert_many(batch[: count - start], ordered=False)
-            db[name].create_index("i")
-        for name in plan:
-            written += int(db.command("collStats", name).get("size", 0))
-    return written
+PYTHON = sys.executable
+FLOORS = str(HERE / "floors.py")
+TARBALL = "legacy-mongodb-dump.tar.gz"
+MB = 1024 * 1024
+SMOKE = {"gb": 0.001, "big_mb": 0.5, "collections": 20, "many_mb": 1.0, "rounds": 1}
+SMOKE_CASES = ("1k", "many")  # 200b and big differ only in their layouts (workload.py)
 
 
-def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; wall seconds, peak RSS MiB (VmHWM after exec) and its stdout.
-
-    ru_maxrss of a child counts the parent's image it was forked from, so the
-    peak is read from /proc while the command runs; VmHWM only grows, and the
-    last reading is taken every 20 ms.
-    """
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
-    peak = [0]
-
-    def watch() -> None:
-        while proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak[0] = max(peak[0], int(line.split()[1]))
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    out, _ = proc.communicate()
-    watcher.join()
-    wall = time.monotonic() - started
-    if proc.returncode:
-        raise SystemExit(f"{argv[:4]} failed with {proc.returncode}")
-    return {"seconds": wall, "rss_mib": peak[0] / 1024, "stdout": out.decode()}
+@dataclass
+class Servers:
+    mongo_uri: str
+    s3_endpoint: str
+    env: dict[str, str]  # for the contenders: S3 credentials in the AWS variables
 
 
-READ_ALL = """
-import sys
-from pymongo import MongoClient
-db = MongoClient(sys.argv[1])[sys.argv[2]]
-total = 0
-for name in db.list_collection_names():
-    for batch in db[name].find_raw_batches():
-        total += len(batch)
-print(total)
-"""
-
-PIPELINE_ONLY = """
-import asyncio, sys, pathlib
-from mongosnap.archive import ArchiveWriter
-from mongosnap.codecs import get_codec
-from mongosnap.storage import S3Config, open_storage
-
-async def main(dump, url, endpoint):
-    storage = open_storage(url, s3=S3Config(endpoint_url=endpoint, addressing_style="path"))
-    sink = storage.open_writer("pipeline-only.tar.gz")
-    writer = ArchiveWriter(sink, get_codec("gzip"))
-    for path in sorted(pathlib.Path(dump).rglob("*.bson")):
-        await writer.begin(str(path.relative_to(pathlib.Path(dump).parent)))
-        with open(path, "rb") as handle:
-            while chunk := handle.read(4 << 20):
-                await writer.write(chunk)
-        await writer.end()
-    await writer.finish(b"{}")
-    info = await sink.commit()
-    await storage.aclose()
-    print(info.size)
-
-asyncio.run(main(*sys.argv[1:]))
-"""
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gb", type=float, default=1.0, help="database size to seed")
-    parser.add_argument("--big-mb", type=int, default=400, help="size of the largest collection")
-    parser.add_argument("--mongo-tools", type=Path, help="directory with mongodump, mongorestore")
-    args = parser.parse_args()
-
+@contextlib.contextmanager
+def servers(args: argparse.Namespace) -> Iterator[Servers]:
+    """The servers given on the command line, or a test bed started for this run."""
+    if args.mongo_uri:
+        yield Servers(args.mongo_uri, args.s3_endpoint, dict(os.environ))
+        return
     testbed.build()
-    work = Path(tempfile.mkdtemp(prefix="mongosnap-bench-"))
     with testbed.Testbed() as bed:
         gw = bed.s3["versitygw"]
         env = dict(
@@ -164,198 +98,355 @@ def main() -> None:
             AWS_SECRET_ACCESS_KEY=gw.secret_key,
             AWS_DEFAULT_REGION=gw.region,
         )
-        import boto3
-        from botocore.config import Config
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=gw.endpoint_url,
-            aws_access_key_id=gw.access_key,
-            aws_secret_access_key=gw.secret_key,
-            region_name=gw.region,
-            config=Config(
-                s3={"addressing_style": "path"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
-        s3.create_bucket(Bucket="bench")
-        host = bed.mongo_uri.split("://", 1)[1].rstrip("/")
-        t0 = time.monotonic()
-        stored = seed(bed.mongo_uri, "bench", int(args.gb * 1024), args.big_mb)
-        print(f"seeded {stored / 1e6:.0f} MB in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-
-        mongosnap = [sys.executable, "-m", "mongosnap", "backup"]
-        gw_flags = ["--endpoint-url", gw.endpoint_url, "--addressing-style", "path"]
-        rows: dict[str, dict[str, Any]] = {}
-        rows["read only (find_raw_batches)"] = measure(
-            [sys.executable, "-c", READ_ALL, bed.mongo_uri, "bench"]
-        )
-        source_bytes = int(rows["read only (find_raw_batches)"]["stdout"])
-        rows["mongosnap -> local dir (gzip)"] = measure(
-            [*mongosnap, str(work / "local"), host, "bench", "--json"]
-        )
-        rows["mongosnap -> versitygw (gzip)"] = measure(
-            [*mongosnap, "s3://bench/m", host, "bench", "--json", *gw_flags], env=env
-        )
-        rows["mongosnap -> local dir (zstd)"] = measure(
-            [*mongosnap, str(work / "zstd"), host, "bench", "--json", "--codec", "zstd"]
-        )
-        archive = next((work / "local").glob("*.tar.gz"))
-        subprocess.run(["tar", "-xzf", str(archive), "-C", str(work)], check=True)
-        shutil.rmtree(work / "mongosnap", ignore_errors=True)
-        rows["legacy: tar -czf dump"] = measure(
-            ["tar", "-czf", str(work / "legacy.tar.gz"), "-C", str(work), "dump"]
-        )
-        rows["legacy: upload tarball"] = measure(
-            [sys.executable, "-c", UPLOAD, gw.endpoint_url, str(work / "legacy.tar.gz")], env=env
-        )
-        rows["pipeline only -> versitygw"] = measure(
-            [
-                sys.executable,
-                "-c",
-                PIPELINE_ONLY,
-                str(work / "dump"),
-                "s3://bench/p",
-                gw.endpoint_url,
-            ],
-            env=env,
-        )
-        if args.mongo_tools:
-            legacy_with_mongodump(rows, args.mongo_tools, host, work, gw.endpoint_url, env)
-        heal_rows = bench_heal(bed.mongo_uri, host, gw, env, args.mongo_tools, work)
-    report(rows, source_bytes, work)
-    print()
-    for name, value in heal_rows.items():
-        print(f"{name:48} {value}")
-    shutil.rmtree(work, ignore_errors=True)
+        yield Servers(bed.mongo_uri, gw.endpoint_url, env)
 
 
-def legacy_with_mongodump(
-    rows: dict[str, dict[str, Any]],
-    tools: Path,
-    host: str,
-    work: Path,
-    endpoint: str,
-    env: dict[str, str],
-) -> None:
-    """The legacy pipeline as it ran: mongodump to disk, tar -czf, upload."""
-    out = work / "mongodump"
-    rows["legacy: mongodump to disk"] = measure(
-        [
-            str(tools / "mongodump"),
-            "--host",
-            host,
-            "--db",
-            "bench",
-            "--out",
-            str(out / "dump"),
-            "--quiet",
-        ]
-    )
-    rows["legacy: tar -czf (mongodump's dump)"] = measure(
-        ["tar", "-czf", str(out / "legacy.tar.gz"), "-C", str(out), "dump"]
-    )
-    rows["legacy: upload (mongodump's tarball)"] = measure(
-        [sys.executable, "-c", UPLOAD, endpoint, str(out / "legacy.tar.gz")], env=env
+def s3_client(srv: Servers) -> Any:
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=srv.s3_endpoint,
+        aws_access_key_id=srv.env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=srv.env.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=srv.env.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
     )
 
 
-def bench_heal(
-    uri: str, host: str, gw: Any, env: dict[str, str], tools: Path | None, work: Path
-) -> dict[str, str]:
-    """Drop one collection, heal it from the versitygw archive; compare to a full download."""
-    from pymongo import MongoClient
+class CaseRun:
+    """One case: its data, its contenders (each returns a Run), and the checks after each."""
 
-    out: dict[str, str] = {}
-    flags = ["--endpoint-url", gw.endpoint_url, "--addressing-style", "path", "--json"]
-    with MongoClient(uri) as client:
-        size = client.bench.command("collStats", "coll0")["size"]
-        client.bench.drop_collection("coll0")
-    healed = measure(
-        [sys.executable, "-m", "mongosnap", "heal", "s3://bench/m", host, "bench", "coll0", *flags],
-        env=env,
+    def __init__(
+        self, args: argparse.Namespace, srv: Servers, tools: Path, case: str, work: Path
+    ) -> None:
+        self.srv, self.tools, self.case = srv, tools, case
+        self.bucket, self.db = args.bucket, args.database
+        self.restored = f"{args.database}_restored"
+        self.dir = work / case
+        self.client: MongoClient[dict[str, Any]] = MongoClient(srv.mongo_uri)
+        self.s3 = s3_client(srv)
+        self.plan = plan_of(args, case)
+        self.source: dict[str, Fingerprint] = {}
+        self.backup: dict[str, Any] = {}  # the newest mongosnap backup's --json
+        self.share: dict[str, int] = {}  # the heal collection's compressed range, archive size
+
+    # -- set-up and clean-up
+
+    def prepare(self) -> None:
+        """Fresh databases and prefix, the seeded data, the source's fingerprints."""
+        self.dir.mkdir(parents=True)
+        self.finish(remove_dir=False)
+        started = time.monotonic()
+        seed(self.client, self.db, self.plan)
+        self.source = fingerprints(self.client[self.db])
+        expected = {c.name: c.documents for c in self.plan}
+        if {n: fp.documents for n, fp in self.source.items()} != expected:
+            raise BenchError(f"seeding {self.case} did not give the planned documents")
+        log(f"{self.case}: seeded {self.total_bytes / MB:.1f} MiB in {elapsed(started)}")
+
+    def finish(self, *, remove_dir: bool = True) -> None:
+        self.client.drop_database(self.db)
+        self.client.drop_database(self.restored)
+        self.empty(f"{self.case}/")
+        if remove_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.client.close()
+
+    def empty(self, prefix: str) -> None:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(fp.bytes for fp in self.source.values())
+
+    def url(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.case}/{name}"
+
+    def s3_flags(self) -> list[str]:
+        return ["--endpoint-url", self.srv.s3_endpoint, "--addressing-style", "path"]
+
+    def contenders(self, group: str) -> dict[str, Callable[[], Run]]:
+        """The group's contenders in round 1's order (mongosnap's backup first: the
+        upload floor sends the bytes of its archive)."""
+        return {
+            "backup": {
+                "mongosnap": self.backup_mongosnap,
+                "legacy": self.backup_legacy,
+                "mongodump-archive": self.backup_mongodump_archive,
+                "drain-floor": self.backup_drain,
+                "upload-floor": self.backup_upload,
+            },
+            "heal": {
+                "mongosnap": self.heal_mongosnap,
+                "legacy": self.heal_legacy,
+                "insert-floor": self.heal_insert,
+            },
+            "restore": {
+                "mongosnap": self.restore_mongosnap,
+                "mongorestore": self.restore_mongorestore,
+                "insert-floor": self.restore_insert,
+            },
+        }[group]
+
+    # -- backup
+
+    def backup_mongosnap(self) -> Run:
+        self.empty(f"{self.case}/mongosnap/")  # so `latest` and heal find this run's archive
+        argv = [PYTHON, "-m", "mongosnap", "backup", self.url("mongosnap")]
+        argv += ["--uri", self.srv.mongo_uri, self.db, "-q", "--json", *self.s3_flags()]
+        sample = measure(argv, env=self.srv.env)
+        result = json.loads(sample.stdout)
+        if result["documents"] != sum(fp.documents for fp in self.source.values()):
+            raise BenchError(f"mongosnap backed up {result['documents']} documents")
+        self.backup = result
+        key = f"{self.case}/mongosnap/{result['archive_key']}"
+        self.s3.download_file(self.bucket, key, str(self.dir / "mongosnap.tar.gz"))
+        return Run({"backup": sample}, {"bytes_out": result["bytes_out"]})
+
+    def backup_legacy(self) -> Run:
+        """backup.bash: mongodump to dump/, tar -czf, upload (s3cmd put there)."""
+        legacy = self.dir / "legacy"
+        shutil.rmtree(legacy, ignore_errors=True)
+        legacy.mkdir()
+        dump = [str(self.tools / "mongodump"), "--uri", self.srv.mongo_uri, "--db", self.db]
+        stages = {"mongodump --out": measure([*dump, "--out", str(legacy / "dump"), "--quiet"])}
+        stages["tar -czf"] = measure(["tar", "-czf", TARBALL, "dump"], cwd=legacy)
+        size = (legacy / TARBALL).stat().st_size
+        upload = [PYTHON, FLOORS, "upload", self.srv.s3_endpoint, self.bucket]
+        stages["upload"] = measure(
+            [*upload, f"{self.case}/legacy/{TARBALL}", str(legacy / TARBALL)], env=self.srv.env
+        )
+        # backup.bash deletes dump/ and the tarball; the dump stays as the insert floors' input
+        shutil.rmtree(self.dir / "source", ignore_errors=True)
+        (legacy / "dump" / self.db).rename(self.dir / "source")
+        shutil.rmtree(legacy)
+        return Run(stages, {"bytes_out": size})
+
+    def backup_mongodump_archive(self) -> Run:
+        path = self.dir / "mongodump.archive.gz"
+        path.unlink(missing_ok=True)
+        argv = [str(self.tools / "mongodump"), "--uri", self.srv.mongo_uri, "--db", self.db]
+        sample = measure([*argv, f"--archive={path}", "--gzip", "--quiet"])
+        return Run({"mongodump --archive --gzip": sample}, {"bytes_out": path.stat().st_size})
+
+    def backup_drain(self) -> Run:
+        sample = measure([PYTHON, FLOORS, "drain", self.srv.mongo_uri, self.db])
+        if int(sample.stdout) != self.total_bytes:
+            raise BenchError(f"the drain read {sample.stdout.strip()} bytes")
+        return Run({"drain": sample})
+
+    def backup_upload(self) -> Run:
+        archive = self.dir / "mongosnap.tar.gz"
+        if not archive.exists():
+            raise BenchError("the upload floor runs after a mongosnap backup")
+        argv = [PYTHON, FLOORS, "upload", self.srv.s3_endpoint, self.bucket]
+        sample = measure([*argv, f"{self.case}/upload/archive", str(archive)], env=self.srv.env)
+        return Run({"upload": sample}, {"bytes_out": archive.stat().st_size})
+
+    # -- heal of one collection
+
+    def drop_heal(self) -> None:
+        self.client[self.db].drop_collection(HEAL)
+
+    def heal_mongosnap(self) -> Run:
+        self.drop_heal()
+        argv = [PYTHON, "-m", "mongosnap", "heal", self.url("mongosnap"), "--uri"]
+        argv += [self.srv.mongo_uri, self.db, HEAL, "-q", "--json", *self.s3_flags()]
+        sample = measure(argv, env=self.srv.env)
+        result = json.loads(sample.stdout)
+        if not result["ok"] or [c["name"] for c in result["restored"]] != [HEAL]:
+            raise BenchError(f"mongosnap heal did not restore {HEAL}: {sample.stdout[:2000]}")
+        extra = {"bytes_fetched": result["bytes_fetched"], **self.heal_share()}
+        extra["collection_bytes_fetched"] = result["restored"][0]["bytes_fetched"]
+        return Run({"heal": sample}, extra | self.verify(self.db, [HEAL]))
+
+    def heal_share(self) -> dict[str, int]:
+        """The heal collection's compressed range [metadata start, bson end) in the manifest."""
+        if not self.share:
+            key = f"{self.case}/mongosnap/{self.backup['manifest_key']}"
+            manifest = json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            entry = next(
+                c for c in manifest["collections"] if (c["database"], c["name"]) == (self.db, HEAL)
+            )
+            self.share = {
+                "compressed_share": entry["bson"]["end"] - entry["metadata"]["offset"],
+                "archive_bytes": manifest["totals"]["compressed_bytes"],
+            }
+        return self.share
+
+    def heal_legacy(self) -> Run:
+        """healer.bash: download the whole tarball, extract it, mongorestore one .bson."""
+        self.drop_heal()
+        work = self.dir / "healer"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        download = [PYTHON, FLOORS, "download", self.srv.s3_endpoint, self.bucket]
+        download += [f"{self.case}/legacy/{TARBALL}", str(work / TARBALL)]
+        stages = {"download": measure(download, env=self.srv.env)}
+        stages["tar -xzf"] = measure(["tar", "-xzf", TARBALL], cwd=work)
+        restore = [str(self.tools / "mongorestore"), "--uri", self.srv.mongo_uri, "--quiet"]
+        stages["mongorestore"] = measure([*restore, f"dump/{self.db}/{HEAL}.bson"], cwd=work)
+        shutil.rmtree(work)
+        return Run(stages, self.verify(self.db, [HEAL]))
+
+    def heal_insert(self) -> Run:
+        self.drop_heal()
+        argv = [PYTHON, FLOORS, "insert", self.srv.mongo_uri, self.db, str(self.dir / "source")]
+        sample = measure([*argv, HEAL])
+        return Run({"insert": sample}, self.verify(self.db, [HEAL]))
+
+    # -- full restore
+
+    def restore_mongosnap(self) -> Run:
+        self.client.drop_database(self.restored)
+        argv = [PYTHON, "-m", "mongosnap", "restore", "latest", self.url("mongosnap"), "--uri"]
+        argv += [self.srv.mongo_uri, self.db, "--to-database", self.restored, "--json"]
+        sample = measure([*argv, *self.s3_flags()], env=self.srv.env)
+        result = json.loads(sample.stdout)
+        if any(c["status"] != "restored" for c in result["collections"]):
+            raise BenchError(f"mongosnap restore left collections behind: {sample.stdout[:2000]}")
+        return Run({"restore": sample}, self.verify(self.restored))
+
+    def restore_mongorestore(self) -> Run:
+        self.client.drop_database(self.restored)
+        archive = self.dir / "mongodump.archive.gz"
+        argv = [str(self.tools / "mongorestore"), "--uri", self.srv.mongo_uri, "--quiet"]
+        argv += [f"--archive={archive}", "--gzip", f"--nsFrom={self.db}.*"]
+        sample = measure([*argv, f"--nsTo={self.restored}.*"])
+        return Run({"mongorestore": sample}, self.verify(self.restored))
+
+    def restore_insert(self) -> Run:
+        self.client.drop_database(self.restored)
+        argv = [PYTHON, FLOORS, "insert", self.srv.mongo_uri, self.restored]
+        sample = measure([*argv, str(self.dir / "source")])
+        return Run({"insert": sample}, self.verify(self.restored))
+
+    # -- checks
+
+    def verify(self, database: str, names: list[str] | None = None) -> dict[str, Any]:
+        """The collections (all, when not named) equal the source's, document for document."""
+        db = self.client[database]
+        present = set(db.list_collection_names())
+        if names is None and present != set(self.source):
+            raise BenchError(f"{database} holds {len(present)} collections, not {len(self.source)}")
+        found = fingerprints(db, [n for n in names or self.source if n in present])
+        expected = {n: self.source[n] for n in names or self.source}
+        if found != expected:
+            wrong = sorted(n for n in expected if found.get(n) != expected[n])
+            raise BenchError(f"{database} differs from the source in: {', '.join(wrong[:10])}")
+        return {"verified": combined(found)}
+
+
+def plan_of(args: argparse.Namespace, case: str) -> list[Collection]:
+    many = case == "many"
+    total = args.many_mb * MB if many else args.gb * 1024 * MB
+    return layout(
+        case, total_bytes=int(total), big_bytes=int(args.big_mb * MB), collections=args.collections
     )
-    result = json.loads(healed["stdout"])
-    outcome = result["restored"][0]
-    archive = outcome["archive"]
-    whole = measure([sys.executable, "-c", DOWNLOAD, gw.endpoint_url, archive], env=env)
-    total = int(whole["stdout"])
-    out["heal coll0: documents"] = f"{outcome['documents']} (collStats size {size / 1e6:.0f} MB)"
-    out["heal coll0: bytes fetched / archive size"] = (
-        f"{result['bytes_fetched'] / 1e6:.1f} MB / {total / 1e6:.1f} MB "
-        f"({100 * result['bytes_fetched'] / total:.1f}%)"
-    )
-    out["heal coll0: seconds, peak RSS MiB"] = f"{healed['seconds']:.1f}s, {healed['rss_mib']:.0f}"
-    out["download whole archive: seconds"] = f"{whole['seconds']:.1f}s"
-    if tools:
-        dump = work / "mongodump" / "dump" / "bench"
-        with MongoClient(uri) as client:
-            client.bench.drop_collection("coll0")
-        restored = measure(
-            [
-                str(tools / "mongorestore"),
-                "--host",
-                host,
-                "--db",
-                "bench",
-                "--collection",
-                "coll0",
-                str(dump / "coll0.bson"),
-                "--quiet",
-                "--noIndexRestore",  # FerretDB refuses the ns index option it sends
-            ]
-        )
-        out["legacy: mongorestore coll0 from disk (no indexes): seconds"] = (
-            f"{restored['seconds']:.1f}s"
-        )
-    return out
 
 
-UPLOAD = (
-    "import boto3,sys;from botocore.config import Config;"
-    "boto3.client('s3',endpoint_url=sys.argv[1],config=Config(s3={'addressing_style':"
-    "'path'},request_checksum_calculation='when_required')).upload_file(sys.argv[2],"
-    "'bench','legacy.tar.gz')"
-)
+def run_case(args: argparse.Namespace, srv: Servers, tools: Path, work: Path, case: str) -> Any:
+    bench = CaseRun(args, srv, tools, case, work)
+    try:
+        bench.prepare()
+        groups: dict[str, dict[str, Summary]] = {}
+        for group in ("backup", "heal", "restore"):
+            contenders = bench.contenders(group)
+            runs: dict[str, list[Run]] = {name: [] for name in contenders}
+            for index in range(args.rounds):
+                for name in rotated(list(contenders), index):
+                    started = time.monotonic()
+                    runs[name].append(contenders[name]())
+                    log(
+                        f"{case} round {index + 1}: {group}/{name} {runs[name][-1].wall:.2f}s"
+                        f" (with checks {elapsed(started)})"
+                    )
+            groups[group] = {name: Summary(r) for name, r in runs.items()}
+        source = {name: fp.to_json() for name, fp in bench.source.items()}
+        figures = report_case(case, bench.plan, source, groups, bench.share)
+        figures["source_all"] = combined(bench.source)  # what each restore's "verified" equals
+        figures["source_heal"] = combined({HEAL: bench.source[HEAL]})  # and each heal's
+        return figures
+    finally:
+        bench.finish()
 
-DOWNLOAD = (
-    "import boto3,sys;from botocore.config import Config;"
-    "b=boto3.client('s3',endpoint_url=sys.argv[1],config=Config(s3={'addressing_style':"
-    "'path'},response_checksum_validation='when_required')).get_object(Bucket='bench',"
-    "Key='m/'+sys.argv[2])['Body'];n=0\nwhile c:=b.read(1<<20): n+=len(c)\nprint(n)"
-)
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def report(rows: dict[str, dict[str, Any]], source_bytes: int, work: Path) -> None:
-    mb = source_bytes / 1e6
-    print(f"\nsource: {mb:.0f} MB of BSON\n")
-    print(f"{'step':36} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13} {'out MB':>8}")
-    for name, row in rows.items():
-        out = ""
-        if row["stdout"].startswith("{"):
-            out = f"{json.loads(row['stdout'])['bytes_out'] / 1e6:.0f}"
-        print(
-            f"{name:36} {row['seconds']:8.1f} {mb / row['seconds']:8.1f} "
-            f"{row['rss_mib']:13.0f} {out:>8}"
-        )
-    ours = rows["mongosnap -> versitygw (gzip)"]["seconds"]
-    stages = ("read only (find_raw_batches)", "legacy: tar -czf dump", "legacy: upload tarball")
-    legacy = sum(rows[k]["seconds"] for k in stages)
-    print(
-        f"\nlegacy lower bound (read + tar -czf + upload, sequential, plus disk for "
-        f"dump and tarball): {legacy:.1f}s; mongosnap to versitygw: {ours:.1f}s; "
-        f"ratio legacy/mongosnap = {legacy / ours:.2f}"
-    )
-    real = [k for k in rows if k.startswith("legacy:") and "mongodump" in k]
-    if real:
-        took = sum(rows[k]["seconds"] for k in real)
-        print(
-            f"legacy pipeline with the real mongodump (dump + tar -czf + upload): {took:.1f}s; "
-            f"ratio legacy/mongosnap = {took / ours:.2f}; mongodump alone "
-            f"{rows['legacy: mongodump to disk']['seconds']:.1f}s"
-        )
+def elapsed(started: float) -> str:
+    return f"{time.monotonic() - started:.1f}s"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--case", nargs="+", choices=CASES, help="default: all (smoke: 1k many)")
+    parser.add_argument("--gb", type=float, default=1.0, help="size of 1k, 200b and big (GiB)")
+    parser.add_argument("--big-mb", type=float, default=400, help="big's largest collection")
+    parser.add_argument("--collections", type=int, default=2000, help="collections of many")
+    parser.add_argument("--many-mb", type=float, default=100, help="size of many (MiB)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round (CI)")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--mongo-tools", type=Path, help="directory of mongodump, mongorestore")
+    parser.add_argument("--mongo-uri", help="a running MongoDB-compatible server")
+    parser.add_argument("--s3-endpoint", help="a running S3 server (with --mongo-uri)")
+    parser.add_argument("--bucket", default="bench", help="created when missing")
+    parser.add_argument("--database", default="bench", help="dropped and seeded per case")
+    parser.add_argument("--work-dir", type=Path, help="where dumps and tarballs go (a temp dir)")
+    args = parser.parse_args(argv)
+    if bool(args.mongo_uri) != bool(args.s3_endpoint):
+        parser.error("--mongo-uri and --s3-endpoint go together")
+    if args.smoke:
+        vars(args).update(SMOKE)
+    args.case = args.case or list(SMOKE_CASES if args.smoke else CASES)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    for case in args.case:
+        try:
+            plan_of(args, case)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        tools = testbed.mongo_tools_dir(args.mongo_tools)
+    except testbed.TestbedError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    out: dict[str, Any] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    work = Path(tempfile.mkdtemp(prefix="mongosnap-bench-", dir=args.work_dir))
+    try:
+        with servers(args) as srv:
+            s3 = s3_client(srv)
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                s3.create_bucket(Bucket=args.bucket)
+            out["launcher_floor_mib"] = launcher_floor_mib()
+            out["cases"] = {}
+            for case in args.case:
+                out["cases"][case] = run_case(args, srv, tools, work, case)
+                if args.json:  # after each case, so a failure later keeps these
+                    args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

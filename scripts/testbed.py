@@ -215,6 +215,27 @@ def _check_runs(binary: Path) -> None:
         raise TestbedError(f"{binary.name} --version failed after building:\n{output}")
 
 
+# --------------------------------------------------------------------------- mongo-tools
+
+# The real mongodump, mongorestore and bsondump cannot be built from the
+# registries these machines reach; prebuilt ones sit beside the clone.
+MONGO_TOOLS_ENV = "MONGOSNAP_MONGO_TOOLS"
+MONGO_TOOLS = ("mongodump", "mongorestore", "bsondump")
+
+
+def mongo_tools_dir(override: Path | None = None) -> Path:
+    """Where the mongo-tools are: ``override``, $MONGOSNAP_MONGO_TOOLS, or
+    ``../shared/mongo-tools/bin`` beside the clone. TestbedError names any missing."""
+    default = REPO_ROOT.parent / "shared" / "mongo-tools" / "bin"
+    found = override or Path(os.environ.get(MONGO_TOOLS_ENV) or default)
+    missing = [t for t in MONGO_TOOLS if not (found / t).is_file()]
+    if missing:
+        raise TestbedError(
+            f"mongo-tools missing in {found}: {', '.join(missing)} (set ${MONGO_TOOLS_ENV})"
+        )
+    return found
+
+
 # --------------------------------------------------------------------------- servers
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,21 +26,19 @@ from pathlib import Path
 import pytest
 from helpers import Destination, seed, server_documents, split_bson
 from pymongo import MongoClient
+from testbed import TestbedError, mongo_tools_dir
 
 import mongosnap
 
-ROOT = Path(__file__).resolve().parent.parent
-TOOLS_ENV = "MONGOSNAP_MONGO_TOOLS"
 SIZES = {"apps": 400, "users": 120, "empty": 0}
 
 
 def tools_dir() -> Path:
     """Where mongodump, mongorestore and bsondump are; fails loudly when they are not."""
-    found = Path(os.environ.get(TOOLS_ENV) or ROOT.parent / "shared" / "mongo-tools" / "bin")
-    missing = [t for t in ("mongodump", "mongorestore", "bsondump") if not (found / t).is_file()]
-    if missing:
-        pytest.fail(f"mongo-tools missing in {found}: {', '.join(missing)} (set ${TOOLS_ENV})")
-    return found
+    try:
+        return mongo_tools_dir()
+    except TestbedError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
