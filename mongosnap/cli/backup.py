@@ -28,8 +28,6 @@ log = logging.getLogger("mongosnap.backup")
 MAX_BATCH = 2**31 - 1
 PARALLEL = 2
 """pipelines.backup.PARALLEL, repeated so --help need not import the driver."""
-RANGE_MIB = 32
-"""pipelines.ranges.RANGE_SIZE in MiB, repeated for the same reason."""
 MAX_RANGE_MIB = 1 << 20
 
 
@@ -63,10 +61,10 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--range-size",
         type=whole(0, MAX_RANGE_MIB),
-        default=None,
+        default=0,
         metavar="MIB",
         help="read a collection of at least twice this size as _id ranges of it, "
-        f"up to --parallel at once (default {RANGE_MIB}, none on FerretDB; 0: never)",
+        "up to --parallel at once (default 0: never)",
     )
     p.add_argument(
         "--oplog",
@@ -120,7 +118,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 progress=logged(on_progress),
                 oplog=args.oplog,
                 parallel=args.parallel,
-                range_size=None if args.range_size is None else args.range_size << 20,
+                range_size=args.range_size << 20,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)

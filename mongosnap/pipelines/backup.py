@@ -136,7 +136,7 @@ async def backup(
     oplog: bool = False,
     parallel: int = PARALLEL,
     read_ahead: int = READ_AHEAD,
-    range_size: int | None = None,
+    range_size: int = 0,
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -155,16 +155,15 @@ async def backup(
 
     ``range_size``: a collection of at least twice this many bytes (collStats)
     is read as ``_id`` ranges of about this size, up to ``parallel`` at once,
-    its member still written in one piece (pipelines/ranges.py). 0: never;
-    None (default): ``ranges.RANGE_SIZE`` (32 MiB), except on FerretDB, which
-    scans its whole table for each range (docs/benchmarks.md). Needs
-    ``parallel`` of 2 or more.
+    its member still written in one piece (pipelines/ranges.py). 0 (default):
+    never, since ranges were measured only on FerretDB, where they are 4-7x
+    slower (docs/benchmarks.md). Needs ``parallel`` of 2 or more.
     """
     if parallel < 1:
         raise UsageError(f"parallel must be at least 1, not {parallel}")
     if read_ahead < 0:
         raise UsageError(f"read_ahead cannot be negative ({read_ahead})")
-    if range_size is not None and range_size < 0:
+    if range_size < 0:
         raise UsageError(f"range_size cannot be negative ({range_size})")
     chosen_codec = get_codec(codec)
     async with opened(destination, s3) as storage:
@@ -175,19 +174,10 @@ async def backup(
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
             job.parallel, job.read_ahead = parallel, read_ahead
-            job.range_size = await _range_size(src, range_size, parallel)
+            job.range_size = range_size if parallel > 1 else 0
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return replace(await job.run(specs), stale_uploads_aborted=aborted)
-
-
-async def _range_size(src: Source, chosen: int | None, parallel: int) -> int:
-    """Bytes per ``_id`` range, 0 for no ranged reads (see ``backup``)."""
-    if parallel < 2 or chosen == 0:
-        return 0
-    if chosen is None:
-        return 0 if await ranges.ferretdb(src) else ranges.RANGE_SIZE
-    return chosen
 
 
 async def _plan(

@@ -42,8 +42,6 @@ from .._errors import SourceError
 from ..source import CollectionSpec, Source
 from .readahead import Budget, Lane
 
-RANGE_SIZE = 32 << 20
-"""Bytes of documents per range by default; a collection of two ranges or more is split."""
 MAX_RANGES = 1024
 """A collection is never cut into more ranges (each one is a find on the server)."""
 
@@ -56,14 +54,6 @@ log = logging.getLogger("mongosnap.backup")
 def splittable(spec: CollectionSpec) -> bool:
     """Only plain collections: a capped one must keep its natural (insertion) order."""
     return spec.type == "collection" and not spec.options.get("capped")
-
-
-async def ferretdb(src: Source) -> bool:
-    """Whether the server is FerretDB, whose SQLite backend sorts and filters ``_id``
-    ranges by scanning the whole table (explain: no pushdown), so ranges cost it more
-    than they gain (docs/benchmarks.md)."""
-    info = await src.raw_command("admin", {"buildInfo": 1})
-    return "ferretdbVersion" in info
 
 
 async def plan(src: Source, spec: CollectionSpec, range_size: int) -> list[Filter] | None:
