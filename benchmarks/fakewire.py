@@ -189,6 +189,10 @@ class Server:
 
     def _cmd_listcollections(self, command: dict[str, Any]) -> dict[str, Any]:
         wanted = (command.get("filter") or {}).get("name")
+        if isinstance(wanted, dict):  # {"$in": [...]}, the only operator a dump sends
+            wanted = set(wanted["$in"])
+        elif wanted is not None:
+            wanted = {wanted}
         batch = [
             {
                 "name": name,
@@ -198,7 +202,7 @@ class Server:
                 "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
             }
             for name in self.corpus.collections
-            if wanted is None or wanted == name
+            if wanted is None or name in wanted
         ]
         if command.get("nameOnly"):
             batch = [{"name": b["name"], "type": "collection"} for b in batch]

@@ -212,10 +212,21 @@ class Source:
 
     async def collection(self, database: str, name: str) -> CollectionSpec | None:
         """One namespace as listCollections describes it now, or None if it is gone."""
+        return (await self.collections_named(database, [name])).get(name)
+
+    async def collections_named(
+        self, database: str, names: Sequence[str]
+    ) -> dict[str, CollectionSpec]:
+        """Those of ``names`` that exist now, as one listCollections describes them.
+
+        One command for all of them: the backup's existence checks share it.
+        """
+        wanted = list(dict.fromkeys(names))
+        chosen = {"name": wanted[0]} if len(wanted) == 1 else {"name": {"$in": wanted}}
         with self._translate(database):
-            call = self._database(database).list_collections(filter={"name": name})
+            call = self._database(database).list_collections(filter=chosen)
             found = [_spec(database, _plain(entry)) async for entry in _cursor(call)]
-        return found[0] if found else None
+        return {spec.name: spec for spec in found if spec.name in wanted}
 
     async def collection_names(self, database: str) -> set[str]:
         with self._translate(database):

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,20 @@ async def test_writes_during_the_dump_do_not_corrupt_the_archive(
     documents = split_bson(bson)
     assert len(documents) == entry.documents
     assert all(bson_module.decode(d)["pad"] for d in documents)  # each one whole
+
+
+def test_a_backup_to_a_directory_loads_no_s3_client(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    """aiobotocore and botocore cost more CPU to import than a small backup to a
+    directory costs to run: they are loaded for s3:// destinations only."""
+    code = (
+        "import sys\n"
+        "from mongosnap.cli import main\n"
+        f"code = main(['backup', {str(tmp_path)!r}, '--uri', {mongo_uri!r}, {seeded!r}, '-q'])\n"
+        "heavy = {'aiobotocore', 'botocore', 'aiohttp'}\n"
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip() == "0 []"
+    assert len(list(tmp_path.glob("*.tar.gz"))) == 1

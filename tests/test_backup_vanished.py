@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import Destination, seed, server_documents, tar_members
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from mongosnap import MemoryStorage, backup, heal, verify
 from mongosnap._errors import CorruptArchive
@@ -204,6 +204,44 @@ async def test_dropped_and_created_again_during_its_dump_is_vanished(
     assert fired
     manifest = Manifest.from_json((tmp_path / manifest_key(result.archive_key)).read_bytes())
     assert entry(manifest, "b_victim").status == "vanished"
+
+
+class ListCollections(monitoring.CommandListener):
+    """Records the filter of every listCollections a client sends."""
+
+    def __init__(self) -> None:
+        self.filters: list[Any] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "listCollections":
+            self.filters.append(event.command.get("filter"))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_one_existence_check_per_collection(
+    tmp_path: Path, mongo_uri: str, seeded: str
+) -> None:
+    """The check after a dump asks about the next collection too, for its turn:
+    one listCollections per collection (and one to plan, one for the first turn)."""
+    listener = ListCollections()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[listener])
+    try:
+        result = await backup(client, str(tmp_path), database=seeded)
+    finally:
+        await client.close()
+    assert [c.status for c in result.collections] == ["complete"] * 3
+    assert listener.filters == [
+        None,  # the plan
+        {"name": "a_first"},  # a_first's turn
+        {"name": {"$in": ["a_first", "b_victim"]}},  # after a_first, b_victim's turn
+        {"name": {"$in": ["b_victim", "c_empty"]}},
+        {"name": "c_empty"},
+    ]
 
 
 # ------------------------------------------------- the manifest field, no server

@@ -240,6 +240,8 @@ class _Job:
         self.read_ahead = READ_AHEAD
         self.range_size = 0  # bytes per _id range of a large collection; 0: never split
         self.budget: Budget  # the read-ahead budget, made by _dump_all
+        # The next collection's state, from the check after the previous one's dump
+        self._ahead: dict[tuple[str, str], CollectionSpec | None] = {}
 
     async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
@@ -344,7 +346,8 @@ class _Job:
                         reader = _Reader(specs[len(readers)], Lane(budget, PREFETCH_BATCHES))
                         reader.task = group.create_task(self._read(reader))
                         readers.append(reader)
-                    self.entries.append(await self._dump(writer, readers[turn]))
+                    following = specs[turn + 1] if turn + 1 < len(specs) else None
+                    self.entries.append(await self._dump(writer, readers[turn], following))
         except BaseExceptionGroup as failed:
             error = _first_error(failed)
             raise error from error.__cause__
@@ -422,17 +425,21 @@ class _Job:
                 raise
             await lane.close(exc)
 
-    async def _dump(self, writer: ArchiveWriter, reader: _Reader) -> CollectionEntry:
+    async def _dump(
+        self, writer: ArchiveWriter, reader: _Reader, following: CollectionSpec | None
+    ) -> CollectionEntry:
         """One collection's members, named under ``gone/`` if it vanished meanwhile.
 
         Its existence (and UUID, where the server gives one) is checked at its
         turn and again after its members are written; the member headers stay
         unfilled until the second check has decided their names. Its batches
-        may have been read before its turn (``parallel``).
+        may have been read before its turn (``parallel``). The check after its
+        dump, made once its DONE is reported, is also the ``following``
+        collection's check at its turn: one listCollections for both.
         """
         spec = reader.spec
         await reader.lane.promote()
-        if not await self._unchanged(spec):
+        if not await self._at_turn(spec):
             return await self._gone_early(writer, reader)
         indexes = await reader.indexes
         if indexes is None:  # listIndexes failed and the collection is gone
@@ -454,10 +461,18 @@ class _Job:
                 data.failure = exc
                 await self._stop(reader)
             data.member = await writer.end(hold=True)
-        gone = not await self._unchanged(spec)
-        if data.failure is not None and not gone:
-            raise data.failure
+        if data.failure is None:
+            self._done(spec, data)
+            gone = not await self._after_dump(spec, following)
+        else:
+            gone = not await self._unchanged(spec)
+            if not gone:
+                raise data.failure
+            self._done(spec, data)
         return await self._settle(writer, spec, meta, data, VANISHED if gone else COMPLETE)
+
+    def _done(self, spec: CollectionSpec, data: _Data) -> None:
+        self.progress(Progress(Stage.DONE, spec.database, spec.name, data.documents, data.size))
 
     async def _stream(self, writer: ArchiveWriter, reader: _Reader, data: _Data) -> None:
         spec = reader.spec
@@ -486,8 +501,25 @@ class _Job:
 
     async def _unchanged(self, spec: CollectionSpec) -> bool:
         """Whether the collection still exists, and is the same one where UUIDs tell."""
-        now = await self.src.collection(spec.database, spec.name)
-        return now is not None and (not spec.uuid or not now.uuid or now.uuid == spec.uuid)
+        return _same(spec, await self.src.collection(spec.database, spec.name))
+
+    async def _at_turn(self, spec: CollectionSpec) -> bool:
+        """_unchanged at its turn: answered by the check after the previous dump if
+        that one asked (it was made after everything before this turn)."""
+        key = (spec.database, spec.name)
+        if key in self._ahead:
+            return _same(spec, self._ahead.pop(key))
+        return await self._unchanged(spec)
+
+    async def _after_dump(self, spec: CollectionSpec, following: CollectionSpec | None) -> bool:
+        """_unchanged after the dump, asking in the same command about ``following``
+        (same database) for its turn, which comes next."""
+        self._ahead.clear()
+        if following is None or following.database != spec.database:
+            return await self._unchanged(spec)
+        now = await self.src.collections_named(spec.database, [spec.name, following.name])
+        self._ahead[(following.database, following.name)] = now.get(following.name)
+        return _same(spec, now.get(spec.name))
 
     async def _settle(
         self,
@@ -512,7 +544,6 @@ class _Job:
                 spec.name,
                 data.documents,
             )
-        self.progress(Progress(Stage.DONE, spec.database, spec.name, data.documents, data.size))
         return CollectionEntry(
             database=spec.database,
             name=spec.name,
@@ -614,6 +645,11 @@ class _Data:
     digest: Any = field(default_factory=hashlib.sha256)
     member: MemberRange | None = None
     failure: SourceError | None = None
+
+
+def _same(spec: CollectionSpec, now: CollectionSpec | None) -> bool:
+    """Whether ``now`` is still the collection ``spec`` listed (by UUID where known)."""
+    return now is not None and (not spec.uuid or not now.uuid or now.uuid == spec.uuid)
 
 
 def _claim_body(when: datetime) -> bytes:

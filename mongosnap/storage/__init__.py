@@ -14,13 +14,17 @@ import contextlib
 import os
 import re
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .._errors import UsageError
+from ._s3_config import S3Config
 from .base import ObjectInfo, ObjectWriter, Storage, UploadInfo
 from .local import LocalStorage
 from .memory import MemoryStorage
-from .s3 import S3Config, S3Storage
+
+if TYPE_CHECKING:
+    from .s3 import S3Storage
 
 __all__ = [
     "LocalStorage",
@@ -105,7 +109,19 @@ async def opened(
             await storage.aclose()
 
 
+def __getattr__(name: str) -> Any:
+    """S3Storage, imported on first use: aiobotocore takes longer to import than a
+    small backup to a directory takes to run."""
+    if name == "S3Storage":
+        from .s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _s3(bucket: str, path: str, config: S3Config | None) -> S3Storage:
+    from .s3 import S3Storage
+
     if "@" in bucket or ":" in bucket:
         # Never echo it back: it may hold credentials.
         raise UsageError("s3:// destinations take no credentials or port: s3://bucket[/prefix]")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from botocore.config import Config
+if TYPE_CHECKING:
+    from botocore.config import Config
 
 from .._errors import UsageError
 
@@ -106,6 +107,8 @@ class S3Config:
         return "when_required" if custom else "when_supported"
 
     def botocore_config(self) -> Config:
+        from botocore.config import Config  # here: botocore is slow to import
+
         options: dict[str, Any] = {
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,

@@ -55,3 +55,35 @@ def test_padding_and_lengths() -> None:
     assert tar.member_length("a", 513) == 512 + 1024
     with pytest.raises(ValueError):
         tar.header("a", -1, 0)
+
+
+def tarfile_header(name: str, size: int, mtime: int, mode: int) -> bytes:
+    """What Python's tarfile builds for the same member, independently of tar.py."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.type = size, mtime, mode, tarfile.REGTYPE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a",
+        "dump/bench/c00001.bson",
+        "gone/app/users.metadata.json",
+        "x" * 99,
+        "x" * 100,  # fills the name field, no NUL
+        "x" * 101,  # a LongLink
+        "dump/é/ü" * 10,  # 100 bytes of UTF-8
+        "€" * 34,  # 102 bytes of UTF-8 in 34 characters
+    ],
+)
+def test_headers_are_the_bytes_tarfile_builds(name: str) -> None:
+    """The fast path (name and size patched into a blank block) changes no byte."""
+    for size in [*SIZES, 8**11 - 1, 8**11, tar.MAX_SIZE]:
+        for mtime in (0, 1_700_000_000, 8**11 - 1, 8**11):
+            for mode in (0o644, 0o600):
+                assert tar.header(name, size, mtime, mode) == tarfile_header(
+                    name, size, mtime, mode
+                ), (name, size, mtime, mode)
