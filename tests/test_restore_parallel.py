@@ -11,7 +11,7 @@ import pytest
 from helpers import seed, server_documents
 from pymongo import AsyncMongoClient, MongoClient, monitoring
 
-from mongosnap import Progress, Stage, backup, restore
+from mongosnap import Progress, Stage, backup, heal, restore
 from mongosnap.pipelines import engine
 from mongosnap.pipelines.engine import _bounded
 
@@ -106,6 +106,28 @@ async def test_at_most_parallel_collections_are_loaded_at_once(
             loading.discard(event.collection)
         most = max(most, len(loading))
     assert most == engine.PARALLEL_COLLECTIONS
+
+
+async def test_heal_loads_one_collection_at_a_time(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    """So that a connection reset fails only the collection it hit (test_heal_signals)."""
+    await backup(mongo_uri, tmp_path, database=seeded)
+    with MongoClient(mongo_uri) as client:
+        for name in ("apps", "logs"):
+            client[seeded].drop_collection(name)
+    events: list[Progress] = []
+    report = await heal(
+        mongo_uri, tmp_path, database=seeded, collections=["apps", "logs"], progress=events.append
+    )
+    assert sorted(o.name for o in report.restored) == ["apps", "logs"]
+    order = [(e.stage, e.collection) for e in events if e.stage is not Stage.BATCH]
+    assert order == [
+        (Stage.STARTED, "apps"),
+        (Stage.DONE, "apps"),
+        (Stage.STARTED, "logs"),
+        (Stage.DONE, "logs"),
+    ]
 
 
 async def test_bounded_keeps_the_order_and_the_limit() -> None:

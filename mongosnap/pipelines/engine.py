@@ -62,10 +62,11 @@ this many documents per compressed byte read so far: real dumps stay below one
 document per compressed byte; a gzip of tiny repeated documents gives about 60
 (docs/heal.md, bounds)."""
 PARALLEL_COLLECTIONS = 2
-"""Collections of an archive with a manifest loaded at once. They share the
-``workers`` insert slots, so the batches in flight stay as bounded as for one
-collection; the second keeps the server busy while the first is set up,
-checked and renamed (docs/heal.md)."""
+"""Collections of an archive with a manifest that restore loads at once. They
+share the ``workers`` insert slots, so the batches in flight stay as bounded
+as for one collection; the second keeps the server busy while the first is
+set up, checked and renamed. Heal loads one at a time, so that a connection
+reset fails only the collection it hit (docs/heal.md)."""
 LEGACY_STEP = 16 * 1024
 """A legacy archive is fed to the reader in slices this long, so the count of
 compressed bytes read is never far ahead of what was decompressed."""
@@ -147,6 +148,7 @@ class Engine:
         replace: bool = False,
         ledger: StagingLedger | None = None,
         progress: ProgressCallback = ignore,
+        parallel: int = 1,
     ) -> None:
         self.storage = storage
         self.info = info
@@ -154,6 +156,8 @@ class Engine:
         self.to_database = to_database
         self.workers = workers
         self.replace = replace
+        self.parallel = parallel
+        """Collections loaded at once from an archive with a manifest."""
         self.ledger = ledger if ledger is not None else StagingLedger()
         self.bytes_fetched = 0
         """Bytes read from storage by this engine, all reads together."""
@@ -196,9 +200,7 @@ class Engine:
             return await self._restore_streaming(selection)
         if entries:
             await self.check_embedded_manifest()
-        return await _bounded(
-            [self._restore_entry(entry) for entry in entries], PARALLEL_COLLECTIONS
-        )
+        return await _bounded([self._restore_entry(entry) for entry in entries], self.parallel)
 
     async def plan(self, selection: Selection) -> list[CollectionOutcome]:
         """What restore() would restore, with the same document and index counts.
