@@ -260,21 +260,22 @@ class StagedCollection:
                     batch.append(document)
                     size += len(document)
                     if size >= BATCH_BYTES or len(batch) >= BATCH_DOCUMENTS:
-                        await pool.submit(self._insert(batch))
+                        await pool.submit(self._insert(batch, size))
                         batch, size = [], 0
             splitter.close()
             if batch:
-                await pool.submit(self._insert(batch))
+                await pool.submit(self._insert(batch, size))
             await pool.drain()
         except BaseException:
             await shielded(pool.settle())
             raise
         self.documents, self.bytes = splitter.documents, splitter.bytes
 
-    async def _insert(self, documents: list[bytes]) -> None:
+    async def _insert(self, documents: list[bytes], size: int) -> None:
+        """Insert one batch of ``size`` bytes; count what the server acknowledged."""
         stored = await self.target.insert_raw(self.database, self.temp, documents)
         self.acknowledged += stored  # after the await: concurrent batches add up safely
-        self.acknowledged_bytes += sum(len(d) for d in documents)
+        self.acknowledged_bytes += size
         self._inserted(self.acknowledged, self.acknowledged_bytes)
 
     async def apply_metadata(self, metadata: CollectionMetadata) -> None:
