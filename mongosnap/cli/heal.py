@@ -18,6 +18,7 @@ from ._common import (
     add_source_flags,
     collection_name,
     database_name,
+    freeze_loaded,
     interactive,
     log_outcomes,
     observed,
@@ -85,6 +86,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..pipelines.ledger import StagingLedger
     from .restore import ledger_in_errors
 
+    freeze_loaded()
     source, database, collections = _target(args)
     depth = DEFAULT_DEPTH if args.depth is None else args.depth
     if depth < 1:

@@ -17,6 +17,7 @@ from ._common import (
     add_source_flags,
     collection_name,
     database_name,
+    freeze_loaded,
     interactive,
     log_outcomes,
     observed,
@@ -125,6 +126,7 @@ async def _restore(
     from ..display import progress_display  # imported on use: keeps --help fast
     from ..pipelines.restore import restore
 
+    freeze_loaded()
     with progress_display(enabled=interactive(args)) as on_progress:
         return await restore(
             source,

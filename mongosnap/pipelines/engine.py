@@ -21,13 +21,15 @@ place (staging.py), so readers see it complete or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from .._errors import (
     ArchiveError,
@@ -51,6 +53,7 @@ from .ledger import StagingLedger
 from .staging import Expected, Inserted, Limit, StagedCollection, drop_stale, index_specs
 
 log = logging.getLogger("mongosnap.restore")
+T = TypeVar("T")
 
 LEGACY_FREE_DOCUMENTS = 10_000
 LEGACY_DOCUMENTS_PER_BYTE = 2
@@ -58,6 +61,12 @@ LEGACY_DOCUMENTS_PER_BYTE = 2
 this many documents per compressed byte read so far: real dumps stay below one
 document per compressed byte; a gzip of tiny repeated documents gives about 60
 (docs/heal.md, bounds)."""
+PARALLEL_COLLECTIONS = 2
+"""Collections of an archive with a manifest that restore loads at once. They
+share the ``workers`` insert slots, so the batches in flight stay as bounded
+as for one collection; the second keeps the server busy while the first is
+set up, checked and renamed. Heal loads one at a time, so that a connection
+reset fails only the collection it hit (docs/heal.md)."""
 LEGACY_STEP = 16 * 1024
 """A legacy archive is fed to the reader in slices this long, so the count of
 compressed bytes read is never far ahead of what was decompressed."""
@@ -139,6 +148,7 @@ class Engine:
         replace: bool = False,
         ledger: StagingLedger | None = None,
         progress: ProgressCallback = ignore,
+        parallel: int = 1,
     ) -> None:
         self.storage = storage
         self.info = info
@@ -146,10 +156,14 @@ class Engine:
         self.to_database = to_database
         self.workers = workers
         self.replace = replace
+        self.parallel = parallel
+        """Collections loaded at once from an archive with a manifest."""
         self.ledger = ledger if ledger is not None else StagingLedger()
         self.bytes_fetched = 0
         """Bytes read from storage by this engine, all reads together."""
         self.progress = progress
+        self._slots = asyncio.Semaphore(workers)
+        """Insert batches in flight, all collections together."""
         self._totals: dict[str, tuple[int | None, int | None]] = {}
         """Collections that reported STARTED and await their last event: known totals."""
 
@@ -186,7 +200,7 @@ class Engine:
             return await self._restore_streaming(selection)
         if entries:
             await self.check_embedded_manifest()
-        return [await self._restore_entry(entry) for entry in entries]
+        return await _bounded([self._restore_entry(entry) for entry in entries], self.parallel)
 
     async def plan(self, selection: Selection) -> list[CollectionOutcome]:
         """What restore() would restore, with the same document and index counts.
@@ -479,7 +493,12 @@ class Engine:
 
     def _stage(self, name: str) -> StagedCollection:
         return StagedCollection(
-            self.target, self.to_database, name, workers=self.workers, ledger=self.ledger
+            self.target,
+            self.to_database,
+            name,
+            workers=self.workers,
+            ledger=self.ledger,
+            slots=self._slots,
         )
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -563,3 +582,38 @@ async def _sliced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         for pos in range(0, len(chunk), LEGACY_STEP):
             yield chunk[pos : pos + LEGACY_STEP]
+
+
+async def _bounded(work: list[Coroutine[Any, Any, T]], limit: int) -> list[T]:
+    """Run ``work`` at most ``limit`` at a time; results in the order given.
+
+    The first exception (or a cancellation of the caller) cancels the others,
+    which clean up after themselves (see _restore_entry) before it is raised.
+    """
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            async with gate:
+                return await coro
+        finally:
+            coro.close()  # one cancelled before it started was never awaited
+
+    if not work:
+        return []
+    tasks = [asyncio.ensure_future(one(c)) for c in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            failure = task.exception() if task.done() and not task.cancelled() else None
+            if failure is not None:
+                raise failure
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: the first one is being raised
+        raise
+    return [task.result() for task in tasks]

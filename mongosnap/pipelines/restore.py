@@ -29,7 +29,7 @@ from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
 from . import pitr
-from .engine import CollectionOutcome, Engine, Selection, Status
+from .engine import PARALLEL_COLLECTIONS, CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
 log = logging.getLogger("mongosnap.restore")
@@ -137,6 +137,7 @@ async def restore(
                 replace=drop,
                 ledger=ledger,
                 progress=progress,
+                parallel=PARALLEL_COLLECTIONS,
             )
             chosen = selection(database, collections, include, exclude)
             try:

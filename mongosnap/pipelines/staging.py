@@ -113,20 +113,49 @@ def _unobserved(documents: int, size: int) -> None:
 
 
 class _Pool:
-    """At most ``limit`` inserts in flight; the first failure is raised."""
+    """At most ``limit`` inserts in flight; the first failure is raised.
 
-    def __init__(self, limit: int) -> None:
+    With ``slots`` (shared by the collections a restore loads at once), each
+    insert also holds one of them while in flight, so the total in flight,
+    and the memory the batches hold, stays bounded however many collections
+    load together.
+    """
+
+    def __init__(self, limit: int, slots: asyncio.Semaphore | None = None) -> None:
         self.limit = limit
+        self.slots = slots
         self.pending: set[asyncio.Task[None]] = set()
 
     async def submit(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             while len(self.pending) >= self.limit:
                 await self._reap(asyncio.FIRST_COMPLETED)
+            await self._take_slot()
         except BaseException:
             work.close()  # never started: nothing was sent
             raise
-        self.pending.add(asyncio.ensure_future(work))
+        task = asyncio.ensure_future(work)
+        if self.slots is not None:
+            task.add_done_callback(lambda _: self._give_slot())
+        self.pending.add(task)
+
+    async def _take_slot(self) -> None:
+        """Wait for a shared slot; a failure of ours that ended meanwhile is raised."""
+        if self.slots is None:
+            return
+        await self.slots.acquire()
+        try:
+            finished = {t for t in self.pending if t.done()}
+            self.pending -= finished
+            for task in finished:
+                task.result()
+        except BaseException:
+            self._give_slot()
+            raise
+
+    def _give_slot(self) -> None:
+        assert self.slots is not None
+        self.slots.release()
 
     async def drain(self) -> None:
         while self.pending:
@@ -171,12 +200,15 @@ class StagedCollection:
         *,
         workers: int = 4,
         ledger: StagingLedger | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.target = target
         self.database = database
         self.name = name
         self.temp = temp_name(name)
         self.workers = workers
+        self.slots = slots
+        """Insert slots shared with the other collections of the run (see _Pool)."""
         self.ledger = ledger if ledger is not None else StagingLedger()
         self.options: dict[str, Any] | None = None
         self.documents = 0
@@ -214,7 +246,7 @@ class StagedCollection:
         """
         self._inserted = inserted
         capped = bool((self.options or {}).get("capped"))
-        pool = _Pool(1 if capped else self.workers)  # a capped collection keeps its order
+        pool = _Pool(1 if capped else self.workers, self.slots)  # capped: kept in order
         splitter = BsonSplitter()
         batch: list[bytes] = []
         size = fed = 0
@@ -228,21 +260,22 @@ class StagedCollection:
                     batch.append(document)
                     size += len(document)
                     if size >= BATCH_BYTES or len(batch) >= BATCH_DOCUMENTS:
-                        await pool.submit(self._insert(batch))
+                        await pool.submit(self._insert(batch, size))
                         batch, size = [], 0
             splitter.close()
             if batch:
-                await pool.submit(self._insert(batch))
+                await pool.submit(self._insert(batch, size))
             await pool.drain()
         except BaseException:
             await shielded(pool.settle())
             raise
         self.documents, self.bytes = splitter.documents, splitter.bytes
 
-    async def _insert(self, documents: list[bytes]) -> None:
+    async def _insert(self, documents: list[bytes], size: int) -> None:
+        """Insert one batch of ``size`` bytes; count what the server acknowledged."""
         stored = await self.target.insert_raw(self.database, self.temp, documents)
         self.acknowledged += stored  # after the await: concurrent batches add up safely
-        self.acknowledged_bytes += sum(len(d) for d in documents)
+        self.acknowledged_bytes += size
         self._inserted(self.acknowledged, self.acknowledged_bytes)
 
     async def apply_metadata(self, metadata: CollectionMetadata) -> None:
