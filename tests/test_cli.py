@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +183,37 @@ def test_credentials_from_an_aws_profile(
     denied = run("backup", url, host, seeded, "--profile", "wrong", *flags, env=env)
     assert denied.returncode == mongosnap.AccessDenied.exit_code, denied.stderr
     assert "nope" not in denied.stderr
+
+
+def _with_stdout_closed(*args: str) -> tuple[int, str]:
+    """Run the CLI with its stdout a pipe whose reader has gone (``| head`` done)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mongosnap", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    stderr = child.stderr.read()
+    return child.wait(timeout=120), stderr
+
+
+def test_a_closed_stdout_is_exit_141_without_a_traceback(
+    tmp_path: Path, host: str, seeded: str
+) -> None:
+    """``mongosnap ... | head``: no traceback, no internal error, the work done."""
+    code, stderr = _with_stdout_closed("backup", str(tmp_path), host, seeded, "--json")
+    assert (code, stderr) == (141, "")
+    (archive,) = tmp_path.glob("*.tar.gz")
+    assert run("verify", archive.name, str(tmp_path)).returncode == 0  # the backup completed
+    for args in (("list", str(tmp_path), "--json"), ("list", str(tmp_path))):
+        assert _with_stdout_closed(*args) == (141, "")
+    # An error's JSON object cannot be written either: its own code, its one line.
+    (tmp_path / "empty").mkdir()
+    code, stderr = _with_stdout_closed("verify", "latest", str(tmp_path / "empty"), "--json")
+    assert code == mongosnap.NoBackupsFound.exit_code, stderr
+    assert stderr.startswith("mongosnap: error: ") and len(stderr.splitlines()) == 1, stderr
+    code, stderr = _with_stdout_closed("verify", "--json")  # argparse's usage error
+    assert code == mongosnap.UsageError.exit_code
+    assert "Traceback" not in stderr, stderr

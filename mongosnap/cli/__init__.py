@@ -7,6 +7,7 @@ one line on stderr and the error's exit code (docs/cli.md lists them).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from ._common import resolve_uri
 COMMANDS = [backup, heal, restore, listing, verify, prune, check, oplog]
 
 EXIT_INTERNAL = 70
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`
 
 log = logging.getLogger("mongosnap")
 
@@ -156,6 +158,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         import asyncio  # here: half of the command line's own import time
 
         return asyncio.run(_with_signals(runner(args, out), lambda: _aftermath(args)))
+    except BrokenPipeError:
+        return _output_closed(out)
     except KeyboardInterrupt:
         print(f"mongosnap: interrupted; {_aftermath(args)}", file=sys.stderr)
         _json_error(out, words, "Interrupted", Interrupted.exit_code, "interrupted")
@@ -192,8 +196,21 @@ def _json_error(out: TextIO, words: Sequence[str], kind: str, code: int, message
     if "--json" not in words:
         return
     error = {"type": kind, "exit_code": code, "message": message}
-    out.write(json.dumps({"error": error}) + "\n")
-    out.flush()
+    try:
+        out.write(json.dumps({"error": error}) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        _output_closed(out)  # the exit code already tells the error
+
+
+def _output_closed(out: TextIO) -> int:
+    """Whoever read stdout stopped (``| head``): no traceback, no complaint, exit 141
+    as a process killed by SIGPIPE would. Whatever the command did is done."""
+    with contextlib.suppress(OSError, ValueError):
+        # Later writes and the interpreter's final flush must not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    return EXIT_OUTPUT_CLOSED
 
 
 if __name__ == "__main__":
