@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import seed, server_documents
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 import mongosnap
 from mongosnap import backup, restore
@@ -111,3 +113,39 @@ def test_cli_restore(mongo_uri: str, seeded: str, other_database: str, tmp_path:
     )
     assert again.returncode == mongosnap.CollectionExists.exit_code
     assert "apps" in again.stderr and "Traceback" not in again.stderr
+
+
+class _Commands(monitoring.CommandListener):
+    """Counts the commands a client sends, by name."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_one_catalogue_read_per_collection(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    """A listCollections reads FerretDB's whole catalogue (docs/benchmarks.md):
+    one per collection restored, plus one for the run, and the data intact."""
+    await backup(mongo_uri, tmp_path, database=seeded)
+    commands = _Commands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[commands])
+    try:
+        result = await restore(client, tmp_path, database=seeded, to_database=other_database)
+    finally:
+        await client.close()
+    assert len(result.collections) == len(SIZES)
+    assert commands.sent["listCollections"] == len(SIZES) + 1, commands.sent
+    for name in SIZES:
+        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
+            server_documents(mongo_uri, seeded, name)
+        )

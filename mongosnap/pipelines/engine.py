@@ -511,10 +511,9 @@ class Engine:
 
         Staged copies a killed run left for this name are dropped first.
         """
-        await drop_stale(self.target, self.to_database, name)
-        if self.replace:
-            return False
-        return name in await self.target.collection_names(self.to_database)
+        present = await self.target.collection_names(self.to_database)
+        await drop_stale(self.target, self.to_database, name, present)
+        return not self.replace and name in present
 
     async def _failed(
         self, name: str, started: float, exc: MongosnapError, fetched: int = 0

@@ -72,9 +72,17 @@ def is_temp_of(candidate: str, name: str) -> bool:
     return old is not None and old.group(1) == name
 
 
-async def drop_stale(target: Source, database: str, name: str) -> list[str]:
-    """Drop staged copies of ``name`` left by a run that was killed."""
-    stale = [c for c in await target.collection_names(database) if is_temp_of(c, name)]
+async def drop_stale(
+    target: Source, database: str, name: str, present: set[str] | None = None
+) -> list[str]:
+    """Drop staged copies of ``name`` left by a run that was killed.
+
+    ``present``: the database's collection names if the caller has just listed
+    them (a listCollections reads the server's whole catalogue: one is enough).
+    """
+    if present is None:
+        present = await target.collection_names(database)
+    stale = [c for c in present if is_temp_of(c, name)]
     for candidate in stale:
         await target.drop(database, candidate)
     return stale
