@@ -373,24 +373,13 @@ class _Job:
             await lane.close()
             return
         batches = self.src.counted_batches(spec.database, spec.name, batch_size=self.batch_size)
-        first = True
         try:
-            async with contextlib.aclosing(batches), lane.reading():
-                while True:
-                    async with lane.fetching():
-                        item = await anext(batches, None)
-                        if item is None:
-                            break
-                        if first and await self._split(reader, item[1]):
-                            break  # this cursor's first batch is dropped: the ranges read it
-                        first = False
-                        await lane.put(item, len(item[0]))
+            await ranges.fill(lane, batches, functools.partial(self._split, reader))
         except SourceError as exc:
             if await self._unchanged(spec):
                 raise
             await lane.close(exc)
             return
-        await lane.close()
         if reader.ranges is not None:
             await reader.ranges.run(functools.partial(self._read_range, spec))
 

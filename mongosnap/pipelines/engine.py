@@ -364,13 +364,11 @@ class Engine:
     async def _stream_member(
         self, member: TarMember, selection: Selection, state: _Legacy, started: float
     ) -> None:
-        dump = parse_member_name(member.name)
-        if dump is None:
+        wanted = _wanted(member, selection)
+        if wanted is None:
             return
-        name = unescape_collection_name(dump.stem)
-        if not selection.wants(dump.database, name):
-            return
-        if dump.kind == "metadata":
+        kind, name = wanted
+        if kind == "metadata":
             state.metadata[name] = await _metadata(member)
             if name in state.staged:
                 await self._isolated(name, state, started, state.metadata[name])
@@ -438,15 +436,13 @@ class Engine:
         state = _Legacy()
         async with contextlib.aclosing(self._open_stream()) as members:
             async for member in members:
-                dump = parse_member_name(member.name)
-                if dump is None:
+                wanted = _wanted(member, selection)
+                if wanted is None:
                     continue
-                name = unescape_collection_name(dump.stem)
-                if not selection.wants(dump.database, name):
-                    continue
-                if dump.kind == "metadata":
+                kind, name = wanted
+                if kind == "metadata":
                     indexes[name] = len(index_specs(await _metadata(member)))
-                elif dump.kind == "bson":
+                elif kind == "bson":
                     counts[name] = await _count(member, self._legacy_limit(state))
         return [self._planned(n, c, indexes.get(n, 0)) for n, c in counts.items()]
 
@@ -558,6 +554,15 @@ class Engine:
             duration=round(time.monotonic() - started, 3),
             error=error,
         )
+
+
+def _wanted(member: TarMember, selection: Selection) -> tuple[str, str] | None:
+    """(kind, collection) of a dump member the selection wants, None for any other."""
+    dump = parse_member_name(member.name)
+    if dump is None:
+        return None
+    name = unescape_collection_name(dump.stem)
+    return (dump.kind, name) if selection.wants(dump.database, name) else None
 
 
 async def _metadata(member: TarMember) -> CollectionMetadata:

@@ -33,7 +33,7 @@ import contextlib
 import itertools
 import logging
 import math
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from bson import ObjectId
@@ -129,14 +129,25 @@ def filters(bounds: list[Any]) -> list[Filter]:
     return [{"_id": cut} for cut in cuts]
 
 
-async def fill(lane: Lane[Batch], batches: AsyncGenerator[Batch, None]) -> None:
-    """Every batch into ``lane`` (holding a reader permit), then close it."""
+async def fill(
+    lane: Lane[Batch],
+    batches: AsyncGenerator[Batch, None],
+    split: Callable[[int], Awaitable[bool]] | None = None,
+) -> None:
+    """Every batch into ``lane`` (holding a reader permit), then close it.
+
+    ``split`` is asked with the first batch's document count; True drops that
+    batch and ends this read (the collection goes as ranges instead).
+    """
     async with contextlib.aclosing(batches), lane.reading():
         while True:
             async with lane.fetching():
                 item = await anext(batches, None)
                 if item is None:
                     break
+                if split is not None and await split(item[1]):
+                    break
+                split = None
                 await lane.put(item, len(item[0]))
     await lane.close()
 
