@@ -21,7 +21,7 @@ import pytest
 from bson import Int64, ObjectId
 from helpers import run_cli, server_documents, split_bson, tar_members
 from pymongo import MongoClient
-from test_mongo_tools import _extract, _host, _run, tools_dir
+from test_mongo_tools import _extract, mongorestore_copy
 
 import mongosnap
 from mongosnap import backup, restore, verify
@@ -124,22 +124,9 @@ async def test_a_ranged_backup_restores_byte_for_byte(
             assert sorted(server_documents(mongo_uri, copy, name)) == docs
     finally:
         _mongo_admin.drop_database(copy)
-    tools = tools_dir()
     _extract(store / result.archive_key, tmp_path)
     try:
-        _run(
-            tools / "mongorestore",
-            "--host",
-            _host(mongo_uri),
-            "--dir",
-            tmp_path / "dump",
-            "--nsFrom",
-            f"{new_database}.*",
-            "--nsTo",
-            f"{copy}.*",
-            "--noIndexRestore",
-            "--quiet",
-        )
+        mongorestore_copy(mongo_uri, tmp_path / "dump", new_database, copy)
         for name, docs in originals.items():
             assert sorted(server_documents(mongo_uri, copy, name)) == docs
     finally:

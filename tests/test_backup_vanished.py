@@ -3,7 +3,6 @@ empty (or partial) snapshot; heal then takes it from an older archive."""
 
 from __future__ import annotations
 
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from helpers import Destination, seed, server_documents, tar_members
 from pymongo import AsyncMongoClient, MongoClient, monitoring
+from test_mongo_tools import mongorestore_copy
 
 from mongosnap import MemoryStorage, backup, heal, verify
 from mongosnap._errors import CorruptArchive
@@ -19,7 +19,6 @@ from mongosnap.archive.manifest import CollectionEntry, Manifest, manifest_key
 from mongosnap.codecs import get_codec
 from mongosnap.progress import Progress, Stage
 
-MONGO_TOOLS = Path("/work/shared/mongo-tools/bin")
 VICTIM = 2500
 
 
@@ -155,26 +154,8 @@ async def test_mongorestore_never_sees_a_vanished_collection(
         archive.extractall(tmp_path / "x", filter="data")
     assert (tmp_path / "x" / "gone" / seeded / "b_victim.bson").exists()
     target = seeded + "_copy"
-    host = mongo_uri.removeprefix("mongodb://").rstrip("/")
     try:
-        subprocess.run(
-            [
-                str(MONGO_TOOLS / "mongorestore"),
-                "--host",
-                host,
-                "--dir",
-                str(tmp_path / "x" / "dump"),
-                "--nsFrom",
-                f"{seeded}.*",
-                "--nsTo",
-                f"{target}.*",
-                "--noIndexRestore",  # FerretDB refuses the ns option (docs/format.md)
-                "--quiet",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        mongorestore_copy(mongo_uri, tmp_path / "x" / "dump", seeded, target)
         assert server_documents(mongo_uri, target, "a_first") == server_documents(
             mongo_uri, seeded, "a_first"
         )

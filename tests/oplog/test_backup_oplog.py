@@ -16,13 +16,13 @@ import pytest
 from helpers import run_cli, server_documents, split_bson
 from oplog_support import WAIT, server_entries, ts_of, wait_for
 from pymongo import MongoClient
+from test_mongo_tools import tools_dir
 
 import mongosnap
 from mongosnap import CorruptArchive
 from mongosnap.archive.manifest import Manifest
 from mongosnap.oplog.position import Ts
 
-TOOLS = Path("/work/shared/mongo-tools/bin")
 SEEDED = 400
 BASE = 100_000
 
@@ -150,7 +150,7 @@ async def test_backup_oplog_restores_to_its_consistent_point(
     target = f"restored_{uuid.uuid4().hex[:10]}"
     restore = subprocess.run(
         [
-            *(str(TOOLS / "mongorestore"), "--uri", mongo_uri, "--dir", str(dump)),
+            *(str(tools_dir() / "mongorestore"), "--uri", mongo_uri, "--dir", str(dump)),
             *("--nsFrom", f"{database}.*", "--nsTo", f"{target}.*"),
         ],
         capture_output=True,
@@ -198,7 +198,7 @@ async def test_mongorestore_oplog_replay_needs_applyops_which_ferretdb_lacks(
     dump = extract(archive, tmp_path / "x")
     sidecar = json.loads(Path(str(archive) + ".manifest.json").read_text())
     dumped = subprocess.run(
-        [str(TOOLS / "bsondump"), str(dump / "oplog.bson")],
+        [str(tools_dir() / "bsondump"), str(dump / "oplog.bson")],
         capture_output=True,
         text=True,
         timeout=WAIT,
@@ -206,7 +206,14 @@ async def test_mongorestore_oplog_replay_needs_applyops_which_ferretdb_lacks(
     assert dumped.returncode == 0, dumped.stderr
     assert len(dumped.stdout.splitlines()) == sidecar["oplog"]["entries"] > 0
     replay = subprocess.run(
-        [str(TOOLS / "mongorestore"), "--uri", mongo_uri, "--oplogReplay", "--dir", str(dump)],
+        [
+            str(tools_dir() / "mongorestore"),
+            "--uri",
+            mongo_uri,
+            "--oplogReplay",
+            "--dir",
+            str(dump),
+        ],
         capture_output=True,
         text=True,
         timeout=WAIT,
