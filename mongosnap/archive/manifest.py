@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .._errors import CorruptArchive
 from ..codecs import CODECS, Codec
-from ._jsonlimits import bounded_text
+from .jsonlimits import bounded_text
 from .names import DUMP_ROOT, MANIFEST_MEMBER, member_name, validate_member_name
 
 FORMAT_NAME = "mongosnap-archive"

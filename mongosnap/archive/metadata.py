@@ -24,7 +24,7 @@ from bson.decimal128 import Decimal128
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from .._errors import CorruptArchive, UnsafeArchive
-from ._jsonlimits import bounded_text
+from .jsonlimits import bounded_text
 
 MAX_METADATA_BYTES = 16 << 20
 """Largest metadata file read (a listCollections entry is at most 16 MiB of BSON)."""

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._errors import CorruptArchive
-from ..archive._jsonlimits import bounded_text
+from ..archive.jsonlimits import bounded_text
 from ..codecs import CODECS, Codec
 from ..storage import Storage
 from .position import Ts

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .. import units
 from .._errors import StorageError
 from ..archive.manifest import parse_archive_name
 from ..storage import Storage, UploadInfo
@@ -101,10 +102,10 @@ async def abort_stale_uploads(
             aborted += 1
     if aborted:
         log.warning(
-            "aborted %d unfinished upload(s) in %s left by failed backups (idle over %g h)",
+            "aborted %d unfinished upload(s) in %s left by failed backups (idle over %s)",
             aborted,
             storage.url,
-            limit.total_seconds() / 3600,
+            units.duration(limit),
         )
     else:
         log.info("no stale unfinished upload in %s", storage.url)

@@ -12,8 +12,8 @@ from test_manifest import sample
 
 from mongosnap import CorruptArchive, MongosnapError, UnsafeArchive
 from mongosnap.archive import bsonstream
-from mongosnap.archive._jsonlimits import too_deep, value_bound
 from mongosnap.archive.bsonstream import MAX_NESTING, BsonSplitter
+from mongosnap.archive.jsonlimits import too_deep, value_bound
 from mongosnap.archive.manifest import (
     MAX_COLLECTIONS,
     MAX_MANIFEST_BYTES,
