@@ -12,14 +12,17 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import seed, server_documents, split_bson, tar_members
 from pymongo import AsyncMongoClient, MongoClient, monitoring
 from test_mongo_tools import mongorestore_copy
 
 from mongosnap import LocalStorage, backup, verify
+from mongosnap._errors import SourceError
 from mongosnap.archive.manifest import Manifest, manifest_key
 from mongosnap.pipelines import backup as backup_module
 from mongosnap.progress import Progress, Stage
+from mongosnap.source import Source
 from mongosnap.storage import local
 
 
@@ -214,3 +217,45 @@ async def test_dropped_at_its_turn_after_a_group_check_has_no_data(
     assert [c.status for c in result.collections] == ["complete", "vanished", "complete"]
     members = tar_members((tmp_path / result.archive_key).read_bytes())
     assert not [m for m in members if "/s1." in m and not m.endswith("s1.metadata.json")]
+
+
+@pytest.mark.parametrize("next_database", [False, True])
+async def test_a_group_closes_after_a_last_collection_gone_at_listindexes(
+    tmp_path: Path,
+    mongo_uri: str,
+    new_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    next_database: bool,
+) -> None:
+    """c2, the last collection of its database, is dropped and its listIndexes
+    fails: recorded vanished with metadata only, and the group [c0, c1] waiting
+    for its check is still checked (complete), before the next database's."""
+    seed(mongo_uri, new_database, {"c0": 20, "c1": 20, "c2": 20})
+    other = new_database + "_b"
+    databases = [new_database, other] if next_database else [new_database]
+    if next_database:
+        seed(mongo_uri, other, {"d0": 20})
+    real = Source.indexes
+
+    async def failing(self: Source, database: str, collection: str) -> list[dict[str, Any]]:
+        if collection == "c2":
+            with MongoClient(mongo_uri) as client:
+                client[database].drop_collection("c2")
+            raise SourceError("injected listIndexes failure")
+        return await real(self, database, collection)
+
+    monkeypatch.setattr(Source, "indexes", failing)
+    try:
+        result = await backup(mongo_uri, str(tmp_path), database=databases)
+    finally:
+        with MongoClient(mongo_uri) as client:
+            client.drop_database(other)
+    expected = [("c0", "complete"), ("c1", "complete"), ("c2", "vanished")]
+    assert [(c.name, c.status) for c in result.collections] == expected + (
+        [("d0", "complete")] if next_database else []
+    )
+    manifest = Manifest.from_json((tmp_path / manifest_key(result.archive_key)).read_bytes())
+    victim = next(e for e in manifest.collections if e.name == "c2")
+    assert (victim.bson, victim.metadata.name) == (None, f"gone/{new_database}/c2.metadata.json")
+    report = await verify(str(tmp_path), result.archive_key)
+    assert report.ok, report.problems

@@ -447,6 +447,8 @@ class _Job:
         indexes = await reader.indexes
         if indexes is None:  # listIndexes failed and the collection is gone
             self.entries.append(await self._vanished_early(writer, spec))
+            if self._group and self._closes_group(writer, spec, following):
+                await self._check_group(writer, following)
             return
         start = writer.compressed_bytes
         meta = await writer.add_file(
