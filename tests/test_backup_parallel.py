@@ -121,7 +121,11 @@ async def test_parallel_archive_is_the_sequential_one(
 async def test_read_ahead_of_a_collection_dropped_before_its_turn_is_discarded(
     tmp_path: Path, mongo_uri: str, seeded: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``b`` is read ahead while ``a`` is written, then dropped: vanished, no data."""
+    """``b`` is read ahead while ``a`` is written, then dropped: vanished, no data.
+
+    Groups of one collection, as after a large collection: the check after
+    ``a`` answers for ``b``'s turn (docs/format.md section 3)."""
+    monkeypatch.setattr(backup_module, "GROUP_COLLECTIONS", 1)
     monkeypatch.setattr(backup_module, "Budget", RecordingBudget)
     RecordingBudget.made.clear()
     fired: list[Progress] = []

@@ -69,6 +69,15 @@ READ_AHEAD = 32 << 20
 """Bytes of read-ahead batches buffered at most, all collections ahead together."""
 CLAIM_SUFFIX = ".claim"
 """``<archive key>.claim``: the name is taken by a backup in progress (docs/format.md)."""
+GROUP_COLLECTIONS = 64
+"""Consecutive collections whose existence one listCollections checks, at most."""
+GROUP_BYTES = 4 << 20
+"""A group is checked once this many archive bytes follow its first unfilled header.
+
+The storage holds back each upload unit that holds an unfilled header (an S3
+part, 5 MiB at least; storage/_s3_writer.py): a group's headers then lie within
+4 MiB plus one collection's metadata, so at most two parts wait, as the two
+headers of a single collection may already (docs/format.md section 3)."""
 DELETE_ATTEMPTS = 4
 DELETE_BACKOFF = 0.5  # seconds, doubled after each failed attempt
 
@@ -240,8 +249,11 @@ class _Job:
         self.read_ahead = READ_AHEAD
         self.range_size = 0  # bytes per _id range of a large collection; 0: never split
         self.budget: Budget  # the read-ahead budget, made by _dump_all
-        # The next collection's state, from the check after the previous one's dump
+        # The next collection's state, from the check of the group before it
         self._ahead: dict[tuple[str, str], CollectionSpec | None] = {}
+        # Collections dumped whose headers wait for their group's check
+        self._group: list[_Held] = []
+        self._group_start = 0  # archive offset of the group's first unfilled header
 
     async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
@@ -347,7 +359,7 @@ class _Job:
                         reader.task = group.create_task(self._read(reader))
                         readers.append(reader)
                     following = specs[turn + 1] if turn + 1 < len(specs) else None
-                    self.entries.append(await self._dump(writer, readers[turn], following))
+                    await self._dump(writer, readers[turn], following)
         except BaseExceptionGroup as failed:
             error = _first_error(failed)
             raise error from error.__cause__
@@ -416,23 +428,29 @@ class _Job:
 
     async def _dump(
         self, writer: ArchiveWriter, reader: _Reader, following: CollectionSpec | None
-    ) -> CollectionEntry:
+    ) -> None:
         """One collection's members, named under ``gone/`` if it vanished meanwhile.
 
-        Its existence (and UUID, where the server gives one) is checked at its
-        turn and again after its members are written; the member headers stay
-        unfilled until the second check has decided their names. Its batches
-        may have been read before its turn (``parallel``). The check after its
-        dump, made once its DONE is reported, is also the ``following``
-        collection's check at its turn: one listCollections for both.
+        Its member headers stay unfilled until its group's check decides their
+        names (docs/format.md section 3): one listCollections for up to
+        GROUP_COLLECTIONS consecutive collections of one database, made after
+        the last one's DONE, which also answers for the ``following``
+        collection's turn. A collection whose turn comes with no group
+        pending is checked at its turn as well. Its batches may have been
+        read before its turn (``parallel``).
         """
         spec = reader.spec
         await reader.lane.promote()
-        if not await self._at_turn(spec):
-            return await self._gone_early(writer, reader)
+        if not self._group and not await self._at_turn(spec):
+            self.entries.append(await self._gone_early(writer, reader))
+            return
         indexes = await reader.indexes
         if indexes is None:  # listIndexes failed and the collection is gone
-            return await self._vanished_early(writer, spec)
+            self.entries.append(await self._vanished_early(writer, spec))
+            if self._group and self._closes_group(writer, spec, following):
+                await self._check_group(writer, following)
+            return
+        start = writer.compressed_bytes
         meta = await writer.add_file(
             names.member_name(spec.database, spec.name, "metadata"),
             metadata.build_metadata(spec, indexes),
@@ -452,13 +470,48 @@ class _Job:
             data.member = await writer.end(hold=True)
         if data.failure is None:
             self._done(spec, data)
-            gone = not await self._after_dump(spec, following)
-        else:
-            gone = not await self._unchanged(spec)
-            if not gone:
-                raise data.failure
-            self._done(spec, data)
-        return await self._settle(writer, spec, meta, data, VANISHED if gone else COMPLETE)
+        if not self._group:
+            self._group_start = start
+        self._group.append(_Held(spec, meta, data, len(self.entries)))
+        self.entries.append(_entry(spec, meta, data, COMPLETE))  # until the check
+        if data.failure is not None or self._closes_group(writer, spec, following):
+            await self._check_group(writer, following)
+
+    def _closes_group(
+        self, writer: ArchiveWriter, spec: CollectionSpec, following: CollectionSpec | None
+    ) -> bool:
+        """Whether the group is checked now: full, its held bytes at their bound,
+        or the last of its database."""
+        return (
+            len(self._group) >= GROUP_COLLECTIONS
+            or writer.compressed_bytes - self._group_start >= GROUP_BYTES
+            or following is None
+            or following.database != spec.database
+        )
+
+    async def _check_group(self, writer: ArchiveWriter, following: CollectionSpec | None) -> None:
+        """One listCollections for the group (and ``following``'s turn); settle it.
+
+        A collection whose reader failed is the backup's failure unless the
+        check finds it gone.
+        """
+        group, self._group = self._group, []
+        database = group[0].spec.database
+        ahead = following.name if following and following.database == database else None
+        wanted = [held.spec.name for held in group] + ([ahead] if ahead else [])
+        now = await self.src.collections_named(database, wanted)
+        self._ahead.clear()
+        if ahead:
+            self._ahead[(database, ahead)] = now.get(ahead)
+        gone = [not _same(held.spec, now.get(held.spec.name)) for held in group]
+        for held, vanished in zip(group, gone, strict=True):
+            if held.data.failure is not None:
+                if not vanished:
+                    raise held.data.failure
+                self._done(held.spec, held.data)
+        for held, vanished in zip(group, gone, strict=True):
+            status = VANISHED if vanished else COMPLETE
+            self.entries[held.slot] = await self._settle(writer, held, status)
 
     def _done(self, spec: CollectionSpec, data: _Data) -> None:
         self.progress(Progress(Stage.DONE, spec.database, spec.name, data.documents, data.size))
@@ -493,38 +546,20 @@ class _Job:
         return _same(spec, await self.src.collection(spec.database, spec.name))
 
     async def _at_turn(self, spec: CollectionSpec) -> bool:
-        """_unchanged at its turn: answered by the check after the previous dump if
-        that one asked (it was made after everything before this turn)."""
+        """_unchanged at its turn: answered by the previous group's check if that one
+        asked (it was made after everything before this turn)."""
         key = (spec.database, spec.name)
         if key in self._ahead:
             return _same(spec, self._ahead.pop(key))
         return await self._unchanged(spec)
 
-    async def _after_dump(self, spec: CollectionSpec, following: CollectionSpec | None) -> bool:
-        """_unchanged after the dump, asking in the same command about ``following``
-        (same database) for its turn, which comes next."""
-        self._ahead.clear()
-        if following is None or following.database != spec.database:
-            return await self._unchanged(spec)
-        now = await self.src.collections_named(spec.database, [spec.name, following.name])
-        self._ahead[(following.database, following.name)] = now.get(following.name)
-        return _same(spec, now.get(spec.name))
-
-    async def _settle(
-        self,
-        writer: ArchiveWriter,
-        spec: CollectionSpec,
-        meta: MemberRange,
-        data: _Data,
-        status: str,
-    ) -> CollectionEntry:
+    async def _settle(self, writer: ArchiveWriter, held: _Held, status: str) -> CollectionEntry:
+        """Fill a checked collection's headers under ``dump/``, or ``gone/`` if it vanished."""
+        spec, data = held.spec, held.data
         rename = vanished_member_name if status == VANISHED else str
-        meta = await writer.settle(meta, rename(meta.name))
-        bson = (
-            None
-            if data.member is None
-            else await writer.settle(data.member, rename(data.member.name))
-        )
+        meta = await writer.settle(held.meta, rename(held.meta.name))
+        if data.member is not None:
+            data.member = await writer.settle(data.member, rename(data.member.name))
         if status == VANISHED:
             log.warning(
                 "%s.%s was dropped or replaced during the backup (%d documents read):"
@@ -533,17 +568,7 @@ class _Job:
                 spec.name,
                 data.documents,
             )
-        return CollectionEntry(
-            database=spec.database,
-            name=spec.name,
-            type=spec.type,
-            documents=data.documents,
-            bson_bytes=data.size,
-            sha256=data.digest.hexdigest(),
-            metadata=meta,
-            bson=bson,
-            status=status,
-        )
+        return _entry(spec, meta, data, status)
 
     async def _vanished_early(self, writer: ArchiveWriter, spec: CollectionSpec) -> CollectionEntry:
         """A collection gone at its turn: its listed metadata under ``gone/``, no data."""
@@ -623,6 +648,30 @@ async def _batches(reader: _Reader) -> AsyncGenerator[tuple[bytes, int], None]:
         async with contextlib.aclosing(reader.ranges.batches()) as batches:
             async for item in batches:
                 yield item
+
+
+@dataclass
+class _Held:
+    """A dumped collection waiting for its group's check, and its manifest slot."""
+
+    spec: CollectionSpec
+    meta: MemberRange
+    data: _Data
+    slot: int
+
+
+def _entry(spec: CollectionSpec, meta: MemberRange, data: _Data, status: str) -> CollectionEntry:
+    return CollectionEntry(
+        database=spec.database,
+        name=spec.name,
+        type=spec.type,
+        documents=data.documents,
+        bson_bytes=data.size,
+        sha256=data.digest.hexdigest(),
+        metadata=meta,
+        bson=data.member,
+        status=status,
+    )
 
 
 @dataclass

@@ -31,6 +31,9 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _FLUSH_SIZE = 1024 * 1024
+_INLINE_FILL = 8 * 1024
+"""A fill this small (a stored tar header) is written on the event loop: handing
+it to a thread cost more than the write (a backup fills two per collection)."""
 _PARTIAL = ".partial"
 
 
@@ -189,7 +192,9 @@ class _LocalWriter(BaseWriter):
 
     async def _fill(self, offset: int, data: bytes) -> None:
         split = max(0, min(len(data), self._buffer_offset - offset))
-        if split:
+        if 0 < split <= _INLINE_FILL:  # a tar header: into the page cache, no thread hop
+            _pwrite(self._open_tmp(), data[:split], offset, self._final)
+        elif split:
             await _in_thread(_pwrite, self._open_tmp(), data[:split], offset, self._final)
         if split < len(data):
             start = offset + split - self._buffer_offset

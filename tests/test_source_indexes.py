@@ -1,0 +1,59 @@
+"""Source.indexes: one listIndexes command, the same specs PyMongo's list_indexes
+gives, against real FerretDB, through PyMongo's and Motor's clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bson.son import SON
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, MongoClient, monitoring
+
+from mongosnap.source import Source
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def expected(uri: str, database: str, name: str) -> list[dict[str, Any]]:
+    with MongoClient(uri) as client:
+        return [dict(ix) for ix in client[database][name].list_indexes()]
+
+
+@pytest.mark.parametrize("driver", ["pymongo", "motor"])
+async def test_indexes_are_list_indexes_in_one_command(
+    mongo_uri: str, new_database: str, driver: str
+) -> None:
+    with MongoClient(mongo_uri) as client:
+        coll = client[new_database].people
+        coll.insert_one({"a": 1, "b": 2})
+        coll.create_index([("b", DESCENDING), ("a", ASCENDING)], name="b_a", unique=True)
+    listener = Commands()
+    kind = AsyncMongoClient if driver == "pymongo" else AsyncIOMotorClient
+    client: Any = kind(mongo_uri, event_listeners=[listener])
+    try:
+        source = Source(client, "test", owned=False)
+        found = await source.indexes(new_database, "people")
+        missing = await source.indexes(new_database, "nowhere")
+    finally:
+        closed = client.close()
+        if closed is not None:
+            await closed
+    assert found == expected(mongo_uri, new_database, "people")
+    assert [ix["name"] for ix in found] == ["_id_", "b_a"]
+    assert isinstance(found[1]["key"], SON)  # key order kept, as list_indexes gives it
+    assert list(found[1]["key"].items()) == [("b", -1), ("a", 1)]
+    assert missing == []  # as list_indexes: a collection that does not exist has none
+    assert [n for n in listener.names if n != "endSessions"] == ["listIndexes"] * 2
