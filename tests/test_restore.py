@@ -131,11 +131,12 @@ class _Commands(monitoring.CommandListener):
         pass
 
 
-async def test_one_catalogue_read_per_collection(
+async def test_commands_per_collection(
     mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
 ) -> None:
     """A listCollections reads FerretDB's whole catalogue (docs/benchmarks.md):
-    one per collection restored, plus one for the run, and the data intact."""
+    one for the whole run, then per collection only create, its inserts, its
+    indexes and the rename into place; the data intact."""
     await backup(mongo_uri, tmp_path, database=seeded)
     commands = _Commands()
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[commands])
@@ -143,9 +144,44 @@ async def test_one_catalogue_read_per_collection(
         result = await restore(client, tmp_path, database=seeded, to_database=other_database)
     finally:
         await client.close()
-    assert len(result.collections) == len(SIZES)
-    assert commands.sent["listCollections"] == len(SIZES) + 1, commands.sent
+    assert [c.status for c in result.collections] == ["restored"] * len(SIZES)
+    sent = {name: n for name, n in commands.sent.items() if name != "endSessions"}
+    assert sent == {
+        "ping": 1,
+        "listCollections": 1,
+        "create": len(SIZES),
+        "insert": sum(1 for n in SIZES.values() if n),  # one batch each
+        "createIndexes": 1,  # apps alone has indexes besides _id
+        "renameCollection": len(SIZES),
+    }, commands.sent
     for name in SIZES:
         assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
             server_documents(mongo_uri, seeded, name)
         )
+
+
+async def test_a_name_created_after_the_listing_is_left_alone(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    """The target is listed once; a collection an application creates after
+    that, before its turn, is never overwritten: the rename into place fails
+    on it, the staged copy is dropped, and it is reported ``reappeared``."""
+    await backup(mongo_uri, tmp_path, database=seeded)
+    writer = MongoClient(mongo_uri)
+
+    def app_writes(event: mongosnap.Progress) -> None:
+        if event.stage is mongosnap.Stage.STARTED and event.collection == "apps":
+            writer[other_database].users.insert_one({"written": "by the application"})
+
+    try:
+        result = await restore(
+            mongo_uri, tmp_path, database=seeded, to_database=other_database, progress=app_writes
+        )
+        status = {c.name: c.status for c in result.collections}
+        assert status == {"apps": "restored", "users": "reappeared", "empty": "restored"}
+        users = list(writer[other_database].users.find({}, {"_id": 0}))
+        assert users == [{"written": "by the application"}]
+        left = [n for n in writer[other_database].list_collection_names() if "tmp" in n]
+        assert left == []
+    finally:
+        writer.close()

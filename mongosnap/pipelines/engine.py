@@ -149,6 +149,7 @@ class Engine:
         ledger: StagingLedger | None = None,
         progress: ProgressCallback = ignore,
         parallel: int = 1,
+        present: set[str] | None = None,
     ) -> None:
         self.storage = storage
         self.info = info
@@ -166,6 +167,9 @@ class Engine:
         """Insert batches in flight, all collections together."""
         self._totals: dict[str, tuple[int | None, int | None]] = {}
         """Collections that reported STARTED and await their last event: known totals."""
+        self._present = present
+        """The target's collection names, listed once (see target_names)."""
+        self._listing = asyncio.Lock()
 
     def entries(self, selection: Selection) -> list[CollectionEntry] | None:
         """The manifest's wanted entries; None when the archive has no manifest.
@@ -502,13 +506,28 @@ class Engine:
             self.bytes_fetched += len(chunk)
             yield chunk
 
+    async def target_names(self) -> set[str]:
+        """The target database's collection names, listed once for the whole run.
+
+        A listCollections reads the server's whole catalogue (16 ms for 500
+        collections on FerretDB, more than a small collection's insert), so it
+        is not repeated per collection. A name created after this listing is
+        still never overwritten: the rename into place (without dropTarget)
+        fails on it and the collection is reported ``reappeared``. A caller
+        that has just listed them passes ``present`` instead (heal).
+        """
+        async with self._listing:
+            if self._present is None:
+                self._present = await self.target.collection_names(self.to_database)
+        return self._present
+
     async def _taken(self, name: str) -> bool:
         """Whether ``name`` exists in the target (and we may not replace it).
 
         Staged copies a killed run left for this name are dropped first.
         """
-        present = await self.target.collection_names(self.to_database)
-        await drop_stale(self.target, self.to_database, name, present)
+        present = await self.target_names()
+        present.difference_update(await drop_stale(self.target, self.to_database, name, present))
         return not self.replace and name in present
 
     async def _failed(

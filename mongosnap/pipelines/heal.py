@@ -151,6 +151,7 @@ async def heal(
         vanished = [c for c in watched if c not in existing]
         search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
         search.progress = progress
+        search.present = existing  # the engines list no more (Engine.target_names)
         try:
             if vanished:
                 await storage.check()
@@ -202,6 +203,8 @@ class _Search:
         self.bytes_fetched = 0
         self.replays: list[HealReplay] = []
         self.progress: ProgressCallback = ignore
+        self.present: set[str] | None = None
+        """The database's names as listed at the start, shared by the engines."""
 
     async def run(self, depth: int) -> None:
         seen = False
@@ -232,6 +235,7 @@ class _Search:
             workers=self.workers,
             ledger=self.ledger,
             progress=self.progress,
+            present=self.present,
         )
         wanted = Selection(self.database, frozenset(self.remaining))
         try:
