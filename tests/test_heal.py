@@ -470,3 +470,28 @@ async def test_heal_commands(mongo_uri: str, seeded: str, tmp_path: Path) -> Non
         "renameCollection": 1,
     }
     assert snapshot(mongo_uri, seeded, "apps") == before
+
+
+def test_heal_from_a_directory_loads_no_oplog_or_s3_code(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    """Heal's fixed cost is mostly imports: an archive without an oplog window
+    needs neither the oplog replay modules nor, from a directory, the S3 stack."""
+    asyncio.run(backup(mongo_uri, tmp_path, database=seeded))
+    before = snapshot(mongo_uri, seeded, "teams")
+    drop(mongo_uri, seeded, "teams")
+    argv = ["heal", str(tmp_path), "--uri", mongo_uri, seeded, "teams", "-q"]
+    code = (
+        "import sys\n"
+        "from mongosnap.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('mongosnap.oplog', 'mongosnap.pipelines.pitr', 'aiobotocore', 'aiohttp')\n"
+        "print(sorted({m for m in sys.modules if m.startswith(heavy)}), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    assert snapshot(mongo_uri, seeded, "teams") == before
