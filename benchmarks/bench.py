@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench.py [--case 1k 200b many big] [--gb 1.0] [--big-mb 400]
         [--collections 2000] [--many-mb 100] [--rounds 3] [--json FILE] [--mongo-tools DIR]
         [--mongo-uri URI --s3-endpoint URL [--bucket B] [--database D]]
+        [--only backup heal restore]
     .venv/bin/python benchmarks/bench.py --smoke --json FILE      # 1k and many, 1 MiB, 1 round
 
 Without --mongo-uri it builds and starts the test bed (scripts/testbed.py:
