@@ -476,7 +476,8 @@ def test_heal_from_a_directory_loads_no_oplog_or_s3_code(
     mongo_uri: str, seeded: str, tmp_path: Path
 ) -> None:
     """Heal's fixed cost is mostly imports: an archive without an oplog window
-    needs neither the oplog replay modules nor, from a directory, the S3 stack."""
+    needs neither the oplog replay modules nor, from a directory, the S3 stack,
+    nor without --metrics-file the Prometheus client."""
     asyncio.run(backup(mongo_uri, tmp_path, database=seeded))
     before = snapshot(mongo_uri, seeded, "teams")
     drop(mongo_uri, seeded, "teams")
@@ -488,7 +489,8 @@ def test_heal_from_a_directory_loads_no_oplog_or_s3_code(
         f"    main({argv!r})\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
-        "heavy = ('mongosnap.oplog', 'mongosnap.pipelines.pitr', 'aiobotocore', 'aiohttp')\n"
+        "heavy = ('mongosnap.oplog', 'mongosnap.pipelines.pitr', 'aiobotocore', 'aiohttp',"
+        " 'prometheus_client')\n"
         "print(sorted({m for m in sys.modules if m.startswith(heavy)}), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
