@@ -59,11 +59,13 @@ def report_case(
         _row(LABELS[key], summary, size)
         for stage in summary.runs[0].stages if len(summary.runs[0].stages) > 1 else ():
             _stage_row(stage, summary, size)
-    ratios = {name: _ratio(flat[a], flat[b]) for name, a, b in RATIOS}
-    heal = _heal_bytes(flat["heal/mongosnap"], share)
+    ratios = {name: _ratio(flat[a], flat[b]) for name, a, b in RATIOS if a in flat and b in flat}
     print("\n| ratio (min / min) | wall | CPU |\n| --- | ---: | ---: |")
     for name, value in ratios.items():
         print(f"| {name} | {value['wall']:.2f} | {value['cpu']:.2f} |")
+    if "heal/mongosnap" not in flat:  # bench.py --only without heal
+        return {**_figures(plan, source, flat, ratios), "heal_bytes": {}}
+    heal = _heal_bytes(flat["heal/mongosnap"], share)
     print(f"| heal: bytes fetched / `{HEAL}`'s compressed share | {heal['ratio']:.2f} | |")
     print(
         f"\nHeal fetched {heal['bytes_fetched'] / 1e6:.2f} MB in all ("
@@ -71,12 +73,20 @@ def report_case(
         f"compressed share is {heal['compressed_share'] / 1e6:.2f} MB of a "
         f"{heal['archive_bytes'] / 1e6:.2f} MB archive."
     )
+    return {**_figures(plan, source, flat, ratios), "heal_bytes": heal}
+
+
+def _figures(
+    plan: list[Collection],
+    source: dict[str, dict[str, Any]],
+    flat: dict[str, Summary],
+    ratios: dict[str, dict[str, float]],
+) -> dict[str, Any]:
     return {
         "layout": [vars(c) for c in plan],
         "source": source,
         "contenders": {key: s.to_json() for key, s in flat.items()},
         "ratios": ratios,
-        "heal_bytes": heal,
     }
 
 

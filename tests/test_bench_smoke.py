@@ -149,3 +149,41 @@ def test_layouts_of_every_case() -> None:
     for size in (1024, 200):
         encoded = len(bson.encode(workload.document(3, size, rng))) + workload.ID_ELEMENT
         assert abs(encoded - size) <= size // 10, size
+
+
+def test_only_some_groups(
+    testbed: Any,
+    mongo_uri: str,
+    new_bucket: Any,
+    new_database: str,
+    tmp_path: Path,
+    _mongo_admin: MongoClient[dict[str, Any]],
+) -> None:
+    """--only restore: the backups it reads are made, unmeasured; only its
+    contenders are reported, each verified."""
+    gw = testbed.s3["versitygw"]
+    out = tmp_path / "bench.json"
+    env = subprocess_env() | {
+        "AWS_ACCESS_KEY_ID": gw.access_key,
+        "AWS_SECRET_ACCESS_KEY": gw.secret_key,
+        "AWS_DEFAULT_REGION": gw.region,
+    }
+    argv = [sys.executable, str(BENCH), "--smoke", "--case", "many", "--only", "restore"]
+    argv += ["--json", str(out), "--mongo-uri", mongo_uri, "--s3-endpoint", gw.endpoint_url]
+    argv += ["--bucket", new_bucket(gw), "--database", new_database, "--work-dir", str(tmp_path)]
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        _mongo_admin.drop_database(f"{new_database}_restored")
+    assert done.returncode == 0, done.stderr[-4000:]
+    case = json.loads(out.read_text())["cases"]["many"]
+    assert set(case["contenders"]) == {c for c in CONTENDERS if c.startswith("restore/")}
+    for contender in case["contenders"].values():
+        (run,) = contender["runs"]
+        assert run["verified"] == case["source_all"]
+    assert set(case["ratios"]) == {
+        "mongosnap restore / mongorestore",
+        "mongosnap restore / insert floor",
+    }
+    assert "\n| mongosnap restore / mongorestore |" in done.stdout
+    assert "backup:" not in done.stdout

@@ -12,6 +12,7 @@ import sys
 import tarfile
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from helpers import Destination, seed, server_documents, split_bson
 from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 import mongosnap
 from mongosnap import MemoryStorage, backup, heal
@@ -433,3 +434,66 @@ async def test_legacy_index_options_are_converted(
     assert dict(indexes["s_when"]["key"]) == {"s": 1, "when": -1}
     assert indexes["s_when"].get("unique") is True
     assert sorted(server_documents(mongo_uri, seeded, "teams")) == sorted(split_bson(documents))
+
+
+async def test_heal_commands(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
+    """One listCollections for the whole heal (the vanished check serves the
+    engine too), then create, insert, indexes and rename for the collection."""
+    await backup(mongo_uri, tmp_path, database=seeded)
+    before = snapshot(mongo_uri, seeded, "apps")
+    drop(mongo_uri, seeded, "apps")
+    sent: Counter[str] = Counter()
+
+    class Commands(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            sent[event.command_name] += 1
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[Commands()])
+    try:
+        report = await heal(client, tmp_path, database=seeded, collections=["apps", "users"])
+    finally:
+        await client.close()
+    assert [o.name for o in report.restored] == ["apps"] and report.ok
+    del sent["endSessions"]
+    assert sent == {
+        "ping": 1,
+        "listCollections": 1,
+        "create": 1,
+        "insert": 1,
+        "createIndexes": 1,
+        "renameCollection": 1,
+    }
+    assert snapshot(mongo_uri, seeded, "apps") == before
+
+
+def test_heal_from_a_directory_loads_no_oplog_or_s3_code(
+    mongo_uri: str, seeded: str, tmp_path: Path
+) -> None:
+    """Heal's fixed cost is mostly imports: an archive without an oplog window
+    needs neither the oplog replay modules nor, from a directory, the S3 stack,
+    nor without --metrics-file the Prometheus client."""
+    asyncio.run(backup(mongo_uri, tmp_path, database=seeded))
+    before = snapshot(mongo_uri, seeded, "teams")
+    drop(mongo_uri, seeded, "teams")
+    argv = ["heal", str(tmp_path), "--uri", mongo_uri, seeded, "teams", "-q"]
+    code = (
+        "import sys\n"
+        "from mongosnap.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('mongosnap.oplog', 'mongosnap.pipelines.pitr', 'aiobotocore', 'aiohttp',"
+        " 'prometheus_client')\n"
+        "print(sorted({m for m in sys.modules if m.startswith(heavy)}), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    assert snapshot(mongo_uri, seeded, "teams") == before

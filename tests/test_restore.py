@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +132,12 @@ class _Commands(monitoring.CommandListener):
         pass
 
 
-async def test_one_catalogue_read_per_collection(
+async def test_commands_per_collection(
     mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
 ) -> None:
     """A listCollections reads FerretDB's whole catalogue (docs/benchmarks.md):
-    one per collection restored, plus one for the run, and the data intact."""
+    one for the whole run, then per collection only create, its inserts, its
+    indexes and the rename into place; the data intact."""
     await backup(mongo_uri, tmp_path, database=seeded)
     commands = _Commands()
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[commands])
@@ -143,8 +145,109 @@ async def test_one_catalogue_read_per_collection(
         result = await restore(client, tmp_path, database=seeded, to_database=other_database)
     finally:
         await client.close()
-    assert len(result.collections) == len(SIZES)
-    assert commands.sent["listCollections"] == len(SIZES) + 1, commands.sent
+    assert [c.status for c in result.collections] == ["restored"] * len(SIZES)
+    sent = {name: n for name, n in commands.sent.items() if name != "endSessions"}
+    assert sent == {
+        "ping": 1,
+        "listCollections": 1,
+        "create": len(SIZES),
+        "insert": sum(1 for n in SIZES.values() if n),  # one batch each
+        "createIndexes": 1,  # apps alone has indexes besides _id
+        "renameCollection": len(SIZES),
+    }, commands.sent
+    for name in SIZES:
+        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
+            server_documents(mongo_uri, seeded, name)
+        )
+
+
+async def test_a_name_created_after_the_listing_is_left_alone(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    """The target is listed once; a collection an application creates after
+    that, before its turn, is never overwritten: the rename into place fails
+    on it, the staged copy is dropped, and it is reported ``reappeared``."""
+    await backup(mongo_uri, tmp_path, database=seeded)
+    writer = MongoClient(mongo_uri)
+
+    def app_writes(event: mongosnap.Progress) -> None:
+        if event.stage is mongosnap.Stage.STARTED and event.collection == "apps":
+            writer[other_database].users.insert_one({"written": "by the application"})
+
+    try:
+        result = await restore(
+            mongo_uri, tmp_path, database=seeded, to_database=other_database, progress=app_writes
+        )
+        status = {c.name: c.status for c in result.collections}
+        assert status == {"apps": "restored", "users": "reappeared", "empty": "restored"}
+        users = list(writer[other_database].users.find({}, {"_id": 0}))
+        assert users == [{"written": "by the application"}]
+        left = [n for n in writer[other_database].list_collection_names() if "tmp" in n]
+        assert left == []
+    finally:
+        writer.close()
+
+
+class _CountedReads(mongosnap.LocalStorage):
+    """A real directory storage that records its ranged reads; ``fail_wide``
+    makes a read spanning more than one collection fail as a transport error
+    would."""
+
+    def __init__(self, root: Path, fail_wide: int = 0) -> None:
+        super().__init__(root)
+        self.ranges: list[tuple[int, int | None]] = []
+        self.fail_wide = fail_wide
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        self.ranges.append((start, end))
+        if self.fail_wide and end is not None and end - start >= self.fail_wide:
+            raise mongosnap.StorageError(f"{key}: connection reset (injected)")
+        async for chunk in super().read(key, start, end):
+            yield chunk
+
+
+def _collection_ranges(tmp_path: Path) -> dict[str, tuple[int, int]]:
+    (sidecar,) = tmp_path.glob("*.manifest.json")
+    manifest = json.loads(sidecar.read_text())
+    return {
+        c["name"]: (c["metadata"]["offset"], (c["bson"] or c["metadata"])["end"])
+        for c in manifest["collections"]
+    }
+
+
+async def test_adjacent_small_collections_share_one_read(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    """Small collections next to each other in the archive come from one
+    ranged read (an S3 GET costs more than a small collection's insert),
+    which reads no byte more than their own reads would."""
+    await backup(mongo_uri, tmp_path, database=seeded)
+    ranges = _collection_ranges(tmp_path)
+    storage = _CountedReads(tmp_path)
+    result = await restore(mongo_uri, storage, database=seeded, to_database=other_database)
+    assert [c.status for c in result.collections] == ["restored"] * len(SIZES)
+    span = (min(a for a, _ in ranges.values()), max(b for _, b in ranges.values()))
+    ranged = [r for r in storage.ranges if r != (0, None)]
+    assert span in ranged and len(ranged) == 2, storage.ranges  # the manifest member, the window
+    for name in SIZES:
+        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
+            server_documents(mongo_uri, seeded, name)
+        )
+
+
+async def test_a_failed_shared_read_falls_back_to_each_collections_own(
+    mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
+) -> None:
+    """If the read shared by several collections fails, each reads its own
+    range: one collection's failure is never another's."""
+    await backup(mongo_uri, tmp_path, database=seeded)
+    ranges = _collection_ranges(tmp_path)
+    widest = max(b - a for a, b in ranges.values())
+    storage = _CountedReads(tmp_path, fail_wide=widest + 1)
+    result = await restore(mongo_uri, storage, database=seeded, to_database=other_database)
+    assert [c.status for c in result.collections] == ["restored"] * len(SIZES)
+    assert set(ranges.values()) <= set(storage.ranges), storage.ranges
+    assert any(end is not None and end - start > widest for start, end in storage.ranges)
     for name in SIZES:
         assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
             server_documents(mongo_uri, seeded, name)

@@ -268,9 +268,29 @@ def add_metrics_flags(parser: argparse.ArgumentParser, *, serve: bool = False) -
         )
 
 
+class Unobserved:
+    """What observed() hands out when no --metrics-file asks for the figures:
+    the same record calls, kept nowhere (prometheus_client is not imported)."""
+
+    def record_backup(self, result: Any) -> None:
+        return None
+
+    def record_heal(self, report: Any) -> None:
+        return None
+
+    def record_restore(self, report: Any) -> None:
+        return None
+
+    def record_prune(self, report: Any) -> None:
+        return None
+
+
 @contextlib.contextmanager
-def observed(args: argparse.Namespace, command: str) -> Iterator[Metrics]:
+def observed(args: argparse.Namespace, command: str) -> Iterator[Metrics | Unobserved]:
     """Metrics for one run: timed, success or failure by kind, then --metrics-file written."""
+    if not getattr(args, "metrics_file", None):
+        yield Unobserved()  # nobody reads them: a run saves importing prometheus_client
+        return
     from ..metrics import Metrics  # prometheus_client only when a command runs
 
     metrics = Metrics(command)

@@ -22,22 +22,22 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._aio import shielded
 from .._checks import name_list
 from .._errors import ArchiveError, NoBackupsFound, ReplayError
 from ..catalog import ArchiveInfo, newest_archives
 from ..clients import MongoSource
-from ..oplog.entry import format_ts
-from ..oplog.replay import replay
-from ..oplog.report import ReplayReport
 from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
-from . import pitr
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
+
+if TYPE_CHECKING:  # the oplog modules load only for an archive with an oplog window
+    from ..oplog.report import ReplayReport
+    from .pitr import PitrPlan
 
 DEFAULT_DEPTH = 3
 
@@ -151,6 +151,7 @@ async def heal(
         vanished = [c for c in watched if c not in existing]
         search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
         search.progress = progress
+        search.present = existing  # the engines list no more (Engine.target_names)
         try:
             if vanished:
                 await storage.check()
@@ -202,6 +203,8 @@ class _Search:
         self.bytes_fetched = 0
         self.replays: list[HealReplay] = []
         self.progress: ProgressCallback = ignore
+        self.present: set[str] | None = None
+        """The database's names as listed at the start, shared by the engines."""
 
     async def run(self, depth: int) -> None:
         seen = False
@@ -232,6 +235,7 @@ class _Search:
             workers=self.workers,
             ledger=self.ledger,
             progress=self.progress,
+            present=self.present,
         )
         wanted = Selection(self.database, frozenset(self.remaining))
         try:
@@ -256,6 +260,12 @@ class _Search:
     async def _replay(self, engine: Engine, names: list[str]) -> None:
         """Bring collections just restored to the instant before they vanished,
         when the archive has a consistent point and chunks cover the time since."""
+        manifest = engine.info.manifest
+        if manifest is None or manifest.oplog is None:  # no consistent point: nothing to replay
+            return
+        from ..oplog.replay import replay
+        from . import pitr
+
         plan = await pitr.since(self.storage, engine.info)
         if plan is None:
             return
@@ -283,10 +293,12 @@ class _Search:
             )
         )
 
-    def _instant(self, report: ReplayReport, name: str, plan: pitr.PitrPlan) -> str:
+    def _instant(self, report: ReplayReport, name: str, plan: PitrPlan) -> str:
         """``before TS`` of the entry that took the collection away, else the coverage end."""
         for key in (f"{self.database}.{name}", f"{self.database}.*"):
             if key in report.lost:
+                from ..oplog.entry import format_ts
+
                 return f"before {format_ts(report.lost[key])}"
         return str(plan.target)
 

@@ -218,7 +218,7 @@ async def _refuse_overwrite(engine: Engine, chosen: Selection) -> None:
     entries = engine.entries(chosen)
     if engine.replace or entries is None:
         return
-    existing = await engine.target.collection_names(engine.to_database)
+    existing = await engine.target_names()  # the engine's own listing: one per run
     taken = sorted(e.name for e in entries if e.name in existing)
     if taken:
         raise CollectionExists(
