@@ -319,7 +319,9 @@ def test_restore_refuses_across_a_missing_chunk(
     target = ts_of(timeline.after[-1])
     between = [c for c in sidecars(copy.dest) if timeline.start < c.first_ts <= target]
     assert len(between) > 1, "the archiver wrote too few chunks"
-    lost = between[len(between) // 2]
+    # Never the last: a chunk must follow the lost one, or nothing reaches the target
+    # (another refusal); before it lies at least the chunk holding the consistent point.
+    lost = between[(len(between) - 1) // 2]
     (copy.dest / lost.object_key).unlink()
     (copy.dest / lost.key).unlink()
     stderr = _refused(copy, mongo_uri, target_database, "--to-ts", str(target))
