@@ -70,7 +70,8 @@ class ArchiveWriter:
         self._mtime = int(time.time()) if mtime is None else mtime
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[asyncio.Future[bytes]] = deque()
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []  # body bytes not yet submitted, less than a chunk
+        self._buffered = 0  # their length
         self._open: _OpenMember | None = None
         self._held: dict[int, _Held] = {}  # by offset: headers not yet filled
         self._tar_bytes = 0
@@ -116,12 +117,10 @@ class ArchiveWriter:
             member.size += len(data)
             if member.expected is not None and member.size > member.expected:
                 raise ValueError(f"{member.name}: more bytes than announced")
-            self._buffer += data
-            while len(self._buffer) >= self._chunk_size:
-                with memoryview(self._buffer) as view:
-                    chunk = bytes(view[: self._chunk_size])
-                del self._buffer[: self._chunk_size]
-                await self._submit(chunk)
+            self._parts.append(bytes(data))  # no copy of bytes: kept until joined
+            self._buffered += len(data)
+            if self._buffered >= self._chunk_size:
+                await self._submit_chunks()
         except BaseException:
             self._fail()
             raise
@@ -134,10 +133,11 @@ class ArchiveWriter:
         """
         member = self._need_open()
         try:
-            self._buffer += tar.padding(member.size)
-            if self._buffer:
-                tail = bytes(self._buffer)
-                self._buffer.clear()
+            if member.size % tar.BLOCK:
+                self._parts.append(tar.padding(member.size))
+            if self._parts:
+                tail = b"".join(self._parts)  # the body itself when it came in one write
+                self._parts, self._buffered = [], 0
                 await self._submit(tail)
             while self._pending:
                 await self._flush_one()
@@ -257,6 +257,16 @@ class ArchiveWriter:
     def _stored_header(self, name: str, size: int) -> bytes:
         return self._codec.stored(tar.header(name, size, self._mtime))
 
+    async def _submit_chunks(self) -> None:
+        """Submit the buffered bytes' whole chunks; keep the rest."""
+        joined = b"".join(self._parts)
+        whole = len(joined) - len(joined) % self._chunk_size
+        rest = joined[whole:]
+        self._parts, self._buffered = ([rest] if rest else []), len(rest)
+        with memoryview(joined) as view:
+            for start in range(0, whole, self._chunk_size):
+                await self._submit(bytes(view[start : start + self._chunk_size]))
+
     async def _submit(self, chunk: bytes) -> None:
         if len(chunk) < self._chunk_size and len(chunk) <= INLINE_BYTES:
             # a member's small last piece: compressed here, written after the pieces before it
@@ -291,7 +301,7 @@ class ArchiveWriter:
         for future in self._pending:
             future.cancel()
         self._pending.clear()
-        self._buffer.clear()
+        self._parts, self._buffered = [], 0
         self._shutdown()
 
     def _shutdown(self) -> None:
