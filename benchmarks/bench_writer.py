@@ -1,7 +1,7 @@
 """The archive writer's cost per collection, alone: no server, no PyMongo.
 
     .venv/bin/python benchmarks/bench_writer.py [--collections 2000] [--rounds 5]
-        [--codec gzip] [--profile FILE]
+        [--codec gzip] [--only directory memory compression] [--profile FILE]
 
 Per collection it does what the backup does (mongosnap/pipelines/backup.py):
 the metadata member with add_file(hold=True), the data member with
