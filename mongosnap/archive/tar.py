@@ -69,6 +69,8 @@ def _tarfile_header(name: str, size: int, mtime: int, mode: int) -> bytes:
 
 def header_length(name: str) -> int:
     """Length of every header for a member called ``name``."""
+    if 0 < len(name.encode("utf-8")) <= _NAME_FIELD:
+        return BLOCK  # header()'s one-block case, without building the block
     return len(header(name, 0, 0))
 
 

@@ -1,7 +1,8 @@
 """Streams a tar archive into an ObjectWriter as independent compressed members.
 
-Each tar member becomes: its header, reserved as a *stored* compressed member
-(fixed length) and filled with the exact size once the body is done; then its
+Each tar member becomes: its header, a *stored* compressed member (fixed
+length), reserved as zeros and filled with the exact size once the body is
+done (so each header is built once, under its final name and size); then its
 body cut into ``chunk_size`` pieces, each compressed as its own member on a
 thread pool, at most ``2 * workers`` pieces in flight, written in order; the
 padding rides in the last piece. So every member's compressed range
@@ -36,7 +37,7 @@ class _OpenMember:
     offset: int
     header_length: int  # compressed length of the header member
     tar_header: int  # tar bytes of the header (a function of the name alone)
-    reserved: bool
+    reserved: bool  # False: the header was written whole, with the announced size
     expected: int | None
     size: int = 0
 
@@ -69,9 +70,10 @@ class ArchiveWriter:
         self._mtime = int(time.time()) if mtime is None else mtime
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[asyncio.Future[bytes]] = deque()
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []  # body bytes not yet submitted, less than a chunk
+        self._buffered = 0  # their length
         self._open: _OpenMember | None = None
-        self._held: dict[int, int] = {}  # offset -> header length, headers not yet filled
+        self._held: dict[int, _Held] = {}  # by offset: headers not yet filled
         self._tar_bytes = 0
         self._state = "writing"  # then "finished" or "failed"
 
@@ -115,12 +117,10 @@ class ArchiveWriter:
             member.size += len(data)
             if member.expected is not None and member.size > member.expected:
                 raise ValueError(f"{member.name}: more bytes than announced")
-            self._buffer += data
-            while len(self._buffer) >= self._chunk_size:
-                with memoryview(self._buffer) as view:
-                    chunk = bytes(view[: self._chunk_size])
-                del self._buffer[: self._chunk_size]
-                await self._submit(chunk)
+            self._parts.append(bytes(data))  # no copy of bytes: kept until joined
+            self._buffered += len(data)
+            if self._buffered >= self._chunk_size:
+                await self._submit_chunks()
         except BaseException:
             self._fail()
             raise
@@ -133,9 +133,11 @@ class ArchiveWriter:
         """
         member = self._need_open()
         try:
-            tail = bytes(self._buffer) + tar.padding(member.size)
-            self._buffer.clear()
-            if tail:
+            if member.size % tar.BLOCK:
+                self._parts.append(tar.padding(member.size))
+            if self._parts:
+                tail = b"".join(self._parts)  # the body itself when it came in one write
+                self._parts, self._buffered = [], 0
                 await self._submit(tail)
             while self._pending:
                 await self._flush_one()
@@ -143,13 +145,12 @@ class ArchiveWriter:
             if member.expected is not None and member.size != member.expected:
                 raise ValueError(f"{member.name}: fewer bytes than announced")
             if hold:  # settle() builds the header, under its final name
-                self._held[member.offset] = member.header_length
-            else:
+                self._held[member.offset] = _Held(member.name, member.header_length)
+            elif member.reserved:
                 stored = self._stored_header(member.name, member.size)
                 if len(stored) != member.header_length:
                     raise RuntimeError(f"{member.name}: header length changed with the size")
-                if member.reserved:
-                    await self._sink.fill(member.offset, stored)
+                await self._sink.fill(member.offset, stored)
             self._tar_bytes += member.tar_header + member.size + (-member.size % tar.BLOCK)
             self._open = None
             return MemberRange(member.name, member.offset, end, member.size)
@@ -159,15 +160,12 @@ class ArchiveWriter:
 
     async def settle(self, member: MemberRange, name: str) -> MemberRange:
         """Fill the held header of ``member`` under ``name`` (same header length)."""
-        length = self._held.pop(member.offset, None)
-        if length is None:
+        held = self._held.pop(member.offset, None)
+        if held is None:
             raise RuntimeError(f"{member.name}: no held header at {member.offset}")
-        try:
-            canonical = validate_member_name(name) == name
-        except UnsafeArchive:
-            canonical = False
         stored = self._stored_header(name, member.size)
-        if not canonical or len(stored) != length:
+        # begin() checked the name the member was written under
+        if (name != held.name and not _canonical(name)) or len(stored) != held.header_length:
             self._fail()
             raise ValueError(f"{name!r} cannot replace {member.name!r}")
         try:
@@ -240,38 +238,47 @@ class ArchiveWriter:
 
     async def _begin(self, name: str, size: int | None, *, reserve: bool) -> None:
         self._need_idle()
-        try:
-            canonical = validate_member_name(name) == name
-        except UnsafeArchive:
-            canonical = False
-        if not canonical:
+        if not _canonical(name):
             raise ValueError(f"not a canonical member name: {name!r}")
         try:
-            raw = tar.header(name, size or 0, self._mtime)
-            stored = self._codec.stored(raw)
-            if reserve:
-                offset = await self._sink.reserve(stored)
+            tar_header = tar.header_length(name)
+            if reserve:  # end() or settle() fills it; zeros until then
+                length = self._codec.stored_length(tar_header)
+                offset = await self._sink.reserve(bytes(length))
             else:
-                offset = self._sink.position
+                stored = self._stored_header(name, size or 0)
+                length, offset = len(stored), self._sink.position
                 await self._sink.write(stored)
         except BaseException:
             self._fail()
             raise
-        self._open = _OpenMember(name, offset, len(stored), len(raw), reserve, size)
+        self._open = _OpenMember(name, offset, length, tar_header, reserve, size)
 
     def _stored_header(self, name: str, size: int) -> bytes:
         return self._codec.stored(tar.header(name, size, self._mtime))
 
+    async def _submit_chunks(self) -> None:
+        """Submit the buffered bytes' whole chunks; keep the rest."""
+        joined = b"".join(self._parts)
+        whole = len(joined) - len(joined) % self._chunk_size
+        rest = joined[whole:]
+        self._parts, self._buffered = ([rest] if rest else []), len(rest)
+        with memoryview(joined) as view:
+            for start in range(0, whole, self._chunk_size):
+                await self._submit(bytes(view[start : start + self._chunk_size]))
+
     async def _submit(self, chunk: bytes) -> None:
-        loop = asyncio.get_running_loop()
         if len(chunk) < self._chunk_size and len(chunk) <= INLINE_BYTES:
-            done: asyncio.Future[bytes] = loop.create_future()
-            done.set_result(self._codec.compress(chunk))
-            self._pending.append(done)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mongosnap-zip")
-            self._pending.append(loop.run_in_executor(self._pool, self._codec.compress, chunk))
+            # a member's small last piece: compressed here, written after the pieces before it
+            compressed = self._codec.compress(chunk)
+            while self._pending:
+                await self._flush_one()
+            await self._sink.write(compressed)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mongosnap-zip")
+        loop = asyncio.get_running_loop()
+        self._pending.append(loop.run_in_executor(self._pool, self._codec.compress, chunk))
         while len(self._pending) >= self._in_flight:
             await self._flush_one()
 
@@ -294,10 +301,24 @@ class ArchiveWriter:
         for future in self._pending:
             future.cancel()
         self._pending.clear()
-        self._buffer.clear()
+        self._parts, self._buffered = [], 0
         self._shutdown()
 
     def _shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+@dataclass
+class _Held:
+    name: str  # the name the member was written under (already checked)
+    header_length: int  # compressed length of its reserved header
+
+
+def _canonical(name: str) -> bool:
+    """Whether ``name`` is a member name a reader takes as it is."""
+    try:
+        return validate_member_name(name) == name
+    except UnsafeArchive:
+        return False

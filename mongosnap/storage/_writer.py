@@ -10,10 +10,8 @@ so a failed writer never leaves a partial object or upload behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
 from types import TracebackType
 
 from .._errors import StorageError
@@ -63,42 +61,45 @@ class BaseWriter(ABC):
         if not data:
             return
         chunk = bytes(data)
-        async with self._aborting_on_error():
-            offset = self._position
-            self._position += len(chunk)
+        offset = self._position
+        self._position += len(chunk)
+        try:
             await self._append(offset, chunk)
+        except BaseException:
+            await self._abort_after_failure()
+            raise
 
     async def reserve(self, placeholder: bytes) -> int:
         self._require_open()
-        async with self._aborting_on_error():
-            if not placeholder:
-                raise StorageError(f"writer for {self.key!r}: cannot reserve zero bytes")
-            chunk = bytes(placeholder)
-            offset = self._position
-            self._reservations[offset] = len(chunk)
-            self._position += len(chunk)
+        if not placeholder:
+            await self._abort_after_failure()
+            raise StorageError(f"writer for {self.key!r}: cannot reserve zero bytes")
+        chunk = bytes(placeholder)
+        offset = self._position
+        self._reservations[offset] = len(chunk)
+        self._position += len(chunk)
+        try:
             await self._append(offset, chunk)
-            return offset
+        except BaseException:
+            await self._abort_after_failure()
+            raise
+        return offset
 
     async def fill(self, offset: int, data: bytes) -> None:
         self._require_open()
-        async with self._aborting_on_error():
-            length = self._reservations.get(offset)
-            if length is None:
-                raise StorageError(
-                    f"writer for {self.key!r}: no unfilled reservation at offset {offset}"
-                )
-            if len(data) != length:
-                raise StorageError(
-                    f"writer for {self.key!r}: the reservation at offset {offset} holds"
-                    f" {length} bytes, fill() got {len(data)}"
-                )
-            del self._reservations[offset]
+        length = self._reservations.pop(offset, None)
+        if length is None or len(data) != length:
+            await self._abort_after_failure()
+            raise StorageError(f"writer for {self.key!r}: {_misfit(offset, length, len(data))}")
+        try:
             await self._fill(offset, bytes(data))
+        except BaseException:
+            await self._abort_after_failure()
+            raise
 
     async def commit(self) -> ObjectInfo:
         self._require_open()
-        async with self._aborting_on_error():
+        try:
             if self._reservations:
                 first = min(self._reservations)
                 raise StorageError(
@@ -106,6 +107,9 @@ class BaseWriter(ABC):
                     " was never filled"
                 )
             info = await self._commit()
+        except BaseException:
+            await self._abort_after_failure()
+            raise
         self._state = "committed"
         return info
 
@@ -135,14 +139,6 @@ class BaseWriter(ABC):
         if self._state != "open":
             raise StorageError(f"writer for {self.key!r} is already {self._state}")
 
-    @contextlib.asynccontextmanager
-    async def _aborting_on_error(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except BaseException:
-            await self._abort_after_failure()
-            raise
-
     async def _abort_after_failure(self) -> None:
         """Abort while an exception is on its way out; log, never mask it.
 
@@ -161,3 +157,10 @@ class BaseWriter(ABC):
             raise
         except Exception as exc:
             log.warning("could not clean up the failed write of %r: %s", self.key, exc)
+
+
+def _misfit(offset: int, length: int | None, got: int) -> str:
+    """Why a fill() at ``offset`` of ``got`` bytes fits no reservation."""
+    if length is None:
+        return f"no unfilled reservation at offset {offset}"
+    return f"the reservation at offset {offset} holds {length} bytes, fill() got {got}"
