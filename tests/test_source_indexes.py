@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from bson.int64 import Int64
 from bson.son import SON
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, MongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
 
 from mongosnap.source import Source
 
@@ -57,3 +59,41 @@ async def test_indexes_are_list_indexes_in_one_command(
     assert list(found[1]["key"].items()) == [("b", -1), ("a", 1)]
     assert missing == []  # as list_indexes: a collection that does not exist has none
     assert [n for n in listener.names if n != "endSessions"] == ["listIndexes"] * 2
+
+
+async def test_indexes_left_for_a_getmore_are_read_through_the_cursor(
+    mongo_uri: str, new_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose listIndexes leaves specs for a getMore (neither MongoDB nor
+    FerretDB does for 64 indexes at most): the reply is cut to one spec with an
+    open cursor on top of the real server's; the command's cursor is killed and
+    every spec read through list_indexes."""
+    with MongoClient(mongo_uri) as client:
+        coll = client[new_database].people
+        coll.insert_one({"a": 1, "b": 2})
+        coll.create_index("a", name="a_1")
+        coll.create_index("b", name="b_1")
+    real = AsyncDatabase.command
+
+    async def partial(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        reply = await real(self, command, *args, **kwargs)
+        if isinstance(command, dict) and "listIndexes" in command:
+            cursor = reply["cursor"]
+            reply["cursor"] = {
+                "id": Int64(4242),
+                "ns": cursor["ns"],
+                "firstBatch": cursor["firstBatch"][:1],
+            }
+        return reply
+
+    monkeypatch.setattr(AsyncDatabase, "command", partial)
+    listener = Commands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[listener])
+    try:
+        found = await Source(client, "test", owned=False).indexes(new_database, "people")
+    finally:
+        await client.close()
+    assert found == expected(mongo_uri, new_database, "people")
+    assert [ix["name"] for ix in found] == ["_id_", "a_1", "b_1"]
+    commands = [n for n in listener.names if n != "endSessions"]
+    assert commands == ["listIndexes", "killCursors", "listIndexes"]
