@@ -12,6 +12,7 @@ import sys
 import tarfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from bson import Binary, Int64, ObjectId, Regex, Timestamp
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING, MongoClient, monitoring
 
 from mongosnap.storage import S3Config, Storage, open_storage
 
@@ -227,3 +228,31 @@ def on_a_terminal(*args: str) -> tuple[int, str, str]:
     os.close(master)
     out, _ = proc.communicate(timeout=60)
     return proc.returncode, screen.decode(errors="replace"), out.decode()
+
+
+class CommandLog(monitoring.CommandListener):
+    """Every command a client sends, in order (pass it as an event listener)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append((event.command_name, event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def names(self) -> list[str]:
+        """The commands' names, but the driver's own endSessions at close."""
+        return [name for name, _ in self.commands if name != "endSessions"]
+
+    def sent(self) -> Counter[str]:
+        """How many of each command, but endSessions."""
+        return Counter(self.names())
+
+    def filters(self, name: str = "listCollections") -> list[Any]:
+        """The ``filter`` of each ``name`` command (None without one)."""
+        return [command.get("filter") for sent, command in self.commands if sent == name]

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Destination, seed, server_documents, split_bson, tar_members
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from helpers import CommandLog, Destination, seed, server_documents, split_bson, tar_members
+from pymongo import AsyncMongoClient, MongoClient
 from test_mongo_tools import mongorestore_copy
 
 from mongosnap import MemoryStorage, backup, heal, verify
@@ -194,37 +194,20 @@ async def test_dropped_and_created_again_during_its_dump_is_vanished(
     assert entry(manifest, "b_victim").status == "vanished"
 
 
-class ListCollections(monitoring.CommandListener):
-    """Records the filter of every listCollections a client sends."""
-
-    def __init__(self) -> None:
-        self.filters: list[Any] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "listCollections":
-            self.filters.append(event.command.get("filter"))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def test_one_existence_check_per_group_of_collections(
     tmp_path: Path, mongo_uri: str, seeded: str
 ) -> None:
     """One listCollections checks the three collections after their dumps (and
     one plans, one checks the first turn); 200 collections:
     test_backup_vanished_groups.py."""
-    listener = ListCollections()
+    listener = CommandLog()
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[listener])
     try:
         result = await backup(client, str(tmp_path), database=seeded)
     finally:
         await client.close()
     assert [c.status for c in result.collections] == ["complete"] * 3
-    assert listener.filters == [
+    assert listener.filters() == [
         None,  # the plan
         {"name": "a_first"},  # a_first's turn
         {"name": {"$in": ["a_first", "b_victim", "c_empty"]}},  # the group, after c_empty

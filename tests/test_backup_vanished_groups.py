@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import seed, server_documents, split_bson, tar_members
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from helpers import CommandLog, seed, server_documents, split_bson, tar_members
+from pymongo import AsyncMongoClient, MongoClient
 from test_mongo_tools import mongorestore_copy
 
 from mongosnap import LocalStorage, backup, verify
@@ -26,32 +26,15 @@ from mongosnap.source import Source
 from mongosnap.storage import local
 
 
-class ListCollections(monitoring.CommandListener):
-    """Records the filter of every listCollections a client sends."""
-
-    def __init__(self) -> None:
-        self.filters: list[Any] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "listCollections":
-            self.filters.append(event.command.get("filter"))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def listened_backup(uri: str, destination: Any, database: str, **options: Any) -> Any:
     """A backup through a client that records its listCollections filters."""
-    listener = ListCollections()
+    listener = CommandLog()
     client: AsyncMongoClient[Any] = AsyncMongoClient(uri, event_listeners=[listener])
     try:
         result = await backup(client, destination, database=database, **options)
     finally:
         await client.close()
-    return result, listener.filters
+    return result, listener.filters()
 
 
 def of(names: list[str]) -> dict[str, Any]:

@@ -12,15 +12,14 @@ import sys
 import tarfile
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Destination, seed, server_documents, split_bson
+from helpers import CommandLog, Destination, seed, server_documents, split_bson
 from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient
 
 import mongosnap
 from mongosnap import MemoryStorage, backup, heal
@@ -442,26 +441,14 @@ async def test_heal_commands(mongo_uri: str, seeded: str, tmp_path: Path) -> Non
     await backup(mongo_uri, tmp_path, database=seeded)
     before = snapshot(mongo_uri, seeded, "apps")
     drop(mongo_uri, seeded, "apps")
-    sent: Counter[str] = Counter()
-
-    class Commands(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            sent[event.command_name] += 1
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-            pass
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None:
-            pass
-
-    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[Commands()])
+    commands = CommandLog()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[commands])
     try:
         report = await heal(client, tmp_path, database=seeded, collections=["apps", "users"])
     finally:
         await client.close()
     assert [o.name for o in report.restored] == ["apps"] and report.ok
-    del sent["endSessions"]
-    assert sent == {
+    assert commands.sent() == {
         "ping": 1,
         "listCollections": 1,
         "create": 1,

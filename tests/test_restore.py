@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import seed, server_documents
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from helpers import CommandLog, seed, server_documents
+from pymongo import AsyncMongoClient, MongoClient
 
 import mongosnap
 from mongosnap import backup, restore
@@ -116,22 +115,6 @@ def test_cli_restore(mongo_uri: str, seeded: str, other_database: str, tmp_path:
     assert "apps" in again.stderr and "Traceback" not in again.stderr
 
 
-class _Commands(monitoring.CommandListener):
-    """Counts the commands a client sends, by name."""
-
-    def __init__(self) -> None:
-        self.sent: Counter[str] = Counter()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.sent[event.command_name] += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 async def test_commands_per_collection(
     mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
 ) -> None:
@@ -139,22 +122,21 @@ async def test_commands_per_collection(
     one for the whole run, then per collection only create, its inserts, its
     indexes and the rename into place; the data intact."""
     await backup(mongo_uri, tmp_path, database=seeded)
-    commands = _Commands()
+    commands = CommandLog()
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[commands])
     try:
         result = await restore(client, tmp_path, database=seeded, to_database=other_database)
     finally:
         await client.close()
     assert [c.status for c in result.collections] == ["restored"] * len(SIZES)
-    sent = {name: n for name, n in commands.sent.items() if name != "endSessions"}
-    assert sent == {
+    assert commands.sent() == {
         "ping": 1,
         "listCollections": 1,
         "create": len(SIZES),
         "insert": sum(1 for n in SIZES.values() if n),  # one batch each
         "createIndexes": 1,  # apps alone has indexes besides _id
         "renameCollection": len(SIZES),
-    }, commands.sent
+    }, commands.sent()
     for name in SIZES:
         assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
             server_documents(mongo_uri, seeded, name)
