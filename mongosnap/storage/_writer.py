@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from types import TracebackType
+from typing import NoReturn, TypeVar
 
 from .._errors import StorageError
 from ._keys import check_key
 from .base import ObjectInfo
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("mongosnap.storage")
 
@@ -63,53 +67,34 @@ class BaseWriter(ABC):
         chunk = bytes(data)
         offset = self._position
         self._position += len(chunk)
-        try:
-            await self._append(offset, chunk)
-        except BaseException:
-            await self._abort_after_failure()
-            raise
+        await self._aborting(self._append(offset, chunk))
 
     async def reserve(self, placeholder: bytes) -> int:
         self._require_open()
         if not placeholder:
-            await self._abort_after_failure()
-            raise StorageError(f"writer for {self.key!r}: cannot reserve zero bytes")
+            await self._refuse(f"writer for {self.key!r}: cannot reserve zero bytes")
         chunk = bytes(placeholder)
         offset = self._position
         self._reservations[offset] = len(chunk)
         self._position += len(chunk)
-        try:
-            await self._append(offset, chunk)
-        except BaseException:
-            await self._abort_after_failure()
-            raise
+        await self._aborting(self._append(offset, chunk))
         return offset
 
     async def fill(self, offset: int, data: bytes) -> None:
         self._require_open()
         length = self._reservations.pop(offset, None)
         if length is None or len(data) != length:
-            await self._abort_after_failure()
-            raise StorageError(f"writer for {self.key!r}: {_misfit(offset, length, len(data))}")
-        try:
-            await self._fill(offset, bytes(data))
-        except BaseException:
-            await self._abort_after_failure()
-            raise
+            await self._refuse(f"writer for {self.key!r}: {_misfit(offset, length, len(data))}")
+        await self._aborting(self._fill(offset, bytes(data)))
 
     async def commit(self) -> ObjectInfo:
         self._require_open()
-        try:
-            if self._reservations:
-                first = min(self._reservations)
-                raise StorageError(
-                    f"cannot commit {self.key!r}: the reservation at offset {first}"
-                    " was never filled"
-                )
-            info = await self._commit()
-        except BaseException:
-            await self._abort_after_failure()
-            raise
+        if self._reservations:
+            first = min(self._reservations)
+            await self._refuse(
+                f"cannot commit {self.key!r}: the reservation at offset {first} was never filled"
+            )
+        info = await self._aborting(self._commit())
         self._state = "committed"
         return info
 
@@ -138,6 +123,23 @@ class BaseWriter(ABC):
     def _require_open(self) -> None:
         if self._state != "open":
             raise StorageError(f"writer for {self.key!r} is already {self._state}")
+
+    async def _aborting(self, step: Awaitable[_T]) -> _T:
+        """Await one backend step; any failure aborts the write first.
+
+        A plain coroutine rather than an async context manager: a backup makes
+        this call several times per collection, and the manager cost more.
+        """
+        try:
+            return await step
+        except BaseException:
+            await self._abort_after_failure()
+            raise
+
+    async def _refuse(self, message: str) -> NoReturn:
+        """A misuse of the writer: abort the write, then raise StorageError."""
+        await self._abort_after_failure()
+        raise StorageError(message)
 
     async def _abort_after_failure(self) -> None:
         """Abort while an exception is on its way out; log, never mask it.
