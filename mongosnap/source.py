@@ -49,7 +49,8 @@ SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 86400.0
 _AUTH_FAILED_CODES = frozenset({18, 13})
-_NAMESPACE_EXISTS = 48
+NAMESPACE_NOT_FOUND = 26
+NAMESPACE_EXISTS = 48
 _NOT_IMPLEMENTED = 238
 INVALID_NAMESPACE = 73
 """FerretDB 1.x answers renameCollection to or from a dotted name with it."""
@@ -58,7 +59,6 @@ log = logging.getLogger("mongosnap.source")
 _INT32 = struct.Struct("<i")
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 _INDEXES: CodecOptions[SON[str, Any]] = CodecOptions(document_class=SON)  # as list_indexes
-_NAMESPACE_NOT_FOUND = 26
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class Source:
             try:
                 reply = await db.command(command, codec_options=_INDEXES)
             except OperationFailure as exc:
-                if exc.code != _NAMESPACE_NOT_FOUND:
+                if exc.code != NAMESPACE_NOT_FOUND:
                     raise
                 return []
             cursor = reply["cursor"]
@@ -337,7 +337,7 @@ class Source:
         try:
             await self.create_collection(database, name, options)
         except SourceError as exc:
-            if error_code(exc) == _NAMESPACE_EXISTS:
+            if error_code(exc) == NAMESPACE_EXISTS:
                 return False
             raise
         return True
@@ -365,7 +365,7 @@ class Source:
             await self._rename(database, source, target, replace)
         except SourceError as exc:
             code = getattr(exc.__cause__, "code", None)
-            if code == _NAMESPACE_EXISTS:
+            if code == NAMESPACE_EXISTS:
                 return False
             if code != _NOT_IMPLEMENTED or not replace:
                 raise

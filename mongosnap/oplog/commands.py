@@ -13,9 +13,10 @@ from typing import Any
 
 from .._errors import ReplayError, SourceError
 from ..archive.metadata import convert_legacy_index
+from ..source import NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, error_code
 from .entry import OplogEntry
 from .scope import Scope
-from .target import NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, ReplayTarget, error_code
+from .target import ReplayTarget
 
 # collMod options forwarded as they are; anything else stops the replay.
 COLLMOD_OPTIONS = frozenset(

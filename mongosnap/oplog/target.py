@@ -11,18 +11,10 @@ from typing import Any
 from bson.raw_bson import RawBSONDocument
 
 from .._errors import SourceError
-from ..source import Source
+from ..source import NAMESPACE_NOT_FOUND, Source, error_code
 from .entry import RAW
 
-NAMESPACE_NOT_FOUND = 26
 INDEX_NOT_FOUND = 27
-NAMESPACE_EXISTS = 48
-
-
-def error_code(exc: SourceError) -> int | None:
-    """The server's error code behind a translated error, if any."""
-    code = getattr(exc.__cause__, "code", None)
-    return code if isinstance(code, int) else None
 
 
 class ReplayTarget(Source):
