@@ -33,16 +33,21 @@ def other_database(mongo_uri: str, seeded: str) -> str:
         client.drop_database(name)
 
 
+def assert_restored_as_seeded(uri: str, seeded: str, restored: str) -> None:
+    """Every collection of SIZES in ``restored`` holds the seeded documents, byte for byte."""
+    for name in SIZES:
+        assert sorted(server_documents(uri, restored, name)) == sorted(
+            server_documents(uri, seeded, name)
+        ), name
+
+
 async def test_restore_latest_into_another_database(
     mongo_uri: str, seeded: str, other_database: str, tmp_path: Path
 ) -> None:
     await backup(mongo_uri, tmp_path, database=seeded)
     result = await restore(mongo_uri, tmp_path, database=seeded, to_database=other_database)
     assert sorted(c.name for c in result.collections) == sorted(SIZES)
-    for name in SIZES:
-        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
-            server_documents(mongo_uri, seeded, name)
-        )
+    assert_restored_as_seeded(mongo_uri, seeded, other_database)
     with MongoClient(mongo_uri) as client:
         names = {ix["name"] for ix in client[other_database].apps.list_indexes()}
     assert names == {"_id_", "by_i", "s_when"}
@@ -137,10 +142,7 @@ async def test_commands_per_collection(
         "createIndexes": 1,  # apps alone has indexes besides _id
         "renameCollection": len(SIZES),
     }, commands.sent()
-    for name in SIZES:
-        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
-            server_documents(mongo_uri, seeded, name)
-        )
+    assert_restored_as_seeded(mongo_uri, seeded, other_database)
 
 
 async def test_a_name_created_after_the_listing_is_left_alone(
@@ -211,10 +213,7 @@ async def test_adjacent_small_collections_share_one_read(
     span = (min(a for a, _ in ranges.values()), max(b for _, b in ranges.values()))
     ranged = [r for r in storage.ranges if r != (0, None)]
     assert span in ranged and len(ranged) == 2, storage.ranges  # the manifest member, the window
-    for name in SIZES:
-        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
-            server_documents(mongo_uri, seeded, name)
-        )
+    assert_restored_as_seeded(mongo_uri, seeded, other_database)
 
 
 async def test_a_failed_shared_read_falls_back_to_each_collections_own(
@@ -230,7 +229,4 @@ async def test_a_failed_shared_read_falls_back_to_each_collections_own(
     assert [c.status for c in result.collections] == ["restored"] * len(SIZES)
     assert set(ranges.values()) <= set(storage.ranges), storage.ranges
     assert any(end is not None and end - start > widest for start, end in storage.ranges)
-    for name in SIZES:
-        assert sorted(server_documents(mongo_uri, other_database, name)) == sorted(
-            server_documents(mongo_uri, seeded, name)
-        )
+    assert_restored_as_seeded(mongo_uri, seeded, other_database)
