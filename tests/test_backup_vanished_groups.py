@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from helpers import CommandLog, seed, server_documents, split_bson, tar_members
 from pymongo import AsyncMongoClient, MongoClient
+from test_backup_vanished import dropper
 from test_mongo_tools import mongorestore_copy
 
 from mongosnap import LocalStorage, backup, verify
@@ -180,18 +181,11 @@ async def test_dropped_at_its_turn_after_a_group_check_has_no_data(
     of it ahead is discarded."""
     seed_large(mongo_uri, new_database, "big")
     seed(mongo_uri, new_database, {"s1": 300, "s2": 20})
-    fired: list[Progress] = []
-
-    def drop_s1(event: Progress) -> None:
-        if event.stage is Stage.DONE and event.collection == "big" and not fired:
-            fired.append(event)
-            with MongoClient(mongo_uri) as client:
-                client[new_database].drop_collection("s1")
-
+    drop_s1 = dropper(mongo_uri, new_database, "s1", Stage.DONE, "big")
     result, filters = await listened_backup(
         mongo_uri, str(tmp_path), new_database, batch_size=50, progress=drop_s1
     )
-    assert fired
+    assert drop_s1.fired
     assert filters[:3] == [None, {"name": "big"}, of(["big", "s1"])]
     manifest = Manifest.from_json((tmp_path / manifest_key(result.archive_key)).read_bytes())
     victim = next(e for e in manifest.collections if e.name == "s1")
