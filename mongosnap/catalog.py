@@ -25,6 +25,18 @@ errors are not per-archive and reach the caller as themselves.
 learn_databases() (or newest_archives(database=...)) streams it once through
 the safe reader to see which ``dump/<db>/`` members it holds.
 
+The time an archive's name gives is the writer's clock. A host whose clock
+runs ahead (NTP broken) names its archive in the future, where it would
+outrank every real archive in heal's order, retention and check's freshness.
+So the name's time is checked against clocks other than the writer's: now,
+and the storage's modification time (an object cannot have been named after
+it was stored). Beyond CLOCK_TOLERANCE the archive is ``skewed`` and ordered
+by ``dated`` (the storage's time) instead; ``when`` is the time every reader
+orders by. A manifest that records the server's clock (written when the
+writer's clock disagreed with it) flags a clock that ran behind too; that
+archive keeps its name's place, as a copied archive would (docs/format.md,
+section 2).
+
 Every read is bounded: a sidecar by the manifest size limit, the tail by
 TAIL_BYTES, and at most READ_CONCURRENCY reads run at once.
 """
@@ -37,10 +49,11 @@ import os
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from . import units
 from ._errors import (
     AccessDenied,
     ArchiveError,
@@ -52,7 +65,13 @@ from ._errors import (
     StorageError,
     UsageError,
 )
-from .archive.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, manifest_key
+from .archive.manifest import (
+    CLOCK_TOLERANCE,
+    MANIFEST_SUFFIX,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    manifest_key,
+)
 from .archive.manifest import parse_archive_name as _parse_name
 from .archive.names import MANIFEST_MEMBER, parse_member_name
 from .archive.reader import read_archive
@@ -136,6 +155,17 @@ class ArchiveInfo:
     databases: frozenset[str] | None = None
     """The databases it holds: from the sidecar manifest (even one that does
     not match), for a legacy archive from learn_databases(); None if unknown."""
+    skewed: str = ""
+    """Why the time in the name is not trusted (its writer's clock was off);
+    empty when it is."""
+    dated: datetime | None = None
+    """When a skewed name runs ahead: the time other clocks give (the
+    storage's modification time, at most now), which ``when`` then is."""
+
+    @property
+    def when(self) -> datetime:
+        """The time readers order by: ``created`` unless the name ran ahead."""
+        return self.created if self.dated is None else self.dated
 
     @property
     def trusted(self) -> bool:
@@ -182,7 +212,7 @@ async def _list_archives(storage: Storage, prefix: str) -> list[ArchiveInfo]:
             raise result
         if result is not None:
             found.append(result)
-    return sorted(found, key=lambda info: (info.created, info.key), reverse=True)
+    return sorted(found, key=order, reverse=True)
 
 
 async def newest_archives(
@@ -198,9 +228,12 @@ async def newest_archives(
     databases cannot be told (a damaged archive: the caller's checks judge it).
     """
     objects, sidecars = await _scan(storage, prefix)
-    newest = sorted(objects, key=lambda o: (archive_time(o.key, o.modified), o.key), reverse=True)
-    for obj in newest:
-        info = await _describe(storage, obj, manifest_key(obj.key) in sidecars)
+    now = datetime.now(UTC)
+    listed = sorted((_placeholder(obj, now) for obj in objects), key=order, reverse=True)
+    by_key = {obj.key: obj for obj in objects}
+    for placed in listed:
+        obj = by_key[placed.key]
+        info = await _describe(storage, obj, manifest_key(obj.key) in sidecars, placed)
         if info is not None and (database is None or await _may_hold(storage, info, database)):
             yield info
 
@@ -300,6 +333,12 @@ def archive_codec(key: str) -> str | None:
     return next(name for name, cls in CODECS.items() if base.endswith(cls.suffix))
 
 
+def order(info: ArchiveInfo) -> tuple[datetime, bool, str]:
+    """The sort key of every reader (reversed: newest first): ``when``; within
+    one second (the names' resolution) a trusted name before a skewed one."""
+    return info.when, not info.skewed, info.key
+
+
 def archive_time(key: str, modified: datetime | None = None) -> datetime:
     """The time an archive's name gives; for a legacy name that does not follow
     the pattern, a date found in it, else the modification time."""
@@ -317,9 +356,11 @@ def archive_time(key: str, modified: datetime | None = None) -> datetime:
 # ---------------------------------------------------------------- internals
 
 
-async def _describe(storage: Storage, obj: ObjectInfo, has_sidecar: bool) -> ArchiveInfo | None:
+async def _describe(
+    storage: Storage, obj: ObjectInfo, has_sidecar: bool, base: ArchiveInfo | None = None
+) -> ArchiveInfo | None:
     """Classify one archive object; None if it vanished meanwhile."""
-    base = _placeholder(obj)
+    base = base if base is not None else _placeholder(obj, datetime.now(UTC))
     try:
         return await _classify(storage, obj, base, has_sidecar)
     except ObjectArchived as exc:
@@ -378,13 +419,14 @@ async def _judge_sidecar(storage: Storage, base: ArchiveInfo) -> ArchiveInfo | N
     problem = _mismatch(manifest, base)
     if problem:
         return replace(_incomplete(base, problem, SidecarState.MISMATCH), databases=databases)
-    return replace(
+    judged = replace(
         base,
         status=ArchiveStatus.COMPLETE,
         manifest=manifest,
         sidecar=SidecarState.MATCHES,
         databases=databases,
     )
+    return judged if judged.skewed else _server_skew(judged, manifest.server_time)
 
 
 async def _may_hold(storage: Storage, info: ArchiveInfo, database: str) -> bool:
@@ -444,11 +486,11 @@ async def _tail_has_manifest(storage: Storage, obj: ObjectInfo) -> bool:
     return any(marker in tail for marker in _MARKERS)
 
 
-def _placeholder(obj: ObjectInfo) -> ArchiveInfo:
+def _placeholder(obj: ObjectInfo, now: datetime) -> ArchiveInfo:
     """What the listing alone says of an archive: enough to order it."""
     codec = archive_codec(obj.key)
     assert codec is not None
-    return ArchiveInfo(
+    info = ArchiveInfo(
         key=obj.key,
         size=obj.size,
         created=archive_time(obj.key, obj.modified),
@@ -457,6 +499,55 @@ def _placeholder(obj: ObjectInfo) -> ArchiveInfo:
         manifest=None,
         modified=obj.modified,
     )
+    return _check_clock(info, now)
+
+
+def _check_clock(info: ArchiveInfo, now: datetime) -> ArchiveInfo:
+    """Flag a name dated after now, or after the storage wrote the object,
+    beyond CLOCK_TOLERANCE, and date it by the earlier of those instead."""
+    witnesses = [(now, "now")]
+    if info.modified is not None:
+        witnesses.append((info.modified.astimezone(UTC), "the storage's clock, which wrote it"))
+    dated, clock = min(witnesses, key=lambda w: w[0])
+    dated = dated.replace(microsecond=0)  # the resolution of the names it is ordered among
+    ahead = info.created - dated
+    if ahead <= CLOCK_TOLERANCE:
+        return info
+    skewed = (
+        f"the writer's clock ran ahead: named {_span(ahead)} after {clock}"
+        f" ({_utc(dated)}); ordered by that time"
+    )
+    return replace(info, skewed=skewed, dated=dated)
+
+
+def _server_skew(info: ArchiveInfo, server: datetime | None) -> ArchiveInfo:
+    """What a manifest's record of the server's clock says of the name's time.
+
+    Ahead: dated by the server's clock (this reorders only readers that sort
+    after classifying; the storage's clock has usually caught it before).
+    Behind: flagged, ordered by its name, so it looks older than it is: the
+    safe side for freshness, and retention keeps the newer-named archives."""
+    if server is None or abs(info.created - server) <= CLOCK_TOLERANCE:
+        return info
+    if info.created > server:
+        skewed = (
+            f"the writer's clock ran ahead: named {_span(info.created - server)} after the"
+            f" server's clock ({_utc(server)}); ordered by that time"
+        )
+        return replace(info, skewed=skewed, dated=server.replace(microsecond=0))
+    skewed = (
+        f"the writer's clock ran behind: named {_span(server - info.created)} before the"
+        f" server's clock ({_utc(server)}); ordered by its name"
+    )
+    return replace(info, skewed=skewed)
+
+
+def _span(delta: timedelta) -> str:
+    return units.duration(delta)
+
+
+def _utc(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _incomplete(
@@ -477,6 +568,7 @@ async def _closing(stream: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[
 
 
 __all__ = [
+    "CLOCK_TOLERANCE",
     "LATEST",
     "ArchiveInfo",
     "ArchiveStatus",
@@ -487,6 +579,7 @@ __all__ = [
     "list_archives",
     "load_manifest",
     "newest_archives",
+    "order",
     "read_sidecar",
     "resolve",
 ]

@@ -18,6 +18,7 @@ import uuid as uuidlib
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import bson
@@ -177,6 +178,14 @@ class Source:
     async def server_version(self) -> str:
         info = await self._command("admin", {"buildInfo": 1})
         return str(info.get("version", ""))
+
+    async def server_time(self) -> datetime | None:
+        """The server's clock (``hello``'s ``localTime``), or None if it does not say."""
+        reply = await self._command("admin", {"hello": 1})
+        when = reply.get("localTime")
+        if not isinstance(when, datetime):
+            return None
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
     async def _command(self, database: str, command: dict[str, Any]) -> Any:
         with self._translate(database):

@@ -31,14 +31,22 @@ def at(day: int, hour: int = 3, minute: int = 0) -> datetime:
 
 @contextmanager
 def clock(when: datetime) -> Iterator[None]:
-    """Make the backup pipeline believe it starts at ``when`` (it names the archive)."""
+    """Make the backup pipeline believe it starts at ``when`` (it names the archive),
+    and the server agree: a backup of the past, not one from a host whose clock is
+    off (tests/test_clock_skew.py runs those)."""
 
     class Fixed(datetime):
         @classmethod
         def now(cls, tz: Any = None) -> Any:
             return when
 
-    with mock.patch.object(backup_module, "datetime", Fixed):
+    async def server_time(self: Any) -> datetime:
+        return when
+
+    with (
+        mock.patch.object(backup_module, "datetime", Fixed),
+        mock.patch.object(backup_module.Source, "server_time", server_time),
+    ):
         yield
 
 

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .._errors import CorruptArchive
@@ -32,6 +32,10 @@ MAX_MANIFEST_VALUES = 2_000_000
 """Most JSON values accepted, counted as containers plus separators (about 36 per
 collection entry)."""
 MAX_OFFSET = 1 << 53
+CLOCK_TOLERANCE = timedelta(minutes=15)
+"""How far two clocks may disagree before an archive's time is not trusted
+(docs/format.md, section 2): NTP keeps clocks within seconds; a backup's
+start, its name and its storage's write time may be minutes apart."""
 MAX_TEXT = 4096
 
 COMPLETE = "complete"
@@ -329,6 +333,9 @@ class Manifest:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     oplog: OplogWindow | None = None  # optional: written only by backup --oplog
+    server_time: datetime | None = None
+    """Optional: the server's clock when the dump started, written only when it
+    and the writer's clock (``started``) disagree by more than CLOCK_TOLERANCE."""
 
     def __post_init__(self) -> None:  # lists in, tuples kept: the manifest stays immutable
         object.__setattr__(self, "databases", tuple(self.databases))
@@ -350,6 +357,10 @@ class Manifest:
             "created": _iso(self.created),
             "started": _iso(self.started),
             "finished": _iso(self.finished),
+        }
+        if self.server_time is not None:
+            doc["server_time"] = _iso(self.server_time)
+        doc |= {
             "source": self.source.to_dict(),
             "databases": list(self.databases),
             "collections": [c.to_dict() for c in self.collections],
@@ -378,7 +389,7 @@ class Manifest:
             raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except ValueError as exc:
             raise CorruptArchive(f"manifest is not valid JSON: {exc}") from exc
-        d = _fields(raw, "manifest", _TOP_KEYS, optional=("oplog",))
+        d = _fields(raw, "manifest", _TOP_KEYS, optional=("oplog", "server_time"))
         if d["format"] != FORMAT_NAME:
             raise CorruptArchive(f"not a {FORMAT_NAME} manifest: format {d['format']!r}")
         if d["format_version"] != FORMAT_VERSION or isinstance(d["format_version"], bool):
@@ -401,6 +412,9 @@ class Manifest:
             manifest=MemberRange.from_dict(d["manifest"], "manifest"),
             totals=Totals.from_dict(d["totals"]),
             oplog=OplogWindow.from_dict(d["oplog"]) if "oplog" in d else None,
+            server_time=(
+                _parse_time(d["server_time"], "server_time") if "server_time" in d else None
+            ),
         )
         manifest.check()
         return manifest

@@ -80,6 +80,8 @@ class Verdict:
     archive: ArchiveInfo | None = None
     age: timedelta | None = None
     skipped: list[str] = field(default_factory=list)
+    skewed: list[ArchiveInfo] = field(default_factory=list)
+    """Complete archives passed over for freshness: their writer's clock ran ahead."""
     error: MongosnapError | None = None
 
     def line(self) -> str:
@@ -108,6 +110,7 @@ class Verdict:
             "max_age_seconds": self.max_age.total_seconds(),
             "warn_age_seconds": None if self.warn_age is None else self.warn_age.total_seconds(),
             "incomplete_skipped": self.skipped,
+            "clock_skewed": [{"archive": a.key, "problem": a.skewed} for a in self.skewed],
         }
         if self.error is not None:
             out["error"] = {
@@ -123,7 +126,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if args.extra:
             raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
-        info = await _newest(args, verdict.skipped)
+        info = await _newest(args, verdict.skipped, verdict.skewed)
         _judge(verdict, info, datetime.now(UTC))
     except MongosnapError as exc:  # the probe could not look: UNKNOWN, not CRITICAL
         verdict.status, verdict.error = Status.UNKNOWN, exc
@@ -135,8 +138,12 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     return verdict.status.value
 
 
-async def _newest(args: argparse.Namespace, skipped: list[str]) -> ArchiveInfo | None:
-    """The newest COMPLETE archive (holding args.database, if given); None if there is none."""
+async def _newest(
+    args: argparse.Namespace, skipped: list[str], skewed: list[ArchiveInfo]
+) -> ArchiveInfo | None:
+    """The newest COMPLETE archive (holding args.database, if given) whose name's
+    time can be trusted; None if there is none. Those passed over go to
+    ``skipped`` (incomplete) and ``skewed`` (a clock was off)."""
     from ..catalog import ArchiveStatus, newest_archives  # imported on use: fast --help
     from ..storage import open_storage
 
@@ -148,7 +155,9 @@ async def _newest(args: argparse.Namespace, skipped: list[str]) -> ArchiveInfo |
                 if info.status is ArchiveStatus.INCOMPLETE:
                     skipped.append(info.key)
                 elif info.status is ArchiveStatus.COMPLETE and _holds(info, args.database):
-                    return info
+                    if info.dated is None:  # a name that ran ahead cannot say it is fresh
+                        return info
+                    skewed.append(info)
     finally:
         await storage.aclose()
     return None
@@ -165,6 +174,7 @@ def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:
         verdict.message = f"no complete {what} in {verdict.destination}"
         if verdict.skipped:
             verdict.message += f" ({len(verdict.skipped)} incomplete)"
+        verdict.message += _clock_note(verdict)
         return
     verdict.archive, verdict.age = info, max(now - info.created, timedelta(0))
     if verdict.age > verdict.max_age:
@@ -188,3 +198,17 @@ def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:
     )
     if verdict.skipped:
         verdict.message += f"; {len(verdict.skipped)} newer incomplete"
+    if verdict.skewed and verdict.status is Status.OK:
+        verdict.status = Status.WARNING  # a backup host's clock is off: someone should look
+    verdict.message += _clock_note(verdict)
+
+
+def _clock_note(verdict: Verdict) -> str:
+    """Why newer complete archives did not count: their writer's clock was off."""
+    if not verdict.skewed:
+        return ""
+    first = verdict.skewed[0]
+    return (
+        f"; not counted, their time cannot be trusted: {len(verdict.skewed)} complete"
+        f" archive(s) ({first.key}: {first.skewed})"
+    )

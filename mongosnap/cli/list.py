@@ -67,6 +67,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
         return 0
     out.write(table([_row(a) for a in archives]))
+    write_skewed(archives, out)
     if coverage is not None and (coverage.chunks or coverage.gaps or coverage.incomplete):
         out.write("\noplog (mongosnap oplog DEST --list --json for the details):\n")
         write_coverage(coverage, out)
@@ -112,16 +113,28 @@ def as_dict(info: ArchiveInfo) -> dict[str, Any]:
         "codec": info.codec,
         "status": info.status.value,
         "problem": info.problem or None,
+        "skewed": info.skewed or None,
+        "ordered_at": info.when.isoformat().replace("+00:00", "Z"),
         "databases": None if manifest is None else list(manifest.databases),
         "collections": None if manifest is None else len(manifest.collections),
         "documents": None if manifest is None else sum(c.documents for c in manifest.collections),
     }
 
 
+def write_skewed(archives: list[ArchiveInfo], out: TextIO) -> None:
+    """Under the table: the archives marked ``!``, whose writer's clock was off."""
+    skewed = [a for a in archives if a.skewed]
+    if not skewed:
+        return
+    out.write("\n! the time in the name cannot be trusted (docs/format.md, section 2):\n")
+    for info in skewed:
+        out.write(f"  {info.key}: {info.skewed}\n")
+
+
 def _row(info: ArchiveInfo) -> tuple[str, ...]:
     manifest = info.manifest
     return (
-        f"{info.created:%Y-%m-%d %H:%M:%S}",
+        f"{info.created:%Y-%m-%d %H:%M:%S}" + ("!" if info.skewed else ""),
         info.key,
         human_size(info.size),
         info.status.value,

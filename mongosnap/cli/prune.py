@@ -90,6 +90,10 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         write_json(report.to_dict(), out)
     else:
         _print(report, out)
+    for decision in report.decisions:
+        if decision.archive.skewed:
+            key, why = decision.archive.key, decision.archive.skewed
+            print(f"mongosnap: warning: {key}: {why}", file=sys.stderr)
     for decision in report.unknown:
         print(
             f"mongosnap: warning: kept {decision.archive.key}: {decision.unknown}", file=sys.stderr

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .. import units
 from .._aio import shielded
 from .._errors import (
     DatabaseNotFound,
@@ -39,6 +40,7 @@ from .._errors import (
 from .._version import __version__
 from ..archive import ArchiveWriter, metadata, names
 from ..archive.manifest import (
+    CLOCK_TOLERANCE,
     COMPLETE,
     MAX_COLLECTIONS,
     VANISHED,
@@ -245,6 +247,7 @@ class _Job:
         # backup --oplog: appends dump/oplog.bson after the collections (oplog/capture.py)
         self.oplog_hook: Callable[..., Awaitable[OplogWindow]] | None = None
         self.oplog: OplogWindow | None = None
+        self.server_time: datetime | None = None  # recorded when the clocks disagree
         self.parallel = PARALLEL
         self.read_ahead = READ_AHEAD
         self.range_size = 0  # bytes per _id range of a large collection; 0: never split
@@ -258,6 +261,7 @@ class _Job:
     async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
         clock = time.monotonic()
+        await self._compare_clocks(started)
         key, claim = await self._claim(started)
         try:
             return await self._write(key, specs, started, clock)
@@ -289,6 +293,21 @@ class _Job:
             await shielded(self._withdraw(key, exc))
             raise
         return self._result(key, side_key, started, finished, info.size)
+
+    async def _compare_clocks(self, started: datetime) -> None:
+        """Record the server's clock when ours disagrees with it (docs/format.md,
+        section 2): the name keeps our time, the manifest the server's, and
+        readers order the archive by a clock they can trust."""
+        server = await self.src.server_time()
+        if server is None or abs(server - started) <= CLOCK_TOLERANCE:
+            return
+        self.server_time = server
+        log.warning(
+            "this host's clock (%s) and the server's (%s) differ by more than %s:"
+            " the archive's name carries this host's time, its manifest records the"
+            " server's; fix the clock (NTP)",
+            *(_iso_time(started), _iso_time(server), units.duration(CLOCK_TOLERANCE)),
+        )
 
     # -- naming: claim a free name before the dump
 
@@ -602,6 +621,7 @@ class _Job:
             databases=list(dict.fromkeys(e.database for e in self.entries)),
             collections=self.entries,
             oplog=self.oplog,
+            server_time=self.server_time,
         )
 
     def _result(
@@ -688,6 +708,10 @@ class _Data:
 def _same(spec: CollectionSpec, now: CollectionSpec | None) -> bool:
     """Whether ``now`` is still the collection ``spec`` listed (by UUID where known)."""
     return now is not None and (not spec.uuid or not now.uuid or now.uuid == spec.uuid)
+
+
+def _iso_time(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _claim_body(when: datetime) -> bytes:

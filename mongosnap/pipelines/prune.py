@@ -9,6 +9,10 @@ archives that hold it, newest first:
                  lets prune empty the destination)
 ``keep_daily``   the newest of each of the N most recent days that have one (UTC)
 
+"Newest" and "created" go by ``ArchiveInfo.when``: an archive whose name its
+writer's clock put in the future counts at the time the storage wrote it, so
+it never outranks, nor pushes out of ``keep_within``, the archives after it.
+
 and each database's newest COMPLETE archive is never deleted, whatever the
 rules say. An archive is kept when any of its databases' rules keeps it, so
 an archive of database A never stands in for a copy of database B.
@@ -38,7 +42,7 @@ from typing import Any
 
 from .._errors import UsageError
 from ..archive.manifest import manifest_key
-from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives
+from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives, order
 from ..oplog.position import Ts
 from ..oplog.retention import OplogPrune, prune_oplog
 from ..storage import S3Config, Storage, opened
@@ -66,6 +70,7 @@ class PruneDecision:
         return {
             "key": self.archive.key,
             "created": self.archive.created.isoformat(),
+            "skewed": self.archive.skewed or None,
             "size": self.archive.size,
             "status": self.archive.status.value,
             "sidecar": self.archive.sidecar.value,
@@ -153,7 +158,7 @@ def replay_start(info: ArchiveInfo) -> Ts | None:
     """Where a point-in-time replay from this archive would start, if it can.
 
     Its consistent point; for an archive whose manifest cannot be read now, the
-    time in its name (no consistent point comes before it); None for archives
+    time it is ordered by (no consistent point comes before it); None for archives
     that have no oplog window, legacy ones included.
     """
     if info.manifest is not None:
@@ -161,7 +166,7 @@ def replay_start(info: ArchiveInfo) -> Ts | None:
         return None if window is None else Ts(*window.last_ts)
     if info.status is ArchiveStatus.LEGACY:
         return None
-    return Ts(int(info.created.timestamp()), 0)
+    return Ts(int(info.when.timestamp()), 0)
 
 
 def plan(
@@ -176,7 +181,7 @@ def plan(
     Rules apply per database (``ArchiveInfo.databases``); INCOMPLETE archives
     are deleted only if the storage wrote them before ``written_before``.
     """
-    ordered = sorted(archives, key=lambda a: (a.created, a.key), reverse=True)
+    ordered = sorted(archives, key=order, reverse=True)
     reasons: dict[str, dict[str, None]] = {a.key: {} for a in ordered}
     kept_for: dict[str, dict[str, None]] = {a.key: {} for a in ordered}
     newest: dict[str, ArchiveInfo] = {}
@@ -237,7 +242,7 @@ def _rules(
         yield "keep-last", info
     if keep_within is not None and group:
         for info in group:
-            if info.created >= group[0].created - keep_within:
+            if info.when >= group[0].when - keep_within:
                 yield "keep-within", info
     for info in _daily(group, keep_daily or 0):
         yield "keep-daily", info
@@ -247,7 +252,7 @@ def _daily(trusted: Iterable[ArchiveInfo], days: int) -> list[ArchiveInfo]:
     """The newest archive of each of the ``days`` most recent days that have one."""
     picked: dict[date, ArchiveInfo] = {}
     for info in trusted:  # newest first, so the first of each day is its newest
-        day = info.created.astimezone(UTC).date()
+        day = info.when.astimezone(UTC).date()
         if day not in picked:
             if len(picked) == days:
                 break
@@ -287,10 +292,7 @@ def _older_than_complete(info: ArchiveInfo, newest: dict[str, ArchiveInfo]) -> b
     databases = info.databases or newest.keys()
     if not databases:
         return False
-    return all(
-        d in newest and (info.created, info.key) < (newest[d].created, newest[d].key)
-        for d in databases
-    )
+    return all(d in newest and order(info) < order(newest[d]) for d in databases)
 
 
 __all__ = [
