@@ -229,3 +229,22 @@ def test_a_store_that_checks_request_time_refuses_the_skewed_backup(
     assert done.returncode != 0
     assert "RequestTimeTooSkewed" in done.stderr
     assert dest.keys() == [] and dest.pending_uploads() == []
+
+
+def test_a_clock_behind_is_flagged_and_keeps_its_place(
+    tmp_path: Path, testbed: Any, new_bucket: Any, mongo_uri: str, new_database: str
+) -> None:
+    dest = make_destination("local", tmp_path, testbed, new_bucket)
+    grow_to(mongo_uri, new_database, 10)
+    real = backup(dest, mongo_uri, new_database)
+    behind = backup(dest, mongo_uri, new_database, ahead="-30d")
+
+    listed = json.loads(cli(dest, "list", dest.url, "--json").stdout)
+    assert [a["key"] for a in listed] == [real, behind]  # by its name: it looks older
+    assert "the writer's clock ran behind" in listed[1]["skewed"]
+    assert listed[1]["ordered_at"] == listed[1]["created"]
+    assert listed[0]["skewed"] is None
+
+    # it looks 30 days old: stale, the safe side
+    done = cli(dest, "check", dest.url, "--prefix", behind[:10])  # its day only
+    assert done.returncode == CRITICAL, done.stdout

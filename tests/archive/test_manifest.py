@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -267,3 +268,19 @@ def test_archive_names() -> None:
     ):
         assert parse_archive_name(other) is None
     assert manifest_key("p/x.tar.gz") == "p/x.tar.gz.manifest.json"
+
+
+def test_server_time_is_optional_and_round_trips() -> None:
+    """Written only when the writer's and the server's clocks disagree; a manifest
+    without it (every older archive) parses as before."""
+    plain = sample()
+    assert b"server_time" not in plain.to_json()
+    assert Manifest.from_json(plain.to_json()).server_time is None
+    skewed = replace(plain, server_time=WHEN - timedelta(days=365))
+    data = skewed.to_json()
+    assert b'"server_time": "2025-03-01T02:03:04Z"' in data
+    assert Manifest.from_json(data) == skewed
+    raw = json.loads(data)
+    raw["server_time"] = "2025-03-01T02:03:04+00:00"
+    with pytest.raises(CorruptArchive, match="server_time is not a UTC time"):
+        Manifest.from_json(json.dumps(raw).encode())
