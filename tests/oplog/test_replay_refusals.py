@@ -1,0 +1,226 @@
+"""An entry that cannot be applied, or whose write the server refuses, takes nothing
+else with it: heal and ``restore --to-ts``/``--to-time`` leave the collection as the
+archive plus every entry before that one, compared byte for byte.
+
+The archive is a real ``backup --oplog`` of the oplog FerretDB; the chunk after its
+consistent point is written by hand with MongoDB's entry shapes, among them one
+FerretDB refuses (nested arrays) and hostile ones no server logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+from bson import Int64
+from bson.timestamp import Timestamp
+from helpers import run_cli, server_documents
+from pymongo import MongoClient
+
+import mongosnap
+from mongosnap.archive.manifest import Manifest
+from mongosnap.codecs import get_codec
+from mongosnap.oplog import chunks
+from mongosnap.oplog.chunks import ChunkInfo
+from mongosnap.oplog.position import Ts
+
+GZIP = get_codec("gzip")
+SEEDED = 50
+
+
+def seeded(i: int) -> dict[str, Any]:
+    return {"_id": i, "n": i, "arr": [i, i + 1], "s": "x" * 20}
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A backup --oplog of SEEDED documents, and where its chunk starts."""
+
+    uri: str
+    dest: Path
+    database: str
+    key: str
+    start: Ts
+
+
+def _archive(uri: str, dest: Path) -> Archived:
+    database = f"refuse_{uuid.uuid4().hex[:10]}"
+    with MongoClient(uri) as client:
+        client[database]["events"].insert_many([seeded(i) for i in range(SEEDED)])
+    done = asyncio.run(mongosnap.backup(uri, str(dest), database=database, oplog=True))
+    manifest = Manifest.from_json((dest / done.manifest_key).read_bytes())
+    assert manifest.oplog is not None
+    return Archived(uri, dest, database, done.archive_key, Ts(*manifest.oplog.last_ts))
+
+
+@pytest.fixture
+def archived(mongo_oplog_uri: str, tmp_path: Path) -> Iterator[Archived]:
+    found = _archive(mongo_oplog_uri, tmp_path / "dest")
+    yield found
+    with MongoClient(mongo_oplog_uri) as client:
+        client.drop_database(found.database)
+
+
+@pytest.fixture
+def target_database(mongo_uri: str) -> Iterator[str]:
+    name = f"restored_{uuid.uuid4().hex[:10]}"
+    yield name
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(name)
+
+
+class History:
+    """Entries after the consistent point, and the collection they make of the seed."""
+
+    def __init__(self, archived: Archived) -> None:
+        self.ns = f"{archived.database}.events"
+        self.second = archived.start.t + 1
+        self.entries: list[bytes] = []
+        self.docs = {i: seeded(i) for i in range(SEEDED)}
+        self.frozen: dict[int, dict[str, Any]] | None = None
+
+    def _ts(self) -> Timestamp:
+        return Timestamp(self.second, len(self.entries) + 1)
+
+    def _add(self, op: str, o: dict[str, Any], o2: dict[str, Any] | None = None) -> None:
+        entry = {"ts": self._ts(), "t": Int64(1), "v": 2, "op": op, "ns": self.ns, "o": o}
+        if o2 is not None:
+            entry["o2"] = o2
+        self.entries.append(bson.encode(entry))
+
+    def set_n(self, i: int, n: int) -> None:
+        self._add("u", {"$v": 2, "diff": {"u": {"n": n}}}, {"_id": i})
+        self.docs[i]["n"] = n
+
+    def insert(self, i: int) -> None:
+        self.docs[i] = seeded(i)
+        self._add("i", seeded(i))
+
+    def delete(self, i: int) -> None:
+        self._add("d", {"_id": i})
+        del self.docs[i]
+
+    def hostile(self, i: int, o: dict[str, Any]) -> Timestamp:
+        """An update the replay must stop on: the expected state is the one before it."""
+        ts = self._ts()
+        self._add("u", o, {"_id": i})
+        self.frozen = copy.deepcopy(self.docs)
+        return ts
+
+    def expected(self) -> list[bytes]:
+        docs = self.docs if self.frozen is None else self.frozen
+        return [bson.encode(docs[i]) for i in sorted(docs)]
+
+    def write_chunk(self, archived: Archived) -> Ts:
+        """One chunk from the consistent point to the second after the entries (no-ops
+        at both ends); the ts of the last entry."""
+        start, end = archived.start, Ts(self.second + 1, 1)
+        stream = [_noop(start), *self.entries, _noop(end)]
+        raw, packed, digest = chunks.encode_chunk(stream, GZIP)
+        key = chunks.chunk_key(start, end, GZIP)
+        info = ChunkInfo(
+            *(key.removeprefix("oplog/"), "gzip", start, end, None, len(stream)),
+            *(len(raw), digest, len(packed), "h:1", datetime.now(UTC)),
+            key=chunks.sidecar_key(key),
+        )
+        (archived.dest / "oplog").mkdir(exist_ok=True)
+        (archived.dest / key).write_bytes(packed)
+        (archived.dest / info.key).write_bytes(info.to_json())
+        return Ts(self.second, len(self.entries))
+
+
+def _noop(ts: Ts) -> bytes:
+    return bson.encode({"ts": ts.to_bson(), "op": "n", "ns": "", "o": {"msg": "periodic noop"}})
+
+
+REFUSED = {"$v": 2, "diff": {"i": {"grid": [[1, 2], [3]]}}}  # FerretDB: nested arrays
+PADDED = {"$v": 2, "diff": {"sarr": {"a": True, "u2000000": 1}}}  # past the server's padding
+
+
+def _history(archived: Archived, hostile: dict[str, Any]) -> tuple[History, Timestamp, Ts]:
+    """Writes on both sides of one hostile entry, all in one replay batch."""
+    history = History(archived)
+    for i in range(10):
+        history.set_n(i, 1000 + i)
+    for i in range(SEEDED, SEEDED + 3):
+        history.insert(i)
+    history.delete(10)
+    stop = history.hostile(11, hostile)
+    for i in (*range(10), *range(11, 21)):
+        history.set_n(i, 2000 + i)
+    for i in range(SEEDED + 3, SEEDED + 6):
+        history.insert(i)
+    history.delete(12)
+    return history, stop, history.write_chunk(archived)
+
+
+def _collection(uri: str, database: str) -> list[bytes]:
+    return sorted(server_documents(uri, database, "events"), key=lambda d: bson.decode(d)["_id"])
+
+
+@pytest.mark.parametrize("hostile", [REFUSED, PADDED], ids=["refused", "padded"])
+async def test_heal_stops_before_the_entry_and_keeps_every_document(
+    archived: Archived, hostile: dict[str, Any]
+) -> None:
+    history, stop, _ = _history(archived, hostile)
+    with MongoClient(archived.uri) as client:
+        client[archived.database].drop_collection("events")
+    warnings: list[str] = []
+
+    report = await mongosnap.heal(
+        archived.uri,
+        str(archived.dest),
+        database=archived.database,
+        collections=["events"],
+        warn=warnings.append,
+    )
+
+    assert report.ok, report.to_dict()
+    assert _collection(archived.uri, archived.database) == history.expected()
+    [warning] = warnings
+    assert f"ts={stop.time}:{stop.inc} op='u'" in warning, warning
+    assert "oplog replay stopped" in warning and "entries before it are applied" in warning
+
+
+@pytest.mark.parametrize("hostile", [REFUSED, PADDED], ids=["refused", "padded"])
+@pytest.mark.parametrize("flag", ["--to-ts", "--to-time"])
+def test_restore_to_a_point_stops_before_the_entry_and_keeps_every_document(
+    archived: Archived, mongo_uri: str, target_database: str, hostile: dict[str, Any], flag: str
+) -> None:
+    history, stop, last = _history(archived, hostile)
+    when = str(last) if flag == "--to-ts" else f"{datetime.fromtimestamp(last.t, UTC):%FT%TZ}"
+    done = run_cli(
+        *("restore", "latest", str(archived.dest), mongo_uri, archived.database),
+        *("--to-database", target_database, flag, when, "--json"),
+    )
+    assert done.returncode == 50, done.stderr
+    assert f"ts={stop.time}:{stop.inc} op='u'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _collection(mongo_uri, target_database) == history.expected()
+
+
+def test_restore_report_without_the_hostile_entry_reaches_the_target(
+    archived: Archived, mongo_uri: str, target_database: str
+) -> None:
+    """The same history without the hostile entry restores all of it (exit 0)."""
+    history = History(archived)
+    for i in range(10):
+        history.set_n(i, 1000 + i)
+    history.delete(10)
+    last = history.write_chunk(archived)
+    done = run_cli(
+        *("restore", "latest", str(archived.dest), mongo_uri, archived.database),
+        *("--to-database", target_database, "--to-ts", str(last), "--json"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["restored_to"] == str(last)
+    assert _collection(mongo_uri, target_database) == history.expected()
