@@ -43,7 +43,7 @@ from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from .._errors import ReplayError, SourceError
+from .._errors import ArchiveError, MongosnapError, ReplayError, SourceError
 from ..clients import MongoSource
 from ..source import Source
 from .batch import Batch, Change, id_key
@@ -145,10 +145,10 @@ class Replayer:
         finally:
             self.report.pending_transactions = self._txns.pending
 
-    async def _run_window(self, entries: list[OplogEntry | ReplayError]) -> bool:
+    async def _run_window(self, entries: list[OplogEntry | MongosnapError]) -> bool:
         """Apply entries in order; False once a stop condition is met."""
         for entry in entries:
-            if isinstance(entry, ReplayError):
+            if isinstance(entry, MongosnapError):
                 await self._flush()  # the entries before it, whole
                 raise entry
             if self.until is not None and entry.ts > self.until:
@@ -441,12 +441,17 @@ class Replayer:
 
 
 async def _windows(items: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
+    """Entries by window; an entry or chunk the source cannot give (ReplayError,
+    ArchiveError) ends the last window as its error, after the entries before it."""
     window: list[Any] = []
-    async for item in items:
-        window.append(item)
-        if len(window) >= size:
-            yield window
-            window = []
+    try:
+        async for item in items:
+            window.append(item)
+            if len(window) >= size:
+                yield window
+                window = []
+    except (ReplayError, ArchiveError) as exc:
+        window.append(exc)
     if window:
         yield window
 
@@ -469,10 +474,13 @@ def _fault(exc: BaseException) -> str:
     return f"cannot be decoded or applied: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _parse_window(window: list[Any]) -> list[OplogEntry | ReplayError]:
+def _parse_window(window: list[Any]) -> list[OplogEntry | MongosnapError]:
     """The window's entries; one that cannot be parsed ends it, as its error."""
-    parsed: list[OplogEntry | ReplayError] = []
+    parsed: list[OplogEntry | MongosnapError] = []
     for item in window:
+        if isinstance(item, MongosnapError):
+            parsed.append(item)
+            break
         try:
             parsed.append(parse_entry(item))
         except ReplayError as exc:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,16 @@ from typing import Any
 import bson
 import pytest
 from bson import Int64
+from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from helpers import run_cli, server_documents
 from pymongo import MongoClient
 
 import mongosnap
+from mongosnap import ReplayError
 from mongosnap.archive.manifest import Manifest
 from mongosnap.codecs import get_codec
-from mongosnap.oplog import chunks
+from mongosnap.oplog import chunks, replay
 from mongosnap.oplog.chunks import ChunkInfo
 from mongosnap.oplog.position import Ts
 
@@ -62,12 +65,19 @@ def _archive(uri: str, dest: Path) -> Archived:
     return Archived(uri, dest, database, done.archive_key, Ts(*manifest.oplog.last_ts))
 
 
-@pytest.fixture
-def archived(mongo_oplog_uri: str, tmp_path: Path) -> Iterator[Archived]:
-    found = _archive(mongo_oplog_uri, tmp_path / "dest")
+@pytest.fixture(scope="module")
+def _archived(mongo_oplog_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archived]:
+    found = _archive(mongo_oplog_uri, tmp_path_factory.mktemp("refusals") / "dest")
     yield found
     with MongoClient(mongo_oplog_uri) as client:
         client.drop_database(found.database)
+
+
+@pytest.fixture
+def archived(_archived: Archived, tmp_path: Path) -> Archived:
+    """The archive in a destination of the test's own, which gets its own chunk."""
+    shutil.copytree(_archived.dest, tmp_path / "dest")
+    return replace(_archived, dest=tmp_path / "dest")
 
 
 @pytest.fixture
@@ -109,10 +119,11 @@ class History:
         self._add("d", {"_id": i})
         del self.docs[i]
 
-    def hostile(self, i: int, o: dict[str, Any]) -> Timestamp:
+    def hostile(self, i: int, make: Hostile) -> Timestamp:
         """An update the replay must stop on: the expected state is the one before it."""
         ts = self._ts()
-        self._add("u", o, {"_id": i})
+        entry = {"ts": ts, "t": Int64(1), "v": 2, "op": "u", "ns": self.ns, "o2": {"_id": i}}
+        self.entries.append(make(entry))
         self.frozen = copy.deepcopy(self.docs)
         return ts
 
@@ -142,11 +153,56 @@ def _noop(ts: Ts) -> bytes:
     return bson.encode({"ts": ts.to_bson(), "op": "n", "ns": "", "o": {"msg": "periodic noop"}})
 
 
-REFUSED = {"$v": 2, "diff": {"i": {"grid": [[1, 2], [3]]}}}  # FerretDB: nested arrays
-PADDED = {"$v": 2, "diff": {"sarr": {"a": True, "u2000000": 1}}}  # past the server's padding
+Hostile = Callable[[dict[str, Any]], bytes]
+"""The raw bytes of an update entry, given its other fields."""
 
 
-def _history(archived: Archived, hostile: dict[str, Any]) -> tuple[History, Timestamp, Ts]:
+def update(o: dict[str, Any]) -> Hostile:
+    return lambda entry: bson.encode({**entry, "o": o})
+
+
+def _deep_diff(entry: dict[str, Any]) -> bytes:
+    diff = bson.encode({"u": {"n": 1}})
+    for _ in range(3000):  # built as raw bytes: encoding 3,000 dicts would recurse
+        diff = bson.encode({"sarr": RawBSONDocument(diff)})
+    return bson.encode({**entry, "o": {"$v": 2, "diff": RawBSONDocument(diff)}})
+
+
+def _bad_utf8(field: str) -> Hostile:
+    """An entry whose ``field`` (``ns``, or the string set in ``o``) is not UTF-8."""
+
+    def make(entry: dict[str, Any]) -> bytes:
+        marked = {**entry, "o": {"$v": 2, "diff": {"u": {"s": "\x01MARK\x01"}}}}
+        if field == "ns":
+            marked["ns"] = entry["ns"] + "\x01MARK\x01"
+        raw = bson.encode(marked)
+        assert raw.count(b"\x01MARK\x01") == 1 + (field == "ns")
+        cut = raw.rindex(b"\x01MARK\x01") if field == "o" else raw.index(b"\x01MARK\x01")
+        return raw[:cut] + b"\xff\xfe\xfd\xfc\xfb\xfa" + raw[cut + 6 :]
+
+    return make
+
+
+REFUSED = update({"$v": 2, "diff": {"i": {"grid": [[1, 2], [3]]}}})  # FerretDB: nested arrays
+PADDED = update({"$v": 2, "diff": {"sarr": {"a": True, "u2000000": 1}}})  # past the server's pad
+HOSTILE = {
+    "refused": REFUSED,
+    "padded": PADDED,
+    "padded-1e8": update({"$v": 2, "diff": {"sarr": {"a": True, "u100000000": 1}}}),
+    "long-path": update({"$v": 1, "$set": {".".join(["a"] * 3000): 1}}),
+    "deep-diff": _deep_diff,
+    "utf8-ns": _bad_utf8("ns"),
+    "utf8-value": _bad_utf8("o"),
+}
+
+
+def seeded_bytes(i: int) -> bytes:
+    return bson.encode(seeded(i))
+
+
+def _history(
+    archived: Archived, hostile: Hostile, *, chunk: bool = True
+) -> tuple[History, Timestamp, Ts]:
     """Writes on both sides of one hostile entry, all in one replay batch."""
     history = History(archived)
     for i in range(10):
@@ -160,7 +216,7 @@ def _history(archived: Archived, hostile: dict[str, Any]) -> tuple[History, Time
     for i in range(SEEDED + 3, SEEDED + 6):
         history.insert(i)
     history.delete(12)
-    return history, stop, history.write_chunk(archived)
+    return history, stop, history.write_chunk(archived) if chunk else Ts(0, 0)
 
 
 def _collection(uri: str, database: str) -> list[bytes]:
@@ -169,7 +225,7 @@ def _collection(uri: str, database: str) -> list[bytes]:
 
 @pytest.mark.parametrize("hostile", [REFUSED, PADDED], ids=["refused", "padded"])
 async def test_heal_stops_before_the_entry_and_keeps_every_document(
-    archived: Archived, hostile: dict[str, Any]
+    archived: Archived, hostile: Hostile
 ) -> None:
     history, stop, _ = _history(archived, hostile)
     with MongoClient(archived.uri) as client:
@@ -191,21 +247,47 @@ async def test_heal_stops_before_the_entry_and_keeps_every_document(
     assert "oplog replay stopped" in warning and "entries before it are applied" in warning
 
 
-@pytest.mark.parametrize("hostile", [REFUSED, PADDED], ids=["refused", "padded"])
-@pytest.mark.parametrize("flag", ["--to-ts", "--to-time"])
+@pytest.mark.parametrize(
+    ("kind", "flag"),
+    [
+        *((kind, "--to-ts") for kind in HOSTILE),
+        ("refused", "--to-time"),
+        ("padded", "--to-time"),
+    ],
+)
 def test_restore_to_a_point_stops_before_the_entry_and_keeps_every_document(
-    archived: Archived, mongo_uri: str, target_database: str, hostile: dict[str, Any], flag: str
+    archived: Archived, mongo_uri: str, target_database: str, kind: str, flag: str
 ) -> None:
-    history, stop, last = _history(archived, hostile)
+    history, stop, last = _history(archived, HOSTILE[kind])
     when = str(last) if flag == "--to-ts" else f"{datetime.fromtimestamp(last.t, UTC):%FT%TZ}"
     done = run_cli(
         *("restore", "latest", str(archived.dest), mongo_uri, archived.database),
         *("--to-database", target_database, flag, when, "--json"),
     )
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    if kind == "deep-diff":  # the chunk's BSON check refuses it whole, before any entry
+        assert done.returncode == 31 and "nests deeper than 200 levels" in done.stderr
+        assert _collection(mongo_uri, target_database) == [seeded_bytes(i) for i in range(SEEDED)]
+        return
     assert done.returncode == 50, done.stderr
-    assert f"ts={stop.time}:{stop.inc} op='u'" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert f"ts={stop.time}:{stop.inc}" in done.stderr
     assert _collection(mongo_uri, target_database) == history.expected()
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+async def test_replay_stops_on_each_hostile_entry_with_it_named(
+    mongo_uri: str, new_database: str, kind: str
+) -> None:
+    """Straight into replay() (no chunk check on the way): a typed error naming the
+    entry, the entries before it applied, nothing after."""
+    archived = Archived(mongo_uri, Path(), new_database, "", Ts(1_700_000_000, 1))
+    with MongoClient(mongo_uri) as client:
+        client[new_database]["events"].insert_many([seeded(i) for i in range(SEEDED)])
+    history, stop, _ = _history(archived, HOSTILE[kind], chunk=False)
+    with pytest.raises(ReplayError) as raised:
+        await replay(mongo_uri, history.entries)
+    assert f"ts={stop.time}:{stop.inc}" in str(raised.value) or kind == "utf8-ns"
+    assert _collection(mongo_uri, new_database) == history.expected()
 
 
 def test_restore_report_without_the_hostile_entry_reaches_the_target(
