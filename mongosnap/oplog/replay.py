@@ -16,16 +16,19 @@ nothing:
 
 Consecutive entries on one collection form a batch that keeps, per ``_id``,
 the state they leave the document in; an update reads through it, so it sees
-the entries before it. A batch is sent as one delete of every ``_id`` it
-touched and one insert of the documents that remain (raw bytes). A document
-is absent between the two commands: the target is not meant to be read while
-a replay runs, and an interrupted replay is finished by replaying again.
+the entries before it. A batch is sent as one delete of the ``_id``s of the
+documents it leaves, one insert of those (raw bytes), then one delete of the
+``_id``s it deletes. A document is absent between the first two commands: the
+target is not meant to be read while a replay runs, and an interrupted replay
+is finished by replaying again.
 
 A replay that stops on an entry (one it cannot apply, or a write the server
 refuses) leaves every namespace with the whole top-level entries before it
-applied and nothing of it or after it: the batch's documents are put back as
-they were before the batch (their stored states are read with the window's
-prefetch) and its steps written again one at a time up to the failing one.
+applied and nothing of it or after it. For a refused write, the batch's
+documents are put back as they were before the batch (the stored states of
+those it replaces are read with the window's prefetch, before they are
+deleted) and its steps are written again one top-level entry at a time; the
+refused entry's writes are undone.
 
 Stop conditions: ``until`` (inclusive), and ``before_loss``, which leaves each
 selected namespace as it was just before the first entry that drops it,
@@ -176,7 +179,8 @@ class Replayer:
             raise ReplayError(f"{entry.describe()}: {_fault(exc)}") from None
 
     async def _prefetch(self, entries: list[OplogEntry]) -> None:
-        """Read the documents the window's writes touch, one query per collection.
+        """Read the documents the window's inserts and updates touch, one query
+        per collection.
 
         The cache holds the server's state of those documents (None: absent);
         updates read it, and a batch keeps it as the state to put back should
@@ -284,27 +288,28 @@ class Replayer:
         batch.put((database, collection), Change(doc_id, image, entry, self._group))
 
     async def _flush(self) -> None:
-        """Send a batch: delete every _id it touched, insert the documents it leaves.
+        """Send a batch: replace the documents it leaves (delete, then insert them),
+        then delete the ones it deletes.
 
-        The documents' stored states are known first (read now if the window's
-        prefetch did not), so that a refused write can be undone (``_recover``).
+        The stored states of the replaced documents are known first (read now
+        if the window's prefetch did not), so that a refused insert can be
+        undone (``_recover``); the deleted ones are untouched until it went in.
         """
         batch = self._batch
         if batch.namespace is None:
             return
         database, collection = batch.namespace
         taken, steps, before = batch.take()
-        unknown = [change.doc_id for key, change in taken if key not in before]
-        if unknown:
-            before.update(dict.fromkeys(map(id_key, unknown)))
-            for raw in await self.target.find_many_raw(database, collection, unknown):
-                before[id_key(_raw_id(raw))] = raw
+        replaced = [change for _, change in taken if change.image is not None]
+        deleted = [change.doc_id for _, change in taken if change.image is None]
+        await self._read_before(database, collection, replaced, before)
         for key, change in taken:
             self._cache[(database, collection, key)] = change.image
-        ids = [change.doc_id for _, change in taken]
-        images = [change.image for _, change in taken if change.image is not None]
+        images = [change.image for change in replaced if change.image is not None]
         try:
-            await self.target.put(database, collection, ids, images)
+            await self.target.put(database, collection, [c.doc_id for c in replaced], images)
+            if deleted:
+                await self.target.put(database, collection, deleted, [])
         except _REFUSALS as exc:
             _not_an_entry_fault(exc)
             self._cache.clear()
@@ -324,6 +329,7 @@ class Replayer:
         its steps again one top-level entry at a time; the first entry the server
         refuses is undone and returned. None when every step went through."""
         ids = {key: change.doc_id for key, change in taken}
+        await self._read_before(database, collection, [c for _, c in taken], before)
         state = {key: before[key] for key in ids}
         await self._write(database, collection, ids, state)
         for group in _groups(steps):
@@ -341,6 +347,21 @@ class Replayer:
                     )
                 state[id_key(change.doc_id)] = change.image
         return None
+
+    async def _read_before(
+        self,
+        database: str,
+        collection: str,
+        changes: list[Change],
+        before: dict[bytes, bytes | None],
+    ) -> None:
+        """Complete ``before`` with the stored states of these documents."""
+        unknown = [c.doc_id for c in changes if id_key(c.doc_id) not in before]
+        if not unknown:
+            return
+        before.update(dict.fromkeys(map(id_key, unknown)))
+        for raw in await self.target.find_many_raw(database, collection, unknown):
+            before[id_key(_raw_id(raw))] = raw
 
     async def _write(
         self,
@@ -493,8 +514,9 @@ def _parse_window(window: list[Any]) -> list[OplogEntry | MongosnapError]:
 
 
 def _target_id(entry: OplogEntry) -> Any:
-    """The _id an i/u/d entry writes, _NO_ID when it has none (or a hostile one)."""
-    source = entry.o2 if entry.op == "u" else entry.o if entry.op in ("i", "d") else None
+    """The _id an i or u entry writes, _NO_ID for other entries, or one without
+    (or with a hostile) _id; deletes need no read (``_flush``)."""
+    source = entry.o2 if entry.op == "u" else entry.o if entry.op == "i" else None
     try:
         if not source or "_id" not in source:
             return _NO_ID
