@@ -27,6 +27,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from helpers import run_cli, server_documents
 from pymongo import MongoClient
+from replay_support import dele, diff, ins, nested, session, txn, upd
 
 import mongosnap
 from mongosnap import ReplayError
@@ -306,3 +307,59 @@ def test_restore_report_without_the_hostile_entry_reaches_the_target(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["restored_to"] == str(last)
     assert _collection(mongo_uri, target_database) == history.expected()
+
+
+# -- straight into replay(): what a refusal undoes, and what it does not
+
+
+def _raw(uri: str, database: str, name: str) -> list[bytes]:
+    return sorted(server_documents(uri, database, name), key=lambda d: bson.decode(d)["_id"])
+
+
+async def test_an_update_past_16_mib_is_refused_before_anything_is_written(
+    mongo_uri: str, new_database: str
+) -> None:
+    ns = f"{new_database}.c"
+    big = {"_id": 1, "s": "x" * (9 << 20)}
+    entries = [ins(1, ns, big), ins(2, ns, {"_id": 2}), upd(3, ns, 2, {"$set": {"n": 1}})]
+    entries.append(diff(4, ns, 1, {"i": {"t": "y" * (9 << 20)}}))  # 18 MiB
+    entries.append(ins(5, ns, {"_id": 3}))
+    with pytest.raises(ReplayError, match=r"ts=1700000004:1 op='u'.*over the server's 16,777,216"):
+        await replay(mongo_uri, entries)
+    assert _raw(mongo_uri, new_database, "c") == [
+        bson.encode(big),
+        bson.encode({"_id": 2, "n": 1}),
+    ]
+
+
+async def test_a_refused_write_undoes_its_whole_transaction(
+    mongo_uri: str, new_database: str
+) -> None:
+    ns = f"{new_database}.c"
+    ops = [
+        nested("u", ns, {"$v": 2, "diff": {"u": {"n": 5}}}, {"_id": 1}),
+        nested("i", ns, {"_id": 9, "grid": [[1], [2]]}),  # FerretDB refuses nested arrays
+        nested("d", ns, {"_id": 2}),
+    ]
+    entries = [ins(1, ns, {"_id": 1, "n": 0}), ins(2, ns, {"_id": 2}), ins(3, ns, {"_id": 3})]
+    entries += [txn(4, ops, session()), dele(5, ns, 3)]
+    with pytest.raises(ReplayError, match=r"ts=1700000004:1 op='i'.*refused the write"):
+        await replay(mongo_uri, entries)
+    expected = [{"_id": 1, "n": 0}, {"_id": 2}, {"_id": 3}]
+    assert _raw(mongo_uri, new_database, "c") == [bson.encode(d) for d in expected]
+
+
+async def test_a_batch_refused_as_a_whole_goes_through_entry_by_entry(
+    mongo_uri: str, new_database: str
+) -> None:
+    """A unique value moving from a deleted document to an inserted one: refused
+    when the batch inserts before it deletes, accepted in oplog order."""
+    ns = f"{new_database}.c"
+    with MongoClient(mongo_uri) as client:
+        client[new_database]["c"].create_index("u", unique=True)
+        client[new_database]["c"].insert_one({"_id": 1, "u": 1})
+    entries = [dele(1, ns, 1), ins(2, ns, {"_id": 2, "u": 1}), ins(3, ns, {"_id": 3, "u": 3})]
+    report = await replay(mongo_uri, entries)
+    assert report.stop == "end" and report.applied == {"d": 1, "i": 2}
+    expected = [{"_id": 2, "u": 1}, {"_id": 3, "u": 3}]
+    assert _raw(mongo_uri, new_database, "c") == [bson.encode(d) for d in expected]
