@@ -58,7 +58,7 @@ from .scope import Scope, Selector
 from .target import ReplayTarget
 from .txn import Transactions
 
-DEFAULT_BATCH = 1000  # documents per batch (one delete and one insert command)
+DEFAULT_BATCH = 1000  # documents per batch (a delete, an insert, a delete: module docstring)
 MAX_DOCUMENT = 16 * 1024 * 1024  # the server refuses a larger document
 _ENTRY_FAULTS = (BSONError, RecursionError, UnicodeError, OverflowError)
 """What a hostile entry's values raise while they are decoded or applied."""
