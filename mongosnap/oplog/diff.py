@@ -15,6 +15,13 @@ Pure functions on decoded documents (dicts keep field order). Two formats:
   index past the end, yields null, as the server does when an entry is
   applied twice: a later entry overwrites that value.
 
+Growth is bounded as the server bounds it: one array is padded by at most
+1,500,000 nulls (MongoDB's ``kMaxPaddingAllowed``), the nulls one update adds
+in all by what a 16 MiB document can hold, and a path has at most 100
+components (BSON documents nest at most 100 levels). An update past a bound
+could not have been logged by a server and raises ReplayError, before any
+memory is spent on it.
+
 Malformed or unsupported updates raise ReplayError; the caller names the entry.
 """
 
@@ -30,6 +37,30 @@ Document = dict[str, Any]
 _V1_OPERATORS = frozenset({"$set", "$unset"})
 _DOC_SECTIONS = "duib"  # then s<field>, in this order (the server's reader enforces it)
 _MAX_PAD = 1_500_000  # the server refuses to pad an array further
+_MAX_NULLS = 16 * 1024 * 1024 // 3  # a null array element takes at least 3 bytes
+MAX_PATH = 100  # components of a dotted path: BSON documents nest at most 100 levels
+_MAX_INDEX_DIGITS = 18  # longer decimal indexes are past any bound (and int() limits)
+
+
+class Growth:
+    """The nulls one update has padded arrays with so far, bounded."""
+
+    def __init__(self) -> None:
+        self.nulls = 0
+
+    def pad(self, array: list[Any], index: int) -> None:
+        """Pad ``array`` with nulls up to (not including) ``index``."""
+        count = index - len(array)
+        if count <= 0:
+            return
+        if count > _MAX_PAD:
+            raise ReplayError(
+                f"an array would be padded with {count:,} nulls (the server allows {_MAX_PAD:,})"
+            )
+        self.nulls += count
+        if self.nulls > _MAX_NULLS:
+            raise ReplayError("the update pads arrays with more nulls than 16 MiB can hold")
+        array.extend([None] * count)
 
 
 def apply_update(current: Document, o: Mapping[str, Any]) -> Document:
@@ -39,7 +70,7 @@ def apply_update(current: Document, o: Mapping[str, Any]) -> Document:
         diff = o.get("diff")
         if not isinstance(diff, Mapping):
             raise ReplayError("$v:2 update without a 'diff' document")
-        return apply_diff(current, diff)
+        return apply_diff(current, diff, Growth())
     if version != 1:
         raise ReplayError(f"unsupported update format $v:{version!r}")
     operators = [k for k in o if k.startswith("$") and k != "$v"]
@@ -48,7 +79,10 @@ def apply_update(current: Document, o: Mapping[str, Any]) -> Document:
     unknown = set(operators) - _V1_OPERATORS
     if unknown:
         raise ReplayError(f"unsupported $v:1 update operator(s) {sorted(unknown)}")
-    return apply_v1(current, o.get("$set") or {}, o.get("$unset") or {})
+    set_fields, unset_fields = o.get("$set") or {}, o.get("$unset") or {}
+    if not isinstance(set_fields, Mapping) or not isinstance(unset_fields, Mapping):
+        raise ReplayError("$set and $unset must be documents")
+    return apply_v1(current, set_fields, unset_fields)
 
 
 def is_full_image(o: Mapping[str, Any]) -> bool:
@@ -84,20 +118,27 @@ def apply_v1(
     doc: Document = _copy(current)
     paths = [(p, True, v) for p, v in set_fields.items()]
     paths += [(p, False, None) for p in unset_fields]
+    for path, _, _ in paths:
+        if path.count(".") >= MAX_PATH:
+            raise ReplayError(
+                f"a path of {path.count('.') + 1:,} components (at most {MAX_PATH}): "
+                f"{path[:60]!r}..."
+            )
+    growth = Growth()
     for path, is_set, value in sorted(paths, key=lambda item: item[0].split(".")):
         parts = path.split(".")
         if is_set:
-            _set_path(doc, parts, _copy(value))
+            _set_path(doc, parts, _copy(value), growth)
         else:
             _unset_path(doc, parts)
     return doc
 
 
-def _set_path(container: Any, parts: list[str], value: Any) -> None:
+def _set_path(container: Any, parts: list[str], value: Any, growth: Growth) -> None:
     head, rest = parts[0], parts[1:]
     if isinstance(container, dict):
         if head in container and rest:
-            _set_path(container[head], rest, value)
+            _set_path(container[head], rest, value, growth)
         else:
             container[head] = _build(rest, value) if head not in container else value
         return
@@ -107,13 +148,11 @@ def _set_path(container: Any, parts: list[str], value: Any) -> None:
             return  # a field name inside an array: not viable, skipped
         if index < len(container):
             if rest:
-                _set_path(container[index], rest, value)
+                _set_path(container[index], rest, value, growth)
             else:
                 container[index] = value
             return
-        if index - len(container) > _MAX_PAD:
-            raise ReplayError(f"$set would pad an array to index {index}")
-        container.extend([None] * (index - len(container)))
+        growth.pad(container, index)
         container.append(_build(rest, value))
     # Any other type cannot hold a field: not viable, skipped.
 
@@ -144,17 +183,21 @@ def _unset_path(container: Any, parts: list[str]) -> None:
 
 
 def _index(part: str) -> int | None:
-    return int(part) if part.isascii() and part.isdigit() else None
+    if not (part.isascii() and part.isdigit()):
+        return None
+    return int(part) if len(part) <= _MAX_INDEX_DIGITS else 10**_MAX_INDEX_DIGITS
 
 
 # ---------------------------------------------------------------- $v:2
 
 
-def apply_diff(current: Document, diff: Mapping[str, Any]) -> Document:
+def apply_diff(
+    current: Document, diff: Mapping[str, Any], growth: Growth | None = None
+) -> Document:
     """Apply a ``$v:2`` document diff to a whole document."""
     if _is_array_diff(diff):
         raise ReplayError("$v:2 diff: the top level must be a document diff")
-    return _diff_object(current, diff)
+    return _diff_object(current, diff, growth or Growth())
 
 
 def _is_array_diff(diff: Mapping[str, Any]) -> bool:
@@ -163,7 +206,7 @@ def _is_array_diff(diff: Mapping[str, Any]) -> bool:
     return next(iter(diff)) == "a"
 
 
-def _diff_object(pre: Document, diff: Mapping[str, Any]) -> Document:
+def _diff_object(pre: Document, diff: Mapping[str, Any], growth: Growth) -> Document:
     table, appended = _object_table(diff)
     out: Document = {}
     done: set[str] = set()
@@ -175,7 +218,7 @@ def _diff_object(pre: Document, diff: Mapping[str, Any]) -> Document:
             out[name] = change[1]
             done.add(name)
         elif change[0] == "s":
-            out[name] = _sub_diff(value, change[1])
+            out[name] = _sub_diff(value, change[1], growth)
         # "d": dropped; "i": re-added at the end
     for name, value in appended:
         if name not in done:
@@ -219,32 +262,34 @@ def _add(table: dict[str, tuple[str, Any]], name: str, change: tuple[str, Any]) 
     table[name] = change
 
 
-def _sub_diff(value: Any, diff: Mapping[str, Any]) -> Any:
+def _sub_diff(value: Any, diff: Mapping[str, Any], growth: Growth) -> Any:
     """Recurse when the value has the type the sub-diff expects, else null."""
     if _is_array_diff(diff):
-        return _diff_array(value, diff) if isinstance(value, list) else None
-    return _diff_object(value, diff) if isinstance(value, dict) else None
+        return _diff_array(value, diff, growth) if isinstance(value, list) else None
+    return _diff_object(value, diff, growth) if isinstance(value, dict) else None
 
 
-def _diff_array(pre: list[Any], diff: Mapping[str, Any]) -> list[Any]:
+def _diff_array(pre: list[Any], diff: Mapping[str, Any], growth: Growth) -> list[Any]:
     size, changes = _array_table(diff)
     out: list[Any] = []
     end = len(pre) if size is None else min(len(pre), size)
     for index in range(end):
         change = changes.pop(index, None)
-        out.append(pre[index] if change is None else _array_value(pre[index], change))
-    last = max(changes, default=-1) + 1
-    for index in range(end, max(size or 0, last)):
-        change = changes.pop(index, None)
-        out.append(None if change is None or change[0] == "s" else change[1])
-    if size is not None and len(out) != size:
+        out.append(pre[index] if change is None else _array_value(pre[index], change, growth))
+    if size is not None and any(index >= size for index in changes):
         raise ReplayError(f"$v:2 diff: array change past its new length {size}")
+    # Past the old end: the changed indexes in order, nulls between them (bounded).
+    for index in sorted(changes):
+        growth.pad(out, index)
+        kind, payload = changes[index]
+        out.append(None if kind == "s" else payload)
+    growth.pad(out, size or 0)
     return out
 
 
-def _array_value(value: Any, change: tuple[str, Any]) -> Any:
+def _array_value(value: Any, change: tuple[str, Any], growth: Growth) -> Any:
     kind, payload = change
-    return payload if kind == "u" else _sub_diff(value, payload)
+    return payload if kind == "u" else _sub_diff(value, payload, growth)
 
 
 def _array_table(diff: Mapping[str, Any]) -> tuple[int | None, dict[int, tuple[str, Any]]]:

@@ -85,6 +85,8 @@ class OplogEntry:
         lsid, number = self.fields.get("lsid"), self.fields.get("txnNumber")
         if lsid is None or number is None:
             return None
+        if not isinstance(lsid, Mapping) or type(number) not in (int, bson.Int64):
+            raise ReplayError(f"{self.describe()}: lsid or txnNumber of the wrong type")
         return encode(plain(lsid)) + str(int(number)).encode()
 
     def flag(self, name: str) -> bool:

@@ -16,10 +16,19 @@ nothing:
 
 Consecutive entries on one collection form a batch that keeps, per ``_id``,
 the state they leave the document in; an update reads through it, so it sees
-the entries before it. A batch is sent as one delete of every ``_id`` it
-touched and one insert of the documents that remain (raw bytes). A document
-is absent between the two commands: the target is not meant to be read while
-a replay runs, and an interrupted replay is finished by replaying again.
+the entries before it. A batch is sent as one delete of the ``_id``s of the
+documents it leaves, one insert of those (raw bytes), then one delete of the
+``_id``s it deletes. A document is absent between the first two commands: the
+target is not meant to be read while a replay runs, and an interrupted replay
+is finished by replaying again.
+
+A replay that stops on an entry (one it cannot apply, or a write the server
+refuses) leaves every namespace with the whole top-level entries before it
+applied and nothing of it or after it. For a refused write, the batch's
+documents are put back as they were before the batch (the stored states of
+those it replaces are read with the window's prefetch, before they are
+deleted) and its steps are written again one top-level entry at a time; the
+refused entry's writes are undone.
 
 Stop conditions: ``until`` (inclusive), and ``before_loss``, which leaves each
 selected namespace as it was just before the first entry that drops it,
@@ -33,11 +42,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import bson
+from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
-from pymongo.errors import BulkWriteError
 
-from .._errors import ReplayError, SourceError
+from .._errors import ArchiveError, MongosnapError, ReplayError, SourceError
 from ..clients import MongoSource
 from ..source import Source
 from .batch import Batch, Change, id_key
@@ -49,7 +58,10 @@ from .scope import Scope, Selector
 from .target import ReplayTarget
 from .txn import Transactions
 
-DEFAULT_BATCH = 1000  # documents per batch (one delete and one insert command)
+DEFAULT_BATCH = 1000  # documents per batch (a delete, an insert, a delete: module docstring)
+MAX_DOCUMENT = 16 * 1024 * 1024  # the server refuses a larger document
+_ENTRY_FAULTS = (BSONError, RecursionError, UnicodeError, OverflowError)
+"""What a hostile entry's values raise while they are decoded or applied."""
 
 Entries = Iterable[Any] | AsyncIterable[Any]
 
@@ -123,48 +135,69 @@ class Replayer:
         self._lost_databases: set[str] = set()
         # (database, collection, _id key) -> the server's bytes, None when deleted
         self._cache: dict[tuple[str, str, bytes], bytes | None] = {}
+        self._group = 0  # the top-level entry being applied, numbered
 
     async def run(self, entries: Entries) -> None:
         try:
             async for window in _windows(_each(entries), self._batch.size):
-                parsed = [parse_entry(item) for item in window]
-                await self._prefetch(parsed)
+                parsed = _parse_window(window)
+                await self._prefetch([e for e in parsed if isinstance(e, OplogEntry)])
                 if not await self._run_window(parsed):
                     break
             await self._flush()
         finally:
             self.report.pending_transactions = self._txns.pending
 
-    async def _run_window(self, entries: list[OplogEntry]) -> bool:
+    async def _run_window(self, entries: list[OplogEntry | MongosnapError]) -> bool:
         """Apply entries in order; False once a stop condition is met."""
         for entry in entries:
+            if isinstance(entry, MongosnapError):
+                await self._flush()  # the entries before it, whole
+                raise entry
             if self.until is not None and entry.ts > self.until:
                 self.report.stop = "until"
                 return False
             self.report.entries += 1
-            await self.apply(entry)
+            self._group += 1
+            try:
+                await self._apply_top(entry)
+            except ReplayError:
+                self._batch.undo(self._group)
+                await self._flush()
+                raise
             if self._all_lost():
                 self.report.stop = "loss"
                 return False
             self.report.last_ts = entry.ts
         return True
 
-    async def _prefetch(self, entries: list[OplogEntry]) -> None:
-        """Read the documents the window's updates need, one query per collection.
+    async def _apply_top(self, entry: OplogEntry) -> None:
+        """Apply a top-level entry; what its values raise names it."""
+        try:
+            await self.apply(entry)
+        except _ENTRY_FAULTS as exc:
+            raise ReplayError(f"{entry.describe()}: {_fault(exc)}") from None
 
-        The cache holds the server's state of those documents; flushes keep it
-        current and commands clear it. It lives for one window.
+    async def _prefetch(self, entries: list[OplogEntry]) -> None:
+        """Read the documents the window's inserts and updates touch, one query
+        per collection.
+
+        The cache holds the server's state of those documents (None: absent);
+        updates read it, and a batch keeps it as the state to put back should
+        the server refuse a write. Flushes keep it current and commands clear
+        it. It lives for one window.
         """
         self._cache.clear()
         wanted: dict[tuple[str, str], dict[bytes, Any]] = {}
         for entry in entries:
-            if entry.op != "u" or not entry.o2 or "_id" not in entry.o2:
+            doc_id = _target_id(entry)
+            if doc_id is _NO_ID or not self.scope.selected(entry.ns) or self._is_lost(entry.ns):
                 continue
-            if self.scope.selected(entry.ns) and not self._is_lost(entry.ns):
-                doc_id = plain(entry.o2["_id"])
-                wanted.setdefault(self.scope.target(entry.ns), {})[id_key(doc_id)] = doc_id
+            wanted.setdefault(self.scope.target(entry.ns), {})[id_key(doc_id)] = doc_id
         for (database, collection), ids in wanted.items():
             found = await self.target.find_many_raw(database, collection, list(ids.values()))
+            for key in ids:
+                self._cache[(database, collection, key)] = None
             for raw in found:
                 self._cache[(database, collection, id_key(_raw_id(raw)))] = raw
 
@@ -205,6 +238,11 @@ class Replayer:
     async def _upsert(
         self, entry: OplogEntry, database: str, collection: str, doc_id: Any, raw: bytes
     ) -> None:
+        if len(raw) > MAX_DOCUMENT:
+            raise ReplayError(
+                f"{entry.describe()}: the document would be {len(raw):,} bytes, "
+                f"over the server's {MAX_DOCUMENT:,}"
+            )
         await self._put(entry, database, collection, doc_id, raw)
 
     async def _delete(self, entry: OplogEntry, database: str, collection: str, doc_id: Any) -> None:
@@ -235,44 +273,106 @@ class Replayer:
             return self._batch.image(key)
         if (database, collection, key) in self._cache:
             return self._cache[(database, collection, key)]
-        return await self.target.find_raw(database, collection, doc_id)
+        found = await self.target.find_raw(database, collection, doc_id)
+        self._cache[(database, collection, key)] = found
+        return found
 
     async def _put(
         self, entry: OplogEntry, database: str, collection: str, doc_id: Any, image: bytes | None
     ) -> None:
         if self._batch.namespace not in (None, (database, collection)) or self._batch.full:
             await self._flush()
-        self._batch.put((database, collection), entry, doc_id, image)
+        batch, key = self._batch, id_key(doc_id)
+        if key not in batch.images and (database, collection, key) in self._cache:
+            batch.before.setdefault(key, self._cache[(database, collection, key)])
+        batch.put((database, collection), Change(doc_id, image, entry, self._group))
 
     async def _flush(self) -> None:
-        """Send a batch: delete every _id it touched, insert the documents it leaves."""
+        """Send a batch: replace the documents it leaves (delete, then insert them),
+        then delete the ones it deletes.
+
+        The stored states of the replaced documents are known first (read now
+        if the window's prefetch did not), so that a refused insert can be
+        undone (``_recover``); the deleted ones are untouched until it went in.
+        """
         batch = self._batch
         if batch.namespace is None:
             return
         database, collection = batch.namespace
-        taken = batch.take()
+        taken, steps, before = batch.take()
+        replaced = [change for _, change in taken if change.image is not None]
+        deleted = [change.doc_id for _, change in taken if change.image is None]
+        await self._read_before(database, collection, replaced, before)
         for key, change in taken:
             self._cache[(database, collection, key)] = change.image
-        changes = [change for _, change in taken]
-        ids = [change.doc_id for change in changes]
-        kept = [change for change in changes if change.image is not None]
+        images = [change.image for change in replaced if change.image is not None]
         try:
-            await self.target.put(database, collection, ids, [c.image for c in kept if c.image])
-        except SourceError as exc:
-            if type(exc) is not SourceError:
-                raise  # unreachable server, authentication: not an entry's fault
-            named = _write_error(exc, kept) or await self._locate(database, collection, changes)
-            raise named from exc
+            await self.target.put(database, collection, [c.doc_id for c in replaced], images)
+            if deleted:
+                await self.target.put(database, collection, deleted, [])
+        except _REFUSALS as exc:
+            _not_an_entry_fault(exc)
+            self._cache.clear()
+            refused = await self._recover(database, collection, taken, steps, before)
+            if refused is not None:
+                raise refused from exc
 
-    async def _locate(self, database: str, collection: str, changes: list[Change]) -> ReplayError:
-        """Find the refused write by sending the changes one at a time (each is idempotent)."""
-        for change in changes:
-            image = [change.image] if change.image is not None else []
-            try:
-                await self.target.put(database, collection, [change.doc_id], image)
-            except SourceError as exc:
-                return _refused(change.entry, exc)
-        return ReplayError(f"{changes[0].entry.describe()} and after: the server refused a batch")
+    async def _recover(
+        self,
+        database: str,
+        collection: str,
+        taken: list[tuple[bytes, Change]],
+        steps: list[Change],
+        before: dict[bytes, bytes | None],
+    ) -> ReplayError | None:
+        """After a refused batch: put its documents back as they were, then write
+        its steps again one top-level entry at a time; the first entry the server
+        refuses is undone and returned. None when every step went through."""
+        ids = {key: change.doc_id for key, change in taken}
+        await self._read_before(database, collection, [c for _, c in taken], before)
+        state = {key: before[key] for key in ids}
+        await self._write(database, collection, ids, state)
+        for group in _groups(steps):
+            prior = {id_key(c.doc_id): state[id_key(c.doc_id)] for c in group}
+            for change in group:
+                image = [] if change.image is None else [change.image]
+                try:
+                    await self.target.put(database, collection, [change.doc_id], image)
+                except _REFUSALS as exc:
+                    _not_an_entry_fault(exc)
+                    await self._write(database, collection, ids, prior)
+                    return ReplayError(
+                        f"{change.entry.describe()}: the server refused the write: {exc}; "
+                        f"{database}.{collection} holds the entries before it, none after"
+                    )
+                state[id_key(change.doc_id)] = change.image
+        return None
+
+    async def _read_before(
+        self,
+        database: str,
+        collection: str,
+        changes: list[Change],
+        before: dict[bytes, bytes | None],
+    ) -> None:
+        """Complete ``before`` with the stored states of these documents."""
+        unknown = [c.doc_id for c in changes if id_key(c.doc_id) not in before]
+        if not unknown:
+            return
+        before.update(dict.fromkeys(map(id_key, unknown)))
+        for raw in await self.target.find_many_raw(database, collection, unknown):
+            before[id_key(_raw_id(raw))] = raw
+
+    async def _write(
+        self,
+        database: str,
+        collection: str,
+        ids: dict[bytes, Any],
+        states: dict[bytes, bytes | None],
+    ) -> None:
+        """Put documents in the states given (stored states, which the server took before)."""
+        images = [image for image in states.values() if image is not None]
+        await self.target.put(database, collection, [ids[key] for key in states], images)
 
     # ------------------------------------------------------------ c
 
@@ -362,14 +462,78 @@ class Replayer:
 
 
 async def _windows(items: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
+    """Entries by window; an entry or chunk the source cannot give (ReplayError,
+    ArchiveError) ends the last window as its error, after the entries before it."""
     window: list[Any] = []
-    async for item in items:
-        window.append(item)
-        if len(window) >= size:
-            yield window
-            window = []
+    try:
+        async for item in items:
+            window.append(item)
+            if len(window) >= size:
+                yield window
+                window = []
+    except (ReplayError, ArchiveError) as exc:
+        window.append(exc)
     if window:
         yield window
+
+
+_REFUSALS = (SourceError, BSONError)
+"""A write refused by the server, or by the driver before it was sent."""
+
+_NO_ID = object()
+
+
+def _not_an_entry_fault(exc: BaseException) -> None:
+    """Re-raise an unreachable server or refused credentials: no entry's fault."""
+    if isinstance(exc, SourceError) and type(exc) is not SourceError:
+        raise exc
+
+
+def _fault(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to be applied"
+    return f"cannot be decoded or applied: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _parse_window(window: list[Any]) -> list[OplogEntry | MongosnapError]:
+    """The window's entries; one that cannot be parsed ends it, as its error."""
+    parsed: list[OplogEntry | MongosnapError] = []
+    for item in window:
+        if isinstance(item, MongosnapError):
+            parsed.append(item)
+            break
+        try:
+            parsed.append(parse_entry(item))
+        except ReplayError as exc:
+            parsed.append(exc)
+            break
+        except _ENTRY_FAULTS as exc:
+            parsed.append(ReplayError(f"malformed oplog entry: {_fault(exc)}"))
+            break
+    return parsed
+
+
+def _target_id(entry: OplogEntry) -> Any:
+    """The _id an i or u entry writes, _NO_ID for other entries, or one without
+    (or with a hostile) _id; deletes need no read (``_flush``)."""
+    source = entry.o2 if entry.op == "u" else entry.o if entry.op == "i" else None
+    try:
+        if not source or "_id" not in source:
+            return _NO_ID
+        return plain(source["_id"])
+    except _ENTRY_FAULTS:
+        return _NO_ID  # the entry's own application names it
+
+
+def _groups(steps: list[Change]) -> list[list[Change]]:
+    """Steps by top-level entry, in order."""
+    groups: list[list[Change]] = []
+    for change in steps:
+        if groups and groups[-1][0].group == change.group:
+            groups[-1].append(change)
+        else:
+            groups.append([change])
+    return groups
 
 
 def _raw_id(raw: bytes) -> Any:
@@ -387,22 +551,3 @@ def _txn_key(entry: OplogEntry) -> bytes:
     if key is None:
         raise ReplayError(f"{entry.describe()}: transaction command without lsid/txnNumber")
     return key
-
-
-def _write_error(exc: SourceError, inserted: list[Change]) -> ReplayError | None:
-    """Name the entry whose insert a bulk write error points at; None without one."""
-    cause = exc.__cause__
-    if not isinstance(cause, BulkWriteError):
-        return None
-    errors = cause.details.get("writeErrors") or [{}]
-    index = errors[0].get("index", 0)
-    if not isinstance(index, int) or not 0 <= index < len(inserted):
-        return None
-    message = errors[0].get("errmsg", str(cause))
-    return ReplayError(
-        f"{inserted[index].entry.describe()}: the server refused the write: {message}"
-    )
-
-
-def _refused(entry: OplogEntry, exc: SourceError) -> ReplayError:
-    return ReplayError(f"{entry.describe()}: the server refused the write: {exc}")

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bson.timestamp import Timestamp
+
 from .._errors import ReplayError
 from .entry import OplogEntry
 
@@ -64,6 +66,8 @@ class Transactions:
             return
         previous = entry.fields.get("prevOpTime")
         ts = previous.get("ts") if isinstance(previous, Mapping) else None
+        if ts is not None and not isinstance(ts, Timestamp):
+            raise ReplayError(f"{entry.describe()}: prevOpTime.ts is not a timestamp")
         if ts is not None and (ts.time, ts.inc) != _START:
             raise ReplayError(
                 f"{entry.describe()}: continues a transaction whose first entries "

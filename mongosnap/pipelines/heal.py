@@ -276,7 +276,10 @@ class _Search:
                 self.target, pitr.entries(engine, plan), namespaces=namespaces, before_loss=True
             )
         except (ArchiveError, ReplayError) as exc:
-            self.warn(f"{', '.join(names)} restored from {engine.info.key}, not replayed: {exc}")
+            self.warn(
+                f"{', '.join(names)} restored from {engine.info.key}; oplog replay stopped "
+                f"(the entries before it are applied): {exc}"
+            )
             return
         finally:
             self.bytes_fetched += engine.bytes_fetched - fetched

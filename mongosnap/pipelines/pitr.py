@@ -18,7 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .._errors import PointInTimeUnavailable, UsageError
+from bson.codec_options import CodecOptions
+from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
+
+from .._errors import PointInTimeUnavailable, ReplayError, SourceError, UsageError
 from ..archive.bsonstream import BsonSplitter
 from ..catalog import LATEST, ArchiveInfo, ArchiveStatus, list_archives, resolve
 from ..oplog.chunks import ChunkInfo, Coverage, GapInfo, decode_chunk, read_coverage
@@ -30,6 +35,7 @@ from .engine import Engine
 log = logging.getLogger("mongosnap.restore")
 
 Warn = Callable[[str], None]
+_LENIENT = CodecOptions(document_class=RawBSONDocument, unicode_decode_error_handler="replace")
 
 
 def parse_time(text: str) -> Ts:
@@ -165,11 +171,31 @@ async def chunk_entries(storage: Storage, pitr: PitrPlan) -> AsyncIterator[bytes
         entries = splitter.feed(raw)
         splitter.close()
         for entry in entries:
-            ts = entry_ts(entry)
+            ts = _entry_ts(entry, chunk)
             if ts > pitr.target:
                 return
             if ts > pitr.start:
                 yield entry
+
+
+def _entry_ts(entry: bytes, chunk: ChunkInfo) -> Ts:
+    """An entry's ts; ReplayError (the replay stops there) when it cannot be read."""
+    try:
+        return entry_ts(entry)
+    except SourceError as exc:
+        problem = f"has no valid ts ({exc})"
+    except (BSONError, RecursionError) as exc:
+        problem = f"cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
+    raise ReplayError(f"oplog chunk {chunk.object_key}: entry{_lenient_ts(entry)} {problem}")
+
+
+def _lenient_ts(entry: bytes) -> str:
+    """`` ts=SECONDS:INC`` read past undecodable strings, for naming the entry; '' if none."""
+    try:
+        ts = RawBSONDocument(entry, _LENIENT)["ts"]
+    except (KeyError, BSONError, RecursionError):
+        return ""
+    return f" ts={ts.time}:{ts.inc}" if isinstance(ts, Timestamp) else ""
 
 
 async def since(storage: Storage, archive: ArchiveInfo) -> PitrPlan | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import tracemalloc
 from typing import Any
 
 import bson
@@ -302,3 +303,53 @@ def test_random_diffs_produce_the_target_and_are_idempotent() -> None:
         assert same(apply_diff(once, d), once), (before, d)
         checked += 1
     assert checked > 300
+
+
+# ---------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize(
+    "o",
+    [
+        {"$v": 2, "diff": {"sarr": {"a": True, "u100000000": 1}}},  # 100 bytes, 10^8 nulls
+        {"$v": 2, "diff": {"sarr": {"a": True, "l": 100_000_000}}},
+        {"$v": 2, "diff": {"sarr": {"a": True, "u1500002": 1}}},  # just past the server's pad
+        {"$v": 1, "$set": {"arr.100000000": 1}},
+        {"$v": 1, "$set": {"arr." + "9" * 5000: 1}},  # past int()'s digit limit too
+    ],
+    ids=["diff-index", "diff-length", "diff-just-past", "set-index", "set-5000-digits"],
+)
+def test_array_padding_is_bounded_as_the_server_bounds_it(o: dict[str, Any]) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ReplayError, match=r"padded with [0-9,]+ nulls"):
+            apply_update({"_id": 1, "arr": [1]}, o)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # refused before anything is allocated for it
+
+
+def test_padding_up_to_the_server_bound_is_applied() -> None:
+    new = apply_update(
+        {"_id": 1, "arr": [1]}, {"$v": 2, "diff": {"sarr": {"a": True, "u1500001": 2}}}
+    )
+    assert len(new["arr"]) == 1_500_002 and new["arr"][-1] == 2 and new["arr"][1] is None
+
+
+def test_padding_of_many_arrays_is_bounded_in_all() -> None:
+    """Each array within the server's bound, together more nulls than 16 MiB can hold."""
+    doc = {"_id": 1, **{f"a{i}": [] for i in range(5)}}
+    diff = {f"sa{i}": {"a": True, "u1400000": 1} for i in range(5)}
+    with pytest.raises(ReplayError, match="more nulls than 16 MiB can hold"):
+        apply_update(doc, {"$v": 2, "diff": diff})
+
+
+def test_a_path_of_more_than_100_components_is_refused() -> None:
+    deep = ".".join(["a"] * 3000)
+    with pytest.raises(ReplayError, match="a path of 3,000 components"):
+        apply_update({"_id": 1}, {"$v": 1, "$set": {deep: 1}})
+    with pytest.raises(ReplayError, match="a path of 101 components"):
+        apply_update({"_id": 1}, {"$v": 1, "$unset": {".".join(["a"] * 101): ""}})
+    new = apply_update({"_id": 1}, {"$v": 1, "$set": {".".join(["a"] * 100): 1}})
+    assert bson.encode(new)  # 100 levels: built and encoded
