@@ -457,9 +457,10 @@ async def test_legacy_index_options_are_converted(
 async def test_heal_commands(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
     """One listCollections for the whole heal (the vanished check serves the
     engine too), then create, insert, indexes and rename for the collection;
-    around them its lease (hello for the server's time, insert, delete, then
-    a find and a drop of the emptied lease collection) and the staging copy's
-    UUID, read after the create and checked before the rename."""
+    around them its lease (hello for the server's time, insert, an update
+    renewing it before the rename, delete, then a find and a drop of the
+    emptied lease collection) and the staging copy's UUID, read after the
+    create and checked before the rename."""
     await backup(mongo_uri, tmp_path, database=seeded)
     before = snapshot(mongo_uri, seeded, "apps")
     drop(mongo_uri, seeded, "apps")
@@ -478,6 +479,7 @@ async def test_heal_commands(mongo_uri: str, seeded: str, tmp_path: Path) -> Non
         "createIndexes": 1,
         "renameCollection": 1,
         "hello": 1,
+        "update": 1,
         "delete": 1,
         "find": 1,
         "drop": 1,

@@ -79,6 +79,7 @@ class Leases:
         self.owner = secrets.token_hex(8)
         self.held: set[str] = set()
         self._offset: timedelta | None = None
+        self._clock = asyncio.Lock()
         self._beat: asyncio.Task[None] | None = None
 
     async def acquire(self, name: str) -> bool:
@@ -175,10 +176,11 @@ class Leases:
 
     async def _now(self) -> datetime:
         """The server's time, from one hello per run and the local clock since."""
-        if self._offset is None:
-            reply = await self.target.raw_command("admin", {"hello": 1})
-            server = reply.get("localTime")
-            self._offset = server - _utcnow() if isinstance(server, datetime) else timedelta()
+        async with self._clock:  # collections loaded together ask once
+            if self._offset is None:
+                reply = await self.target.raw_command("admin", {"hello": 1})
+                server = reply.get("localTime")
+                self._offset = server - _utcnow() if isinstance(server, datetime) else timedelta()
         return _utcnow() + self._offset
 
     def _fields(self, now: datetime) -> dict[str, Any]:
