@@ -168,12 +168,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except BrokenPipeError:
         return _output_closed(out)
     except KeyboardInterrupt:
-        print(f"mongosnap: interrupted; {_aftermath(args)}", file=sys.stderr)
+        _tell(f"mongosnap: interrupted; {_aftermath(args)}")
         _json_error(out, words, "Interrupted", Interrupted.exit_code, "interrupted")
         return Interrupted.exit_code
     except MongosnapError as exc:
         message = redact(str(exc))
-        print(f"mongosnap: error: {message}", file=sys.stderr)
+        _tell(f"mongosnap: error: {message}")
         _json_error(out, words, type(exc).__name__, exc.exit_code, message)
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line, trace only on request
@@ -186,6 +186,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         )
         _json_error(out, words, "InternalError", EXIT_INTERNAL, message)
         return EXIT_INTERNAL
+
+
+def _tell(line: str) -> None:
+    """The last line on stderr; gone with the terminal (SIGHUP: EIO), the exit code says it."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr)
 
 
 def _parse(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:

@@ -739,6 +739,8 @@ def _wanted(member: TarMember, selection: Selection) -> tuple[str, str] | None:
     if dump is None:
         return None
     name = unescape_collection_name(dump.stem)
+    if name == LEASES:  # another run's bookkeeping, caught by a backup
+        return None
     return (dump.kind, name) if selection.wants(dump.database, name) else None
 
 
