@@ -78,6 +78,8 @@ class Leases:
         self.seconds = lease_seconds() if seconds is None else seconds
         self.owner = secrets.token_hex(8)
         self.held: set[str] = set()
+        self._unsure: set[str] = set()
+        """Leases whose taking was cut short: perhaps ours on the server."""
         self._offset: timedelta | None = None
         self._clock = asyncio.Lock()
         self._beat: asyncio.Task[None] | None = None
@@ -85,11 +87,17 @@ class Leases:
     async def acquire(self, name: str) -> bool:
         """Take ``name``'s lease: True if ours now, False if another run holds it."""
         now = await self._now()
-        if not await self._insert(name, now):
-            taken = await self._update({"_id": name, "expires": {"$lt": now}}, name, now)
-            if not taken:
-                return False
-            log.warning("%s.%s: took over the expired lease of a run that stopped", *self._ns(name))
+        try:
+            if not await self._insert(name, now):
+                taken = await self._update({"_id": name, "expires": {"$lt": now}}, name, now)
+                if not taken:
+                    return False
+                log.warning(
+                    "%s.%s: took over the expired lease of a run that stopped", *self._ns(name)
+                )
+        except BaseException:
+            self._unsure.add(name)  # sent, maybe executed: release() deletes it if ours
+            raise
         self.held.add(name)
         if self._beat is None or self._beat.done():
             self._beat = asyncio.ensure_future(self._heartbeat())
@@ -109,9 +117,10 @@ class Leases:
 
     async def release(self, name: str) -> None:
         """Give ``name`` back (nothing if not held); a failure leaves it to expire."""
-        if name not in self.held:
+        if name not in self.held and name not in self._unsure:
             return
         self.held.discard(name)
+        self._unsure.discard(name)
         with contextlib.suppress(MongosnapError, TimeoutError):
             async with asyncio.timeout(CLEANUP_SECONDS):
                 await self._delete(name)
@@ -127,7 +136,7 @@ class Leases:
 
     async def close(self) -> None:
         """Release every lease, stop renewing, drop the lease collection if empty."""
-        for name in list(self.held):
+        for name in self.held | self._unsure:
             await self.release(name)
         if self._beat is not None:
             self._beat.cancel()
