@@ -7,8 +7,9 @@
 Two asyncio tasks share one MongoDB client: one backs DATABASE up every
 ``--backup-every`` seconds, the other heals the watched collections every
 ``--heal-every`` seconds. A failed cycle is logged and retried next time.
-SIGTERM or Ctrl-C stops both: a backup in flight aborts its upload, a heal in
-flight drops its staged copies, and the process exits 0.
+SIGTERM, SIGHUP (the terminal or ssh session that started it went away) or
+Ctrl-C stops both: a backup in flight aborts its upload, a heal in flight
+drops its staged copies, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     tasks = [
         asyncio.create_task(every(args.backup_every, "backup", backup)),

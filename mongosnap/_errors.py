@@ -6,7 +6,8 @@
     │   ├── ServerUnreachable           11
     │   ├── AuthenticationFailed        12
     │   ├── DatabaseNotFound            13  database missing or holds no collection
-    │   └── CollectionExists            14  a restore would overwrite (use --drop)
+    │   ├── CollectionExists            14  a restore would overwrite (use --drop)
+    │   └── CollectionBusy              15  another run is restoring the collection
     ├── StorageError                    20  storage side
     │   ├── BucketNotFound              21
     │   ├── AccessDenied                22
@@ -24,6 +25,7 @@
     ├── PointInTimeUnavailable          51  no archive and oplog chunks reach the target instant
     └── Interrupted                     130 Ctrl-C
         └── Terminated                  143 SIGTERM
+            └── HungUp                  129 SIGHUP (a terminal closed, an ssh session dropped)
 
 The CLI adds 70 for an internal error (a bug), printed as one line.
 Messages never carry credentials: URIs are redacted before they reach one.
@@ -61,6 +63,13 @@ class DatabaseNotFound(SourceError):
 
 class CollectionExists(SourceError):
     exit_code = 14
+
+
+class CollectionBusy(SourceError):
+    """Another run (heal, restore) holds the collection's lease: it is being
+    restored now, and this run left it alone (docs/heal.md, concurrent runs)."""
+
+    exit_code = 15
 
 
 class StorageError(MongosnapError):
@@ -131,6 +140,12 @@ class Interrupted(MongosnapError):
 
 class Terminated(Interrupted):
     exit_code = 143
+
+
+class HungUp(Terminated):
+    """SIGHUP, handled as SIGTERM is: cleanup runs, then exit 128 + 1."""
+
+    exit_code = 129
 
 
 class PartialFailure(MongosnapError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,10 +105,21 @@ def test_backup_failure_exits_1_with_one_line(tmp_path: Path, new_database: str)
     assert done.stderr.startswith("FATAL: ") and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("kind", ["local", "moto"])
+@pytest.mark.parametrize(
+    ("kind", "sig"),
+    [("local", signal.SIGTERM), ("moto", signal.SIGTERM), ("local", signal.SIGHUP)],
+    ids=["local-SIGTERM", "moto-SIGTERM", "local-SIGHUP"],
+)
 def test_service_backs_up_heals_and_stops_on_sigterm(
-    kind: str, tmp_path: Path, testbed: Any, new_bucket: Any, mongo_uri: str, new_database: str
+    kind: str,
+    sig: signal.Signals,
+    tmp_path: Path,
+    testbed: Any,
+    new_bucket: Any,
+    mongo_uri: str,
+    new_database: str,
 ) -> None:
+    """SIGHUP (its terminal or ssh session went away) stops it as SIGTERM does."""
     destination = make_destination(kind, tmp_path, testbed, new_bucket)
     seed(mongo_uri, new_database, SIZES)
     before = documents(mongo_uri, new_database, "users")
@@ -121,17 +133,26 @@ def test_service_backs_up_heals_and_stops_on_sigterm(
         text=True,
         env=subprocess_env(destination, MONGOSNAP_URI=mongo_uri),
     )
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+    reader.start()
     try:
-        wait_for(lambda: any(k.endswith(".manifest.json") for k in stored_keys(destination)), proc)
+        wait_for(lambda: any("backup: wrote " in line for line in lines), proc)
         drop(mongo_uri, new_database, "users")
-        wait_for(lambda: "users" in names(mongo_uri, new_database), proc)
+        # Its log line, not the collection's return: the heal ends after the
+        # rename (lease, sweep), and a signal before that would cut it short.
+        wait_for(lambda: any("heal: restored users" in line for line in lines), proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert "backup: wrote " in err and "heal: restored users (restored)" in err
     assert err.rstrip().endswith("stopped") and "Traceback" not in err
     assert documents(mongo_uri, new_database, "users") == before
+    assert not [n for n in names(mongo_uri, new_database) if n.startswith("mongosnap_")]
 
 
 def stored_keys(destination: Destination) -> list[str]:

@@ -25,9 +25,12 @@ import mongosnap
 from mongosnap import MemoryStorage, backup, heal
 from mongosnap.archive.manifest import Manifest, manifest_key
 from mongosnap.pipelines import staging
+from mongosnap.pipelines.lease import LEASES
 from mongosnap.pipelines.staging import TEMP_PREFIX
 
 SIZES = {"apps": 300, "users": 120, "teams": 40, "events": 200}
+LEASE = 10.0
+"""MONGOSNAP_LEASE_SECONDS for the kill -9 test: a rerun fits well within it."""
 
 
 @pytest.fixture
@@ -233,6 +236,9 @@ async def test_motor_client_as_target(mongo_uri: str, seeded: str, tmp_path: Pat
 def test_kill_9_during_heal_leaves_nothing_visible_and_a_rerun_heals(
     mongo_uri: str, new_database: str, tmp_path: Path
 ) -> None:
+    """A killed heal's lease stays until it expires: a rerun before then leaves
+    its staging copy alone (it cannot tell it from a live one) and exits 15;
+    a rerun after it takes the lease over, drops the copy and heals."""
     with MongoClient(mongo_uri) as client:
         coll = client[new_database].big
         for start in range(0, 12000, 1000):
@@ -244,8 +250,9 @@ def test_kill_9_during_heal_leaves_nothing_visible_and_a_rerun_heals(
     drop(mongo_uri, new_database, "big")
     host = mongo_uri.split("://", 1)[1].rstrip("/")
     command = [sys.executable, "-m", "mongosnap", "heal", str(tmp_path), host, new_database, "big"]
+    env = {**os.environ, "MONGOSNAP_LEASE_SECONDS": str(LEASE)}
 
-    proc = subprocess.Popen([*command, "--workers", "1"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*command, "--workers", "1"], stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 60
     with MongoClient(mongo_uri) as client:
         while True:
@@ -258,13 +265,23 @@ def test_kill_9_during_heal_leaves_nothing_visible_and_a_rerun_heals(
             assert time.monotonic() < deadline, "heal never started staging"
             time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
     proc.wait()
     assert "big" not in collection_names(mongo_uri, new_database)
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    early = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert early.returncode == 15, early.stderr
+    assert time.monotonic() - killed_at < LEASE / 2, "too slow to rerun within the lease"
+    assert "being healed by another run" in early.stderr
+    assert staged[0] in collection_names(mongo_uri, new_database)  # not dropped: maybe live
+
+    time.sleep(max(0.0, killed_at + LEASE - time.monotonic()))
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert rerun.returncode == 0, rerun.stderr
+    assert "took over the expired lease" in rerun.stderr
     assert snapshot(mongo_uri, new_database, "big") == before
-    assert not [c for c in collection_names(mongo_uri, new_database) if c.startswith(TEMP_PREFIX)]
+    left = collection_names(mongo_uri, new_database)
+    assert not [c for c in left if c.startswith(TEMP_PREFIX) or c == LEASES]
 
 
 def _line_within(stream: Any, seconds: float) -> str:
@@ -277,9 +294,11 @@ def _line_within(stream: Any, seconds: float) -> str:
     return found[0].rstrip("\n")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_watch_mode_heals_each_cycle_and_stops_on_sigterm(
-    mongo_uri: str, seeded: str, tmp_path: Path
+    mongo_uri: str, seeded: str, tmp_path: Path, sig: signal.Signals
 ) -> None:
+    """SIGHUP (the terminal or ssh session went away) stops a watch as SIGTERM does."""
     asyncio.run(backup(mongo_uri, tmp_path, database=seeded))
     host = mongo_uri.split("://", 1)[1].rstrip("/")
     proc = subprocess.Popen(
@@ -310,7 +329,7 @@ def test_watch_mode_heals_each_cycle_and_stops_on_sigterm(
             lines.append(_line_within(proc.stdout, 60))
         lines.append(_line_within(proc.stdout, 60))
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)  # during the sleep between cycles
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     lines += out.splitlines()
@@ -437,7 +456,11 @@ async def test_legacy_index_options_are_converted(
 
 async def test_heal_commands(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
     """One listCollections for the whole heal (the vanished check serves the
-    engine too), then create, insert, indexes and rename for the collection."""
+    engine too), then create, insert, indexes and rename for the collection;
+    around them its lease (hello for the server's time, insert, an update
+    renewing it before the rename, delete, then a find and a drop of the
+    emptied lease collection) and the staging copy's UUID, read after the
+    create and checked before the rename."""
     await backup(mongo_uri, tmp_path, database=seeded)
     before = snapshot(mongo_uri, seeded, "apps")
     drop(mongo_uri, seeded, "apps")
@@ -450,11 +473,16 @@ async def test_heal_commands(mongo_uri: str, seeded: str, tmp_path: Path) -> Non
     assert [o.name for o in report.restored] == ["apps"] and report.ok
     assert commands.sent() == {
         "ping": 1,
-        "listCollections": 1,
+        "listCollections": 3,
         "create": 1,
-        "insert": 1,
+        "insert": 2,
         "createIndexes": 1,
         "renameCollection": 1,
+        "hello": 1,
+        "update": 1,
+        "delete": 1,
+        "find": 1,
+        "drop": 1,
     }
     assert snapshot(mongo_uri, seeded, "apps") == before
 

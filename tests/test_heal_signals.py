@@ -31,6 +31,8 @@ from mongosnap.pipelines.staging import TEMP_PREFIX
 BATCH = 1000
 DOCUMENTS = 8000
 PAD = 2000
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGHUP: 129}
+"""docs/cli.md: Terminated, Interrupted, HungUp."""
 
 
 @pytest.fixture
@@ -102,6 +104,9 @@ def _assert_clean(uri: str, state: dict[str, Any]) -> None:
         (signal.SIGTERM, 6),
         (signal.SIGINT, 1),
         (signal.SIGINT, 5),
+        (signal.SIGHUP, 0),
+        (signal.SIGHUP, 1),
+        (signal.SIGHUP, 4),
     ],
 )
 def test_a_signal_mid_heal_leaves_nothing(
@@ -124,10 +129,37 @@ def test_a_signal_mid_heal_leaves_nothing(
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
 
-    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
+    assert proc.returncode == EXIT_CODES[sig], err
     assert "Traceback" not in err
     _assert_clean(mongo_uri, backed_up)
     assert "nothing was left behind" in err  # true: checked just above
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_signal_mid_heal_of_a_watch_ends_it_cleanly(
+    mongo_uri: str, backed_up: dict[str, Any], sig: signal.Signals
+) -> None:
+    """A watch stopped mid-heal drops its staging copy and exits 0."""
+    database = backed_up["database"]
+    with FaultProxy(("127.0.0.1", _port(mongo_uri))) as proxy:
+        command = [sys.executable, "-m", "mongosnap", "heal", str(backed_up["store"])]
+        proc = subprocess.Popen(
+            [*command, proxy.address, database, "big", "side", "--interval", "3600"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        reached = _reached(mongo_uri, database, 2, proxy)
+        deadline = time.monotonic() + 120
+        while not reached():
+            assert proc.poll() is None, f"watch ended early: {proc.communicate()}"
+            assert time.monotonic() < deadline, "watch never got there"
+            time.sleep(0.001)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 0, err
+    assert "watch stopped; nothing was left behind" in err and "Traceback" not in err
+    _assert_clean(mongo_uri, backed_up)
 
 
 @pytest.mark.parametrize("batches", [0, 2, 5])
@@ -262,21 +294,26 @@ async def test_an_s3_reset_mid_read_takes_the_next_archive(
 def test_what_could_not_be_dropped_is_named_not_denied(
     mongo_uri: str, backed_up: dict[str, Any]
 ) -> None:
-    """SIGTERM while the server is unreachable: the message names the staging copy."""
+    """SIGTERM while the server is unreachable: the message names the staging
+    copy. Its lease could not be given back either: a rerun once it has
+    expired takes it over and drops the copy."""
     database = backed_up["database"]
     host = mongo_uri.split("://", 1)[1].rstrip("/")
+    env = {**os.environ, "MONGOSNAP_LEASE_SECONDS": "3"}
     with FaultProxy(("127.0.0.1", _port(mongo_uri))) as proxy:
         command = [sys.executable, "-m", "mongosnap", "heal", str(backed_up["store"])]
         proc = subprocess.Popen(
             [*command, proxy.address, database, "big", "--connect-timeout", "1"],
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         reached = _reached(mongo_uri, database, 2, proxy)
         while not reached():
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.001)
         proxy.outage(600)
+        cut_off = time.monotonic()  # no renewal reaches the server after this
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=180)
 
@@ -286,7 +323,10 @@ def test_what_could_not_be_dropped_is_named_not_denied(
         left = _staged(client, database)
     assert len(left) == 1 and f"{database}.{left[0]}" in err, err
 
-    rerun = subprocess.run([*command, host, database, "big"], capture_output=True, text=True)
+    time.sleep(max(0.0, cut_off + 3 - time.monotonic()))
+    rerun = subprocess.run(
+        [*command, host, database, "big"], capture_output=True, text=True, env=env
+    )
     assert rerun.returncode == 0, rerun.stderr
     _assert_clean(mongo_uri, backed_up)
     assert sorted(server_documents(mongo_uri, database, "big")) == backed_up["before"]["big"]

@@ -125,7 +125,11 @@ async def test_commands_per_collection(
 ) -> None:
     """A listCollections reads FerretDB's whole catalogue (docs/benchmarks.md):
     one for the whole run, then per collection only create, its inserts, its
-    indexes and the rename into place; the data intact."""
+    indexes and the rename into place; around them its lease (insert, renewed
+    with an update before the rename, delete) and the staging copy's UUID (a
+    listCollections of that name after the create and before the rename);
+    per run one hello (the server's clock) and a find and drop of the emptied
+    lease collection. The data intact."""
     await backup(mongo_uri, tmp_path, database=seeded)
     commands = CommandLog()
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, event_listeners=[commands])
@@ -136,11 +140,16 @@ async def test_commands_per_collection(
     assert [c.status for c in result.collections] == ["restored"] * len(SIZES)
     assert commands.sent() == {
         "ping": 1,
-        "listCollections": 1,
+        "listCollections": 1 + 2 * len(SIZES),
         "create": len(SIZES),
-        "insert": sum(1 for n in SIZES.values() if n),  # one batch each
+        "insert": sum(1 for n in SIZES.values() if n) + len(SIZES),  # one batch each, leases
         "createIndexes": 1,  # apps alone has indexes besides _id
         "renameCollection": len(SIZES),
+        "hello": 1,
+        "update": len(SIZES),
+        "delete": len(SIZES),
+        "find": 1,
+        "drop": 1,
     }, commands.sent()
     assert_restored_as_seeded(mongo_uri, seeded, other_database)
 

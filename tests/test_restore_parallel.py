@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 from mongosnap import Progress, Stage, backup, heal, restore
 from mongosnap.pipelines import engine
 from mongosnap.pipelines.engine import _bounded
+from mongosnap.pipelines.lease import LEASES
 
 SIZES = {"apps": 3100, "logs": 3100, "users": 2100, "empty": 0}
 """Each but empty spans several insert batches (staging.BATCH_DOCUMENTS is 1000)."""
@@ -26,19 +27,26 @@ class InsertsInFlight(monitoring.CommandListener):
         self.now = 0
         self.most = 0
         self.collections: set[str] = set()
+        self.leases: set[int] = set()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "insert":
+        if event.command_name == "insert" and event.command["insert"] == LEASES:
+            self.leases.add(event.request_id)  # not a batch of documents
+        elif event.command_name == "insert":
             self.now += 1
             self.most = max(self.most, self.now)
             self.collections.add(str(event.command["insert"]))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if event.command_name == "insert":
-            self.now -= 1
+        self._ended(event.command_name, event.request_id)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        if event.command_name == "insert":
+        self._ended(event.command_name, event.request_id)
+
+    def _ended(self, name: str, request_id: int) -> None:
+        if request_id in self.leases:
+            self.leases.discard(request_id)
+        elif name == "insert":
             self.now -= 1
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn, TextIO
 
-from .._errors import Interrupted, MongosnapError, Terminated, UsageError, all_errors
+from .._errors import HungUp, Interrupted, MongosnapError, Terminated, UsageError, all_errors
 from .._redact import uri_secrets
 from .._version import __version__
 
@@ -31,6 +31,7 @@ COMMANDS = [backup, heal, restore, listing, verify, prune, check, oplog]
 
 EXIT_INTERNAL = 70
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`
+_STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
 log = logging.getLogger("mongosnap")
 
@@ -114,27 +115,33 @@ def _aftermath(args: argparse.Namespace) -> str:
 
 
 async def _with_signals(work: Awaitable[int], aftermath: Callable[[], str]) -> int:
-    """Run work; SIGTERM cancels it like Ctrl-C does, so cleanup always runs."""
+    """Run work; SIGTERM and SIGHUP cancel it like Ctrl-C does, so cleanup always runs.
+
+    SIGHUP (a terminal closed, an ssh session dropped) would otherwise kill
+    the process at once, leaving staging copies and unfinished uploads.
+    """
     import asyncio
 
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)
-    terminated = False
+    received: list[signal.Signals] = []
 
-    def on_term() -> None:
-        nonlocal terminated
-        terminated = True
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
         task.cancel()
 
-    loop.add_signal_handler(signal.SIGTERM, on_term)
+    for signum in _STOPPING:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         return await task
     except asyncio.CancelledError:
-        if terminated:
-            raise Terminated(f"terminated (SIGTERM); {aftermath()}") from None
+        if received:
+            error = HungUp if received[0] == signal.SIGHUP else Terminated
+            raise error(f"terminated ({received[0].name}); {aftermath()}") from None
         raise
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for signum in _STOPPING:
+            loop.remove_signal_handler(signum)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -161,12 +168,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except BrokenPipeError:
         return _output_closed(out)
     except KeyboardInterrupt:
-        print(f"mongosnap: interrupted; {_aftermath(args)}", file=sys.stderr)
+        _tell(f"mongosnap: interrupted; {_aftermath(args)}")
         _json_error(out, words, "Interrupted", Interrupted.exit_code, "interrupted")
         return Interrupted.exit_code
     except MongosnapError as exc:
         message = redact(str(exc))
-        print(f"mongosnap: error: {message}", file=sys.stderr)
+        _tell(f"mongosnap: error: {message}")
         _json_error(out, words, type(exc).__name__, exc.exit_code, message)
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line, trace only on request
@@ -179,6 +186,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         )
         _json_error(out, words, "InternalError", EXIT_INTERNAL, message)
         return EXIT_INTERNAL
+
+
+def _tell(line: str) -> None:
+    """The last line on stderr; gone with the terminal (SIGHUP: EIO), the exit code says it."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr)
 
 
 def _parse(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:

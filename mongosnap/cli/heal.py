@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._errors import HealIncomplete, PartialFailure, UsageError
+from .._errors import CollectionBusy, HealIncomplete, PartialFailure, UsageError
 from ._common import (
     MAX_WORKERS,
     add_metrics_flags,
@@ -165,7 +165,7 @@ async def _cycle(
             report = await once()
             metrics.record_heal(report)
             _print(report, args, out)
-            _raise_if_missing(report)
+            _raise_if_missing(report, busy_fails=False)
     except UsageError:
         raise
     except Exception as exc:
@@ -196,7 +196,9 @@ def _log_outcomes(report: HealReport) -> None:
         log.debug("searched archive %s", key)
 
 
-def _raise_if_missing(report: HealReport) -> None:
+def _raise_if_missing(report: HealReport, *, busy_fails: bool = True) -> None:
+    """The exit a one-shot heal's outcome calls for; a watch leaves a busy
+    collection to the run healing it and looks again next cycle."""
     if report.failed:
         causes = {f.name: f.error for f in report.failures}
         raise PartialFailure(
@@ -208,6 +210,12 @@ def _raise_if_missing(report: HealReport) -> None:
         raise HealIncomplete(
             f"no backup among the newest archives holds {', '.join(report.missing)}"
         )
+    if not report.busy:
+        return
+    message = f"{', '.join(report.busy)}: being healed by another run; left to it"
+    if busy_fails:
+        raise CollectionBusy(message)
+    log.warning("%s (checked again next cycle)", message)
 
 
 def _also_missing(report: HealReport) -> str:
@@ -290,6 +298,8 @@ def outcome_line(outcome: CollectionOutcome) -> str:
         return f"{outcome.name}: reappeared while being restored from {outcome.archive}; left alone"
     if outcome.status is Status.EXISTS:
         return f"{outcome.name}: exists; left alone"
+    if outcome.status is Status.BUSY:
+        return f"{outcome.name}: being restored by another run; left to it"
     return (
         f"{outcome.name}: {outcome.status} from {outcome.archive} ({counts}, "
         f"{size(outcome.bytes_fetched)} of {size(outcome.archive_size)} fetched, "

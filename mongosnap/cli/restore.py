@@ -8,7 +8,13 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._errors import CollectionExists, MongosnapError, PartialFailure, UsageError
+from .._errors import (
+    CollectionBusy,
+    CollectionExists,
+    MongosnapError,
+    PartialFailure,
+    UsageError,
+)
 from ._common import (
     MAX_WORKERS,
     add_metrics_flags,
@@ -112,6 +118,11 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         if result.failed:
             causes = "; ".join(f"{c.name} ({c.error})" for c in result.failed)
             raise PartialFailure(f"could not restore {causes}")
+        busy = [c.name for c in result.collections if c.status is Status.BUSY]
+        if busy:
+            raise CollectionBusy(
+                f"left untouched because another run is restoring them: {', '.join(busy)}"
+            )
         existing = [
             c.name for c in result.collections if c.status in (Status.EXISTS, Status.REAPPEARED)
         ]

@@ -18,7 +18,9 @@ Two ways to read an archive:
   in the archive itself fails every collection staged from it.
 
 Either way a collection is built under a temporary name and renamed into
-place (staging.py), so readers see it complete or not at all.
+place (staging.py), so readers see it complete or not at all, and only while
+holding its lease (lease.py): a collection another run is restoring is left
+to that run and reported ``busy``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from .._aio import shielded
 from .._errors import (
     ArchiveError,
     CorruptArchive,
@@ -52,6 +55,7 @@ from ..codecs import get_codec
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import Source, select
 from ..storage import Storage
+from .lease import LEASES, Leases
 from .ledger import StagingLedger
 from .staging import Expected, Inserted, Limit, StagedCollection, drop_stale, index_specs
 
@@ -92,6 +96,8 @@ class Status(StrEnum):
     """An application created the name while it was being restored; left alone."""
     FAILED = "failed"
     """Could not be restored from this archive; ``error`` says why."""
+    BUSY = "busy"
+    """Another run (heal, restore) holds its lease and is restoring it; left to it."""
     WOULD_RESTORE = "would restore"
 
 
@@ -226,6 +232,7 @@ class Engine:
         self._present = present
         """The target's collection names, listed once (see target_names)."""
         self._listing = asyncio.Lock()
+        self.leases = Leases(target, to_database)
 
     def entries(self, selection: Selection) -> list[CollectionEntry] | None:
         """The manifest's wanted entries; None when the archive has no manifest.
@@ -243,6 +250,8 @@ class Engine:
                     "%s.%s is %s in %s", entry.database, entry.name, entry.status, self.info.key
                 )
                 continue
+            if entry.name == LEASES:  # another run's bookkeeping, caught by a backup
+                continue
             if entry.type != "collection":
                 log.warning("%s.%s is a %s: not restored", entry.database, entry.name, entry.type)
                 continue
@@ -255,6 +264,12 @@ class Engine:
         Raises an ArchiveError only for a fault of the whole archive (its
         embedded manifest, or the stream of a legacy archive).
         """
+        try:
+            return await self._restore(selection)
+        finally:
+            await shielded(self.leases.close())
+
+    async def _restore(self, selection: Selection) -> list[CollectionOutcome]:
         entries = self.entries(selection)
         if entries is None:
             return await self._restore_streaming(selection)
@@ -375,12 +390,21 @@ class Engine:
     async def _restore_entry(
         self, entry: CollectionEntry, window: _Window | None = None
     ) -> CollectionOutcome:
+        try:
+            return await self._restore_leased(entry, window)
+        finally:
+            await shielded(self.leases.release(entry.name))  # others need not wait for our end
+
+    async def _restore_leased(
+        self, entry: CollectionEntry, window: _Window | None = None
+    ) -> CollectionOutcome:
         started = time.monotonic()
         ranges = [entry.metadata] if entry.bson is None else [entry.metadata, entry.bson]
         fetched = ranges[-1].end - ranges[0].offset
         try:
-            if await self._taken(entry.name):
-                return self._outcome(entry.name, Status.EXISTS, started)
+            refused = await self._claim(entry.name)
+            if refused is not None:
+                return self._outcome(entry.name, refused, started)
             staged = self._stage(entry.name)
         except MongosnapError as exc:
             return await self._failed(entry.name, started, exc)
@@ -479,12 +503,12 @@ class Engine:
         if any(o.name == name for o in state.outcomes) or name in state.staged:
             raise CorruptArchive(f"{member.name} appears twice")
         try:
-            taken = await self._taken(name)
+            refused = await self._claim(name)
         except MongosnapError as exc:
             state.outcomes.append(await self._failed(name, started, exc))
             return
-        if taken:
-            state.outcomes.append(self._outcome(name, Status.EXISTS, time.monotonic()))
+        if refused is not None:
+            state.outcomes.append(self._outcome(name, refused, time.monotonic()))
             return
         state.staged[name] = self._stage(name)
         await self._isolated(name, state, started, None, member)
@@ -598,6 +622,7 @@ class Engine:
             workers=self.workers,
             ledger=self.ledger,
             slots=self._slots,
+            guard=lambda: self.leases.confirm(name),
         )
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -620,14 +645,25 @@ class Engine:
                 self._present = await self.target.collection_names(self.to_database)
         return self._present
 
-    async def _taken(self, name: str) -> bool:
-        """Whether ``name`` exists in the target (and we may not replace it).
+    async def _claim(self, name: str) -> Status | None:
+        """Take ``name``'s lease and drop stale staging copies of it; None when
+        we may restore it, else why not: EXISTS (and we may not replace it) or
+        BUSY (another run holds the lease; its staging copy is live).
 
-        Staged copies a killed run left for this name are dropped first.
+        Only under the lease are copies stale: whoever made them has stopped
+        and let its lease expire (lease.py).
         """
         present = await self.target_names()
+        exists = not self.replace and name in present
+        if not await self.leases.acquire(name):
+            if exists:
+                return Status.EXISTS
+            log.warning(
+                "%s.%s is being restored by another run: left to it", self.to_database, name
+            )
+            return Status.BUSY
         present.difference_update(await drop_stale(self.target, self.to_database, name, present))
-        return not self.replace and name in present
+        return Status.EXISTS if exists else None
 
     async def _failed(
         self, name: str, started: float, exc: MongosnapError, fetched: int = 0
@@ -703,6 +739,8 @@ def _wanted(member: TarMember, selection: Selection) -> tuple[str, str] | None:
     if dump is None:
         return None
     name = unescape_collection_name(dump.stem)
+    if name == LEASES:  # another run's bookkeeping, caught by a backup
+        return None
     return (dump.kind, name) if selection.wants(dump.database, name) else None
 
 

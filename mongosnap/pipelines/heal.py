@@ -7,7 +7,8 @@ towards ``depth``); a collection that fails to restore from one archive is
 reported with its cause and tried again from the next; incomplete archives
 are never used; collections that are still there are never touched, and one
 that reappears while being healed (an application recreated it) is left alone
-and reported.
+and reported. A collection another run is healing (it holds the collection's
+lease, lease.py) is left to that run and reported ``busy``.
 
 When the archive has an oplog window and the chunks under ``oplog/`` cover
 the time since its consistent point, the restored collections are then
@@ -96,6 +97,11 @@ class HealReport:
         return [c for c in self.watched if c not in self.healthy]
 
     @property
+    def busy(self) -> list[str]:
+        """Vanished collections another run was healing: left to it."""
+        return [o.name for o in self.restored if o.status is Status.BUSY]
+
+    @property
     def failed(self) -> list[str]:
         """Missing collections that some archive held but could not give back."""
         tried = {f.name for f in self.failures}
@@ -103,12 +109,13 @@ class HealReport:
 
     @property
     def ok(self) -> bool:
-        return not self.missing
+        return not self.missing and not self.busy
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["vanished"] = self.vanished
         out["failed"] = self.failed
+        out["busy"] = self.busy
         out["ok"] = self.ok
         return out
 

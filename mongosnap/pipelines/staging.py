@@ -15,6 +15,12 @@ the real name, which is dropped again if the copy fails (docs/heal.md).
 
 Every staging collection is recorded in a StagingLedger (ledger.py) until it
 is renamed; the ledger checks at the end of a run that none is left.
+
+Only the run holding the collection's lease (lease.py) drops stale staging
+copies of it. A staging copy is created explicitly and its UUID noted; before
+the rename the lease is renewed and the UUID checked again: an insert sent
+after someone dropped the copy re-creates it implicitly (a new UUID, a
+remnant), and such a remnant is never published.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterable, Callable, Coroutine
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +58,13 @@ Limit = Callable[[int, int], None]
 
 Inserted = Callable[[int, int], None]
 """Called after each acknowledged batch with (documents, bytes) stored so far."""
+
+Guard = Callable[[], Awaitable[None]]
+"""Raises unless this run may still publish (its lease is renewed: lease.py)."""
+
+
+async def _unguarded() -> None:
+    return None
 
 
 def name_hash(name: str) -> str:
@@ -209,6 +222,7 @@ class StagedCollection:
         workers: int = 4,
         ledger: StagingLedger | None = None,
         slots: asyncio.Semaphore | None = None,
+        guard: Guard = _unguarded,
     ) -> None:
         self.target = target
         self.database = database
@@ -218,6 +232,9 @@ class StagedCollection:
         self.slots = slots
         """Insert slots shared with the other collections of the run (see _Pool)."""
         self.ledger = ledger if ledger is not None else StagingLedger()
+        self.guard = guard
+        self.uuid = ""
+        """The staging collection's UUID as created; empty if the server shows none."""
         self.options: dict[str, Any] | None = None
         self.documents = 0
         self.bytes = 0
@@ -239,6 +256,26 @@ class StagedCollection:
         # still be executed by the server.
         self.ledger.track(self.database, self.temp)
         await self.target.create_collection(self.database, self.temp, self.options or {})
+        self.uuid = await self._uuid(self.temp)
+
+    async def _uuid(self, name: str) -> str:
+        spec = await self.target.collection(self.database, name)
+        return spec.uuid if spec is not None else ""
+
+    async def _check_own(self) -> None:
+        """Refuse to publish a staging copy that is not the one we created.
+
+        Someone dropped it meanwhile (an older mongosnap, a person): a later
+        insert re-created it with part of the documents, yet all of ours were
+        acknowledged. The lease is renewed first, so that no other run of
+        this version drops it between this check and the rename.
+        """
+        await self.guard()
+        if self.uuid and await self._uuid(self.temp) != self.uuid:
+            raise SourceError(
+                f"{self.where}: its staging copy was dropped by someone else during "
+                "the restore; not published"
+            )
 
     async def load(
         self,
@@ -298,8 +335,9 @@ class StagedCollection:
         fresh = temp_name(self.name)
         self.ledger.track(self.database, fresh)
         await self.target.create_collection(self.database, fresh, options)
+        fresh_uuid = await self._uuid(fresh)
         await self._copy(self.temp, fresh)
-        old, self.temp = self.temp, fresh
+        old, self.temp, self.uuid = self.temp, fresh, fresh_uuid
         await self.ledger.remove(self.target, self.database, old)  # the sweep checks it
 
     async def _copy(self, source: str, target: str) -> int:
@@ -353,6 +391,7 @@ class StagedCollection:
 
     async def publish(self, *, replace: bool = False) -> bool:
         """Rename into place; False (and nothing changed) if the name is taken."""
+        await self._check_own()
         try:
             renamed = await self.target.rename(self.database, self.temp, self.name, replace=replace)
         except SourceError as exc:
