@@ -5,6 +5,8 @@
         proxy.reset_after(down=200_000)                  # next connection: RST after 200 kB
         proxy.outage(25.0)                               # refuse and reset everything for 25 s
         proxy.stall = True                               # hold every byte until set False
+        held = proxy.hold("up", b"PUT ", b".manifest.json")  # hold one request...
+        held.reached.wait(30); held.release()            # ...until released
 
 It relays bytes unchanged and knows no protocol: faults are TCP-level (a reset
 is a real RST, a refusal is an accepted-then-reset connection), so the client
@@ -36,6 +38,25 @@ class _Rule:
     count: int
 
 
+class Hold:
+    """One connection's bytes held from the first chunk that contains every
+    pattern (a request line, say) until ``release()``; then relayed, even if
+    the client has given up meanwhile, as a slow network or a proxy would."""
+
+    def __init__(self, way: str, patterns: tuple[bytes, ...]) -> None:
+        self.way = way
+        self.patterns = patterns
+        self.reached = threading.Event()
+        """Set once a chunk matched and is being held."""
+        self.released = threading.Event()
+
+    def matches(self, way: str, data: bytes) -> bool:
+        return way == self.way and all(p in data for p in self.patterns)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass
 class Counters:
     connections: int = 0
@@ -62,6 +83,7 @@ class FaultProxy:
         self.counters = Counters()
         self._refuse_until = 0.0
         self._rules: list[_Rule] = []
+        self._holds: list[Hold] = []
         self._open: set[_Pipe] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -114,6 +136,28 @@ class FaultProxy:
         with self._lock:
             self._refuse_until = time.monotonic() + seconds
         self.reset_all()
+
+    def hold(self, way: str, *patterns: bytes) -> Hold:
+        """Hold the next chunk relayed ``way`` ("up": client->server) that holds
+        every pattern, and what follows on its connection, until released."""
+        held = Hold(way, patterns)
+        with self._lock:
+            self._holds.append(held)
+        return held
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no connection is open: whatever was relayed has landed."""
+        deadline = time.monotonic() + timeout
+        while self._open and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _take_hold(self, way: str, data: bytes) -> Hold | None:
+        with self._lock:
+            for held in self._holds:
+                if held.matches(way, data):
+                    self._holds.remove(held)
+                    return held
+        return None
 
     def heal(self) -> None:
         """End every fault: no outage, no pending reset rule, no stall."""
@@ -225,6 +269,11 @@ class _Pipe:
                     return
                 while self.proxy.stall and not self.dead:
                     await asyncio.sleep(0.01)
+                held = self.proxy._take_hold(way, data) if self.proxy._holds else None
+                if held is not None:
+                    held.reached.set()
+                    while not held.released.is_set() and not self.dead:
+                        await asyncio.sleep(0.01)
                 if limit is not None and self.sent[way] + len(data) >= limit:
                     writer.write(data[: max(0, limit - self.sent[way])])
                     with contextlib.suppress(Exception):

@@ -26,7 +26,7 @@ from mongosnap.oplog.archiver import ArchiverStats
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 COMMANDS = {
     *("backup", "heal", "restore", "list", "list --uploads", "verify", "prune", "check"),
-    *("oplog --list", "error"),
+    *("oplog --list", "list --leftovers", "error"),
 }
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 SCALARS: dict[str, Any] = {
@@ -166,6 +166,14 @@ def test_list_uploads(backed_up: tuple[str, str]) -> None:
     uploads = run_json("list", dest, "--uploads")
     check("list --uploads", uploads)
     assert len(uploads) == 1
+
+
+def test_list_leftovers(backed_up: tuple[str, str]) -> None:
+    dest, _ = backed_up
+    (Path(dest) / "2026-01-01-00-00-00-mongodb-dump.tar.gz.claim").write_bytes(b"{}")
+    leftovers = run_json("list", dest, "--leftovers")
+    check("list --leftovers", leftovers)
+    assert [x["kind"] for x in leftovers] == ["name claim"]
 
 
 def test_heal_and_restore(backed_up: tuple[str, str], mongo_uri: str) -> None:

@@ -11,16 +11,20 @@ the canary as written, percent-encoded and in its distinctive core.
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from helpers import run_cli, seed
+from helpers import run_cli, seed, subprocess_env
 
 CORE = "Cn4ryZq"
 CANARY = CORE + "/Pa:ss@w0rd"
 ENCODED = quote(CANARY, safe="")
-FORMS = {CANARY, ENCODED, quote_plus(CANARY), ENCODED.lower(), CORE, "Pa:ss@w0rd"}
+FORMS = {CANARY, ENCODED, quote_plus(CANARY), ENCODED.lower(), CORE, CORE.lower(), "Pa:ss@w0rd"}
 
 
 def assert_no_canary(done: object, what: list[str]) -> None:
@@ -119,3 +123,115 @@ def test_no_credential_is_ever_printed_by_storage_commands(name: str, tmp_path: 
         done = run_cli(*args)
         assert done.returncode not in (0, 70), (args, done.stderr)
         assert_no_canary(done, args)
+
+
+def json_strings(value: Any) -> Iterator[str]:
+    """Every key and string value of a decoded --json output, however nested."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)
+    elif value is not None:
+        yield str(value)
+
+
+def assert_json_clean(done: Any, what: list[str]) -> None:
+    """stdout is JSON (one object, or one per line) and no field holds a credential."""
+    text = done.stdout.strip()
+    assert text, (what, done.returncode, done.stderr)
+    try:
+        objects = [json.loads(text)]
+    except json.JSONDecodeError:
+        objects = [json.loads(line) for line in text.splitlines()]
+    for field in (s for o in objects for s in json_strings(o)):
+        for form in FORMS:
+            assert form not in field, f"{form!r} in a --json field of {what}: {field!r}"
+    assert_no_canary(done, what)
+
+
+# Every command that has --json, each given credentials everywhere it takes text.
+S3_URL = f"s3://AKIA:{ENCODED}@bucket"
+PLAIN_S3_URL = f"s3://AKIA:{CORE}@bucket"
+SOURCE = f"mongodb://admin:{ENCODED}@127.0.0.1:1/"
+
+
+def json_cases(name: str, root: str, database: str) -> list[list[str]]:
+    timeout = ["--connect-timeout", "1"]
+    source_commands = {
+        "backup": lambda dest: ["backup", dest, "--uri", SOURCE, database, *timeout],
+        "heal": lambda dest: ["heal", dest, "--uri", SOURCE, database, "users", *timeout],
+        "restore": lambda dest: ["restore", "latest", dest, "--uri", SOURCE, database, *timeout],
+        "oplog": lambda dest: ["oplog", dest, "--uri", SOURCE, *timeout],
+    }
+    storage_commands = {
+        "list": lambda dest: ["list", dest],
+        "verify": lambda dest: ["verify", "latest", dest],
+        "prune": lambda dest: ["prune", dest, "--keep-last", "1", "--dry-run"],
+        "check": lambda dest: ["check", dest],
+        "oplog --list": lambda dest: ["oplog", dest, "--list"],
+    }
+    make = source_commands.get(name) or storage_commands[name]
+    cases = [make(S3_URL), make(PLAIN_S3_URL), make(f"s3://{CORE}@bucket/{database}")]
+    if name in source_commands:
+        cases.append(make(root))  # the source URI's password, the command reaching for it
+    else:
+        cases.append([*make(root), "--endpoint-url", f"http://AKIA:{ENCODED}@127.0.0.1:9"])
+    return [[*case, "--json"] for case in cases]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["backup", "heal", "restore", "oplog", "list", "verify", "prune", "check", "oplog --list"],
+)
+def test_no_json_field_of_any_command_holds_a_credential(
+    name: str, tmp_path: Path, new_database: str
+) -> None:
+    for args in json_cases(name, str(tmp_path), new_database):
+        done = run_cli(*args)
+        assert done.returncode not in (0, 70), (args, done.returncode, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert_json_clean(done, args)
+
+
+NOT_URIS = {
+    "bare password": CANARY,
+    "bare plain password": CORE,
+    "user and password, no scheme": f"admin:{CORE}@127.0.0.1:1",
+    "password as a query": f"127.0.0.1:1/?password={CORE}",
+}
+
+
+@pytest.mark.parametrize("name", ["backup", "heal", "restore", "oplog"])
+def test_uri_file_and_variable_contents_are_never_printed(
+    name: str, tmp_path: Path, new_database: str
+) -> None:
+    """A --uri-file or $MONGOSNAP_URI holding something else than a URI (a bare
+    password, say) is refused without being echoed, never taken for a host."""
+    uri_file = tmp_path / "uri"
+    base = {
+        "backup": ["backup", str(tmp_path), new_database],
+        "heal": ["heal", str(tmp_path), new_database, "users"],
+        "restore": ["restore", "latest", str(tmp_path), new_database],
+        "oplog": ["oplog", str(tmp_path)],
+    }[name]
+    contents = {**NOT_URIS, "unreachable URI": SOURCE}
+    for label, content in contents.items():
+        uri_file.write_text(content + "\n")
+        os.chmod(uri_file, 0o600)
+        expected = {11, 40} if label == "unreachable URI" else {2}  # 40: no archive yet
+        for how, extra, env in (
+            ("file", ["--uri-file", str(uri_file)], subprocess_env()),
+            ("variable", [], subprocess_env(MONGOSNAP_URI=content)),
+        ):
+            for output in ([], ["--json", "-v"]):
+                args = [*base, *extra, "--connect-timeout", "1", *output]
+                done = run_cli(*args, env=env)
+                what = [name, label, how, *output]
+                assert done.returncode in expected, (what, done.returncode, done.stderr)
+                assert "Traceback" not in done.stderr
+                if output:
+                    assert_json_clean(done, what)
+                assert_no_canary(done, what)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn, TextIO
+from typing import NoReturn, TextIO, cast
 
 from .._errors import HungUp, Interrupted, MongosnapError, Terminated, UsageError, all_errors
 from .._redact import uri_secrets
@@ -55,6 +56,30 @@ class Redactor:
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text
+
+
+class _RedactedOutput(io.TextIOBase):
+    """stdout with every credential of the command line replaced by ``***``:
+    every field of every --json object and every result line, whatever put
+    the credential there (a destination echoed back, a library message)."""
+
+    def __init__(self, out: TextIO, redact: Redactor) -> None:
+        super().__init__()
+        self._out, self._redact = out, redact
+
+    def write(self, text: str) -> int:
+        self._out.write(self._redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._out.closed:  # also called when this wrapper is collected
+            self._out.flush()
+
+    def fileno(self) -> int:
+        return self._out.fileno()
+
+    def isatty(self) -> bool:
+        return self._out.isatty()
 
 
 class _ParseError(Exception):
@@ -145,10 +170,10 @@ async def _with_signals(work: Awaitable[int], aftermath: Callable[[], str]) -> i
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
     # not list(): the `list` command module shadows the builtin in this package
     words = [*(sys.argv[1:] if argv is None else argv)]
     redact = Redactor(words)
+    out = cast(TextIO, _RedactedOutput(out or sys.stdout, redact))
     _Parser.redact = redact
     parser = build_parser()
     try:

@@ -217,9 +217,21 @@ def resolve_uri(args: argparse.Namespace, environ: Any = os.environ) -> None:
         return
     path = getattr(args, "uri_file", None)
     if path:
-        args.uri = read_uri_file(path)
+        args.uri = _mongodb_uri(read_uri_file(path), f"--uri-file {path}")
     elif environ.get(URI_ENV):
-        args.uri = environ[URI_ENV].strip()
+        args.uri = _mongodb_uri(environ[URI_ENV].strip(), f"${URI_ENV}")
+
+
+URI_SCHEMES = ("mongodb://", "mongodb+srv://")
+
+
+def _mongodb_uri(text: str, where: str) -> str:
+    """``text`` if it is a MongoDB URI. A file or variable meant to hold one
+    may hold a bare password instead: refused without being echoed, never
+    taken for a host name."""
+    if not text.startswith(URI_SCHEMES):
+        raise UsageError(f"{where} holds no mongodb:// or mongodb+srv:// URI (content not shown)")
+    return text
 
 
 def read_uri_file(path: str) -> str:

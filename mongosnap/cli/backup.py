@@ -100,8 +100,10 @@ def source_and_databases(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..display import progress_display  # imported on use: keeps --help fast
-    from ..pipelines.backup import backup
+    from ..pipelines.backup import BackupAftermath, backup
 
+    aftermath = BackupAftermath()
+    args.aftermath = aftermath.report  # what an interruption says is left at DEST
     with observed(args, "backup") as metrics:
         source, databases = source_and_databases(args)
         with progress_display(enabled=interactive(args)) as on_progress:
@@ -119,6 +121,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 oplog=args.oplog,
                 parallel=args.parallel,
                 range_size=args.range_size << 20,
+                aftermath=aftermath,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)

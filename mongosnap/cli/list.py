@@ -36,6 +36,12 @@ def register(commands: Any) -> None:
         help="list unfinished uploads (S3 multipart uploads, temporary files) instead: "
         "key, when it was initiated, its age",
     )
+    p.add_argument(
+        "--leftovers",
+        action="store_true",
+        help="list what interrupted backups left instead: sidecars without archive, "
+        "name claims (prune removes them once stale)",
+    )
     add_s3_flags(p, writes=False)
     add_output_flags(p)
     p.set_defaults(run=run)
@@ -50,6 +56,9 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..storage import open_storage
 
     storage = open_storage(args.dest, s3=s3_config(args))
+    if args.leftovers:
+        await list_leftovers(storage, args, out)
+        return 0
     if args.uploads:
         try:
             uploads = await pending_uploads(storage)
@@ -60,6 +69,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         archives = await list_archives(storage, args.prefix)
         coverage = None if args.json else await read_coverage(storage)
+        leftovers = 0 if args.json else await _count_leftovers(storage, args.prefix)
     finally:
         await storage.aclose()
     if args.json:
@@ -71,7 +81,40 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     if coverage is not None and (coverage.chunks or coverage.gaps or coverage.incomplete):
         out.write("\noplog (mongosnap oplog DEST --list --json for the details):\n")
         write_coverage(coverage, out)
+    if leftovers:
+        out.write(
+            f"\n{leftovers} leftover(s) of interrupted backups (orphan sidecars, name claims):"
+            " mongosnap list DEST --leftovers\n"
+        )
     return 0
+
+
+async def _count_leftovers(storage: Any, prefix: str) -> int:
+    from ..pipelines.leftovers import find_leftovers
+
+    return len(await find_leftovers(storage, prefix))
+
+
+async def list_leftovers(storage: Any, args: argparse.Namespace, out: TextIO) -> None:
+    """``list --leftovers``: orphan sidecars and name claims, and which are stale."""
+    from ..pipelines.leftovers import find_leftovers
+
+    try:
+        found = await find_leftovers(storage, args.prefix)
+    finally:
+        await storage.aclose()
+    now = datetime.now(UTC)
+    if args.json:
+        json.dump([x.to_dict(now) for x in found], out, indent=2)
+        out.write("\n")
+        return
+    if not found:
+        out.write("no leftovers\n")
+        return
+    for x in found:
+        idle = None if x.last_active is None else now - x.last_active
+        note = "  stale: the next prune removes it" if x.stale(now) else ""
+        out.write(f"{x.key}  {x.kind}  idle {units.duration(idle)}{note}\n")
 
 
 def write_uploads(uploads: list[PendingUpload], as_json: bool, out: TextIO) -> None:

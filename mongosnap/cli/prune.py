@@ -117,3 +117,6 @@ def _print(report: PruneReport, out: TextIO) -> None:
             f"({human_size(report.oplog.bytes_freed)}); the archived oplog now starts at "
             f"ts {report.oplog.kept_from}\n"
         )
+    for leftover in report.leftovers_removed:
+        verb_left = "would remove" if report.dry_run else "removed"
+        out.write(f"{verb_left} the stale {leftover.kind} {leftover.key}\n")

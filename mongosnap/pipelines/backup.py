@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .. import units
-from .._aio import shielded
+from .._aio import settled, shielded
 from .._errors import (
     DatabaseNotFound,
     MongosnapError,
@@ -58,8 +58,8 @@ from ..codecs import get_codec
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
-from ..storage import S3Config, Storage, opened
-from . import ranges
+from ..storage import ObjectWriter, S3Config, Storage, opened
+from . import leftovers, ranges
 from .ranges import RangedRead
 from .readahead import Budget, Lane
 from .uploads import abort_stale_uploads
@@ -69,7 +69,7 @@ PARALLEL = 2
 """Collections read at once by default: the one being written and 1 ahead (docs/benchmarks.md)."""
 READ_AHEAD = 32 << 20
 """Bytes of read-ahead batches buffered at most, all collections ahead together."""
-CLAIM_SUFFIX = ".claim"
+CLAIM_SUFFIX = leftovers.CLAIM_SUFFIX
 """``<archive key>.claim``: the name is taken by a backup in progress (docs/format.md)."""
 GROUP_COLLECTIONS = 64
 """Consecutive collections whose existence one listCollections checks, at most."""
@@ -132,6 +132,37 @@ class BackupReport:
         return out
 
 
+@dataclass
+class BackupAftermath:
+    """What a backup has left at its destination so far, for an interrupted run
+    to say truthfully (``report``): nothing, a complete archive, or which
+    leftovers (an unfinished upload, an archive without sidecar, a name claim).
+    """
+
+    where: str = ""
+    archive: str | None = None
+    """The archive's key, once its name is claimed."""
+    claim: str | None = None
+    """The name claim while it exists (or may: its removal failed)."""
+    complete: bool = False
+    """The archive and its sidecar are both stored: it lists as COMPLETE."""
+    leftovers: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        where = self.where.rstrip("/")
+        said = (
+            f"the archive {where}/{self.archive} is complete (it lists as COMPLETE)"
+            if self.complete
+            else ""
+        )
+        left = list(self.leftovers)
+        if self.claim is not None:
+            left.append(f"the name claim {where}/{self.claim} (prune removes it once stale)")
+        if not left:
+            return said or "nothing was left behind"
+        return (said + "; " if said else "") + "left behind: " + "; ".join(left)
+
+
 async def backup(
     source: MongoSource,
     destination: str | Storage,
@@ -148,6 +179,7 @@ async def backup(
     parallel: int = PARALLEL,
     read_ahead: int = READ_AHEAD,
     range_size: int = 0,
+    aftermath: BackupAftermath | None = None,
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -169,6 +201,9 @@ async def backup(
     its member still written in one piece (pipelines/ranges.py). 0 (default):
     never, since ranges were measured only on FerretDB, where they are 4-7x
     slower (docs/benchmarks.md). Needs ``parallel`` of 2 or more.
+
+    ``aftermath``, if given, is kept up to date with what the run has left at
+    the destination, so a caller whose run is cancelled can say what remains.
     """
     if parallel < 1:
         raise UsageError(f"parallel must be at least 1, not {parallel}")
@@ -184,6 +219,8 @@ async def backup(
             capture = await OplogCapture.begin(src) if oplog else None
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
+            job.aftermath = aftermath if aftermath is not None else BackupAftermath()
+            job.aftermath.where = storage.url
             job.parallel, job.read_ahead = parallel, read_ahead
             job.range_size = range_size if parallel > 1 else 0
             if capture is not None:
@@ -257,12 +294,14 @@ class _Job:
         # Collections dumped whose headers wait for their group's check
         self._group: list[_Held] = []
         self._group_start = 0  # archive offset of the group's first unfilled header
+        self.aftermath = BackupAftermath()
 
     async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
         clock = time.monotonic()
         await self._compare_clocks(started)
         key, claim = await self._claim(started)
+        self.aftermath.archive = key
         try:
             return await self._write(key, specs, started, clock)
         finally:
@@ -282,17 +321,37 @@ class _Job:
                 manifest = await self._manifest(key, started, finished)
                 _, document = manifest.sealed(writer.plan_finish)
                 await writer.finish(document)
-            info = await sink.commit()
         except BaseException:
             await shielded(sink.abort())
+            self._note_discard(sink, key)
             raise
-        side_key = manifest_key(key)
+        # Every byte is written: publishing runs to its end even when cancelled,
+        # so no request is abandoned in flight (a PUT cut off on our side may
+        # still land on the server after our cleanup).
+        size = await settled(self._publish(sink, key, document))
+        return self._result(key, manifest_key(key), started, finished, size)
+
+    async def _publish(self, sink: ObjectWriter, key: str, document: bytes) -> int:
+        """Commit the archive, then store its sidecar; on failure remove the archive."""
         try:
-            await self.storage.put(side_key, document)
+            info = await sink.commit()
+        except BaseException:
+            self._note_discard(sink, key)
+            raise
+        try:
+            await self.storage.put(manifest_key(key), document)
         except BaseException as exc:
             await shielded(self._withdraw(key, exc))
             raise
-        return self._result(key, side_key, started, finished, info.size)
+        self.aftermath.complete = True
+        return info.size
+
+    def _note_discard(self, sink: ObjectWriter, key: str) -> None:
+        if sink.discarded is False:
+            self.aftermath.leftovers.append(
+                f"an unfinished upload of {key} (the next backup or prune aborts it"
+                " once a day stale; list --uploads shows it)"
+            )
 
     async def _compare_clocks(self, started: datetime) -> None:
         """Record the server's clock when ours disagrees with it (docs/format.md,
@@ -324,7 +383,7 @@ class _Job:
             key = archive_name(when, self.codec)
             claim = key + CLAIM_SUFFIX
             with contextlib.suppress(ObjectExists):
-                await self.storage.put(claim, body)
+                await self._take(claim, body)
                 try:
                     await self.storage.stat(key)
                 except ObjectNotFound:
@@ -336,12 +395,29 @@ class _Job:
             when += timedelta(seconds=1)
         raise ObjectExists(f"{self.storage.url}: every archive name of the next hour is taken")
 
+    async def _take(self, claim: str, body: bytes) -> None:
+        """Store the claim; its put is never cut off midway (it could land after
+        we looked), so a cancellation finds it either stored, then removed, or not."""
+
+        async def put() -> None:
+            await self.storage.put(claim, body)
+            self.aftermath.claim = claim
+
+        try:
+            await settled(put())
+        except asyncio.CancelledError:
+            if self.aftermath.claim == claim:
+                await shielded(self._release(claim))
+            raise
+
     async def _release(self, claim: str) -> None:
         """Remove a claim; one left behind only costs its second's name."""
         try:
             await _delete_retrying(self.storage, claim)
         except MongosnapError as exc:
             log.warning("could not remove the name claim %s: %s", claim, exc)
+            return
+        self.aftermath.claim = None
 
     # -- an archive whose sidecar could not be stored
 
@@ -350,6 +426,7 @@ class _Job:
         try:
             await _delete_retrying(self.storage, key)
         except MongosnapError as exc:
+            self.aftermath.leftovers.append(f"the archive {key} without sidecar (incomplete)")
             where = f"{self.storage.url.rstrip('/')}/{key}"
             note = (
                 f"the archive {where} has no sidecar manifest and could not be deleted"
@@ -745,4 +822,4 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return group.exceptions[0]
 
 
-__all__ = ["BackupReport", "CollectionBackup", "backup"]
+__all__ = ["BackupAftermath", "BackupReport", "CollectionBackup", "backup"]

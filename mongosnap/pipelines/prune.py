@@ -46,6 +46,7 @@ from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives
 from ..oplog.position import Ts
 from ..oplog.retention import OplogPrune, prune_oplog
 from ..storage import S3Config, Storage, opened
+from .leftovers import Leftover, remove_stale_leftovers
 from .uploads import abort_stale_uploads
 
 INCOMPLETE_GRACE = timedelta(hours=1)
@@ -92,6 +93,8 @@ class PruneReport:
     """Unfinished uploads of failed backups aborted (pipelines/uploads.py)."""
     oplog: OplogPrune = field(default_factory=OplogPrune)
     """Oplog chunks no kept archive needs, deleted (oplog/retention.py)."""
+    leftovers_removed: list[Leftover] = field(default_factory=list)
+    """Stale orphan sidecars and name claims removed (pipelines/leftovers.py)."""
 
     @property
     def kept(self) -> list[ArchiveInfo]:
@@ -122,6 +125,7 @@ class PruneReport:
             "archives": [d.to_dict() for d in self.decisions],
             "stale_uploads_aborted": self.stale_uploads_aborted,
             "oplog": self.oplog.to_dict(),
+            "leftovers_removed": [x.key for x in self.leftovers_removed],
         }
 
 
@@ -151,7 +155,8 @@ async def prune(
                     await delete_archive(storage, decision.archive)
         points = [p for d in decisions if d.keep and (p := replay_start(d.archive))]
         oplog = await prune_oplog(storage, points, dry_run)
-        return PruneReport(storage.url, dry_run, decisions, aborted, oplog)
+        leftovers = await remove_stale_leftovers(storage, dry_run=dry_run)
+        return PruneReport(storage.url, dry_run, decisions, aborted, oplog, leftovers)
 
 
 def replay_start(info: ArchiveInfo) -> Ts | None:

@@ -49,6 +49,7 @@ from ..catalog import ArchiveInfo, ArchiveStatus, load_manifest, read_sidecar, r
 from ..codecs import Codec, get_codec
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..storage import S3Config, Storage, opened
+from .engine import LEGACY_DOCUMENTS_PER_BYTE, LEGACY_FREE_DOCUMENTS, LEGACY_STEP
 
 RANGE_CONCURRENCY = 4
 
@@ -165,6 +166,8 @@ class _Verifier:
     embedded: bytes | None = None
     stream_done: bool = False
     bytes_read: int = 0
+    documents: int = 0
+    """BSON documents the stream held so far, every member together."""
 
     async def run(self) -> VerifyReport:
         clock = time.monotonic()
@@ -280,9 +283,15 @@ class _Verifier:
                     splitter.feed(chunk)
                 except ArchiveError as exc:
                     failed = exc
+            self.documents += splitter.documents - seen.documents
+            seen.documents = splitter.documents
+            self._bound(seen.name)
             self.progress(
                 Progress(Stage.BATCH, database, collection, splitter.documents, splitter.bytes)
             )
+            # Splitting and validating is CPU work: let the loop run (a signal's
+            # handler, the ranged reads) between chunks.
+            await asyncio.sleep(0)
         if failed is None:
             try:
                 splitter.close()
@@ -293,15 +302,32 @@ class _Verifier:
             self._fail(seen, failed)
         self.progress(Progress(Stage.DONE, database, collection, splitter.documents, member.size))
 
+    def _bound(self, name: str) -> None:
+        """Heal's expansion bound (docs/heal.md, bounds): at most
+        LEGACY_FREE_DOCUMENTS plus LEGACY_DOCUMENTS_PER_BYTE documents per
+        compressed byte read so far. Beyond it the archive is a bomb of tiny
+        documents: refused, and the stream (still being decompressed) ends."""
+        limit = LEGACY_FREE_DOCUMENTS + LEGACY_DOCUMENTS_PER_BYTE * self.bytes_read
+        if self.documents > limit:
+            raise UnsafeArchive(
+                f"{name}: over {self.documents} documents from {self.bytes_read} compressed"
+                f" bytes (at most {LEGACY_FREE_DOCUMENTS} + {LEGACY_DOCUMENTS_PER_BYTE} per"
+                " compressed byte): a decompression bomb"
+            )
+
     def _fail(self, seen: _Seen, exc: ArchiveError) -> None:
         seen.ok = False
         self._problem(type(exc), f"{seen.name}: {exc}")
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The archive in slices of LEGACY_STEP, counted: the count of compressed
+        bytes read stays close to what was decompressed, for ``_bound``."""
         try:
             async for chunk in chunks:
-                self.bytes_read += len(chunk)
-                yield chunk
+                for start in range(0, len(chunk), LEGACY_STEP):
+                    piece = chunk[start : start + LEGACY_STEP]
+                    self.bytes_read += len(piece)
+                    yield piece
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:

@@ -35,6 +35,9 @@ class BaseWriter(ABC):
         self._position = 0
         self._reservations: dict[int, int] = {}
         self._state = "open"
+        self.discarded: bool | None = None
+        """After an abort: whether everything written was removed (False: the
+        cleanup failed and an unfinished upload or partial file may remain)."""
 
     # -- steps a backend supplies -------------------------------------------
 
@@ -102,7 +105,9 @@ class BaseWriter(ABC):
         if self._state != "open":
             return
         self._state = "aborted"
+        self.discarded = False
         await self._discard()
+        self.discarded = True
 
     async def __aenter__(self) -> BaseWriter:
         return self
@@ -150,7 +155,8 @@ class BaseWriter(ABC):
         if self._state != "open":
             return
         self._state = "aborted"
-        cleanup = asyncio.ensure_future(self._discard())
+        self.discarded = False
+        cleanup = asyncio.ensure_future(self._discarding())
         _cleanups.add(cleanup)
         cleanup.add_done_callback(_cleanups.discard)
         try:
@@ -159,6 +165,10 @@ class BaseWriter(ABC):
             raise
         except Exception as exc:
             log.warning("could not clean up the failed write of %r: %s", self.key, exc)
+
+    async def _discarding(self) -> None:
+        await self._discard()
+        self.discarded = True
 
 
 def _misfit(offset: int, length: int | None, got: int) -> str:

@@ -70,6 +70,9 @@ class ObjectWriter(Protocol):
             await writer.commit()
     """
 
+    discarded: bool | None
+    """None until aborted; then whether everything written was removed."""
+
     @property
     def position(self) -> int:
         """Bytes written or reserved so far: the offset of the next write."""
