@@ -110,3 +110,6 @@ def write_coverage(coverage: Coverage, out: TextIO) -> None:
         out.write(f"GAP      after ts {gap['after']}, before ts {gap['before']}: {gap['reason']}\n")
     for key in doc["incomplete"]:
         out.write(f"incomplete chunk (no sidecar): {key}\n")
+    for bad in doc["unusable"]:
+        what = "skipped (newer format)" if bad["newer_format"] else "UNUSABLE"
+        out.write(f"{what} chunk ts {bad['first_ts']} .. {bad['last_ts']}: {bad['reason']}\n")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._aio import shielded
-from .._errors import UsageError
+from .._errors import CorruptArchive, UsageError
 from ..clients import MongoSource
 from ..codecs import get_codec
 from ..source import Source
@@ -111,7 +111,10 @@ class _Archiver:
         self.opened = 0.0  # monotonic time of the first buffered entry
 
     async def resume_point(self) -> Resume | None:
-        """After the last complete chunk; orphaned chunk objects are removed."""
+        """After the last complete chunk; orphaned chunk objects are removed.
+
+        A chunk whose sidecar is unusable does not count: the entries after the
+        last usable one are archived again while the oplog still holds them."""
         coverage = await chunks.read_coverage(self.storage)
         for key in coverage.incomplete:
             log.info("removing incomplete oplog chunk %s", key)
@@ -119,10 +122,18 @@ class _Archiver:
         if not coverage.chunks:
             return None
         last = max(coverage.chunks, key=lambda c: c.last_ts)
-        data = await self.storage.read_bytes(last.object_key, limit=chunks.MAX_CHUNK_BYTES)
-        recent = [entry_ts(e) for e in chunks.split_entries(chunks.decode_chunk(data, last))]
         self.prev = last.last_ts
-        return Resume(last.last_ts, recent)
+        return Resume(last.last_ts, await self._stamps(last))
+
+    async def _stamps(self, last: ChunkInfo) -> list[Ts]:
+        """The chunk's timestamps, to drop entries seen again; none if it is corrupt
+        (then only entries after its ``last_ts`` are taken)."""
+        data = await self.storage.read_bytes(last.object_key, limit=chunks.MAX_CHUNK_BYTES)
+        try:
+            return [entry_ts(e) for e in chunks.split_entries(chunks.decode_chunk(data, last))]
+        except CorruptArchive as exc:
+            log.warning("%s; resuming after its last entry %s", exc, last.last_ts)
+            return []
 
     async def run(self, tail: OplogTail) -> None:
         try:
