@@ -8,8 +8,9 @@ cancellation goes on; if that flush fails, the object it left without a
 sidecar is removed at the next start.
 
 A chunk holds only entries the tail says are settled (``OplogTail.settled``:
-on FerretDB an entry can become visible after later ones), so an entry that
-commits late still lands in order in the next chunk. One that comes later
+on FerretDB an entry can become visible after later ones), in ts order, so
+an entry that commits late still lands in order, and the chunks of a span
+hold the oplog in ts order from one to the next. One that comes later
 still, at or before the last ts already written, cannot be put in order: it
 is not archived, and a gap object from just before it to the next chunk
 records that entries may be missing there.
@@ -196,8 +197,23 @@ class _Archiver:
                         await self._until_written(self.flush)
                     elif self.due():
                         await self._attempt(self.flush)
-        finally:
+        except BaseException:
+            await self._last_flush()
+            raise
+        await self._last_flush()  # (the stream never ends; kept for a tail that does)
+
+    async def _last_flush(self) -> None:
+        """Write what is buffered before leaving; if the destination is down, the
+        reason for leaving stands and the next start reads the entries again."""
+        try:
             await shielded(self.flush(final=True))
+        except StorageError as exc:
+            log.warning(
+                "%s: the last %d entries read are not archived; the next start reads them "
+                "again from the oplog while it holds them",
+                exc,
+                len(self.entries),
+            )
 
     async def _flush_then_gap(self, gap: Gap) -> None:
         await self.flush(final=True)
@@ -290,8 +306,8 @@ class _Archiver:
         if not ready:
             return
         pairs = list(zip(self.entries, self.stamps, strict=True))
-        entries = [e for e, ts in pairs if ts in ready]
-        stamps = [ts for _, ts in pairs if ts in ready]
+        chunk = sorted(((ts, e) for e, ts in pairs if ts in ready), key=lambda p: p[0])
+        entries, stamps = [e for _, e in chunk], [ts for ts, _ in chunk]
         raw, packed, digest = await asyncio.to_thread(chunks.encode_chunk, entries, self.codec)
         first, last = min(stamps), max(stamps)
         key = chunks.chunk_key(first, last, self.codec)

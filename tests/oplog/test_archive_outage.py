@@ -25,6 +25,7 @@ from mongosnap.storage import S3Config, open_storage
 
 OUTAGE = 4.0  # seconds; the 15 s outage, shortened with the retry schedule
 RETRY = {"retry_delay": 0.2, "retry_max_delay": 1.0}
+PRIVATE_OPLOG = 8 << 20  # a FerretDB of the test's own: the shared one is large and busy
 
 
 @pytest.fixture
@@ -61,11 +62,11 @@ async def _archived(url: str, s3: S3Config) -> list[bytes]:
 async def test_an_s3_outage_during_a_chunk_put_loses_and_duplicates_nothing(
     proxied: tuple[FaultProxy, Any],
     new_bucket: Any,
-    mongo_oplog_uri: str,
+    new_oplog_server: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     proxy, endpoint = proxied
-    uri, database = mongo_oplog_uri, f"outage_{uuid.uuid4().hex[:10]}"
+    uri, database = new_oplog_server(PRIVATE_OPLOG), f"outage_{uuid.uuid4().hex[:10]}"
     url, s3 = f"s3://{new_bucket(endpoint)}/oplog-test", _through(proxy, endpoint)
     caplog.set_level(logging.INFO, "mongosnap.oplog")
     warmup, writer = Writer(uri, database, "warmup"), Writer(uri, database)
