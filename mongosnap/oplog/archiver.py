@@ -194,7 +194,7 @@ class _Archiver:
                         continue
                     self.add(event)
                     if self.size >= self.max_buffer:
-                        await self._until_written(self.flush)
+                        await self._until_written(self._make_room)
                     elif self.due():
                         await self._attempt(self.flush)
         except BaseException:
@@ -214,6 +214,11 @@ class _Archiver:
                 exc,
                 len(self.entries),
             )
+
+    async def _make_room(self) -> None:
+        """The buffer is full: write its settled entries, or all of them if none
+        has settled yet (memory stays bounded; a later entry becomes a gap)."""
+        await self.flush(final=not self._ready(False))
 
     async def _flush_then_gap(self, gap: Gap) -> None:
         await self.flush(final=True)

@@ -56,8 +56,13 @@ _SUFFIX = {".gz": "gzip", ".zst": "zstd"}
 log = logging.getLogger("mongosnap.oplog")
 
 
-class NewerFormat(CorruptArchive):
-    """A sidecar or gap object of a later ``format_version`` than this release reads."""
+NEWER_FORMAT = "written by a newer format version"
+"""The note on a CorruptArchive for a later ``format_version`` than this release
+reads (a note, not a subclass: every error class has its own exit code)."""
+
+
+def newer_format(exc: BaseException) -> bool:
+    return NEWER_FORMAT in getattr(exc, "__notes__", ())
 
 
 def chunk_key(first: Ts, last: Ts, codec: Codec) -> str:
@@ -206,10 +211,12 @@ def _versioned(data: bytes, where: str, fmt: str, kind: str) -> dict[str, Any]:
         raise CorruptArchive(f"{where}: not a format_version {FORMAT_VERSION} {kind}")
     version = raw.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise NewerFormat(
+        newer = CorruptArchive(
             f"{where}: format_version {version}, newer than this release reads "
             f"({FORMAT_VERSION}); upgrade mongosnap to use it"
         )
+        newer.add_note(NEWER_FORMAT)
+        raise newer
     if version != FORMAT_VERSION:
         raise CorruptArchive(f"{where}: not a format_version {FORMAT_VERSION} {kind}")
     return raw
@@ -372,7 +379,7 @@ async def _read_gap(storage: Storage, key: str, size: int, named: re.Match[str])
 
 
 def _unusable(side: str, first: Ts, last: Ts, exc: CorruptArchive) -> Unusable:
-    newer = isinstance(exc, NewerFormat)
+    newer = newer_format(exc)
     what = "skipped" if newer else "left out"
     log.warning("%s; chunk %s..%s %s (its span shows as a gap)", exc, first, last, what)
     return Unusable(side, first, last, str(exc), newer)
