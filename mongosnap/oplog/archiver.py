@@ -298,9 +298,9 @@ class _Archiver:
     def _ready(self, final: bool) -> set[Ts]:
         """The buffered entries that may be written now: all when ``final``, else
         those up to the tail's settled ts (module doc)."""
-        horizon = self.tail.settled() if self.tail is not None else self.prev
-        if final:
+        if final or self.tail is None:
             return set(self.stamps)
+        horizon = self.tail.settled()
         return {ts for ts in self.stamps if horizon is not None and ts <= horizon}
 
     async def flush(self, final: bool = False) -> None:

@@ -111,13 +111,18 @@ async def bound(src: Source, newest: bool) -> Ts | None:
     return Ts.from_bson(batch[0]["ts"]) if batch else None
 
 
-async def read_range(src: Source, first: Ts, last: Ts, batch_size: int) -> AsyncIterator[bytes]:
-    """Every entry with first <= ts <= last, raw, in oplog order (not tailable)."""
+async def read_range(
+    src: Source, first: Ts, last: Ts, batch_size: int, *, by_ts: bool = False
+) -> AsyncIterator[bytes]:
+    """Every entry with first <= ts <= last, raw, in oplog order (not tailable);
+    ``by_ts``: in ts order."""
     command: dict[str, Any] = {
         "find": OPLOG_COLLECTION,
         "filter": {"ts": {"$gte": first.to_bson(), "$lte": last.to_bson()}},
         "batchSize": batch_size,
     }
+    if by_ts:
+        command["sort"] = {"ts": 1}
     reply = await src.raw_command(OPLOG_DB, command)
     cursor = reply["cursor"]
     for doc in cursor["firstBatch"]:
@@ -305,7 +310,11 @@ class OplogTail:
             settled = self.marks.popleft()[1]
         since = max((t for t in (self.horizon, self.recent.floor()) if t is not None), default=None)
         if since is not None:
-            entries = read_range(self.src, since, Ts(0xFFFFFFFF, 0xFFFFFFFF), self.batch_size)
+            # In ts order, it must meet the newest entry read again, or the oplog
+            # rolled past it: a Gap, as for a reopened cursor.
+            self.expect = self.last
+            newest = Ts(0xFFFFFFFF, 0xFFFFFFFF)
+            entries = read_range(self.src, since, newest, self.batch_size, by_ts=True)
             found = [doc async for doc in _documents(entries)]
             last, known = self.last, self.recent.known
             late = [ts for doc in found if (ts := entry_ts(bytes(doc.raw))) not in known]
