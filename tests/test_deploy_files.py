@@ -9,6 +9,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,9 +33,17 @@ def unit_commands(text: str) -> list[list[str]]:
     return [shlex.split(line.split("=", 1)[1]) for line in execs]
 
 
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The pod template of a CronJob or a Deployment."""
+    spec = manifest["spec"]
+    if manifest["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    pod: dict[str, Any] = spec["template"]["spec"]
+    return pod
+
+
 def manifest_commands(text: str) -> list[list[str]]:
-    job = yaml.safe_load(text)
-    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod = pod_spec(yaml.safe_load(text))
     return [container["command"] for container in pod["containers"]]
 
 
@@ -75,7 +84,19 @@ def flag_problems(argv: list[str]) -> list[str]:
 def test_each_deploy_file_holds_mongosnap_commands() -> None:
     files = {name for name, _ in all_commands()}
     assert files == {p.name for p in DEPLOY.iterdir() if p.name != "mongosnap-backup.timer"}
-    assert {argv[1] for _, argv in all_commands()} == {"backup", "heal", "prune"}
+    assert {argv[1] for _, argv in all_commands()} == {"backup", "heal", "prune", "oplog"}
+
+
+def test_the_oplog_archiver_restarts_and_never_runs_twice() -> None:
+    """One archiver per destination; it is restarted whenever it exits."""
+    deployment = yaml.safe_load((DEPLOY / "oplog-deployment.yaml").read_text())
+    assert deployment["kind"] == "Deployment" and deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert pod_spec(deployment)["restartPolicy"] == "Always"
+    unit = (DEPLOY / "mongosnap-oplog.service").read_text().splitlines()
+    assert "Restart=always" in unit and "SuccessExitStatus=143" in unit
+    [argv] = unit_commands("\n".join(unit))
+    assert argv[1] == "oplog" and "--list" not in argv
 
 
 @pytest.mark.parametrize(("name", "argv"), all_commands(), ids=lambda v: str(v)[:40])

@@ -78,7 +78,9 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     out.write(table([_row(a) for a in archives]))
     write_skewed(archives, out)
-    if coverage is not None and (coverage.chunks or coverage.gaps or coverage.incomplete):
+    if coverage is not None and (
+        coverage.chunks or coverage.gaps or coverage.incomplete or coverage.unusable
+    ):
         out.write("\noplog (mongosnap oplog DEST --list --json for the details):\n")
         write_coverage(coverage, out)
     if leftovers:

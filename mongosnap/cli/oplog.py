@@ -46,15 +46,43 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
     p.add_argument(
+        "--settle",
+        type=_settle,
+        default=None,
+        metavar="SECONDS",
+        help="hold entries this long for ones that become visible late (default: 5 on "
+        "FerretDB, 0 on MongoDB)",
+    )
+    p.add_argument(
         "--start",
         choices=["oldest", "now"],
         default="oldest",
         help="with no chunk at DEST yet: from the oldest entry (default) or from now",
     )
+    p.add_argument(
+        "--max-buffer",
+        type=whole(1, 65536),
+        default=256,
+        metavar="MIB",
+        help="while DEST cannot be written to, hold up to this much of entries, then stop "
+        "reading (default 256; at least --chunk-size)",
+    )
+    p.add_argument(
+        "--retry-max",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="while DEST cannot be written to, retry after 1 s, doubling up to this (default 60)",
+    )
     add_source_flags(p)
     add_s3_flags(p)
     add_output_flags(p)
     p.set_defaults(run=run)
+
+
+def _settle(text: str) -> float:
+    """--settle: 0 (off) or seconds as ``seconds`` takes them."""
+    return 0.0 if text.strip() in ("0", "0.0") else seconds(text)
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -71,6 +99,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("give HOST or --uri (one of them)")
     if args.chunk_size < 1:
         raise UsageError("--chunk-size is at least 1 MiB")
+    if args.max_buffer < args.chunk_size:
+        raise UsageError("--max-buffer is at least --chunk-size")
     if not args.quiet:  # a long-running command: say what it writes (-v: what it reads)
         level = logging.DEBUG if args.verbose else logging.INFO
         logging.getLogger("mongosnap.oplog").setLevel(level)
@@ -81,6 +111,10 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         max_bytes=args.chunk_size << 20,
         codec=args.codec,
         start=args.start,
+        settle=args.settle,
+        max_buffer=args.max_buffer << 20,
+        retry_delay=min(1.0, args.retry_max),
+        retry_max_delay=args.retry_max,
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
     )
@@ -110,3 +144,6 @@ def write_coverage(coverage: Coverage, out: TextIO) -> None:
         out.write(f"GAP      after ts {gap['after']}, before ts {gap['before']}: {gap['reason']}\n")
     for key in doc["incomplete"]:
         out.write(f"incomplete chunk (no sidecar): {key}\n")
+    for bad in doc["unusable"]:
+        what = "skipped (newer format)" if bad["newer_format"] else "UNUSABLE"
+        out.write(f"{what} chunk ts {bad['first_ts']} .. {bad['last_ts']}: {bad['reason']}\n")

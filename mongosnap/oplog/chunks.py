@@ -11,12 +11,18 @@ without a sidecar is incomplete and ignored. Continuity is explicit: a
 sidecar's ``prev_ts`` is the ts of the entry just before its first one in the
 stream that wrote it (the previous chunk's ``last_ts``), or null when the
 chunk starts a new span; coverage is never inferred from timing.
+
+A sidecar or gap object that cannot be read costs only its own span: the
+chunk is left out (its span shows as a gap naming it) and reported as
+unusable, one written by a newer format version is skipped with a warning,
+and an unreadable gap object still counts as the gap its key names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +52,17 @@ _TS = r"\d{10}-\d{10}"
 _CHUNK_RE = re.compile(rf"^oplog/({_TS})_({_TS})\.bson(\.gz|\.zst)$")
 _GAP_RE = re.compile(rf"^oplog/({_TS})_({_TS})\.gap\.json$")
 _SUFFIX = {".gz": "gzip", ".zst": "zstd"}
+
+log = logging.getLogger("mongosnap.oplog")
+
+
+NEWER_FORMAT = "written by a newer format version"
+"""The note on a CorruptArchive for a later ``format_version`` than this release
+reads (a note, not a subclass: every error class has its own exit code)."""
+
+
+def newer_format(exc: BaseException) -> bool:
+    return NEWER_FORMAT in getattr(exc, "__notes__", ())
 
 
 def chunk_key(first: Ts, last: Ts, codec: Codec) -> str:
@@ -190,11 +207,17 @@ def _versioned(data: bytes, where: str, fmt: str, kind: str) -> dict[str, Any]:
         raw = json.loads(text)
     except ValueError as exc:
         raise CorruptArchive(f"{where}: {exc}") from None
-    if (
-        not isinstance(raw, dict)
-        or raw.get("format") != fmt
-        or raw.get("format_version") != FORMAT_VERSION
-    ):
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        raise CorruptArchive(f"{where}: not a format_version {FORMAT_VERSION} {kind}")
+    version = raw.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        newer = CorruptArchive(
+            f"{where}: format_version {version}, newer than this release reads "
+            f"({FORMAT_VERSION}); upgrade mongosnap to use it"
+        )
+        newer.add_note(NEWER_FORMAT)
+        raise newer
+    if version != FORMAT_VERSION:
         raise CorruptArchive(f"{where}: not a format_version {FORMAT_VERSION} {kind}")
     return raw
 
@@ -250,18 +273,33 @@ class Span:
 
 
 @dataclass(frozen=True)
+class Unusable:
+    """A chunk whose sidecar cannot be used; ``first``/``last`` come from its key."""
+
+    key: str
+    """The sidecar's key."""
+    first: Ts
+    last: Ts
+    reason: str
+    newer: bool = False
+    """Written by a later format version (skipped), not corrupt."""
+
+
+@dataclass(frozen=True)
 class Coverage:
     """What a destination's oplog chunks cover, in time order.
 
     ``gaps`` holds the recorded gap objects plus any break between spans that
-    no gap object explains (reason "unrecorded"); ``incomplete`` lists chunk
-    objects without a sidecar.
+    no gap object explains (reason "unrecorded", or the unusable chunk that
+    caused it); ``incomplete`` lists chunk objects without a sidecar;
+    ``unusable`` the chunks left out because their sidecar cannot be used.
     """
 
     chunks: list[ChunkInfo]
     spans: list[Span]
     gaps: list[GapInfo]
     incomplete: list[str]
+    unusable: list[Unusable] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -281,36 +319,78 @@ class Coverage:
                 for g in self.gaps
             ],
             "incomplete": self.incomplete,
+            "unusable": [
+                {"sidecar": u.key, "first_ts": str(u.first), "last_ts": str(u.last)}
+                | {"reason": u.reason, "newer_format": u.newer}
+                for u in self.unusable
+            ],
         }
 
 
 async def read_coverage(storage: Storage) -> Coverage:
-    """List ``oplog/``: complete chunks (by sidecar), gap objects, incomplete chunks."""
-    keys = [info.key async for info in storage.list(PREFIX)]
-    present = set(keys)
+    """List ``oplog/``: complete chunks (by sidecar), gap objects, incomplete chunks.
+
+    Never fails on one object's content: an unusable sidecar or gap object is
+    logged as a warning and reported (module doc)."""
+    listed = {info.key: info.size async for info in storage.list(PREFIX)}
     chunks: list[ChunkInfo] = []
     gaps: list[GapInfo] = []
     incomplete: list[str] = []
-    for key in keys:
-        if _GAP_RE.match(key):
-            data = await storage.read_bytes(key, limit=MAX_SIDECAR_BYTES)
-            gaps.append(GapInfo.from_json(data, key))
-        elif parse_chunk_key(key) is not None:
-            if sidecar_key(key) not in present:
+    unusable: list[Unusable] = []
+    for key in listed:
+        if (named := _GAP_RE.match(key)) is not None:
+            gaps.append(await _read_gap(storage, key, listed[key], named))
+        elif (parsed := parse_chunk_key(key)) is not None:
+            side = sidecar_key(key)
+            if side not in listed:
                 incomplete.append(key)
                 continue
-            side = sidecar_key(key)
-            data = await storage.read_bytes(side, limit=MAX_SIDECAR_BYTES)
-            chunks.append(ChunkInfo.from_json(data, side))
+            try:
+                chunks.append(ChunkInfo.from_json(await _small(storage, side, listed[side]), side))
+            except CorruptArchive as exc:
+                unusable.append(_unusable(side, parsed[0], parsed[1], exc))
     chunks.sort(key=lambda c: (c.first_ts, c.last_ts))
+    unusable.sort(key=lambda u: (u.first, u.last))
     spans, breaks = _spans(chunks)
     recorded = {(g.after, g.before) for g in gaps}
     for after, before in breaks:
         explained = any(g.after <= after and before <= g.before for g in gaps)
         if not explained and (after, before) not in recorded:
-            gaps.append(GapInfo(after, before, datetime.now(UTC), "unrecorded"))
+            gaps.append(GapInfo(after, before, datetime.now(UTC), _why(after, before, unusable)))
     gaps.sort(key=lambda g: (g.after, g.before))
-    return Coverage(chunks, spans, gaps, incomplete)
+    return Coverage(chunks, spans, gaps, incomplete, unusable)
+
+
+async def _small(storage: Storage, key: str, size: int) -> bytes:
+    """A sidecar or gap object; CorruptArchive, unread, when over the limit."""
+    if size > MAX_SIDECAR_BYTES:
+        raise CorruptArchive(f"{key}: {size} bytes, over the {MAX_SIDECAR_BYTES} limit")
+    return await storage.read_bytes(key, limit=MAX_SIDECAR_BYTES)
+
+
+async def _read_gap(storage: Storage, key: str, size: int, named: re.Match[str]) -> GapInfo:
+    """A gap object; one that cannot be read still records the gap its key names."""
+    try:
+        return GapInfo.from_json(await _small(storage, key, size), key)
+    except CorruptArchive as exc:
+        after, before = Ts.from_key(named[1]), Ts.from_key(named[2])
+        log.warning("%s; counted as a gap after %s, before %s", exc, after, before)
+        return GapInfo(after, before, datetime.now(UTC), f"unreadable gap object: {exc}", key)
+
+
+def _unusable(side: str, first: Ts, last: Ts, exc: CorruptArchive) -> Unusable:
+    newer = newer_format(exc)
+    what = "skipped" if newer else "left out"
+    log.warning("%s; chunk %s..%s %s (its span shows as a gap)", exc, first, last, what)
+    return Unusable(side, first, last, str(exc), newer)
+
+
+def _why(after: Ts, before: Ts, unusable: list[Unusable]) -> str:
+    """A break's reason: the unusable chunk inside it, else "unrecorded"."""
+    inside = [u for u in unusable if after <= u.last and u.first <= before]
+    if not inside:
+        return "unrecorded"
+    return f"unusable chunk: {inside[0].reason}"
 
 
 def _spans(chunks: list[ChunkInfo]) -> tuple[list[Span], list[tuple[Ts, Ts]]]:

@@ -14,6 +14,19 @@ awaitData cursor whose getMore wait (maxTimeMS) expires while it is filling a
 batch; on FerretDB (detected by ``buildInfo.ferretdbVersion``) the cursor is
 therefore tailable without awaitData, and an empty getMore is followed by a
 client-side pause of ``await_ms``.
+
+FerretDB also makes an entry visible late: it takes the entry's ts, writes
+the data, then inserts the entry into the capped ``local.oplog.rs``, so an
+entry can commit after one with a later ts that a tailing cursor has already
+passed, and that cursor never returns it. So on FerretDB, every half
+``settle`` (at most once per ``await_ms``), the tail also re-reads every
+entry not yet *settled* with a plain find and keeps those it has not seen.
+An entry is settled once an entry at or after its ts was read at least
+``settle`` seconds before a re-read began: FerretDB's ts counter only grows,
+so an entry given an earlier ts started its write before that one was read,
+and becomes visible within ``settle`` seconds of that (docs/pitr.md gives
+the figures). ``settled()`` says up to which ts the entries read are final;
+the archiver writes chunks only up to there.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +54,10 @@ RECENT_LIMIT = 10_000
 
 MAX_REOPEN_FAILURES = 5
 """Server errors in a row, with no entry read in between, before giving up."""
+
+FERRETDB_SETTLE = 5.0
+"""Seconds within which FerretDB makes an entry visible after a later one was
+read (about 1.2 s seen with 4 writers on 2 busy cores; docs/pitr.md)."""
 
 log = logging.getLogger("mongosnap.oplog")
 
@@ -93,13 +111,18 @@ async def bound(src: Source, newest: bool) -> Ts | None:
     return Ts.from_bson(batch[0]["ts"]) if batch else None
 
 
-async def read_range(src: Source, first: Ts, last: Ts, batch_size: int) -> AsyncIterator[bytes]:
-    """Every entry with first <= ts <= last, raw, in oplog order (not tailable)."""
+async def read_range(
+    src: Source, first: Ts, last: Ts, batch_size: int, *, by_ts: bool = False
+) -> AsyncIterator[bytes]:
+    """Every entry with first <= ts <= last, raw, in oplog order (not tailable);
+    ``by_ts``: in ts order."""
     command: dict[str, Any] = {
         "find": OPLOG_COLLECTION,
         "filter": {"ts": {"$gte": first.to_bson(), "$lte": last.to_bson()}},
         "batchSize": batch_size,
     }
+    if by_ts:
+        command["sort"] = {"ts": 1}
     reply = await src.raw_command(OPLOG_DB, command)
     cursor = reply["cursor"]
     for doc in cursor["firstBatch"]:
@@ -173,8 +196,13 @@ class OplogTail:
         await_ms: int = 1000,
         retry_seconds: float = 1.0,
         await_data: bool | None = None,
+        settle: float | None = None,
     ) -> None:
         self.src = src
+        self.settle = settle  # None: FERRETDB_SETTLE on FerretDB, 0 elsewhere
+        self.horizon: Ts | None = None  # entries up to here are settled
+        self.marks: deque[tuple[float, Ts]] = deque()  # (when read, newest ts then)
+        self.reread_at = 0.0
         self.batch_size = batch_size
         self.await_ms = await_ms
         self.retry_seconds = retry_seconds
@@ -191,10 +219,18 @@ class OplogTail:
             self.expect = resume.after
             self.last = resume.after
 
+    def settled(self) -> Ts | None:
+        """The newest ts up to which the entries read are final (module doc)."""
+        return self.last if not self.settle else self.horizon
+
     async def stream(self) -> AsyncGenerator[Batch | Gap, None]:
         await require_oplog(self.src)
-        if self.await_data is None:
-            self.await_data = not await is_ferretdb(self.src)
+        if self.await_data is None or self.settle is None:
+            ferretdb = await is_ferretdb(self.src)
+            if self.await_data is None:
+                self.await_data = not ferretdb
+            if self.settle is None:
+                self.settle = FERRETDB_SETTLE if ferretdb else 0.0
         if self.last is None and self.from_newest:
             newest = await bound(self.src, newest=True)
             if newest is not None:
@@ -251,12 +287,43 @@ class OplogTail:
                 docs = list(reply["cursor"]["nextBatch"])
                 for event in self._accept(docs):
                     yield event
+                if self.settle and time.monotonic() - self.reread_at >= self._reread_every():
+                    async for event in self._reread():
+                        yield event
                 if not docs and not self.await_data:
                     await asyncio.sleep(self.await_ms / 1000)
         finally:
             if cursor_id:
                 await _kill(self.src, cursor_id)
         await asyncio.sleep(self.await_ms / 1000)  # a dead cursor: poll again shortly
+
+    def _reread_every(self) -> float:
+        """A re-read scans the oplog on FerretDB (no index on ts): not more than
+        twice per settle time, nor more often than the poll."""
+        return max(self.await_ms / 1000, (self.settle or 0.0) / 2)
+
+    async def _reread(self) -> AsyncGenerator[Batch | Gap, None]:
+        """Every entry not settled yet, once more: the late ones are new (module doc)."""
+        began = self.reread_at = time.monotonic()
+        settled = None
+        while self.marks and self.marks[0][0] <= began - (self.settle or 0.0):
+            settled = self.marks.popleft()[1]
+        since = max((t for t in (self.horizon, self.recent.floor()) if t is not None), default=None)
+        if since is not None:
+            # In ts order, it must meet the newest entry read again, or the oplog
+            # rolled past it: a Gap, as for a reopened cursor.
+            self.expect = self.last
+            newest = Ts(0xFFFFFFFF, 0xFFFFFFFF)
+            entries = read_range(self.src, since, newest, self.batch_size, by_ts=True)
+            found = [doc async for doc in _documents(entries)]
+            last, known = self.last, self.recent.known
+            late = [ts for doc in found if (ts := entry_ts(bytes(doc.raw))) not in known]
+            if last is not None and (behind := sum(1 for ts in late if ts < last)):
+                log.info("oplog reader: %d entries became visible late (before %s)", behind, last)
+            for event in self._accept(found):
+                yield event
+        if settled is not None:
+            self.horizon = settled if self.horizon is None else max(self.horizon, settled)
 
     def _accept(self, docs: list[Any]) -> Iterable[Batch | Gap]:
         entries: list[bytes] = []
@@ -280,8 +347,15 @@ class OplogTail:
             self.recent.add(ts)
             entries.append(raw)
             stamps.append(ts)
+        if stamps and self.last is not None:
+            self.marks.append((time.monotonic(), self.last))
         if entries or not docs:
             yield Batch(entries, stamps)
+
+
+async def _documents(entries: AsyncIterator[bytes]) -> AsyncIterator[RawBSONDocument]:
+    async for entry in entries:
+        yield RawBSONDocument(entry)
 
 
 async def _kill(src: Source, cursor_id: int) -> None:

@@ -173,13 +173,15 @@ def test_hostile_sidecars_and_gap_objects_are_corrupt(data: bytes, problem: str)
         GapInfo.from_json(data, gap)
 
 
-def test_list_reports_a_hostile_gap_object_as_corrupt(tmp_path: Path) -> None:
-    """On a directory, through the CLI: a one-line CorruptArchive (exit 31), not a crash."""
+def test_list_counts_a_hostile_gap_object_as_the_gap_its_key_names(tmp_path: Path) -> None:
+    """On a directory, through the CLI: a one-line warning and the gap, not a crash."""
     (tmp_path / "oplog").mkdir()
     gap = "oplog/0000000005-0000000001_0000000006-0000000001.gap.json"
     (tmp_path / gap).write_bytes(HOSTILE[0][0])
     done = run_cli("list", str(tmp_path))
-    assert done.returncode == 31, done.stderr
+    assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == (
-        f"mongosnap: error: oplog gap object {gap} nests deeper than 8 levels"
+        f"mongosnap: warning: oplog gap object {gap} nests deeper than 8 levels; "
+        "counted as a gap after 5:1, before 6:1"
     )
+    assert "GAP      after ts 5:1, before ts 6:1: unreadable gap object" in done.stdout
