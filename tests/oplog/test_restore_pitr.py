@@ -205,7 +205,9 @@ def timeline(mongo_oplog_uri: str, tmp_path_factory: pytest.TempPathFactory) -> 
     database = f"pitr_{uuid.uuid4().hex[:10]}"
     with MongoClient(uri) as client:
         client[database]["live"].insert_many([seeded_document(i) for i in range(400)])
-    archiver = ArchiverProcess(dest, uri, "--interval", "0.5", "--start", "now")
+    # One sequential writer commits in ts order: no settle time, so the chunks
+    # follow the 0.5 s interval and several lie between the archive and the end.
+    archiver = ArchiverProcess(dest, uri, "--interval", "0.5", "--start", "now", "--settle", "0")
     writer = KeyedWriter(uri, database)
     try:
         writer.thread.start()
