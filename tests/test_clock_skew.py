@@ -9,7 +9,9 @@ time); versitygw refuses them (RequestTimeTooSkewed), which is checked too.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ from helpers import (
     subprocess_env,
 )
 from pymongo import MongoClient
+
+from mongosnap.archive.manifest import archive_name
 
 FAKETIME = shutil.which("faketime") or "faketime"  # missing: the run fails, never skips
 OK, WARNING, CRITICAL = 0, 1, 2
@@ -248,3 +252,36 @@ def test_a_clock_behind_is_flagged_and_keeps_its_place(
     # it looks 30 days old: stale, the safe side
     done = cli(dest, "check", dest.url, "--prefix", behind[:10])  # its day only
     assert done.returncode == CRITICAL, done.stdout
+
+
+@pytest.mark.parametrize("kind", ["local", "moto"])
+async def test_a_backup_from_a_clock_ahead_never_aborts_a_live_upload(
+    kind: str, tmp_path: Path, testbed: Any, new_bucket: Any, mongo_uri: str, new_database: str
+) -> None:
+    """Measured by a clock a year ahead, another backup's live upload looks
+    idle for a year: the backup judges staleness by the server's clock too."""
+    dest = make_destination(kind, tmp_path, testbed, new_bucket)
+    grow_to(mongo_uri, new_database, 10)
+    live = archive_name(datetime.now(UTC), "gzip")
+    storage = dest.storage()
+    writer = storage.open_writer(live)
+    try:
+        await writer.write(random.Random(7).randbytes(17 * 1024 * 1024))  # past a part
+        for _ in range(100):  # its first part may still be on its way
+            if live in await asyncio.to_thread(uploads, dest):
+                break
+            await asyncio.sleep(0.1)
+        assert live in await asyncio.to_thread(uploads, dest)
+        args = ("backup", dest.url, host_of(mongo_uri), new_database)
+        done = await asyncio.to_thread(cli, dest, *args, ahead="+365d")
+        assert done.returncode == 0, done.stderr
+        assert live in await asyncio.to_thread(uploads, dest), "a live upload was aborted"
+    finally:
+        await writer.abort()
+        await storage.aclose()
+
+
+def uploads(dest: Destination) -> list[str]:
+    listed = cli(dest, "list", dest.url, "--uploads", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return [u["key"] for u in json.loads(listed.stdout)]

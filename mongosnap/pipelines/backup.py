@@ -214,11 +214,13 @@ async def backup(
     chosen_codec = get_codec(codec)
     async with opened(destination, s3) as storage:
         await storage.check()
-        aborted = await abort_stale_uploads(storage)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
+            server_clock = await src.server_time()
+            aborted = await abort_stale_uploads(storage, now=_trusted_now(server_clock))
             capture = await OplogCapture.begin(src) if oplog else None
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
+            job.server_clock = server_clock
             job.aftermath = aftermath if aftermath is not None else BackupAftermath()
             job.aftermath.where = storage.url
             job.parallel, job.read_ahead = parallel, read_ahead
@@ -226,6 +228,14 @@ async def backup(
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return replace(await job.run(specs), stale_uploads_aborted=aborted)
+
+
+def _trusted_now(server: datetime | None) -> datetime:
+    """The earlier of this host's clock and the server's: a clock running ahead
+    would make another process's live upload look idle for as long as it is
+    ahead, and have it aborted as stale."""
+    local = datetime.now(UTC)
+    return local if server is None else min(local, server)
 
 
 async def _plan(
@@ -285,6 +295,7 @@ class _Job:
         self.oplog_hook: Callable[..., Awaitable[OplogWindow]] | None = None
         self.oplog: OplogWindow | None = None
         self.server_time: datetime | None = None  # recorded when the clocks disagree
+        self.server_clock: datetime | None = None  # the server's clock as the run began
         self.parallel = PARALLEL
         self.read_ahead = READ_AHEAD
         self.range_size = 0  # bytes per _id range of a large collection; 0: never split
@@ -299,7 +310,7 @@ class _Job:
     async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
         clock = time.monotonic()
-        await self._compare_clocks(started)
+        self._compare_clocks(started)
         key, claim = await self._claim(started)
         self.aftermath.archive = key
         try:
@@ -353,11 +364,11 @@ class _Job:
                 " once a day stale; list --uploads shows it)"
             )
 
-    async def _compare_clocks(self, started: datetime) -> None:
+    def _compare_clocks(self, started: datetime) -> None:
         """Record the server's clock when ours disagrees with it (docs/format.md,
         section 2): the name keeps our time, the manifest the server's, and
         readers order the archive by a clock they can trust."""
-        server = await self.src.server_time()
+        server = self.server_clock
         if server is None or abs(server - started) <= CLOCK_TOLERANCE:
             return
         self.server_time = server
