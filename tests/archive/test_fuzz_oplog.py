@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -275,6 +276,17 @@ def test_fuzz_oplog_chunk_bytes(codec: str) -> None:
     assert run_cases(11 + len(codec), make, check) > 0
 
 
+def json_case(rng: random.Random, text: bytes, parsed: Any, third: Callable[[], Any]) -> bytes:
+    """One of three cases for a JSON object's reader: its text mutated, its
+    structure changed, or what ``third`` makes."""
+    choice = rng.randrange(3)
+    if choice == 0:
+        return mutate(rng, text, [text])
+    if choice == 1:
+        return json.dumps(structural(rng, parsed)).encode()
+    return json.dumps(third()).encode()
+
+
 def test_fuzz_oplog_chunk_sidecar_json() -> None:
     raw = b"".join(ENTRIES)
     valid = _sidecar(raw, get_codec("gzip").compress(raw), len(ENTRIES), "gzip")
@@ -282,12 +294,9 @@ def test_fuzz_oplog_chunk_sidecar_json() -> None:
     parsed = json.loads(text)
 
     def make(rng: random.Random) -> bytes:
-        choice = rng.randrange(3)
-        if choice == 0:
-            return mutate(rng, text, [text])
-        if choice == 1:
-            return json.dumps(structural(rng, parsed)).encode()
-        return json.dumps({**parsed, rng.choice(list(parsed)): random_json(rng)}).encode()
+        return json_case(
+            rng, text, parsed, lambda: {**parsed, rng.choice(list(parsed)): random_json(rng)}
+        )
 
     packed = get_codec("gzip").compress(raw)
 
@@ -307,12 +316,7 @@ def test_fuzz_oplog_gap_json() -> None:
     parsed = json.loads(text)
 
     def make(rng: random.Random) -> bytes:
-        choice = rng.randrange(3)
-        if choice == 0:
-            return mutate(rng, text, [text])
-        if choice == 1:
-            return json.dumps(structural(rng, parsed)).encode()
-        return json.dumps(random_json(rng)).encode()
+        return json_case(rng, text, parsed, lambda: random_json(rng))
 
     raw = b"".join(ENTRIES)
     packed = get_codec("gzip").compress(raw)
