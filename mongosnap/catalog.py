@@ -49,7 +49,7 @@ import os
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -514,7 +514,7 @@ def _check_clock(info: ArchiveInfo, now: datetime) -> ArchiveInfo:
     if ahead <= CLOCK_TOLERANCE:
         return info
     skewed = (
-        f"the writer's clock ran ahead: named {_span(ahead)} after {clock}"
+        f"the writer's clock ran ahead: named {units.duration(ahead)} after {clock}"
         f" ({_utc(dated)}); ordered by that time"
     )
     return replace(info, skewed=skewed, dated=dated)
@@ -531,19 +531,15 @@ def _server_skew(info: ArchiveInfo, server: datetime | None) -> ArchiveInfo:
         return info
     if info.created > server:
         skewed = (
-            f"the writer's clock ran ahead: named {_span(info.created - server)} after the"
+            f"the writer's clock ran ahead: named {units.duration(info.created - server)} after the"
             f" server's clock ({_utc(server)}); ordered by that time"
         )
         return replace(info, skewed=skewed, dated=server.replace(microsecond=0))
     skewed = (
-        f"the writer's clock ran behind: named {_span(server - info.created)} before the"
+        f"the writer's clock ran behind: named {units.duration(server - info.created)} before the"
         f" server's clock ({_utc(server)}); ordered by its name"
     )
     return replace(info, skewed=skewed)
-
-
-def _span(delta: timedelta) -> str:
-    return units.duration(delta)
 
 
 def _utc(when: datetime) -> str:

@@ -1,9 +1,10 @@
-"""Sizes and durations for people: B, KB, MB, GB (decimal, as in MB/s rates)."""
+"""Sizes and durations for people: B, KB, MB, GB (decimal, as in MB/s rates);
+times for machines (ISO 8601 in UTC)."""
 
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _UNITS = ("B", "KB", "MB", "GB", "TB")
 
@@ -47,3 +48,8 @@ def duration(span: float | timedelta | None) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def iso_utc(when: datetime | None) -> str | None:
+    """``2026-12-07T04:05:06.123456Z`` (as ``--json`` prints times); None stays None."""
+    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")

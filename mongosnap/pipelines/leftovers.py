@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .. import units
 from .._errors import ObjectNotFound, StorageError
 from ..archive.manifest import MANIFEST_SUFFIX, parse_archive_name
 from ..catalog import archive_codec
@@ -61,7 +62,7 @@ class Leftover:
             "kind": self.kind,
             "archive": self.archive,
             "size": self.size,
-            "last_active": _iso(self.last_active),
+            "last_active": units.iso_utc(self.last_active),
             "idle_seconds": None if idle is None else round(idle.total_seconds()),
             "stale": self.stale(now),
         }
@@ -131,10 +132,6 @@ async def _exists(storage: Storage, key: str) -> bool:
     except ObjectNotFound:
         return False
     return True
-
-
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _archive_named(key: str, suffix: str) -> bool:

@@ -63,8 +63,8 @@ class PendingUpload:
         return {
             "key": self.key,
             "upload_id": self.upload.upload_id,
-            "initiated": _iso(self.upload.initiated),
-            "last_active": _iso(self.last_active),
+            "initiated": units.iso_utc(self.upload.initiated),
+            "last_active": units.iso_utc(self.last_active),
             "age_seconds": None if age is None else round(age.total_seconds()),
             "idle_seconds": None if idle is None else round(idle.total_seconds()),
             "ours": self.ours,
@@ -116,10 +116,6 @@ def _describe(upload: UploadInfo) -> PendingUpload:
     named = parse_archive_name(upload.key.rsplit("/", 1)[-1])
     signs = [t for t in (upload.last_active, named) if t is not None]
     return PendingUpload(upload, named is not None, max(signs) if signs else None)
-
-
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 __all__ = ["STALE_AFTER", "PendingUpload", "abort_stale_uploads", "pending_uploads"]
