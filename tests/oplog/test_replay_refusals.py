@@ -81,6 +81,14 @@ def archived(_archived: Archived, tmp_path: Path) -> Archived:
     return replace(_archived, dest=tmp_path / "dest")
 
 
+@pytest.fixture
+def target_database(mongo_uri: str) -> Iterator[str]:
+    name = f"restored_{uuid.uuid4().hex[:10]}"
+    yield name
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(name)
+
+
 class History:
     """Entries after the consistent point, and the collection they make of the seed."""
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import tarfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +122,14 @@ def _at_consistent_point(backup: LiveBackup, name: str) -> list[bytes]:
     ops = [op_number(e) for e in mine if e["ns"] == f"{backup.database}.{name}"]
     assert ops, f"no write to {name} overlapped the dump"
     return expected_state(max(ops) + 1)
+
+
+@pytest.fixture
+def target_database(mongo_uri: str) -> Iterator[str]:
+    name = f"restored_{uuid.uuid4().hex[:10]}"
+    yield name
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(name)
 
 
 def _restore(backup: LiveBackup, uri: str, target: str, *extra: str) -> dict[str, Any]:
