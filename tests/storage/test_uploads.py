@@ -163,12 +163,13 @@ async def main():
     writers = [storage.open_writer(key) for key in sys.argv[3:]]
     for writer in writers:
         await writer.write(os.urandom(5 * 1024 * 1024 + 1))
-    # A part is uploaded in the background: be killed only once each upload
-    # shows it, so the upload is as fresh as a live backup's.
-    deadline = time.monotonic() + (60 if s3 is not None else 0)  # a local file is at once
+    # An S3 upload is created in the background: be killed only once each one
+    # is listed, as a live backup's would be (a local file exists at once).
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        written = {u.key async for u in storage.uploads() if u.last_written is not None}
-        if set(sys.argv[3:]) <= written:
+        levels = {key.rpartition("/")[0] for key in sys.argv[3:]}
+        listed = {u.key for level in levels async for u in storage.uploads(level and level + "/")}
+        if set(sys.argv[3:]) <= listed:
             break
         await asyncio.sleep(0.1)
     print("ready", flush=True)
