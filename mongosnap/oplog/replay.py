@@ -56,7 +56,7 @@ from .entry import PLAIN, RAW, OplogEntry, encode, parse_entry, plain
 from .report import ReplayReport
 from .scope import Scope, Selector
 from .target import ReplayTarget
-from .txn import Transactions
+from .txn import Transactions, applied_separately
 
 DEFAULT_BATCH = 1000  # documents per batch (a delete, an insert, a delete: module docstring)
 MAX_DOCUMENT = 16 * 1024 * 1024  # the server refuses a larger document
@@ -415,6 +415,8 @@ class Replayer:
             await self._run(entry, ops, "applyOps")
         elif entry.flag("partialTxn") or entry.flag("prepare"):
             self._txns.hold(entry, key, ops)
+        elif applied_separately(entry):  # a retryable write's batch, chained but no transaction
+            await self._run(entry, ops, "applyOps")
         else:
             await self._run(entry, self._txns.commit(entry, key, ops), "transaction")
 
