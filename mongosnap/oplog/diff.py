@@ -22,6 +22,12 @@ components (BSON documents nest at most 100 levels). An update past a bound
 could not have been logged by a server and raises ReplayError, before any
 memory is spent on it.
 
+A diff that names one field twice in an object diff (twice in a section, or
+in two sections), one array index twice, or one section twice is refused, as
+the server refuses it (``duplicate field name in diff``, error 4728000). A
+decoder keeps the last of repeated names, so this is checked on the raw bytes
+of a diff that arrives raw (``check_raw_update``), one level at a time.
+
 Malformed or unsupported updates raise ReplayError; the caller names the entry.
 """
 
@@ -30,7 +36,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import ReplayError
+from bson.raw_bson import RawBSONDocument
+
+from .._errors import CorruptArchive, ReplayError
+from ..archive.bsonstream import element_spans
+from .entry import plain
 
 Document = dict[str, Any]
 
@@ -64,7 +74,10 @@ class Growth:
 
 
 def apply_update(current: Document, o: Mapping[str, Any]) -> Document:
-    """The document after update ``o`` (an oplog entry's ``o``) on ``current``."""
+    """The document after update ``o`` (an oplog entry's ``o``, decoded or raw) on ``current``."""
+    if isinstance(o, RawBSONDocument):
+        check_raw_update(o)
+        o = plain(o)
     version = o.get("$v", 1)
     if version == 2:
         diff = o.get("diff")
@@ -186,6 +199,66 @@ def _index(part: str) -> int | None:
     if not (part.isascii() and part.isdigit()):
         return None
     return int(part) if len(part) <= _MAX_INDEX_DIGITS else 10**_MAX_INDEX_DIGITS
+
+
+# ---------------------------------------------------------------- $v:2 raw checks
+
+_SECTIONS = frozenset({b"d", b"u", b"i", b"b"})
+_EMBEDDED = 0x03  # BSON type byte of an embedded document
+_DUPLICATE = ": duplicate field name in diff, error 4728000"
+
+
+def check_raw_update(o: Mapping[str, Any]) -> None:
+    """Refuse a raw ``$v:2`` update whose diff names a field, index or section twice."""
+    if not isinstance(o, RawBSONDocument) or o.get("$v") != 2:
+        return
+    diff = o.get("diff")
+    if isinstance(diff, RawBSONDocument):
+        try:
+            raw = bytes(diff.raw)
+            _check_raw(raw, 0, len(raw), 0)
+        except CorruptArchive as exc:
+            raise ReplayError(f"$v:2 diff is not valid BSON: {exc}") from None
+
+
+def _check_raw(data: bytes, start: int, end: int, depth: int) -> None:
+    if depth > MAX_PATH:
+        raise ReplayError(f"$v:2 diff: sub-diffs nested deeper than {MAX_PATH} levels")
+    elements = list(element_spans(data, start, end, "$v:2 diff"))
+    if elements and elements[0][1] == b"a":
+        _check_raw_array(data, elements[1:], depth)
+        return
+    sections: set[bytes] = set()
+    fields: set[bytes] = set()
+    for kind, name, value, stop in elements:
+        _once(sections, name, "section", "")
+        if kind != _EMBEDDED:
+            continue  # not a document: the decoded checks name it
+        if name in _SECTIONS:
+            for _, field, _, _ in element_spans(data, value, stop, "$v:2 diff"):
+                _once(fields, field, "field", _DUPLICATE)
+        elif name[:1] == b"s":
+            _once(fields, name[1:], "field", _DUPLICATE)
+            _check_raw(data, value, stop, depth + 1)
+
+
+def _check_raw_array(data: bytes, elements: list[tuple[int, bytes, int, int]], depth: int) -> None:
+    indexes: set[bytes] = set()
+    for kind, name, value, stop in elements:
+        if name == b"l":
+            continue
+        _once(indexes, name[1:], "array index", "")
+        if name[:1] == b"s" and kind == _EMBEDDED:
+            _check_raw(data, value, stop, depth + 1)
+
+
+def _once(seen: set[bytes], name: bytes, what: str, code: str) -> None:
+    if name in seen:
+        shown = name.decode("utf-8", "replace")
+        raise ReplayError(
+            f"$v:2 diff: {what} {shown!r} appears twice (the server refuses it{code})"
+        )
+    seen.add(name)
 
 
 # ---------------------------------------------------------------- $v:2

@@ -51,7 +51,7 @@ from ..clients import MongoSource
 from ..source import Source
 from .batch import Batch, Change, id_key
 from .commands import Skip, apply_command, command_name, losses, touched
-from .diff import apply_update, is_full_image
+from .diff import apply_update, check_raw_update, is_full_image
 from .entry import PLAIN, RAW, OplogEntry, encode, parse_entry, plain
 from .report import ReplayReport
 from .scope import Scope, Selector
@@ -250,6 +250,10 @@ class Replayer:
 
     async def _update(self, entry: OplogEntry, database: str, collection: str) -> bool:
         """Write the updated document; False when there is no document to update."""
+        try:
+            check_raw_update(entry.o)  # repeated names, which decoding merges
+        except ReplayError as exc:
+            raise ReplayError(f"{entry.describe()}: {exc}") from exc
         o = plain(entry.o)
         doc_id = _id_of(entry, entry.o2 or {})
         current = await self._current(database, collection, doc_id)

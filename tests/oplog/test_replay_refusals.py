@@ -332,6 +332,28 @@ async def test_an_update_past_16_mib_is_refused_before_anything_is_written(
     ]
 
 
+async def test_a_diff_naming_a_field_twice_stops_before_it(
+    mongo_uri: str, new_database: str
+) -> None:
+    """``u: {n: 1, n: 2}``, as the oplog's raw bytes hold it: the server refuses
+    it (duplicate field name in diff); decoded, it would silently set n to 2."""
+    ns = f"{new_database}.c"
+    twice = b"\x10n\x00\x01\x00\x00\x00" + b"\x10n\x00\x02\x00\x00\x00"  # int32 n: 1, n: 2
+    section = (len(twice) + 5).to_bytes(4, "little") + twice + b"\x00"
+    body = b"\x03u\x00" + section
+    raw_diff = RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\x00")
+    entries = [
+        ins(1, ns, {"_id": 1, "n": 0}),
+        upd(2, ns, 1, {"$v": 2, "diff": {"u": {"m": 1}}}),
+        upd(3, ns, 1, {"$v": 2, "diff": raw_diff}),
+        ins(4, ns, {"_id": 2}),
+    ]
+    pattern = rf"ts=1700000003:1 op='u' ns='{ns}'.*field 'n' appears twice.*4728000"
+    with pytest.raises(ReplayError, match=pattern):
+        await replay(mongo_uri, entries)
+    assert _raw(mongo_uri, new_database, "c") == [bson.encode({"_id": 1, "n": 0, "m": 1})]
+
+
 async def test_a_refused_write_undoes_its_whole_transaction(
     mongo_uri: str, new_database: str
 ) -> None:
