@@ -52,6 +52,14 @@ MAX_PATH = 100  # components of a dotted path: BSON documents nest at most 100 l
 _MAX_INDEX_DIGITS = 18  # longer decimal indexes are past any bound (and int() limits)
 
 
+class Unreplayable(ReplayError):
+    """An update replay cannot apply (a binary ``b`` diff section): its collection
+    stops there and the others go on (``ReplayReport.stopped``). ``ns`` is the
+    entry's namespace, set by the replay."""
+
+    ns = ""
+
+
 class Growth:
     """The nulls one update has padded arrays with so far, bounded."""
 
@@ -318,7 +326,10 @@ def _object_table(
         if not isinstance(section, Mapping):
             raise ReplayError(f"$v:2 diff: section {key!r} is not a document")
         if kind == "b":
-            raise ReplayError("$v:2 diff: binary ('b') sections are not supported")
+            raise Unreplayable(
+                "$v:2 diff: a binary ('b') section (MongoDB 8's in-place BinData changes, "
+                "written for time series buckets) cannot be replayed"
+            )
         if kind == "s":
             _add(table, key[1:], ("s", section))
             continue
