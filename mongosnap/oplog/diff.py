@@ -26,7 +26,9 @@ A diff that names one field twice in an object diff (twice in a section, or
 in two sections), one array index twice, or one section twice is refused, as
 the server refuses it (``duplicate field name in diff``, error 4728000). A
 decoder keeps the last of repeated names, so this is checked on the raw bytes
-of a diff that arrives raw (``check_raw_update``), one level at a time.
+of a diff that arrives raw (``check_raw_update``): a decode that refuses any
+repeated name first (C speed), then, only when it finds one, a walk of the
+diff's own names one level at a time (a user value may repeat names).
 
 Malformed or unsupported updates raise ReplayError; the caller names the entry.
 """
@@ -36,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import bson
+from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 
 from .._errors import CorruptArchive, ReplayError
@@ -221,12 +225,44 @@ def check_raw_update(o: Mapping[str, Any]) -> None:
     if not isinstance(o, RawBSONDocument) or o.get("$v") != 2:
         return
     diff = o.get("diff")
-    if isinstance(diff, RawBSONDocument):
-        try:
-            raw = bytes(diff.raw)
-            _check_raw(raw, 0, len(raw), 0)
-        except CorruptArchive as exc:
-            raise ReplayError(f"$v:2 diff is not valid BSON: {exc}") from None
+    if not isinstance(diff, RawBSONDocument):
+        return
+    raw = bytes(diff.raw)
+    if _no_name_repeated(raw):
+        return  # the usual case, found at the C decoder's speed
+    try:
+        _check_raw(raw, 0, len(raw), 0)  # a name repeated: in the diff, or in a value?
+    except CorruptArchive as exc:
+        raise ReplayError(f"$v:2 diff is not valid BSON: {exc}") from None
+
+
+class _Repeated(Exception):
+    pass
+
+
+class _NoRepeats(dict[str, Any]):
+    """A decoded document that refuses a name it already holds (the C decoder
+    sets each element through ``__setitem__``)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            raise _Repeated
+        super().__setitem__(key, value)
+
+
+_STRICT: CodecOptions[_NoRepeats] = CodecOptions(
+    document_class=_NoRepeats, datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+
+
+def _no_name_repeated(raw: bytes) -> bool:
+    """True when no document in ``raw`` repeats a name; False also when it cannot
+    be decoded (the walk then says what is wrong)."""
+    try:
+        bson.decode(raw, _STRICT)
+    except Exception:  # _Repeated, or bytes the decoder refuses
+        return False
+    return True
 
 
 def _check_raw(data: bytes, start: int, end: int, depth: int) -> None:
