@@ -10,7 +10,7 @@ the default), so nothing malformed reaches a server: see validate_documents.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator
 from typing import Any
 
 import bson
@@ -237,6 +237,37 @@ def _value_end(data: bytes, kind: int, pos: int, limit: int, depth: int, where: 
         _walk(data, scope, end, depth + 1, where)
         return end
     raise CorruptArchive(f"{where}: unknown BSON element type 0x{kind:02x}")
+
+
+def element_spans(
+    data: bytes, start: int, end: int, where: str = "BSON document"
+) -> Iterator[tuple[int, bytes, int, int]]:
+    """The elements of the document ``data[start:end]``, one level deep: (type
+    byte, name, start and end of the value), names as they are, repeated ones
+    included (a decoder keeps the last). Embedded documents are skipped by
+    their length, not walked: reading a level costs its own bytes only.
+    CorruptArchive when the bytes do not hold together."""
+    if end - start < MIN_DOCUMENT or _int32(data, start, end, where) != end - start:
+        raise CorruptArchive(f"{where}: a document's length is inconsistent")
+    if data[end - 1] != 0:
+        raise CorruptArchive(f"{where}: a document lacks its NUL")
+    pos, last = start + 4, end - 1
+    while pos < last:
+        kind = data[pos]
+        name_end = data.find(0, pos + 1, last)
+        if name_end < 0:
+            raise CorruptArchive(f"{where}: an element name is not terminated")
+        value = name_end + 1
+        if kind in (0x03, 0x04):
+            stop = value + _int32(data, value, last, where)
+            if stop > last or stop < value + MIN_DOCUMENT:
+                raise CorruptArchive(f"{where}: an embedded document runs past its parent")
+        else:
+            stop = _value_end(data, kind, value, last, 1, where)
+        yield kind, bytes(data[pos + 1 : name_end]), value, stop
+        pos = stop
+    if pos != last:
+        raise CorruptArchive(f"{where}: an element runs past its document")
 
 
 def _string_end(data: bytes, pos: int, limit: int, where: str) -> int:

@@ -22,6 +22,14 @@ components (BSON documents nest at most 100 levels). An update past a bound
 could not have been logged by a server and raises ReplayError, before any
 memory is spent on it.
 
+A diff that names one field twice in an object diff (twice in a section, or
+in two sections), one array index twice, or one section twice is refused, as
+the server refuses it (``duplicate field name in diff``, error 4728000). A
+decoder keeps the last of repeated names, so this is checked on the raw bytes
+of a diff that arrives raw (``check_raw_update``): a decode that refuses any
+repeated name first (C speed), then, only when it finds one, a walk of the
+diff's own names one level at a time (a user value may repeat names).
+
 Malformed or unsupported updates raise ReplayError; the caller names the entry.
 """
 
@@ -30,7 +38,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import ReplayError
+import bson
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
+
+from .._errors import CorruptArchive, ReplayError
+from ..archive.bsonstream import element_spans
+from .entry import plain
 
 Document = dict[str, Any]
 
@@ -40,6 +54,14 @@ _MAX_PAD = 1_500_000  # the server refuses to pad an array further
 _MAX_NULLS = 16 * 1024 * 1024 // 3  # a null array element takes at least 3 bytes
 MAX_PATH = 100  # components of a dotted path: BSON documents nest at most 100 levels
 _MAX_INDEX_DIGITS = 18  # longer decimal indexes are past any bound (and int() limits)
+
+
+class Unreplayable(ReplayError):
+    """An update replay cannot apply (a binary ``b`` diff section): its collection
+    stops there and the others go on (``ReplayReport.stopped``). ``ns`` is the
+    entry's namespace, set by the replay."""
+
+    ns = ""
 
 
 class Growth:
@@ -64,7 +86,10 @@ class Growth:
 
 
 def apply_update(current: Document, o: Mapping[str, Any]) -> Document:
-    """The document after update ``o`` (an oplog entry's ``o``) on ``current``."""
+    """The document after update ``o`` (an oplog entry's ``o``, decoded or raw) on ``current``."""
+    if isinstance(o, RawBSONDocument):
+        check_raw_update(o)
+        o = plain(o)
     version = o.get("$v", 1)
     if version == 2:
         diff = o.get("diff")
@@ -188,6 +213,98 @@ def _index(part: str) -> int | None:
     return int(part) if len(part) <= _MAX_INDEX_DIGITS else 10**_MAX_INDEX_DIGITS
 
 
+# ---------------------------------------------------------------- $v:2 raw checks
+
+_SECTIONS = frozenset({b"d", b"u", b"i", b"b"})
+_EMBEDDED = 0x03  # BSON type byte of an embedded document
+_DUPLICATE = ": duplicate field name in diff, error 4728000"
+
+
+def check_raw_update(o: Mapping[str, Any]) -> None:
+    """Refuse a raw ``$v:2`` update whose diff names a field, index or section twice."""
+    if not isinstance(o, RawBSONDocument) or o.get("$v") != 2:
+        return
+    diff = o.get("diff")
+    if not isinstance(diff, RawBSONDocument):
+        return
+    raw = bytes(diff.raw)
+    if _no_name_repeated(raw):
+        return  # the usual case, found at the C decoder's speed
+    try:
+        _check_raw(raw, 0, len(raw), 0)  # a name repeated: in the diff, or in a value?
+    except CorruptArchive as exc:
+        raise ReplayError(f"$v:2 diff is not valid BSON: {exc}") from None
+
+
+class _Repeated(Exception):
+    pass
+
+
+class _NoRepeats(dict[str, Any]):
+    """A decoded document that refuses a name it already holds (the C decoder
+    sets each element through ``__setitem__``)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            raise _Repeated
+        super().__setitem__(key, value)
+
+
+_STRICT: CodecOptions[_NoRepeats] = CodecOptions(
+    document_class=_NoRepeats, datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+
+
+def _no_name_repeated(raw: bytes) -> bool:
+    """True when no document in ``raw`` repeats a name; False also when it cannot
+    be decoded (the walk then says what is wrong)."""
+    try:
+        bson.decode(raw, _STRICT)
+    except Exception:  # _Repeated, or bytes the decoder refuses
+        return False
+    return True
+
+
+def _check_raw(data: bytes, start: int, end: int, depth: int) -> None:
+    if depth > MAX_PATH:
+        raise ReplayError(f"$v:2 diff: sub-diffs nested deeper than {MAX_PATH} levels")
+    elements = list(element_spans(data, start, end, "$v:2 diff"))
+    if elements and elements[0][1] == b"a":
+        _check_raw_array(data, elements[1:], depth)
+        return
+    sections: set[bytes] = set()
+    fields: set[bytes] = set()
+    for kind, name, value, stop in elements:
+        _once(sections, name, "section", "")
+        if kind != _EMBEDDED:
+            continue  # not a document: the decoded checks name it
+        if name in _SECTIONS:
+            for _, field, _, _ in element_spans(data, value, stop, "$v:2 diff"):
+                _once(fields, field, "field", _DUPLICATE)
+        elif name[:1] == b"s":
+            _once(fields, name[1:], "field", _DUPLICATE)
+            _check_raw(data, value, stop, depth + 1)
+
+
+def _check_raw_array(data: bytes, elements: list[tuple[int, bytes, int, int]], depth: int) -> None:
+    indexes: set[bytes] = set()
+    for kind, name, value, stop in elements:
+        if name == b"l":
+            continue
+        _once(indexes, name[1:], "array index", "")
+        if name[:1] == b"s" and kind == _EMBEDDED:
+            _check_raw(data, value, stop, depth + 1)
+
+
+def _once(seen: set[bytes], name: bytes, what: str, code: str) -> None:
+    if name in seen:
+        shown = name.decode("utf-8", "replace")
+        raise ReplayError(
+            f"$v:2 diff: {what} {shown!r} appears twice (the server refuses it{code})"
+        )
+    seen.add(name)
+
+
 # ---------------------------------------------------------------- $v:2
 
 
@@ -245,7 +362,10 @@ def _object_table(
         if not isinstance(section, Mapping):
             raise ReplayError(f"$v:2 diff: section {key!r} is not a document")
         if kind == "b":
-            raise ReplayError("$v:2 diff: binary ('b') sections are not supported")
+            raise Unreplayable(
+                "$v:2 diff: a binary ('b') section (MongoDB 8's in-place BinData changes, "
+                "written for time series buckets) cannot be replayed"
+            )
         if kind == "s":
             _add(table, key[1:], ("s", section))
             continue

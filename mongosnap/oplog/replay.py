@@ -51,12 +51,12 @@ from ..clients import MongoSource
 from ..source import Source
 from .batch import Batch, Change, id_key
 from .commands import Skip, apply_command, command_name, losses, touched
-from .diff import apply_update, is_full_image
-from .entry import PLAIN, RAW, OplogEntry, encode, parse_entry, plain
+from .diff import Unreplayable, apply_update, check_raw_update, is_full_image
+from .entry import PLAIN, RAW, OplogEntry, encode, format_ts, parse_entry, plain
 from .report import ReplayReport
 from .scope import Scope, Selector
 from .target import ReplayTarget
-from .txn import Transactions
+from .txn import Transactions, applied_separately
 
 DEFAULT_BATCH = 1000  # documents per batch (a delete, an insert, a delete: module docstring)
 MAX_DOCUMENT = 16 * 1024 * 1024  # the server refuses a larger document
@@ -133,6 +133,7 @@ class Replayer:
         self._batch = Batch(batch_size)
         self._lost: set[str] = set()
         self._lost_databases: set[str] = set()
+        self._stopped: set[str] = set()  # namespaces stopped on an entry (Unreplayable)
         # (database, collection, _id key) -> the server's bytes, None when deleted
         self._cache: dict[tuple[str, str, bytes], bytes | None] = {}
         self._group = 0  # the top-level entry being applied, numbered
@@ -161,6 +162,10 @@ class Replayer:
             self._group += 1
             try:
                 await self._apply_top(entry)
+            except Unreplayable as exc:
+                self._batch.undo(self._group)  # the entry's writes to that collection
+                self._stopped.add(exc.ns)
+                self.report.stopped[exc.ns] = str(exc)
             except ReplayError:
                 self._batch.undo(self._group)
                 await self._flush()
@@ -193,6 +198,8 @@ class Replayer:
             doc_id = _target_id(entry)
             if doc_id is _NO_ID or not self.scope.selected(entry.ns) or self._is_lost(entry.ns):
                 continue
+            if entry.ns in self._stopped:
+                continue
             wanted.setdefault(self.scope.target(entry.ns), {})[id_key(doc_id)] = doc_id
         for (database, collection), ids in wanted.items():
             found = await self.target.find_many_raw(database, collection, list(ids.values()))
@@ -220,6 +227,9 @@ class Replayer:
             return
         if self._is_lost(entry.ns):
             self.report.skipped["after loss"] += 1
+            return
+        if entry.ns in self._stopped:
+            self.report.skipped["after stop"] += 1
             return
         database, collection = self.scope.target(entry.ns)
         if entry.collection == "system.indexes":
@@ -250,6 +260,10 @@ class Replayer:
 
     async def _update(self, entry: OplogEntry, database: str, collection: str) -> bool:
         """Write the updated document; False when there is no document to update."""
+        try:
+            check_raw_update(entry.o)  # repeated names, which decoding merges
+        except ReplayError as exc:
+            raise ReplayError(f"{entry.describe()}: {exc}") from exc
         o = plain(entry.o)
         doc_id = _id_of(entry, entry.o2 or {})
         current = await self._current(database, collection, doc_id)
@@ -260,6 +274,10 @@ class Replayer:
         else:
             try:
                 new = apply_update(bson.decode(current, PLAIN), o)
+            except Unreplayable as exc:
+                stop = Unreplayable(f"{entry.describe()}: {exc}")
+                stop.ns = entry.ns
+                raise stop from exc
             except ReplayError as exc:
                 raise ReplayError(f"{entry.describe()}: {exc}") from exc
         await self._upsert(entry, database, collection, doc_id, encode(new))
@@ -395,6 +413,9 @@ class Replayer:
             if self._touches_lost(entry, o):
                 self.report.skipped["after loss"] += 1
                 return
+            if self._touches_stopped(entry, o):
+                self.report.skipped["after stop"] += 1
+                return
             outcome = await apply_command(self.target, self.scope, entry, o)
             self._count(entry, o, outcome)
 
@@ -415,12 +436,22 @@ class Replayer:
             await self._run(entry, ops, "applyOps")
         elif entry.flag("partialTxn") or entry.flag("prepare"):
             self._txns.hold(entry, key, ops)
+        elif applied_separately(entry):  # a retryable write's batch, chained but no transaction
+            await self._run(entry, ops, "applyOps")
         else:
             await self._run(entry, self._txns.commit(entry, key, ops), "transaction")
 
     async def _run(self, entry: OplogEntry, ops: list[Any], counted: str) -> None:
-        for op in ops:
-            await self.apply(parse_entry(op, ts=entry.ts))
+        try:
+            for op in ops:
+                await self.apply(parse_entry(op, ts=entry.ts))
+        except Unreplayable as exc:
+            if _namespaces(ops, entry.ts) != {exc.ns}:
+                raise ReplayError(
+                    f"{exc}; the {counted} entry {format_ts(entry.ts)} also writes to other "
+                    "namespaces, so the replay cannot stop at that collection alone"
+                ) from exc
+            raise
         self.report.applied[counted] += 1
 
     # ------------------------------------------------------------ loss
@@ -448,6 +479,10 @@ class Replayer:
         return any(
             self._is_lost(f"{database}.{collection}") for database, collection in touched(entry, o)
         )
+
+    def _touches_stopped(self, entry: OplogEntry, o: Mapping[str, Any]) -> bool:
+        """A command on a namespace whose replay stopped (its index, its drop)."""
+        return any(f"{db}.{name}" in self._stopped for db, name in touched(entry, o))
 
     def _selects_in(self, database: str) -> bool:
         names = self.scope.names
@@ -523,6 +558,14 @@ def _target_id(entry: OplogEntry) -> Any:
         return plain(source["_id"])
     except _ENTRY_FAULTS:
         return _NO_ID  # the entry's own application names it
+
+
+def _namespaces(ops: list[Any], ts: Timestamp) -> set[str] | None:
+    """The namespaces an applyOps' operations name; None when one cannot be read."""
+    try:
+        return {parse_entry(op, ts=ts).ns for op in ops}
+    except (ReplayError, *_ENTRY_FAULTS):
+        return None
 
 
 def _groups(steps: list[Change]) -> list[list[Change]]:

@@ -20,7 +20,9 @@ class ReplayReport:
     left alone by reason. ``namespaces`` are where writes landed (after the
     database renaming). ``stop`` is ``end``, ``until`` or ``loss``; ``lost``
     maps each namespace (``db.*`` for a database) whose loss was held back to
-    the timestamp of that entry.
+    the timestamp of that entry. ``stopped`` maps each namespace whose replay
+    stopped on an entry it cannot apply (the others went on) to the cause,
+    which names that entry.
     """
 
     applied: Counter[str] = field(default_factory=Counter)
@@ -31,6 +33,7 @@ class ReplayReport:
     stop: str = "end"
     lost: dict[str, Timestamp] = field(default_factory=dict)
     pending_transactions: int = 0
+    stopped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,4 +45,5 @@ class ReplayReport:
             "stop": self.stop,
             "lost": {ns: format_ts(ts) for ns, ts in sorted(self.lost.items())},
             "pending_transactions": self.pending_transactions,
+            "stopped": dict(sorted(self.stopped.items())),
         }

@@ -9,6 +9,11 @@ and ``txnNumber``:
 - prepared: ``applyOps`` with ``prepare: true`` (after any partial ones),
   then ``commitTransaction`` or ``abortTransaction``.
 
+Not a transaction although it carries ``lsid``, ``txnNumber`` and
+``prevOpTime``: an ``applyOps`` with ``multiOpType: 1`` (MongoDB 8.0's
+vectored inserts of a retryable write, one entry per storage transaction);
+its operations apply on their own, each entry when it comes.
+
 Operations are released only on a commit. A commit whose earlier entries lie
 before the replayed range cannot be applied whole and is an error: applying a
 part would be silent loss.
@@ -19,12 +24,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bson import Int64
 from bson.timestamp import Timestamp
 
 from .._errors import ReplayError
 from .entry import OplogEntry
 
 _START = (0, 0)  # prevOpTime.ts of a transaction's first entry
+APPLIED_SEPARATELY = 1  # multiOpType of an applyOps outside any transaction (server's enum)
+
+
+def applied_separately(entry: OplogEntry) -> bool:
+    """An applyOps entry chained by ``prevOpTime`` that is no transaction: its
+    operations apply on their own (MongoDB's ``applyOpsIsLinkedTransactionally``)."""
+    kind = entry.fields.get("multiOpType")
+    return type(kind) in (int, Int64) and kind == APPLIED_SEPARATELY
 
 
 class Transactions:

@@ -290,6 +290,13 @@ class _Search:
             return
         finally:
             self.bytes_fetched += engine.bytes_fetched - fetched
+        for name in names:
+            cause = report.stopped.get(f"{self.database}.{name}")
+            if cause is not None:
+                self.warn(
+                    f"{name} restored from {engine.info.key}; its oplog replay stopped "
+                    f"(the entries before it are applied, the other collections went on): {cause}"
+                )
         restored_to = {name: self._instant(report, name, plan) for name in names}
         entries = sum(report.applied.values())
         for name, instant in restored_to.items():
@@ -305,6 +312,8 @@ class _Search:
 
     def _instant(self, report: ReplayReport, name: str, plan: PitrPlan) -> str:
         """``before TS`` of the entry that took the collection away, else the coverage end."""
+        if f"{self.database}.{name}" in report.stopped:
+            return "before the entry its replay stopped on (warned)"
         for key in (f"{self.database}.{name}", f"{self.database}.*"):
             if key in report.lost:
                 from ..oplog.entry import format_ts

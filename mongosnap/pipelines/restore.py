@@ -10,6 +10,7 @@ chunks under ``oplog/`` up to it (pitr.py chooses the archive and chunks).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -148,6 +149,7 @@ async def restore(
             report = None
             if oplog_replay and _has_window(info):
                 report = await _replay(engine, outcomes, database, plan)
+                outcomes = _stopped_ones_failed(outcomes, report, database)
     duration = round(time.monotonic() - started, 3)
     return RestoreReport(
         info.key,
@@ -198,6 +200,25 @@ async def _replay(
     )
     log.info("replayed %s oplog entries onto %s", sum(report.applied.values()), sorted(restored))
     return report
+
+
+def _stopped_ones_failed(
+    outcomes: list[CollectionOutcome], report: ReplayReport, database: str
+) -> list[CollectionOutcome]:
+    """A collection whose replay stopped on an entry (the others went on) is
+    ``failed``: restored, but short of the target instant."""
+    marked = []
+    for outcome in outcomes:
+        cause = report.stopped.get(f"{database}.{outcome.name}")
+        if cause is not None:
+            outcome = dataclasses.replace(
+                outcome,
+                status=Status.FAILED,
+                error=f"restored, but its oplog replay stopped ({cause}); "
+                "it holds every entry before that one",
+            )
+        marked.append(outcome)
+    return marked
 
 
 def _check_usable(info: ArchiveInfo, allow_incomplete: bool, warn: Warn) -> None:

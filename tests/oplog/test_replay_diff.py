@@ -15,6 +15,7 @@ from typing import Any
 import bson
 import pytest
 from bson import Decimal128, Int64
+from bson.raw_bson import RawBSONDocument
 
 from mongosnap import ReplayError
 from mongosnap.oplog import apply_diff, apply_update
@@ -133,6 +134,67 @@ def test_v2_array_length_zero_empties() -> None:
 def test_v2_malformed_diff_raises(diff: dict[str, Any], message: str) -> None:
     with pytest.raises(ReplayError, match=message):
         apply_diff({"_id": 1, "a": 0, "arr": [1, 2]}, diff)
+
+
+# ------------------------------------------------- $v:2 names repeated in the raw bytes
+
+
+def raw_doc(*pairs: tuple[str, Any]) -> bytes:
+    """A BSON document of these elements in order, repeated names kept (a dict cannot)."""
+    body = b"".join(bson.encode({name: _embed(value)})[4:-1] for name, value in pairs)
+    return (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
+
+
+def _embed(value: Any) -> Any:
+    return RawBSONDocument(value) if isinstance(value, bytes) else value
+
+
+def raw_update(diff: bytes) -> RawBSONDocument:
+    """The ``o`` of a ``$v:2`` update entry as an oplog holds it, around a raw diff."""
+    head = bson.encode({"$v": 2})[4:-1]
+    body = head + b"\x03diff\x00" + diff
+    return RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\x00")
+
+
+# The server refuses these (doc_diff applier's table, uassert 4728000 "duplicate
+# field name in diff"; the reader's section order, 4770503); decoding keeps the last.
+REPEATED = {
+    "twice in u": raw_doc(("u", raw_doc(("a", 1), ("a", 2)))),
+    "twice in i": raw_doc(("i", raw_doc(("b", 1), ("b", 2)))),
+    "twice in d": raw_doc(("d", raw_doc(("a", False), ("a", False)))),
+    "section u twice": raw_doc(("u", raw_doc(("a", 1))), ("u", raw_doc(("a", 2)))),
+    "sub-diff twice": raw_doc(
+        ("sn", raw_doc(("u", raw_doc(("x", 1))))), ("sn", raw_doc(("u", raw_doc(("y", 1)))))
+    ),
+    "in a sub-diff": raw_doc(("sn", raw_doc(("u", raw_doc(("x", 1), ("x", 2)))))),
+    "array index twice": raw_doc(("sarr", raw_doc(("a", True), ("u1", 5), ("u1", 6)))),
+    "in an array element's sub-diff": raw_doc(
+        ("sarr", raw_doc(("a", True), ("s0", raw_doc(("i", raw_doc(("k", 1), ("k", 2)))))))
+    ),
+}
+
+
+@pytest.mark.parametrize("diff", REPEATED.values(), ids=REPEATED.keys())
+def test_v2_raw_diff_naming_a_field_twice_is_refused(diff: bytes) -> None:
+    current = {"_id": 1, "a": 0, "n": {"x": 0}, "arr": [{"k": 0}, 2]}
+    with pytest.raises(ReplayError, match=r"appears twice.*server refuses"):
+        apply_update(current, raw_update(diff))
+
+
+def test_v2_raw_diff_with_unique_names_applies_as_decoded() -> None:
+    """The check reads names only: values (user documents) are not its business,
+    and a well-formed raw diff gives what its decoded form gives."""
+    element = raw_doc(("u", raw_doc(("q", 1))))
+    diff = raw_doc(
+        ("d", raw_doc(("z", False))),
+        ("u", raw_doc(("a", raw_doc(("k", 1), ("k", 2))))),
+        ("i", raw_doc(("b", 1))),
+        ("sarr", raw_doc(("a", True), ("l", 3), ("u0", 7), ("s1", element))),
+    )
+    current = {"_id": 1, "z": 1, "a": 0, "arr": [1, {"q": 0}, 3, 4]}
+    new = apply_update(current, raw_update(diff))
+    assert same(new, apply_update(current, bson.decode(bson.encode(raw_update(diff)))))
+    assert new == {"_id": 1, "a": {"k": 2}, "arr": [7, {"q": 1}, 3], "b": 1}
 
 
 # ---------------------------------------------------------------- $v:1

@@ -23,11 +23,12 @@ from typing import Any
 import bson
 import pytest
 from bson import Int64
+from bson.binary import Binary
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from helpers import run_cli, server_documents
 from pymongo import MongoClient
-from replay_support import dele, diff, ins, nested, session, txn, upd
+from replay_support import cmd, dele, diff, ins, nested, session, txn, upd
 
 import mongosnap
 from mongosnap import ReplayError
@@ -39,6 +40,7 @@ from mongosnap.oplog.position import Ts
 
 GZIP = get_codec("gzip")
 SEEDED = 50
+OTHERS = 3  # documents of a second collection, which goes on when "events" stops
 
 
 def seeded(i: int) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def _archive(uri: str, dest: Path) -> Archived:
     database = f"refuse_{uuid.uuid4().hex[:10]}"
     with MongoClient(uri) as client:
         client[database]["events"].insert_many([seeded(i) for i in range(SEEDED)])
+        client[database]["other"].insert_many([{"_id": i, "n": 0} for i in range(OTHERS)])
     done = asyncio.run(mongosnap.backup(uri, str(dest), database=database, oplog=True))
     manifest = Manifest.from_json((dest / done.manifest_key).read_bytes())
     assert manifest.oplog is not None
@@ -224,10 +227,11 @@ def _collection(uri: str, database: str) -> list[bytes]:
     return sorted(server_documents(uri, database, "events"), key=lambda d: bson.decode(d)["_id"])
 
 
-@pytest.mark.parametrize("hostile", [REFUSED, PADDED], ids=["refused", "padded"])
+@pytest.mark.parametrize("kind", ["refused", "padded", "binary"])
 async def test_heal_stops_before_the_entry_and_keeps_every_document(
-    archived: Archived, hostile: Hostile
+    archived: Archived, kind: str
 ) -> None:
+    hostile = {"refused": REFUSED, "padded": PADDED, "binary": update(BINARY)}[kind]
     history, stop, _ = _history(archived, hostile)
     with MongoClient(archived.uri) as client:
         client[archived.database].drop_collection("events")
@@ -246,6 +250,9 @@ async def test_heal_stops_before_the_entry_and_keeps_every_document(
     [warning] = warnings
     assert f"ts={stop.time}:{stop.inc} op='u'" in warning, warning
     assert "oplog replay stopped" in warning and "entries before it are applied" in warning
+    if kind == "binary":  # that collection alone stopped
+        assert "events restored from" in warning and "other collections went on" in warning
+        assert "binary ('b') section" in warning
 
 
 @pytest.mark.parametrize(
@@ -291,6 +298,41 @@ async def test_replay_stops_on_each_hostile_entry_with_it_named(
     assert _collection(mongo_uri, new_database) == history.expected()
 
 
+def test_restore_stops_the_collection_of_a_binary_diff_and_finishes_the_others(
+    archived: Archived, mongo_uri: str, target_database: str
+) -> None:
+    history = History(archived)
+    other = f"{archived.database}.other"
+    for i in range(OTHERS):
+        history.set_n(i, 1000 + i)
+        history.entries.append(
+            bson.encode(
+                {"ts": history._ts(), "op": "u", "ns": other, "o2": {"_id": i}}
+                | {"o": {"$v": 2, "diff": {"u": {"n": 10 + i}}}}
+            )
+        )
+        if i == 1:
+            stop = history.hostile(5, update(BINARY))
+    last = history.write_chunk(archived)
+    done = run_cli(
+        *("restore", "latest", str(archived.dest), mongo_uri, archived.database),
+        *("--to-database", target_database, "--to-ts", str(last), "--json"),
+    )
+    assert done.returncode == 42, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "events" in done.stderr and f"ts={stop.time}:{stop.inc}" in done.stderr
+    assert "binary ('b') section" in done.stderr
+    report = json.loads(done.stdout.splitlines()[0])  # an error object follows it
+    assert {c["name"]: c["status"] for c in report["collections"]} == {
+        "events": "failed",
+        "other": "restored",
+    }
+    assert list(report["replay"]["stopped"]) == [f"{archived.database}.events"]
+    assert _collection(mongo_uri, target_database) == history.expected()
+    others = [bson.encode({"_id": i, "n": 10 + i}) for i in range(OTHERS)]
+    assert sorted(server_documents(mongo_uri, target_database, "other")) == sorted(others)
+
+
 def test_restore_report_without_the_hostile_entry_reaches_the_target(
     archived: Archived, mongo_uri: str, target_database: str
 ) -> None:
@@ -330,6 +372,74 @@ async def test_an_update_past_16_mib_is_refused_before_anything_is_written(
         bson.encode(big),
         bson.encode({"_id": 2, "n": 1}),
     ]
+
+
+async def test_a_diff_naming_a_field_twice_stops_before_it(
+    mongo_uri: str, new_database: str
+) -> None:
+    """``u: {n: 1, n: 2}``, as the oplog's raw bytes hold it: the server refuses
+    it (duplicate field name in diff); decoded, it would silently set n to 2."""
+    ns = f"{new_database}.c"
+    twice = b"\x10n\x00\x01\x00\x00\x00" + b"\x10n\x00\x02\x00\x00\x00"  # int32 n: 1, n: 2
+    section = (len(twice) + 5).to_bytes(4, "little") + twice + b"\x00"
+    body = b"\x03u\x00" + section
+    raw_diff = RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\x00")
+    entries = [
+        ins(1, ns, {"_id": 1, "n": 0}),
+        upd(2, ns, 1, {"$v": 2, "diff": {"u": {"m": 1}}}),
+        upd(3, ns, 1, {"$v": 2, "diff": raw_diff}),
+        ins(4, ns, {"_id": 2}),
+    ]
+    pattern = rf"ts=1700000003:1 op='u' ns='{ns}'.*field 'n' appears twice.*4728000"
+    with pytest.raises(ReplayError, match=pattern):
+        await replay(mongo_uri, entries)
+    assert _raw(mongo_uri, new_database, "c") == [bson.encode({"_id": 1, "n": 0, "m": 1})]
+
+
+# A MongoDB 8 time series bucket update: a ``b`` section of BinData patches.
+# Replay refuses it; that collection stops there and the others go on.
+BINARY = {"$v": 2, "diff": {"b": {"data": {"o": 0, "d": Binary(b"\x01\x02", 0)}}}}
+
+
+async def test_a_binary_diff_stops_its_collection_and_the_others_go_on(
+    mongo_uri: str, new_database: str
+) -> None:
+    a, b = f"{new_database}.a", f"{new_database}.b"
+    entries = [
+        ins(1, a, {"_id": 1, "n": 0}),
+        ins(2, b, {"_id": 1, "n": 0}),
+        diff(3, a, 1, {"u": {"n": 1}}),
+        upd(4, a, 1, BINARY),
+        diff(5, b, 1, {"u": {"n": 5}}),
+        ins(6, a, {"_id": 2}),  # after the stop: skipped
+        txn(7, [nested("i", b, {"_id": 2}), nested("u", a, BINARY, {"_id": 1})], session()),
+        ins(8, b, {"_id": 3}),
+        cmd(9, new_database, {"createIndexes": "a", "key": {"n": 1}, "name": "n_1"}),
+    ]
+    report = await replay(mongo_uri, entries)
+    assert report.stop == "end" and report.entries == len(entries)
+    assert list(report.stopped) == [a]
+    assert f"ts=1700000004:1 op='u' ns='{a}'" in report.stopped[a]
+    assert "binary ('b') section" in report.stopped[a]
+    assert report.skipped["after stop"] == 3  # the insert, the transaction's update, the index
+    assert _raw(mongo_uri, new_database, "a") == [bson.encode({"_id": 1, "n": 1})]
+    expected = [{"_id": 1, "n": 5}, {"_id": 2}, {"_id": 3}]
+    assert _raw(mongo_uri, new_database, "b") == [bson.encode(d) for d in expected]
+    assert report.to_dict()["stopped"] == {a: report.stopped[a]}
+
+
+async def test_a_binary_diff_in_a_transaction_on_two_collections_stops_the_replay(
+    mongo_uri: str, new_database: str
+) -> None:
+    """Stopping one collection would apply part of the transaction: the whole
+    replay stops before it, as for any entry it cannot apply."""
+    a, b = f"{new_database}.a", f"{new_database}.b"
+    ops = [nested("u", a, BINARY, {"_id": 1}), nested("i", b, {"_id": 2})]
+    entries = [ins(1, a, {"_id": 1}), ins(2, b, {"_id": 1}), txn(3, ops, session())]
+    with pytest.raises(ReplayError, match=r"ts=1700000003:1 op='u'.*binary.*other namespaces"):
+        await replay(mongo_uri, entries)
+    assert _raw(mongo_uri, new_database, "a") == [bson.encode({"_id": 1})]
+    assert _raw(mongo_uri, new_database, "b") == [bson.encode({"_id": 1})]
 
 
 async def test_a_refused_write_undoes_its_whole_transaction(

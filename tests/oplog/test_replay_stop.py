@@ -122,4 +122,5 @@ async def test_report_to_dict(mongo_uri: str, new_database: str) -> None:
         "stop": "loss",
         "lost": {ns: "1700000002:1"},
         "pending_transactions": 0,
+        "stopped": {},
     }

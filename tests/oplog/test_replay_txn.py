@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from replay_support import cmd, documents, ins, nested, optime, run, session, snapshot, txn
+from bson import Int64
+from replay_support import (
+    NULL_OPTIME,
+    cmd,
+    documents,
+    ins,
+    nested,
+    optime,
+    run,
+    session,
+    snapshot,
+    txn,
+)
 
 from mongosnap import ReplayError
 
@@ -96,3 +108,67 @@ async def test_commit_transaction_without_prepare_stops(mongo_uri: str, new_data
     )
     with pytest.raises(ReplayError, match=r"ts=1700000006:1.*prepared transaction"):
         await run(mongo_uri, [entry])
+
+
+# MongoDB 8.0 vectored inserts of a retryable write: applyOps entries with the
+# session's lsid/txnNumber, chained by prevOpTime, marked multiOpType 1 (the
+# server's kApplyOpsAppliedSeparately) and carrying no partialTxn. Shape from
+# mongodb/mongo's oplog_entry.idl and its OplogEntry::applyOpsIsLinkedTransactionally.
+
+
+def vectored(n: int, ns: str, ids: list[int], lsid: dict[str, object], prev: int | None) -> bytes:
+    inner = [{**nested("i", ns, {"_id": i}), "o2": {"_id": i}, "stmtId": i} for i in ids]
+    return cmd(
+        n,
+        "admin",
+        {"applyOps": inner},
+        txnNumber=Int64(7),
+        prevOpTime=optime(prev) if prev is not None else NULL_OPTIME,
+        multiOpType=1,
+        **lsid,
+    )
+
+
+async def test_linked_vectored_inserts_apply_each_entry(mongo_uri: str, new_database: str) -> None:
+    ns, lsid = f"{new_database}.v", session()
+    entries = [
+        vectored(1, ns, [1, 2], lsid, None),
+        vectored(2, ns, [3], lsid, 1),
+        vectored(3, ns, [4, 5], lsid, 2),
+    ]
+    report = await run(mongo_uri, entries)
+    assert documents(mongo_uri, new_database, "v") == [{"_id": i} for i in range(1, 6)]
+    assert report.applied == {"i": 5, "applyOps": 3}
+    assert report.pending_transactions == 0
+    first = snapshot(mongo_uri, new_database)
+    await run(mongo_uri, entries)
+    assert snapshot(mongo_uri, new_database) == first
+
+
+async def test_vectored_insert_whose_chain_starts_before_the_range_applies(
+    mongo_uri: str, new_database: str
+) -> None:
+    """Each entry stands alone: one whose predecessor is not replayed still applies,
+    whereas a transaction's commit in that position stops the replay (above)."""
+    ns = f"{new_database}.v"
+    report = await run(mongo_uri, [vectored(5, ns, [3, 4], session(), 4)])
+    assert documents(mongo_uri, new_database, "v") == [{"_id": 3}, {"_id": 4}]
+    assert report.applied == {"i": 2, "applyOps": 1}
+
+
+async def test_refused_vectored_insert_is_undone_alone(mongo_uri: str, new_database: str) -> None:
+    """A write the server refuses undoes its own entry, never the entries before it."""
+    ns, lsid = f"{new_database}.v", session()
+    refused = cmd(
+        3,
+        "admin",
+        {"applyOps": [nested("i", ns, {"_id": 3}), nested("i", ns, {"_id": 4, "g": [[1]]})]},
+        txnNumber=Int64(7),
+        prevOpTime=optime(2),
+        multiOpType=1,
+        **lsid,
+    )
+    entries = [vectored(1, ns, [1], lsid, None), vectored(2, ns, [2], lsid, 1), refused]
+    with pytest.raises(ReplayError, match=r"ts=1700000003:1 op='i'.*refused the write"):
+        await run(mongo_uri, entries)
+    assert documents(mongo_uri, new_database, "v") == [{"_id": 1}, {"_id": 2}]
