@@ -16,8 +16,13 @@ caught at that poll.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -272,3 +277,47 @@ async def test_a_reader_sees_the_healed_collection_once_at_the_instant_before_lo
         db = client[archived.database]
         assert sorted(db["events"].index_information()) == ["_id_", "n_1"]
         assert [c for c in db.list_collection_names() if c.startswith(TEMP_PREFIX)] == []
+
+
+REPLAYED_LONG = 20_000
+"""Inserts after the marker: seconds of replay, so a signal lands inside it."""
+
+
+def _staged_or_published(client: MongoClient[dict[str, Any]], database: str) -> list[str]:
+    names = client[database].list_collection_names()
+    return [n for n in names if n.startswith(TEMP_PREFIX) or n == "events"]
+
+
+def test_a_signal_during_the_replay_leaves_nothing_visible(archived: Archived) -> None:
+    """SIGTERM while the chunk is being replayed into the staging copy: exit 143,
+    the staging copy dropped, and the collection never published."""
+    history = History(archived)
+    history.add("i", {"_id": "marker"})
+    history.command({"createIndexes": "events", "v": 2, "key": {"n": 1}, "name": "n_1"})
+    for i in range(SEEDED, SEEDED + REPLAYED_LONG):
+        history.insert(i)
+    history.write_chunk()
+    command = [sys.executable, "-m", "mongosnap", "heal", str(archived.dest), "--uri"]
+    proc = subprocess.Popen(
+        [*command, archived.uri, archived.database, "events"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    with MongoClient(archived.uri) as client:
+        deadline = time.monotonic() + WAIT
+        while not any(
+            client[archived.database][name].find_one({"_id": "marker"})
+            for name in _staged_or_published(client, archived.database)
+        ):
+            assert proc.poll() is None, f"heal ended before the replay: {proc.communicate()}"
+            assert time.monotonic() < deadline, "the replay never began"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT)
+        left = _staged_or_published(client, archived.database)
+
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert left == [], err
+    assert "nothing was left behind" in err  # true: checked just above
