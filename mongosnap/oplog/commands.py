@@ -3,6 +3,11 @@
 Each handler returns the name the replay report counts, or a ``Skip`` saying
 why nothing was done. A command it does not know, or an option of ``collMod``
 it cannot forward, raises ReplayError: nothing is skipped silently.
+
+Every collection a command names is addressed where the scope lands it
+(``Scope.landed``): the renamed database, and for a mapped namespace the
+collection it is mapped to (heal's staging copy). Selection and losses are
+decided on the names the entry records.
 """
 
 from __future__ import annotations
@@ -95,8 +100,9 @@ async def _create(target: ReplayTarget, scope: Scope, database: str, o: dict[str
     if _unselected(scope, database, name):
         return Skip("unselected")
     options = {k: v for k, v in o.items() if k not in ("create", "idIndex")}
+    landed_db, landed = scope.landed(database, name)
     try:
-        await target.command(scope.database(database), {"create": name, **options})
+        await target.command(landed_db, {"create": landed, **options})
     except SourceError as exc:
         if error_code(exc) != NAMESPACE_EXISTS:
             raise
@@ -107,18 +113,26 @@ async def _drop(target: ReplayTarget, scope: Scope, database: str, o: dict[str, 
     name = str(o["drop"])
     if _unselected(scope, database, name):
         return Skip("unselected")
-    await target.drop(scope.database(database), name)
+    await target.drop(*scope.landed(database, name))
     return "drop"
 
 
 async def _drop_database(
     target: ReplayTarget, scope: Scope, database: str, o: dict[str, Any]
 ) -> Outcome:
-    """Drop the selected collections of the database, never the others."""
+    """Drop the selected collections of the database, never the others (a mapped
+    one where it landed, not a collection that happens to bear its name)."""
     landed = scope.database(database)
-    for name in sorted(await target.collection_names(landed)):
-        if not name.startswith("system.") and scope.in_database(database, name):
-            await target.drop(landed, name)
+    present = await target.collection_names(landed)
+    chosen = {
+        name
+        for name in present
+        if not name.startswith("system.")
+        and scope.in_database(database, name)
+        and f"{database}.{name}" not in scope.collections
+    }
+    for name in sorted(chosen | (scope.mapped_in(database) & present)):
+        await target.drop(landed, name)
     return "dropDatabase"
 
 
@@ -132,17 +146,17 @@ async def _rename(target: ReplayTarget, scope: Scope, database: str, o: dict[str
             f"renames unselected {src_db}.{src} onto selected {dst_db}.{dst}: "
             "its documents are not part of the replay"
         )
-    landed_src, landed_dst = scope.database(src_db), scope.database(dst_db)
+    landed_src, landed_dst = scope.landed(src_db, src), scope.landed(dst_db, dst)
     if not keep_dst:
-        await target.drop(landed_src, src)  # it leaves the selection
+        await target.drop(*landed_src)  # it leaves the selection
         return "renameCollection"
-    if src not in await target.collection_names(landed_src):
+    if landed_src[1] not in await target.collection_names(landed_src[0]):
         return Skip("already applied")  # replayed before, or nothing to rename
     # A target that exists although the entry does not replace it comes from a
     # later state (a replay over its own result): in the logged history it did
     # not exist at this instant, so the source replaces it and later entries
     # rebuild whatever came after.
-    await _rename_namespace(target, (landed_src, src), (landed_dst, dst))
+    await _rename_namespace(target, landed_src, landed_dst)
     return "renameCollection"
 
 
@@ -185,7 +199,7 @@ async def _build_indexes(
         return Skip("unselected")
     # As a restore builds them: without ``v`` and ``ns``, left to the server.
     converted = [convert_legacy_index(spec) for spec in specs]
-    await target.create_indexes(scope.database(database), name, converted)
+    await target.create_indexes(*scope.landed(database, name), converted)
     return counted
 
 
@@ -195,9 +209,10 @@ async def _drop_indexes(
     name = str(o.get("dropIndexes", o.get("deleteIndexes")))
     if _unselected(scope, database, name):
         return Skip("unselected")
-    landed = scope.database(database)
+    landed_db, landed = scope.landed(database, name)
     wanted = o.get("index")
-    await target.drop_indexes(landed, name, await _index_names(target, landed, name, wanted))
+    names = await _index_names(target, landed_db, landed, wanted)
+    await target.drop_indexes(landed_db, landed, names)
     return "dropIndexes"
 
 
@@ -229,7 +244,8 @@ async def _coll_mod(
     unknown = sorted(set(o) - COLLMOD_OPTIONS - {"collMod"})
     if unknown:
         raise ReplayError(f"collMod option(s) {unknown} cannot be replayed")
-    await target.command(scope.database(database), dict(o))
+    landed_db, landed = scope.landed(database, name)
+    await target.command(landed_db, {**o, "collMod": landed})  # the name stays first
     return "collMod"
 
 

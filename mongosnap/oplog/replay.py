@@ -75,6 +75,7 @@ async def replay(
     until: Timestamp | None = None,
     before_loss: bool = False,
     batch_size: int = DEFAULT_BATCH,
+    collections: Mapping[str, str] | None = None,
 ) -> ReplayReport:
     """Replay ``entries`` (in oplog order) onto ``target``; see the module docstring.
 
@@ -82,9 +83,12 @@ async def replay(
     client or ``Source``. ``namespaces``: ``db.collection`` names or a
     predicate on them (default: every namespace outside admin, config, local
     and ``system.*``). ``databases``: renaming of database names, as
-    ``restore --to-database``.
+    ``restore --to-database``. ``collections``: a namespace map, ``db.name``
+    (as logged) to the collection of the (renamed) database its entries are
+    written to instead (heal replays into a staging copy); the report names
+    the logged collection.
     """
-    scope = Scope.build(namespaces, databases)
+    scope = Scope.build(namespaces, databases, collections)
     async with _open(target) as replay_target:
         engine = Replayer(replay_target, scope, until, before_loss, batch_size)
         await engine.run(entries)
@@ -243,7 +247,7 @@ class Replayer:
             self.report.skipped["missing"] += 1
             return
         self.report.applied[entry.op] += 1
-        self.report.namespaces.add(f"{database}.{collection}")
+        self.report.namespaces.add(self.scope.published(entry.database, entry.collection))
 
     async def _upsert(
         self, entry: OplogEntry, database: str, collection: str, doc_id: Any, raw: bytes
@@ -425,7 +429,7 @@ class Replayer:
             return
         self.report.applied[outcome] += 1
         for database, collection in touched(entry, o):
-            self.report.namespaces.add(f"{self.scope.database(database)}.{collection}")
+            self.report.namespaces.add(self.scope.published(database, collection))
 
     async def _apply_ops(self, entry: OplogEntry) -> None:
         ops = entry.o.get("applyOps")

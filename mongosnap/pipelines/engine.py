@@ -21,6 +21,11 @@ Either way a collection is built under a temporary name and renamed into
 place (staging.py), so readers see it complete or not at all, and only while
 holding its lease (lease.py): a collection another run is restoring is left
 to that run and reported ``busy``.
+
+With ``before_publish`` (heal's oplog replay), the collections of an archive
+with a manifest are all staged and checked first, still under their leases;
+the hook then works on the staging copies, and only after it are they
+published. Readers see each collection once, in the state the hook left.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ from .staging import Expected, Inserted, Limit, StagedCollection, drop_stale, in
 
 log = logging.getLogger("mongosnap.restore")
 T = TypeVar("T")
+
+BeforePublish = Callable[[list[StagedCollection]], Coroutine[Any, Any, None]]
+"""Called with the checked staging copies before any of them is published."""
 
 LEGACY_FREE_DOCUMENTS = 10_000
 LEGACY_DOCUMENTS_PER_BYTE = 2
@@ -186,6 +194,16 @@ class _Window:
             task.exception()  # retrieved: reported, if at all, by the collections
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A collection loaded and checked under a staging name, its lease still held."""
+
+    entry: CollectionEntry
+    staged: StagedCollection
+    started: float
+    fetched: int
+
+
 @dataclass
 class _Legacy:
     """The state of one pass over a legacy archive."""
@@ -258,23 +276,32 @@ class Engine:
             found.append(entry)
         return found
 
-    async def restore(self, selection: Selection) -> list[CollectionOutcome]:
+    async def restore(
+        self, selection: Selection, *, before_publish: BeforePublish | None = None
+    ) -> list[CollectionOutcome]:
         """Restore the selected collections; one outcome each, failures included.
 
         Raises an ArchiveError only for a fault of the whole archive (its
         embedded manifest, or the stream of a legacy archive).
+        ``before_publish`` (archives with a manifest only; a legacy archive has
+        no oplog window) sees every collection staged and checked, before any
+        is published; whatever it raises discards them all.
         """
         try:
-            return await self._restore(selection)
+            return await self._restore(selection, before_publish)
         finally:
             await shielded(self.leases.close())
 
-    async def _restore(self, selection: Selection) -> list[CollectionOutcome]:
+    async def _restore(
+        self, selection: Selection, before_publish: BeforePublish | None
+    ) -> list[CollectionOutcome]:
         entries = self.entries(selection)
         if entries is None:
             return await self._restore_streaming(selection)
         if entries:
             await self.check_embedded_manifest()
+        if before_publish is not None:
+            return await self._restore_held(entries, before_publish)
         windows = _windows(entries)
         try:
             work = [self._windowed_entry(entry, windows.get(entry.name)) for entry in entries]
@@ -282,6 +309,71 @@ class Engine:
         finally:
             for window in set(windows.values()):
                 await window.close()
+
+    async def _restore_held(
+        self, entries: list[CollectionEntry], before_publish: BeforePublish
+    ) -> list[CollectionOutcome]:
+        """Stage every entry, run the hook on the staging copies, then publish them.
+
+        The leases of the staged collections are held (and renewed) until each
+        is published or discarded; an interruption anywhere discards every
+        copy not yet published.
+        """
+        held: list[_Staged] = []
+        windows = _windows(entries)
+        try:
+            work = [self._staged_entry(e, windows.get(e.name), held) for e in entries]
+            results = await _bounded(work, self.parallel)
+            if held:
+                await before_publish([h.staged for h in held])
+            outcomes = []
+            for result in results:
+                if isinstance(result, _Staged):
+                    held.remove(result)
+                    result = await self._publish_held(result)
+                outcomes.append(result)
+            return outcomes
+        finally:
+            for window in set(windows.values()):
+                await window.close()
+            for left in held:
+                await left.staged.discard()
+                await shielded(self.leases.release(left.entry.name))
+
+    async def _staged_entry(
+        self, entry: CollectionEntry, window: _Window | None, held: list[_Staged]
+    ) -> CollectionOutcome | _Staged:
+        """One entry loaded and checked, not published; recorded in ``held``
+        as soon as it is, so that an interruption of the others discards it."""
+        try:
+            result = await self._restore_leased(entry, window, publish=False)
+        except BaseException:
+            await shielded(self.leases.release(entry.name))
+            raise
+        finally:
+            if window is not None:
+                await window.leave()
+        if isinstance(result, _Staged):
+            held.append(result)
+        else:
+            await shielded(self.leases.release(entry.name))
+        return result
+
+    async def _publish_held(self, held: _Staged) -> CollectionOutcome:
+        """Publish a staged collection; its lease is given back either way."""
+        name, staged = held.entry.name, held.staged
+        try:
+            published = await staged.publish(replace=self.replace)
+        except MongosnapError as exc:
+            await staged.discard()
+            return await self._failed(name, held.started, exc, held.fetched)
+        except BaseException:
+            await staged.discard()
+            raise
+        finally:
+            await shielded(self.leases.release(name))
+        status = Status.RESTORED if published else Status.REAPPEARED
+        return self._outcome(name, status, held.started, staged, held.fetched)
 
     async def plan(self, selection: Selection) -> list[CollectionOutcome]:
         """What restore() would restore, with the same document and index counts.
@@ -391,13 +483,17 @@ class Engine:
         self, entry: CollectionEntry, window: _Window | None = None
     ) -> CollectionOutcome:
         try:
-            return await self._restore_leased(entry, window)
+            outcome = await self._restore_leased(entry, window)
         finally:
             await shielded(self.leases.release(entry.name))  # others need not wait for our end
+        assert isinstance(outcome, CollectionOutcome)  # published: never handed back staged
+        return outcome
 
     async def _restore_leased(
-        self, entry: CollectionEntry, window: _Window | None = None
-    ) -> CollectionOutcome:
+        self, entry: CollectionEntry, window: _Window | None = None, *, publish: bool = True
+    ) -> CollectionOutcome | _Staged:
+        """Claim, stage, load and check one collection, then publish it (or,
+        with ``publish`` False, hand it back staged, lease held)."""
         started = time.monotonic()
         ranges = [entry.metadata] if entry.bson is None else [entry.metadata, entry.bson]
         fetched = ranges[-1].end - ranges[0].offset
@@ -410,7 +506,10 @@ class Engine:
             return await self._failed(entry.name, started, exc)
         self._started(entry.name, entry.documents, entry.bson_bytes)
         try:
-            published = await self._load_entry(entry, ranges, staged, window)
+            await self._load_entry(entry, ranges, staged, window)
+            if not publish:
+                return _Staged(entry, staged, started, fetched)
+            published = await staged.publish(replace=self.replace)
         except MongosnapError as exc:
             await staged.discard()
             return await self._failed(entry.name, started, exc, fetched)
@@ -426,7 +525,8 @@ class Engine:
         ranges: list[MemberRange],
         staged: StagedCollection,
         window: _Window | None = None,
-    ) -> bool:
+    ) -> None:
+        """Load one collection into its staging copy and check it (not published)."""
         where = f"{entry.database}.{entry.name}"
         expected = Expected(entry.documents, entry.bson_bytes, entry.sha256)
         metadata = None
@@ -451,7 +551,6 @@ class Engine:
         if metadata is None:
             raise CorruptArchive(f"{entry.metadata.name} missing from its range")
         await staged.finish(metadata, expected)
-        return await staged.publish(replace=self.replace)
 
     # -- without a manifest: stream the archive once
 

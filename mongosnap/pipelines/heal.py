@@ -11,9 +11,13 @@ and reported. A collection another run is healing (it holds the collection's
 lease, lease.py) is left to that run and reported ``busy``.
 
 When the archive has an oplog window and the chunks under ``oplog/`` cover
-the time since its consistent point, the restored collections are then
-brought to the instant before they vanished: the archive's oplog member and
-the chunks are replayed onto them with ``before_loss`` (pitr.py).
+the time since its consistent point, the restored collections are brought
+to the instant before they vanished before they are published: the
+archive's oplog member and the chunks are replayed, with ``before_loss``
+(pitr.py), into their staging copies (a namespace map in the replay), so a
+reader sees each collection once, at that instant, or not at all. A replay
+that stops on an entry publishes what it reached (the archive plus the
+entries before that one) with a warning.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .ledger import StagingLedger
 if TYPE_CHECKING:  # the oplog modules load only for an archive with an oplog window
     from ..oplog.report import ReplayReport
     from .pitr import PitrPlan
+    from .staging import StagedCollection
 
 DEFAULT_DEPTH = 3
 
@@ -245,8 +250,12 @@ class _Search:
             present=self.present,
         )
         wanted = Selection(self.database, frozenset(self.remaining))
+        replaying = None if self.dry_run else _Replaying.of(engine, self.database)
         try:
-            outcomes = await (engine.plan(wanted) if self.dry_run else engine.restore(wanted))
+            if self.dry_run:
+                outcomes = await engine.plan(wanted)
+            else:
+                outcomes = await engine.restore(wanted, before_publish=replaying)
         except ArchiveError as exc:
             self._skip(info, str(exc))
             return
@@ -261,35 +270,21 @@ class _Search:
             self.remaining.discard(outcome.name)
             self.outcomes.append(outcome)
         restored = [o.name for o in outcomes if o.status is Status.RESTORED]
-        if restored and not self.dry_run:
-            await self._replay(engine, restored)
+        if restored and replaying is not None:
+            self._record(engine, replaying, restored)
 
-    async def _replay(self, engine: Engine, names: list[str]) -> None:
-        """Bring collections just restored to the instant before they vanished,
-        when the archive has a consistent point and chunks cover the time since."""
-        manifest = engine.info.manifest
-        if manifest is None or manifest.oplog is None:  # no consistent point: nothing to replay
-            return
-        from ..oplog.replay import replay
-        from . import pitr
-
-        plan = await pitr.since(self.storage, engine.info)
-        if plan is None:
-            return
-        namespaces = {f"{self.database}.{name}" for name in names}
-        fetched = engine.bytes_fetched
-        try:
-            report = await replay(
-                self.target, pitr.entries(engine, plan), namespaces=namespaces, before_loss=True
-            )
-        except (ArchiveError, ReplayError) as exc:
+    def _record(self, engine: Engine, replaying: _Replaying, names: list[str]) -> None:
+        """Report the replay that brought the collections published from this
+        archive to the instant before they vanished (or where it stopped)."""
+        if replaying.error is not None:
             self.warn(
                 f"{', '.join(names)} restored from {engine.info.key}; oplog replay stopped "
-                f"(the entries before it are applied): {exc}"
+                f"(the entries before it are applied): {replaying.error}"
             )
             return
-        finally:
-            self.bytes_fetched += engine.bytes_fetched - fetched
+        report, plan = replaying.report, replaying.plan
+        if report is None or plan is None:  # no chunks cover its consistent point
+            return
         for name in names:
             cause = report.stopped.get(f"{self.database}.{name}")
             if cause is not None:
@@ -324,3 +319,52 @@ class _Search:
     def _skip(self, info: ArchiveInfo, reason: str) -> None:
         self.warn(f"skipping archive {info.key}: {reason}")
         self.skipped.append(SkippedArchive(info.key, reason))
+
+
+class _Replaying:
+    """The engine's before_publish hook: replay the oplog into the staging copies.
+
+    Entries logged for ``db.name`` are written to its staging copy (the
+    replay's namespace map); ``before_loss`` holds back the drop, rename or
+    dropDatabase that took it away, so the replay never drops or renames a
+    staging copy. An entry that stops the replay (or a chunk that fails its
+    checks) is kept in ``error``: the copies hold the entries before it and
+    are published so, with a warning. Anything else (the server or the
+    storage gone, a signal) ends the heal and the engine discards the copies.
+    """
+
+    def __init__(self, engine: Engine, database: str) -> None:
+        self.engine = engine
+        self.database = database
+        self.plan: PitrPlan | None = None
+        self.report: ReplayReport | None = None
+        self.error: ArchiveError | ReplayError | None = None
+
+    @classmethod
+    def of(cls, engine: Engine, database: str) -> _Replaying | None:
+        """The hook, or None when the archive has no consistent point to replay from."""
+        manifest = engine.info.manifest
+        if manifest is None or manifest.oplog is None:
+            return None
+        return cls(engine, database)
+
+    async def __call__(self, staged: list[StagedCollection]) -> None:
+        from ..oplog.replay import replay
+        from . import pitr
+
+        self.plan = await pitr.since(self.engine.storage, self.engine.info)
+        if self.plan is None:
+            return
+        into = {f"{self.database}.{s.name}": s.temp for s in staged}
+        for collection in staged:
+            collection.changed = True  # from the first entry sent on
+        try:
+            self.report = await replay(
+                self.engine.target,
+                pitr.entries(self.engine, self.plan),
+                namespaces=set(into),
+                collections=into,
+                before_loss=True,
+            )
+        except (ArchiveError, ReplayError) as exc:
+            self.error = exc

@@ -37,7 +37,7 @@ from typing import Any
 from .._aio import shielded
 from .._errors import CorruptArchive, SourceError
 from ..archive.bsonstream import BsonSplitter
-from ..archive.metadata import CollectionMetadata
+from ..archive.metadata import CollectionMetadata, convert_legacy_index
 from ..source import INVALID_NAMESPACE, Source, error_code
 from .ledger import StagingLedger
 
@@ -244,6 +244,9 @@ class StagedCollection:
         self._inserted: Inserted = _unobserved
         self._specs: list[dict[str, Any]] = []
         self._digest = hashlib.sha256()
+        self.changed = False
+        """Set when the checked copy was changed before publishing (heal's oplog
+        replay): the copy fallback then copies what it holds now."""
 
     @property
     def where(self) -> str:
@@ -422,10 +425,11 @@ class StagedCollection:
             await self.discard()
             return False
         try:
+            documents, specs = await self._contents()
             copied = await self._copy(self.temp, self.name)
-            if copied != self.documents:
-                raise CorruptArchive(f"{self.where}: {copied} documents copied of {self.documents}")
-            await self.target.create_indexes(self.database, self.name, self._specs)
+            if copied != documents:
+                raise CorruptArchive(f"{self.where}: {copied} documents copied of {documents}")
+            await self.target.create_indexes(self.database, self.name, specs)
         except BaseException:
             await shielded(self._drop_real())
             raise
@@ -433,6 +437,16 @@ class StagedCollection:
         self.ledger.published.append(self.where)
         await self.discard()
         return True
+
+    async def _contents(self) -> tuple[int, list[dict[str, Any]]]:
+        """The documents and index specs the copy must carry: the checked ones,
+        or, once ``changed``, what the staging copy holds now."""
+        if not self.changed:
+            return self.documents, self._specs
+        reply = await self.target.raw_command(self.database, {"count": self.temp})
+        indexes = await self.target.indexes(self.database, self.temp)
+        specs = [convert_legacy_index(ix) for ix in indexes if ix.get("name") != "_id_"]
+        return int(reply["n"]), specs
 
     async def _drop_real(self) -> None:
         if await self.ledger.remove(self.target, self.database, self.name):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
+from pymongo import MongoClient
 from replay_support import cmd, documents, ins, nested, run, snapshot, ts, upd
 
 from mongosnap import ReplayError
@@ -185,3 +189,96 @@ async def test_unknown_command_stops_with_entry_named(mongo_uri: str, new_databa
     entry = cmd(8, new_database, {"convertToCapped": "c", "size": 100})
     with pytest.raises(ReplayError, match=r"ts=1700000008:1 op='c'.*convertToCapped"):
         await run(mongo_uri, [entry])
+
+
+# -- a namespace map: heal replays into a staging copy under another name
+
+
+def _mapped_history() -> list[bytes]:
+    """Entries logged for src.a and src.b: documents, an index built and dropped."""
+    return [
+        cmd(1, "src", {"create": "a"}),
+        ins(2, "src.a", {"_id": 1, "n": 1}),
+        ins(3, "src.a", {"_id": 2, "n": 2}),
+        ins(4, "src.b", {"_id": 1}),
+        cmd(5, "src", {"createIndexes": "a", "v": 2, "key": {"n": 1}, "name": "n_1"}),
+        cmd(6, "src", {"createIndexes": "a", "v": 2, "key": {"m": 1}, "name": "m_1"}),
+        upd(7, "src.a", 1, {"$v": 2, "diff": {"u": {"n": 10}}}),
+        cmd(8, "src", {"dropIndexes": "a", "index": {"m": 1}}),
+        cmd(
+            9,
+            "src",
+            {"commitIndexBuild": "a", "indexes": [{"v": 2, "key": {"k": 1}, "name": "k_1"}]},
+        ),
+    ]
+
+
+@pytest.fixture
+def other_database(mongo_uri: str) -> Iterator[str]:
+    name = f"mapped_{uuid.uuid4().hex[:10]}"
+    yield name
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(name)
+
+
+async def test_namespace_map_lands_entries_and_commands_in_the_mapped_collection(
+    mongo_uri: str, new_database: str, other_database: str
+) -> None:
+    """The same entries, replayed as logged and through the map, give the mapped
+    collection exactly the documents and indexes the logged name gets."""
+    history = _mapped_history()
+    plain = await run(mongo_uri, history, databases={"src": new_database})
+    staged = "mongosnap_tmp_0123456789abcdef_abcdef"
+    mapped = await run(
+        mongo_uri,
+        history,
+        databases={"src": other_database},
+        collections={"src.a": staged},
+    )
+    mapped_again = await run(
+        mongo_uri, history, databases={"src": other_database}, collections={"src.a": staged}
+    )
+
+    logged, landed = snapshot(mongo_uri, new_database), snapshot(mongo_uri, other_database)
+    assert set(logged) == {"a", "b"} and set(landed) == {staged, "b"}  # never under "a"
+    assert landed[staged] == logged["a"] and landed["b"] == logged["b"]
+    assert index_names(mongo_uri, other_database, staged) == ["_id_", "k_1", "n_1"]
+    assert mapped.applied == plain.applied == mapped_again.applied
+    assert mapped.namespaces == {f"{other_database}.a", f"{other_database}.b"}  # as published
+
+
+async def test_namespace_map_holds_back_the_loss_of_the_mapped_collection(
+    mongo_uri: str, new_database: str
+) -> None:
+    """With before_loss a drop, a rename away and a dropDatabase never touch the
+    mapped collection; without it, a dropDatabase drops it and spares a
+    collection that merely bears the logged name."""
+    staged = "mongosnap_tmp_0123456789abcdef_abcdef"
+    for loss in (
+        {"drop": "a"},
+        {"renameCollection": "src.a", "to": "src.c"},
+        {"dropDatabase": 1},
+    ):
+        entries = [ins(1, "src.a", {"_id": 1}), cmd(2, "src", loss), ins(3, "src.a", {"_id": 2})]
+        report = await run(
+            mongo_uri,
+            entries,
+            namespaces={"src.a"},
+            databases={"src": new_database},
+            collections={"src.a": staged},
+            before_loss=True,
+        )
+        assert report.skipped["loss"] == 1 and report.stop == "loss", loss
+        assert documents(mongo_uri, new_database, staged) == [{"_id": 1}], loss
+        assert set(snapshot(mongo_uri, new_database)) == {staged}, loss
+
+    await run(mongo_uri, [ins(1, "src.a", {"_id": 9})], databases={"src": new_database})
+    dropped = await run(
+        mongo_uri,
+        [cmd(4, "src", {"dropDatabase": 1})],
+        namespaces={"src.a"},
+        databases={"src": new_database},
+        collections={"src.a": staged},
+    )
+    assert dropped.applied == {"dropDatabase": 1}
+    assert set(snapshot(mongo_uri, new_database)) == {"a"}  # not the replay's "a"
