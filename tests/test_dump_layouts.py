@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import tarfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,16 @@ from typing import Any
 import bson
 import pytest
 from bson import ObjectId
-from helpers import run_cli, server_documents
+from helpers import run_cli, server_documents, split_bson
 from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError
 from testbed import mongo_tools_dir
 
 import mongosnap
 from mongosnap.pipelines.staging import TEMP_PREFIX
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from fakewire import FakeServer
 
 ARCHIVE = "2020-01-01-00-00-00-mongodb-dump.tar.gz"
 PARTIAL = mongosnap.PartialFailure.exit_code
@@ -340,3 +345,42 @@ def test_timeseries_on_a_server_without_them_fails_that_collection(
     finally:
         with MongoClient(mongo_uri) as client:
             client.drop_database(theirs)
+
+
+@pytest.fixture(scope="module")
+def timeseries_server() -> Iterator[FakeServer]:
+    """A server with time series (FerretDB has none): the fake wire server, writable."""
+    with FakeServer.spawn(writable=True) as server:
+        yield server
+
+
+@pytest.mark.parametrize("order", ["metadata first", "buckets first"])
+async def test_timeseries_restore_where_the_server_has_them(
+    timeseries_server: FakeServer, tmp_path: Path, order: str
+) -> None:
+    """As mongorestore: create NAME with its time-series options, insert the buckets
+    into system.buckets.NAME, build NAME's indexes. The buckets coming before the
+    metadata (a dump tarred in file-system order) gives the same result."""
+    database = f"ts_{order[0]}"
+    files = timeseries_files()
+    if order == "buckets first":
+        files = dict(reversed(files.items()))
+    _write_dump(tmp_path, database, files)
+
+    report = await mongosnap.restore(timeseries_server.uri, tmp_path / "store", database=database)
+
+    assert {c.name: c.status for c in report.collections} == {
+        "weather": "restored",
+        "plain": "restored",
+    }, report.collections
+    with MongoClient(timeseries_server.uri) as client:
+        db = client[database]
+        specs = {c["name"]: c for c in db.list_collections()}
+        assert sorted(specs) == ["plain", "system.buckets.weather", "weather"]
+        assert specs["weather"]["type"] == "timeseries"
+        assert specs["weather"]["options"] == {"timeseries": TIMESERIES}
+        stored = split_bson(b"".join(db["system.buckets.weather"].find_raw_batches()))
+        assert stored == split_bson(files["system.buckets.weather.bson"])
+        names = {ix["name"]: dict(ix["key"]) for ix in db["weather"].list_indexes()}
+        assert names == {"meta_1_t_1": {"meta": 1, "t": 1}}
+        assert split_bson(b"".join(db["plain"].find_raw_batches())) == _docs("p", 6)
