@@ -153,7 +153,8 @@ def test_system_indexes_builds_indexes_never_a_collection(
         client[new_database]["users"].insert_one({"email": "u1@x"})
 
     # mongorestore reads the same file as index specs, never as a collection; it
-    # sends them with their ``ns``, which FerretDB refuses (docs/format.md).
+    # sends them with their ``ns`` and the key value "1" unconverted, which
+    # FerretDB refuses, whichever collection's indexes it builds first.
     theirs = f"{new_database}_mr"
     try:
         ran = _mongorestore(mongo_uri, tmp_path, theirs, _old_files(theirs, documents))
