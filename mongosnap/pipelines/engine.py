@@ -831,7 +831,7 @@ async def _layout_member(member: TarMember, selection: Selection, layout: DumpLa
         return False
     if dump.stem != SYSTEM_INDEXES:
         return False
-    await layout.read_system_indexes(member, dump.database)
+    await layout.read_system_indexes(member)
     return True
 
 

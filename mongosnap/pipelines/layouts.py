@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
+
 from .._errors import ArchiveError, UnsafeArchive
 from ..archive.bsonstream import BsonSplitter
 from ..archive.metadata import (
@@ -63,11 +65,9 @@ class DumpLayout:
         specs = self.system_indexes.get(name)
         return CollectionMetadata(name, indexes=specs) if specs else None
 
-    async def read_system_indexes(self, member: TarMember, database: str) -> None:
+    async def read_system_indexes(self, member: TarMember) -> None:
         """Group the specs of ``system.indexes.bson`` by collection, converted as
         mongorestore's --convertLegacyIndexes does (``ns`` and ``v`` dropped)."""
-        import bson
-
         splitter = BsonSplitter(max_documents=MAX_SYSTEM_INDEXES, max_bytes=MAX_METADATA_BYTES)
         if member.size > MAX_METADATA_BYTES:
             raise UnsafeArchive(
