@@ -9,6 +9,13 @@ of the handshake, then OP_MSG ``hello``/``ping``/``buildInfo``,
 ``getMore``, ``killCursors``, ``count`` (mongodump asks) and
 ``endSessions``. One database, ``bench``.
 
+With ``--writable`` it is instead an empty in-memory server a restore can
+write to (``WritableServer``): ``create`` (time-series collections too, whose
+buckets live in ``system.buckets.NAME`` and which cannot be renamed, as on
+MongoDB), ``insert``, ``update``/``delete`` by equality, ``find``,
+``listCollections``, ``listIndexes``, ``createIndexes``, ``drop``,
+``renameCollection``. It stands in for a server with features FerretDB lacks.
+
 Every batch reply is encoded once, the first time it is asked for, and then
 only written, so the server does nearly no work per byte: a client that reads
 from it measures its own ceiling, not the server's. Run it in its own process
@@ -247,6 +254,189 @@ class Server:
         return _with_cursor_id(self.replies[cached], cursor_id)
 
 
+@dataclass
+class _Collection:
+    options: dict[str, Any]
+    type: str = "collection"
+    documents: list[bytes] = field(default_factory=list)
+    indexes: list[dict[str, Any]] = field(default_factory=list)
+    uuid: bytes = field(default_factory=lambda: uuid.uuid4().bytes)
+
+
+def _error(code: int, message: str) -> dict[str, Any]:
+    return {"ok": 0.0, "errmsg": message, "code": code}
+
+
+def _matches(document: bytes, query: dict[str, Any]) -> bool:
+    decoded = bson.decode(document)
+    return all(decoded.get(k) == v for k, v in query.items())
+
+
+class WritableServer(Server):
+    """An empty server that keeps what it is sent, in memory (see the module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__(Corpus())
+        self.sequences: dict[str, list[bytes]] = {}
+        self.namespaces: dict[tuple[str, str], _Collection] = {}
+
+    def _msg(self, payload: bytes) -> bytes:
+        at = 4
+        command: dict[str, Any] = {}
+        sequences: dict[str, list[bytes]] = {}
+        while at < len(payload) - (4 if payload[0] & 1 else 0):
+            kind = payload[at]
+            at += 1
+            size = int.from_bytes(payload[at : at + 4], "little")
+            if kind == 0:
+                command = bson.decode(payload[at : at + size])
+            else:
+                section = payload[at + 4 : at + size]
+                end = section.index(b"\0")
+                sequences[section[:end].decode()] = list(iter_documents(section[end + 1 :]))
+            at += size
+        self.sequences = sequences  # kept raw: inserted documents are stored as sent
+        command |= {key: [bson.decode(d) for d in docs] for key, docs in sequences.items()}
+        return self._command(command)
+
+    def _command(self, command: dict[str, Any]) -> bytes:
+        name = next(iter(command))
+        handler = getattr(self, f"_cmd_{name.lower()}", None)
+        if handler is None:
+            return bson.encode(_error(59, f"no such command: {name}"))
+        result: bytes | dict[str, Any] = handler(command)
+        return result if isinstance(result, bytes) else bson.encode({"ok": 1.0, **result})
+
+    def _get(self, db: str, name: str) -> _Collection | None:
+        return self.namespaces.get((db, name))
+
+    def _cmd_create(self, command: dict[str, Any]) -> dict[str, Any]:
+        db, name = command["$db"], command["create"]
+        if (db, name) in self.namespaces:
+            return _error(48, f"Collection {db}.{name} already exists.")
+        options = {k: v for k, v in command.items() if k not in ("create", "$db", "lsid")}
+        options = {k: v for k, v in options.items() if not k.startswith("$")}
+        if "timeseries" in options:
+            self.namespaces[(db, name)] = _Collection(options, "timeseries")
+            self.namespaces[(db, f"system.buckets.{name}")] = _Collection({})
+        else:
+            self.namespaces[(db, name)] = _Collection(options)
+        return {}
+
+    def _cmd_insert(self, command: dict[str, Any]) -> dict[str, Any]:
+        db, name = command["$db"], command["insert"]
+        documents = self.sequences.get("documents") or [
+            bson.encode(d) for d in command.get("documents", [])
+        ]
+        target = self.namespaces.setdefault((db, name), _Collection({}))
+        if target.type == "timeseries":
+            return _error(72, "this fake does not bucket measurements: insert the buckets")
+        ids = {bson.decode(d).get("_id") for d in target.documents}
+        errors = []
+        for i, document in enumerate(documents):
+            key = bson.decode(document).get("_id")
+            if key in ids:
+                errors.append({"index": i, "code": 11000, "errmsg": "E11000 duplicate key"})
+                break
+            ids.add(key)
+            target.documents.append(document)
+        n = len(documents) if not errors else errors[0]["index"]
+        return {"n": n, "writeErrors": errors} if errors else {"n": n}
+
+    def _cmd_update(self, command: dict[str, Any]) -> dict[str, Any]:
+        target = self._get(command["$db"], command["update"])
+        n = 0
+        for update in command["updates"]:
+            for i, document in enumerate(target.documents if target else []):
+                if _matches(document, update["q"]):
+                    decoded = bson.decode(document) | update["u"].get("$set", {})
+                    target.documents[i] = bson.encode(decoded)  # type: ignore[union-attr]
+                    n += 1
+                    break
+        return {"n": n, "nModified": n}
+
+    def _cmd_delete(self, command: dict[str, Any]) -> dict[str, Any]:
+        target = self._get(command["$db"], command["delete"])
+        n = 0
+        for delete in command["deletes"]:
+            if target is None:
+                break
+            kept = [d for d in target.documents if not _matches(d, delete["q"])]
+            n += len(target.documents) - len(kept)
+            target.documents = kept
+        return {"n": n}
+
+    def _cmd_find(self, command: dict[str, Any]) -> bytes:
+        db, name = command["$db"], command["find"]
+        target = self._get(db, name)
+        documents = [
+            d
+            for d in (target.documents if target else [])
+            if _matches(d, command.get("filter", {}))
+        ]
+        if command.get("limit"):
+            documents = documents[: command["limit"]]
+        return _reply_document("firstBatch", documents, 0, f"{db}.{name}")
+
+    def _cmd_listcollections(self, command: dict[str, Any]) -> dict[str, Any]:
+        db = command["$db"]
+        wanted = (command.get("filter") or {}).get("name")
+        names = wanted.get("$in") if isinstance(wanted, dict) else None
+        batch = []
+        for (in_db, name), coll in sorted(self.namespaces.items()):
+            if in_db != db or (wanted is not None and name != wanted and name not in (names or ())):
+                continue
+            entry = {"name": name, "type": coll.type, "options": coll.options}
+            entry["info"] = {"readOnly": False, "uuid": Binary(coll.uuid, 4)}
+            batch.append({"name": name, "type": coll.type} if command.get("nameOnly") else entry)
+        return {"cursor": {"firstBatch": batch, "id": bson.Int64(0), "ns": f"{db}.$cmd"}}
+
+    def _cmd_listindexes(self, command: dict[str, Any]) -> dict[str, Any]:
+        db, name = command["$db"], command["listIndexes"]
+        target = self._get(db, name)
+        if target is None:
+            return _error(26, f"ns does not exist: {db}.{name}")
+        indexes = (
+            [{"v": 2, "key": {"_id": 1}, "name": "_id_"}] if target.type != "timeseries" else []
+        )
+        batch = indexes + target.indexes
+        return {"cursor": {"firstBatch": batch, "id": bson.Int64(0), "ns": f"{db}.{name}"}}
+
+    def _cmd_createindexes(self, command: dict[str, Any]) -> dict[str, Any]:
+        target = self.namespaces.setdefault(
+            (command["$db"], command["createIndexes"]), _Collection({})
+        )
+        target.indexes.extend(command["indexes"])
+        return {"numIndexesAfter": len(target.indexes) + 1}
+
+    def _cmd_drop(self, command: dict[str, Any]) -> dict[str, Any]:
+        db, name = command["$db"], command["drop"]
+        coll = self.namespaces.pop((db, name), None)
+        if coll is None:
+            return _error(26, "ns not found")
+        if coll.type == "timeseries":
+            self.namespaces.pop((db, f"system.buckets.{name}"), None)
+        return {}
+
+    def _cmd_dropdatabase(self, command: dict[str, Any]) -> dict[str, Any]:
+        for key in [k for k in self.namespaces if k[0] == command["$db"]]:
+            del self.namespaces[key]
+        return {}
+
+    def _cmd_renamecollection(self, command: dict[str, Any]) -> dict[str, Any]:
+        source = tuple(command["renameCollection"].split(".", 1))
+        target = tuple(command["to"].split(".", 1))
+        coll = self.namespaces.get(source)
+        if coll is None:
+            return _error(26, "source namespace does not exist")
+        if coll.type == "timeseries":
+            return _error(20, "cannot rename a time-series collection")
+        if target in self.namespaces and not command.get("dropTarget"):
+            return _error(48, "target namespace exists")
+        self.namespaces[target] = self.namespaces.pop(source)
+        return {}
+
+
 def _with_cursor_id(reply: bytes, cursor_id: int) -> bytes:
     marker = b"\x12id\0"
     at = reply.rindex(marker) + len(marker)
@@ -262,9 +452,12 @@ class FakeServer:
         self.uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
 
     @classmethod
-    def spawn(cls, collections: int, documents: int, size: int) -> FakeServer:
+    def spawn(
+        cls, collections: int = 0, documents: int = 0, size: int = 0, *, writable: bool = False
+    ) -> FakeServer:
         args = [sys.executable, str(Path(__file__).resolve()), "--collections", str(collections)]
         args += ["--documents", str(documents), "--size", str(size)]
+        args += ["--writable"] if writable else []
         process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -290,8 +483,10 @@ def iter_documents(batch: bytes) -> Iterator[bytes]:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    corpus = Corpus.generate(args.collections, args.documents, args.size, args.seed)
-    server = Server(corpus)
+    if args.writable:
+        server: Server = WritableServer()
+    else:
+        server = Server(Corpus.generate(args.collections, args.documents, args.size, args.seed))
     listener = await asyncio.start_server(server.serve, "127.0.0.1", args.port)
     print(f"PORT {listener.sockets[0].getsockname()[1]}", flush=True)
     async with listener:
@@ -305,6 +500,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="bytes per document, about")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--writable", action="store_true", help="an empty server that keeps writes")
     asyncio.run(_main(parser.parse_args()))
 
 

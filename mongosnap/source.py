@@ -52,7 +52,7 @@ MAX_TIMEOUT = 86400.0
 _AUTH_FAILED_CODES = frozenset({18, 13})
 NAMESPACE_NOT_FOUND = 26
 NAMESPACE_EXISTS = 48
-_NOT_IMPLEMENTED = 238
+NOT_IMPLEMENTED = 238
 INVALID_NAMESPACE = 73
 """FerretDB 1.x answers renameCollection to or from a dotted name with it."""
 
@@ -376,7 +376,7 @@ class Source:
             code = getattr(exc.__cause__, "code", None)
             if code == NAMESPACE_EXISTS:
                 return False
-            if code != _NOT_IMPLEMENTED or not replace:
+            if code != NOT_IMPLEMENTED or not replace:
                 raise
             # Servers without dropTarget (FerretDB 1.x): drop, then rename. The
             # target is absent for that moment; docs/cli.md says so for --drop.

@@ -60,6 +60,13 @@ from ..codecs import get_codec
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import Source, select
 from ..storage import Storage
+from .layouts import (
+    SYSTEM_INDEXES,
+    DumpLayout,
+    collection_of,
+    parse_or_broken,
+    read_metadata_member,
+)
 from .lease import LEASES, Leases
 from .ledger import StagingLedger
 from .staging import Expected, Inserted, Limit, StagedCollection, drop_stale, index_specs
@@ -212,6 +219,7 @@ class _Legacy:
     metadata: dict[str, CollectionMetadata] = field(default_factory=dict)
     outcomes: list[CollectionOutcome] = field(default_factory=list)
     documents: int = 0
+    layout: DumpLayout = field(default_factory=DumpLayout)
 
 
 class Engine:
@@ -564,6 +572,7 @@ class Engine:
             async with contextlib.aclosing(self._open_stream()) as members:
                 async for member in members:
                     await self._stream_member(member, selection, state, started)
+            await self._stage_metadata_only(state, started)
         except BaseException:
             for collection in state.staged.values():
                 await collection.discard()
@@ -576,7 +585,9 @@ class Engine:
         self, name: str, collection: StagedCollection, state: _Legacy, started: float
     ) -> CollectionOutcome:
         try:
-            await collection.finish(state.metadata.get(name), Expected())
+            await collection.finish(
+                state.layout.metadata(name, state.metadata.get(name)), Expected()
+            )
             published = await collection.publish(replace=self.replace)
         except MongosnapError as exc:
             await collection.discard()
@@ -590,17 +601,20 @@ class Engine:
     async def _stream_member(
         self, member: TarMember, selection: Selection, state: _Legacy, started: float
     ) -> None:
+        if await _layout_member(member, selection, state.layout):
+            return
         wanted = _wanted(member, selection)
         if wanted is None:
             return
         kind, name = wanted
         if kind == "metadata":
-            state.metadata[name] = await _metadata(member)
-            if name in state.staged:
-                await self._isolated(name, state, started, state.metadata[name])
+            await self._streamed_metadata(member, name, state, started)
             return
         if any(o.name == name for o in state.outcomes) or name in state.staged:
             raise CorruptArchive(f"{member.name} appears twice")
+        if name in state.layout.broken:
+            state.outcomes.append(await self._failed(name, started, state.layout.broken[name]))
+            return
         try:
             refused = await self._claim(name)
         except MongosnapError as exc:
@@ -612,6 +626,48 @@ class Engine:
         state.staged[name] = self._stage(name)
         await self._isolated(name, state, started, None, member)
 
+    async def _streamed_metadata(
+        self, member: TarMember, name: str, state: _Legacy, started: float
+    ) -> None:
+        """Note a wanted metadata file; one that does not parse fails its collection only."""
+        data = await read_metadata_member(member)
+        metadata = parse_or_broken(data, member.name, name, state.layout)
+        if metadata is None:
+            collection = state.staged.pop(name, None)
+            if collection is not None:
+                await collection.discard()
+                error = state.layout.broken[name]
+                state.outcomes.append(await self._failed(name, started, error, self.bytes_fetched))
+            return
+        state.metadata[name] = metadata
+        if name in state.staged:
+            await self._isolated(name, state, started, metadata)
+
+    async def _stage_metadata_only(self, state: _Legacy, started: float) -> None:
+        """At the archive's end: a collection whose metadata came without data is
+        created empty, with its options and indexes (as mongorestore does); one
+        whose metadata did not parse and that had no data is reported failed."""
+        done = set(state.staged) | {o.name for o in state.outcomes}
+        for name, error in state.layout.broken.items():
+            if name not in done:
+                state.outcomes.append(await self._failed(name, started, error))
+        for name, metadata in state.metadata.items():
+            if name in done:
+                continue
+            if metadata.type == "view":
+                log.warning("%s.%s is a view: not restored", self.to_database, name)
+                continue
+            try:
+                refused = await self._claim(name)
+            except MongosnapError as exc:
+                state.outcomes.append(await self._failed(name, started, exc))
+                continue
+            if refused is not None:
+                state.outcomes.append(self._outcome(name, refused, time.monotonic()))
+                continue
+            state.staged[name] = self._stage(name)
+            await self._isolated(name, state, started, None, empty=True)
+
     async def _isolated(
         self,
         name: str,
@@ -619,12 +675,18 @@ class Engine:
         started: float,
         late: CollectionMetadata | None,
         member: TarMember | None = None,
+        *,
+        empty: bool = False,
     ) -> None:
-        """Stage (or apply late options to) one collection; a server-side failure
-        fails that collection only. Archive faults end the whole pass."""
+        """Stage (or apply late options to, or create ``empty``) one collection; a
+        server-side failure fails that collection only. Archive faults end the
+        whole pass."""
         collection = state.staged[name]
         try:
-            if member is None:
+            if empty:
+                self._started(name, 0, 0)
+                await collection.prepare(state.metadata.get(name))
+            elif member is None:
                 assert late is not None
                 await collection.apply_metadata(late)
             else:
@@ -658,19 +720,31 @@ class Engine:
 
     async def _plan_streaming(self, selection: Selection) -> list[CollectionOutcome]:
         counts: dict[str, int] = {}
-        indexes: dict[str, int] = {}
         state = _Legacy()
+        layout = state.layout
         async with contextlib.aclosing(self._open_stream()) as members:
             async for member in members:
+                if await _layout_member(member, selection, layout):
+                    continue
                 wanted = _wanted(member, selection)
                 if wanted is None:
                     continue
                 kind, name = wanted
                 if kind == "metadata":
-                    indexes[name] = len(index_specs(await _metadata(member)))
+                    data = await read_metadata_member(member)
+                    metadata = parse_or_broken(data, member.name, name, layout)
+                    if metadata is not None:
+                        state.metadata[name] = metadata
                 elif kind == "bson":
                     counts[name] = await _count(member, self._legacy_limit(state))
-        return [self._planned(n, c, indexes.get(n, 0)) for n, c in counts.items()]
+        empty = [n for n, m in state.metadata.items() if n not in counts and m.type != "view"]
+        return [
+            self._planned(
+                n, counts.get(n, 0), len(index_specs(layout.metadata(n, state.metadata.get(n))))
+            )
+            for n in [*counts, *empty]
+            if n not in layout.broken
+        ]
 
     # -- progress
 
@@ -838,9 +912,26 @@ def _wanted(member: TarMember, selection: Selection) -> tuple[str, str] | None:
     if dump is None:
         return None
     name = unescape_collection_name(dump.stem)
-    if name == LEASES:  # another run's bookkeeping, caught by a backup
+    if name in (LEASES, SYSTEM_INDEXES):  # another run's bookkeeping; index specs (layouts.py)
         return None
+    if dump.kind == "bson":
+        name = collection_of(name)  # a time-series collection's buckets
     return (dump.kind, name) if selection.wants(dump.database, name) else None
+
+
+async def _layout_member(member: TarMember, selection: Selection, layout: DumpLayout) -> bool:
+    """Note what ``member`` tells about its database's layout (layouts.py);
+    True for a member that is only that (``system.indexes.bson``)."""
+    dump = parse_member_name(member.name)
+    if dump is None or dump.database != selection.database:
+        return False
+    if dump.kind == "metadata":
+        layout.metadata_files = True
+        return False
+    if dump.stem != SYSTEM_INDEXES:
+        return False
+    await layout.read_system_indexes(member)
+    return True
 
 
 async def _metadata(member: TarMember) -> CollectionMetadata:

@@ -38,12 +38,14 @@ from .._aio import shielded
 from .._errors import CorruptArchive, SourceError
 from ..archive.bsonstream import BsonSplitter
 from ..archive.metadata import CollectionMetadata, convert_legacy_index
-from ..source import INVALID_NAMESPACE, Source, error_code
+from ..source import INVALID_NAMESPACE, NOT_IMPLEMENTED, Source, error_code
 from .ledger import StagingLedger
 
 log = logging.getLogger("mongosnap.restore")
 
 TEMP_PREFIX = "mongosnap_tmp_"
+BUCKETS_PREFIX = "system.buckets."
+"""Where a time-series collection NAME keeps its bucket documents."""
 BATCH_BYTES = 8 << 20
 BATCH_DOCUMENTS = 1000
 SETTLE_SECONDS = 30.0
@@ -236,6 +238,9 @@ class StagedCollection:
         self.uuid = ""
         """The staging collection's UUID as created; empty if the server shows none."""
         self.options: dict[str, Any] | None = None
+        self.timeseries = False
+        """A time-series collection: its documents are buckets, staged in
+        ``system.buckets.<temp>`` and published by copy (see _publish_timeseries)."""
         self.documents = 0
         self.bytes = 0
         self.indexes = 0
@@ -253,13 +258,32 @@ class StagedCollection:
         return f"{self.database}.{self.name}"
 
     async def prepare(self, metadata: CollectionMetadata | None) -> None:
-        """Create the staging collection, with the archive's options if known yet."""
+        """Create the staging collection, with the archive's options if known yet.
+
+        A time-series one is created as such, so that a server without time
+        series refuses it here, before any bucket is read."""
         self.options = dict(metadata.options) if metadata else None
+        self.timeseries = _is_timeseries(self.options)
         # Tracked before the command is sent: a create cancelled in flight may
         # still be executed by the server.
         self.ledger.track(self.database, self.temp)
-        await self.target.create_collection(self.database, self.temp, self.options or {})
+        await self._create(self.temp, self.options or {})
         self.uuid = await self._uuid(self.temp)
+
+    async def _create(self, name: str, options: dict[str, Any]) -> None:
+        try:
+            await self.target.create_collection(self.database, name, options)
+        except SourceError as exc:
+            if "timeseries" not in options or error_code(exc) != NOT_IMPLEMENTED:
+                raise
+            raise SourceError(
+                f"{self.where} is a time-series collection; this server does not support them"
+                f" ({exc})"
+            ) from exc
+
+    def _data(self, name: str) -> str:
+        """The collection that holds ``name``'s documents (its buckets for time series)."""
+        return BUCKETS_PREFIX + name if self.timeseries else name
 
     async def _uuid(self, name: str) -> str:
         spec = await self.target.collection(self.database, name)
@@ -321,7 +345,7 @@ class StagedCollection:
 
     async def _insert(self, documents: list[bytes], size: int) -> None:
         """Insert one batch of ``size`` bytes; count what the server acknowledged."""
-        stored = await self.target.insert_raw(self.database, self.temp, documents)
+        stored = await self.target.insert_raw(self.database, self._data(self.temp), documents)
         self.acknowledged += stored  # after the await: concurrent batches add up safely
         self.acknowledged_bytes += size
         self._inserted(self.acknowledged, self.acknowledged_bytes)
@@ -332,14 +356,15 @@ class StagedCollection:
         if self.options is None and options:
             await self._recreate_with(options)
         self.options = options
+        self.timeseries = _is_timeseries(options)
 
     async def _recreate_with(self, options: dict[str, Any]) -> None:
         """Options can only be set at creation: copy into a new staging collection."""
         fresh = temp_name(self.name)
         self.ledger.track(self.database, fresh)
-        await self.target.create_collection(self.database, fresh, options)
+        await self._create(fresh, options)
         fresh_uuid = await self._uuid(fresh)
-        await self._copy(self.temp, fresh)
+        await self._copy(self.temp, BUCKETS_PREFIX + fresh if _is_timeseries(options) else fresh)
         old, self.temp, self.uuid = self.temp, fresh, fresh_uuid
         await self.ledger.remove(self.target, self.database, old)  # the sweep checks it
 
@@ -377,7 +402,8 @@ class StagedCollection:
                 f"{self.where}: {self.acknowledged} documents stored, {self.documents} read"
             )
         self._specs = index_specs(metadata)
-        await self.target.create_indexes(self.database, self.temp, self._specs)
+        if not self.timeseries:  # a time-series one gets them at publish (_publish_by_copy)
+            await self.target.create_indexes(self.database, self.temp, self._specs)
         self.indexes = len(self._specs)
 
     def _check(self, expected: Expected) -> None:
@@ -395,6 +421,8 @@ class StagedCollection:
     async def publish(self, *, replace: bool = False) -> bool:
         """Rename into place; False (and nothing changed) if the name is taken."""
         await self._check_own()
+        if self.timeseries:  # the server cannot rename a time-series collection
+            return await self._publish_by_copy(replace)
         try:
             renamed = await self.target.rename(self.database, self.temp, self.name, replace=replace)
         except SourceError as exc:
@@ -415,7 +443,9 @@ class StagedCollection:
         """The fallback: create the real name, copy the checked staging copy into it.
 
         The real name is visible while the copy runs; if anything fails or the
-        run is interrupted, it is dropped again (it did not exist before).
+        run is interrupted, it is dropped again (it did not exist before). A
+        time-series collection is created with its options and its buckets are
+        copied into ``system.buckets.NAME``, as mongorestore inserts them.
         """
         if replace:
             await self.target.drop(self.database, self.name)
@@ -426,7 +456,7 @@ class StagedCollection:
             return False
         try:
             documents, specs = await self._contents()
-            copied = await self._copy(self.temp, self.name)
+            copied = await self._copy(self._data(self.temp), self._data(self.name))
             if copied != documents:
                 raise CorruptArchive(f"{self.where}: {copied} documents copied of {documents}")
             await self.target.create_indexes(self.database, self.name, specs)
@@ -443,7 +473,7 @@ class StagedCollection:
         or, once ``changed``, what the staging copy holds now."""
         if not self.changed:
             return self.documents, self._specs
-        reply = await self.target.raw_command(self.database, {"count": self.temp})
+        reply = await self.target.raw_command(self.database, {"count": self._data(self.temp)})
         indexes = await self.target.indexes(self.database, self.temp)
         specs = [convert_legacy_index(ix) for ix in indexes if ix.get("name") != "_id_"]
         return int(reply["n"]), specs
@@ -465,3 +495,7 @@ class StagedCollection:
 def index_specs(metadata: CollectionMetadata | None) -> list[dict[str, Any]]:
     """The indexes a restore builds: the archive's, without the server's own ``_id_``."""
     return [i for i in (metadata.indexes if metadata else []) if i.get("name") != "_id_"]
+
+
+def _is_timeseries(options: dict[str, Any] | None) -> bool:
+    return bool(options) and "timeseries" in (options or {})
