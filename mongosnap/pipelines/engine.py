@@ -47,8 +47,8 @@ from .._errors import (
 from ..archive.bsonstream import BsonSplitter
 from ..archive.manifest import COMPLETE, CollectionEntry, MemberRange
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata, parse_metadata
-from ..archive.names import parse_member_name, unescape_collection_name
-from ..archive.reader import TarMember, read_archive
+from ..archive.names import Kind, collection_name, is_shortened, parse_member_name
+from ..archive.reader import TarMember, member_body, read_archive, read_body
 from ..archive.tar import member_length
 from ..catalog import ArchiveInfo
 from ..codecs import get_codec
@@ -194,6 +194,31 @@ class _Legacy:
     metadata: dict[str, CollectionMetadata] = field(default_factory=dict)
     outcomes: list[CollectionOutcome] = field(default_factory=list)
     documents: int = 0
+    names: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(database, stem) of shortened file names -> the real collection names
+    their metadata gave (docs/format.md, archives mongosnap reads)."""
+
+
+@dataclass
+class _Dumped:
+    """A wanted dump file of a legacy archive: its collection's real name, its
+    kind, and its content (gunzipped for ``mongodump --gzip``)."""
+
+    member: TarMember
+    kind: Kind
+    name: str
+    compressed: bool
+    head: bytes | None = None
+    """A metadata file's content, read ahead to learn a shortened name."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return member_body(self.member, self.compressed)
+
+    async def metadata(self) -> CollectionMetadata:
+        data = self.head
+        if data is None:
+            data = await read_body(self.member, self.compressed, MAX_METADATA_BYTES)
+        return parse_metadata(data, member=self.member.name)
 
 
 class Engine:
@@ -491,12 +516,12 @@ class Engine:
     async def _stream_member(
         self, member: TarMember, selection: Selection, state: _Legacy, started: float
     ) -> None:
-        wanted = _wanted(member, selection)
+        wanted = await _wanted(member, selection, state.names)
         if wanted is None:
             return
-        kind, name = wanted
+        kind, name = wanted.kind, wanted.name
         if kind == "metadata":
-            state.metadata[name] = await _metadata(member)
+            state.metadata[name] = await wanted.metadata()
             if name in state.staged:
                 await self._isolated(name, state, started, state.metadata[name])
             return
@@ -511,7 +536,7 @@ class Engine:
             state.outcomes.append(self._outcome(name, refused, time.monotonic()))
             return
         state.staged[name] = self._stage(name)
-        await self._isolated(name, state, started, None, member)
+        await self._isolated(name, state, started, None, wanted)
 
     async def _isolated(
         self,
@@ -519,7 +544,7 @@ class Engine:
         state: _Legacy,
         started: float,
         late: CollectionMetadata | None,
-        member: TarMember | None = None,
+        member: _Dumped | None = None,
     ) -> None:
         """Stage (or apply late options to) one collection; a server-side failure
         fails that collection only. Archive faults end the whole pass."""
@@ -563,14 +588,14 @@ class Engine:
         state = _Legacy()
         async with contextlib.aclosing(self._open_stream()) as members:
             async for member in members:
-                wanted = _wanted(member, selection)
+                wanted = await _wanted(member, selection, state.names)
                 if wanted is None:
                     continue
-                kind, name = wanted
+                kind, name = wanted.kind, wanted.name
                 if kind == "metadata":
-                    indexes[name] = len(index_specs(await _metadata(member)))
+                    indexes[name] = len(index_specs(await wanted.metadata()))
                 elif kind == "bson":
-                    counts[name] = await _count(member, self._legacy_limit(state))
+                    counts[name] = await _count(wanted, self._legacy_limit(state))
         return [self._planned(n, c, indexes.get(n, 0)) for n, c in counts.items()]
 
     # -- progress
@@ -733,22 +758,53 @@ def _windows(entries: list[CollectionEntry]) -> dict[str, _Window]:
     return windows
 
 
-def _wanted(member: TarMember, selection: Selection) -> tuple[str, str] | None:
-    """(kind, collection) of a dump member the selection wants, None for any other."""
+async def _wanted(
+    member: TarMember, selection: Selection, names: dict[tuple[str, str], str]
+) -> _Dumped | None:
+    """A dump member the selection wants, None for any other.
+
+    A shortened file name (names.py) stands for the name its metadata gives;
+    mongodump writes the metadata first, so the metadata of a shortened name is
+    read here, before the selection is asked, and the name kept in ``names``
+    for the data that follows. Data whose metadata did not name it keeps the
+    shortened name, with a warning.
+    """
     dump = parse_member_name(member.name)
-    if dump is None:
+    if dump is None or dump.database != selection.database:
         return None
-    name = unescape_collection_name(dump.stem)
-    if name == LEASES:  # another run's bookkeeping, caught by a backup
-        return None
-    return (dump.kind, name) if selection.wants(dump.database, name) else None
+    key, head = (dump.database, dump.stem), None
+    if is_shortened(dump.stem) and dump.kind == "metadata":
+        head = await read_body(member, dump.compressed, MAX_METADATA_BYTES)
+        named = collection_name(dump.stem, _named(head, member.name))
+        if named != collection_name(dump.stem):
+            names[key] = named
+    elif is_shortened(dump.stem) and key not in names:
+        log.warning(
+            "%s: a shortened file name, and no metadata before it gives the full name:"
+            " restored as %r",
+            member.name,
+            collection_name(dump.stem),
+        )
+    name = names.get(key) or collection_name(dump.stem)
+    if name == LEASES or not selection.wants(dump.database, name):
+        return None  # LEASES: another run's bookkeeping, caught by a backup
+    return _Dumped(member, dump.kind, name, dump.compressed, head)
+
+
+def _named(data: bytes, where: str) -> str:
+    """The ``collectionName`` of a metadata file; "" when it has none or does
+    not parse (the collection's own restore reports that)."""
+    try:
+        return parse_metadata(data, member=where).name
+    except ArchiveError:
+        return ""
 
 
 async def _metadata(member: TarMember) -> CollectionMetadata:
     return parse_metadata(await member.read(MAX_METADATA_BYTES), member=member.name)
 
 
-async def _count(member: TarMember, limit: Limit) -> int:
+async def _count(member: _Dumped, limit: Limit) -> int:
     """The documents of a ``.bson`` member, within the same bound as a real run."""
     splitter = BsonSplitter()
     fed = 0
