@@ -38,6 +38,7 @@ MAX_NAME_BYTES = 4096
 
 _ESCAPED_MAX = 238
 _ESCAPED_KEEP = 208
+_LONGEST_ESCAPE = 12  # a 4-byte UTF-8 character, escaped
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 Kind = Literal["metadata", "bson"]
@@ -83,16 +84,33 @@ def collection_name(stem: str, metadata_name: str = "") -> str:
     """The collection a member's ``stem`` stands for.
 
     A shortened stem stands for the metadata's ``collectionName`` when that
-    name escapes to the stem (a name that does not is not trusted). Otherwise,
-    and without metadata, the unescaped stem (a shortened one may end inside
-    an escape: then the stem as it is).
+    name escapes to the stem (a name that does not is not trusted), else for
+    shortened_name(). Any other stem stands for its unescaped form (the stem
+    itself when it is not a valid escape).
     """
-    if metadata_name and is_shortened(stem) and escape_collection_name(metadata_name) == stem:
-        return metadata_name
+    if is_shortened(stem):
+        matches = metadata_name and escape_collection_name(metadata_name) == stem
+        return metadata_name if matches else shortened_name(stem)
     try:
         return unescape_collection_name(stem)
     except ValueError:
         return stem
+
+
+def shortened_name(stem: str) -> str:
+    """The name a shortened stem gives without its metadata: the kept part
+    unescaped, up to the last whole character, then the rest of the stem as it
+    is (``%24`` and the hash: unescaped, ``$`` is refused in names).
+
+    ``"a%2Fb+a%2Fb+...a%2F%24<hash>"`` gives ``"a/b a/b ...a/%24<hash>"``.
+    """
+    kept = stem[:_ESCAPED_KEEP]
+    for end in range(len(kept), max(len(kept) - _LONGEST_ESCAPE, 0) - 1, -1):
+        try:
+            return unescape_collection_name(kept[:end]) + stem[end:]
+        except ValueError:
+            continue  # the cut fell inside an escape or a character
+    return stem
 
 
 def check_database_name(db: str) -> str:

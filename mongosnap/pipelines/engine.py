@@ -47,7 +47,13 @@ from .._errors import (
 from ..archive.bsonstream import BsonSplitter
 from ..archive.manifest import COMPLETE, CollectionEntry, MemberRange
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata, parse_metadata
-from ..archive.names import Kind, collection_name, is_shortened, parse_member_name
+from ..archive.names import (
+    Kind,
+    collection_name,
+    is_shortened,
+    parse_member_name,
+    shortened_name,
+)
 from ..archive.reader import TarMember, member_body, read_archive, read_body
 from ..archive.tar import member_length
 from ..catalog import ArchiveInfo
@@ -197,6 +203,8 @@ class _Legacy:
     names: dict[tuple[str, str], str] = field(default_factory=dict)
     """(database, stem) of shortened file names -> the real collection names
     their metadata gave (docs/format.md, archives mongosnap reads)."""
+    deferred: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Shortened data files met before their metadata -> (database, stem)."""
 
 
 @dataclass
@@ -483,13 +491,40 @@ class Engine:
     def _open_stream(self) -> AsyncGenerator[TarMember, None]:
         return read_archive(self._counted(_sliced(self.storage.read(self.info.key))))
 
+    async def _dumped(self, selection: Selection, state: _Legacy) -> AsyncGenerator[_Dumped, None]:
+        """The wanted dump files of a legacy archive, in archive order.
+
+        ``tar -czf dump`` orders a folder's files as the file system lists
+        them, so a shortened data file may come before the metadata that names
+        it: such files are left for a second read of the archive, once every
+        name is known (only when one of them is wanted).
+        """
+        async with contextlib.aclosing(self._open_stream()) as members:
+            async for member in members:
+                wanted = await _wanted(member, selection, state.names, state.deferred)
+                if wanted is not None:
+                    yield wanted
+        later = {
+            member
+            for member, key in state.deferred.items()
+            if selection.wants(key[0], state.names.get(key) or shortened_name(key[1]))
+        }
+        if not later:
+            return
+        async with contextlib.aclosing(self._open_stream()) as members:
+            async for member in members:
+                if member.name in later:
+                    wanted = await _wanted(member, selection, state.names)
+                    if wanted is not None:
+                        yield wanted
+
     async def _restore_streaming(self, selection: Selection) -> list[CollectionOutcome]:
         started = time.monotonic()
         state = _Legacy()
         try:
-            async with contextlib.aclosing(self._open_stream()) as members:
-                async for member in members:
-                    await self._stream_member(member, selection, state, started)
+            async with contextlib.aclosing(self._dumped(selection, state)) as dumped:
+                async for wanted in dumped:
+                    await self._stream_member(wanted, state, started)
         except BaseException:
             for collection in state.staged.values():
                 await collection.discard()
@@ -513,13 +548,8 @@ class Engine:
         status = Status.RESTORED if published else Status.REAPPEARED
         return self._outcome(name, status, started, collection, self.bytes_fetched)
 
-    async def _stream_member(
-        self, member: TarMember, selection: Selection, state: _Legacy, started: float
-    ) -> None:
-        wanted = await _wanted(member, selection, state.names)
-        if wanted is None:
-            return
-        kind, name = wanted.kind, wanted.name
+    async def _stream_member(self, wanted: _Dumped, state: _Legacy, started: float) -> None:
+        member, kind, name = wanted.member, wanted.kind, wanted.name
         if kind == "metadata":
             state.metadata[name] = await wanted.metadata()
             if name in state.staged:
@@ -586,11 +616,8 @@ class Engine:
         counts: dict[str, int] = {}
         indexes: dict[str, int] = {}
         state = _Legacy()
-        async with contextlib.aclosing(self._open_stream()) as members:
-            async for member in members:
-                wanted = await _wanted(member, selection, state.names)
-                if wanted is None:
-                    continue
+        async with contextlib.aclosing(self._dumped(selection, state)) as dumped:
+            async for wanted in dumped:
                 kind, name = wanted.kind, wanted.name
                 if kind == "metadata":
                     indexes[name] = len(index_specs(await wanted.metadata()))
@@ -759,15 +786,18 @@ def _windows(entries: list[CollectionEntry]) -> dict[str, _Window]:
 
 
 async def _wanted(
-    member: TarMember, selection: Selection, names: dict[tuple[str, str], str]
+    member: TarMember,
+    selection: Selection,
+    names: dict[tuple[str, str], str],
+    deferred: dict[str, tuple[str, str]] | None = None,
 ) -> _Dumped | None:
     """A dump member the selection wants, None for any other.
 
-    A shortened file name (names.py) stands for the name its metadata gives;
-    mongodump writes the metadata first, so the metadata of a shortened name is
-    read here, before the selection is asked, and the name kept in ``names``
-    for the data that follows. Data whose metadata did not name it keeps the
-    shortened name, with a warning.
+    A shortened file name (names.py) stands for the name its metadata gives:
+    the metadata of a shortened name is read here, before the selection is
+    asked, and the name kept in ``names``. Its data met before it goes into
+    ``deferred`` (None: no later read; the data keeps shortened_name(), with
+    a warning).
     """
     dump = parse_member_name(member.name)
     if dump is None or dump.database != selection.database:
@@ -779,6 +809,9 @@ async def _wanted(
         if named != collection_name(dump.stem):
             names[key] = named
     elif is_shortened(dump.stem) and key not in names:
+        if deferred is not None:
+            deferred[member.name] = key
+            return None
         log.warning(
             "%s: a shortened file name, and no metadata before it gives the full name:"
             " restored as %r",
