@@ -32,9 +32,11 @@ from pymongo import ASCENDING, MongoClient
 from testbed import TestbedError, mongo_tools_dir
 
 import mongosnap
-from mongosnap._errors import UnsafeArchive
-from mongosnap.archive.names import escape_collection_name, is_shortened, shortened_name
+from mongosnap._errors import CorruptArchive, UnsafeArchive
+from mongosnap.archive.names import escape_collection_name
+from mongosnap.catalog import ArchiveInfo, learn_databases, list_archives
 from mongosnap.pipelines.engine import Status
+from mongosnap.storage import opened
 
 ACCENTS = "é" * 60  # 120 bytes, 360 escaped: the cut falls inside an escape
 SLASHES = "a/b " * 40  # 160 bytes, 240 escaped
@@ -88,7 +90,8 @@ def dumps(
     _run(*mongodump, "--out", work / "plain")
     files = {p.name for p in (work / "gzip" / source).iterdir()}
     assert f"{escape_collection_name(ACCENTS)}.bson.gz" in files
-    assert all(is_shortened(escape_collection_name(n)) for n in (ACCENTS, SLASHES))
+    for name in (ACCENTS, SLASHES):  # mongodump's cut: 208 bytes, %24, a 27-byte hash
+        assert len(escape_collection_name(name)) == 238, name
     documents = {n: sorted(server_documents(mongo_uri, source, n)) for n in SIZES}
     yield Dumps(source, work / "gzip", work / "plain", documents)
     _mongo_admin.drop_database(source)
@@ -325,8 +328,7 @@ def test_shortened_data_file_without_its_metadata_keeps_its_file_name(
     name, ``%24`` and the hash kept as they are (unescaped, ``$`` is refused),
     with a warning, and the other collections are restored."""
     stem = escape_collection_name(SLASHES)
-    cut = shortened_name(stem)
-    assert cut == "a/b " * 34 + "a/%24" + stem.rsplit("%24", 1)[1]
+    cut = "a/b " * 34 + "a/%24" + stem.rsplit("%24", 1)[1]
     folder = dumps.plain / dumps.source
     root = tmp_path / "backups"
     root.mkdir()
@@ -347,3 +349,40 @@ def test_shortened_data_file_without_its_metadata_keeps_its_file_name(
     assert outcomes == {"plain": Status.RESTORED, cut: Status.RESTORED}, report
     assert sorted(server_documents(mongo_uri, new_database, cut)) == dumps.documents[SLASHES]
     assert any(stem in r.getMessage() and "shortened" in r.getMessage() for r in caplog.records)
+
+
+def test_the_catalog_sees_the_database_of_a_gzip_dump(dumps: Dumps, tmp_path: Path) -> None:
+    """Heal and prune learn which databases a legacy archive holds from its
+    member names: ``.gz`` ones count."""
+    destination = make_destination("local", tmp_path, None, None)
+    _put(destination, _legacy(dumps.gzip, dumps.source, "app", tmp_path / "legacy"))
+
+    async def learn() -> list[ArchiveInfo]:
+        async with opened(destination.url) as storage:
+            return await learn_databases(storage, await list_archives(storage))
+
+    [info] = asyncio.run(learn())
+    assert info.databases == frozenset({"app"}), info.problem
+
+
+def test_a_corrupt_gzip_file_fails_like_a_corrupt_archive(
+    dumps: Dumps, mongo_uri: str, new_database: str, tmp_path: Path
+) -> None:
+    """A ``.bson.gz`` whose CRC does not match: verify names it, restore
+    refuses the archive, and nothing appears."""
+    folder = dumps.gzip / dumps.source
+    body = (folder / "plain.bson.gz").read_bytes()
+    members = {"dump/app/plain.metadata.json.gz": (folder / "plain.metadata.json.gz").read_bytes()}
+    members["dump/app/plain.bson.gz"] = body[:-8] + bytes(b ^ 0xFF for b in body[-8:-4]) + body[-4:]
+    root = tmp_path / "backups"
+    root.mkdir()
+    (root / ARCHIVE).write_bytes(_tar(members))
+    verified = asyncio.run(mongosnap.verify(str(root)))
+    assert [p.error for p in verified.problems] == [CorruptArchive], verified.problems
+    assert "dump/app/plain.bson.gz" in verified.problems[0].message
+    with pytest.raises(CorruptArchive, match=r"plain\.bson\.gz"):
+        asyncio.run(
+            mongosnap.restore(mongo_uri, str(root), database="app", to_database=new_database)
+        )
+    with MongoClient(mongo_uri) as client:
+        assert client[new_database].list_collection_names() == []
