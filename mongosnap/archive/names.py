@@ -12,7 +12,10 @@ exactly as mongodump lays out a dump directory. The escaping is mongodump's
 name longer than 238 bytes is cut to its first 208 bytes, followed by ``%24``
 and the unpadded URL-safe base64 of the SHA-1 of the original name, so the
 longest file name (``.metadata.json.gz`` added) stays within 255 bytes; the
-full name is in the metadata file's ``collectionName``.
+full name is in the metadata file's ``collectionName`` (collection_name()).
+
+``mongodump --gzip`` writes the same names with ``.gz`` added, each file one
+gzip stream (DumpFile.compressed).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ DUMP_ROOT = "dump"
 MANIFEST_MEMBER = "mongosnap/manifest.json"
 METADATA_SUFFIX = ".metadata.json"
 BSON_SUFFIX = ".bson"
+GZIP_SUFFIX = ".gz"
 MAX_NAME_BYTES = 4096
 
 _ESCAPED_MAX = 238
 _ESCAPED_KEEP = 208
+_LONGEST_ESCAPE = 12  # a 4-byte UTF-8 character, escaped
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 Kind = Literal["metadata", "bson"]
@@ -69,6 +74,45 @@ def unescape_collection_name(stem: str) -> str:
     return raw.decode("utf-8")
 
 
+def is_shortened(stem: str) -> bool:
+    """Whether ``stem`` is one escape_collection_name cut: the real name is
+    then only in the metadata's ``collectionName``."""
+    return len(stem) == _ESCAPED_MAX and stem[_ESCAPED_KEEP : _ESCAPED_KEEP + 3] == "%24"
+
+
+def collection_name(stem: str, metadata_name: str = "") -> str:
+    """The collection a member's ``stem`` stands for.
+
+    A shortened stem stands for the metadata's ``collectionName`` when that
+    name escapes to the stem (a name that does not is not trusted), else for
+    shortened_name(). Any other stem stands for its unescaped form (the stem
+    itself when it is not a valid escape).
+    """
+    if is_shortened(stem):
+        matches = metadata_name and escape_collection_name(metadata_name) == stem
+        return metadata_name if matches else shortened_name(stem)
+    try:
+        return unescape_collection_name(stem)
+    except ValueError:
+        return stem
+
+
+def shortened_name(stem: str) -> str:
+    """The name a shortened stem gives without its metadata: the kept part
+    unescaped, up to the last whole character, then the rest of the stem as it
+    is (``%24`` and the hash: unescaped, ``$`` is refused in names).
+
+    ``"a%2Fb+a%2Fb+...a%2F%24<hash>"`` gives ``"a/b a/b ...a/%24<hash>"``.
+    """
+    kept = stem[:_ESCAPED_KEEP]
+    for end in range(len(kept), max(len(kept) - _LONGEST_ESCAPE, 0) - 1, -1):
+        try:
+            return unescape_collection_name(kept[:end]) + stem[end:]
+        except ValueError:
+            continue  # the cut fell inside an escape or a character
+    return stem
+
+
 def check_database_name(db: str) -> str:
     """``db`` if it is usable as a directory name; ValueError otherwise."""
     if db in ("", ".", "..") or any(c in db for c in "/\\\0"):
@@ -91,21 +135,29 @@ def member_name(db: str, coll: str, kind: Kind, *, collection_type: str = "colle
 
 @dataclass(frozen=True)
 class DumpFile:
-    """What a member name under ``dump/`` says: database, escaped stem and kind."""
+    """What a member name under ``dump/`` says: database, escaped stem, kind,
+    and whether it is gzipped (``mongodump --gzip``)."""
 
     database: str
     stem: str
     kind: Kind
+    compressed: bool = False
 
 
 def parse_member_name(name: str) -> DumpFile | None:
-    """Split ``dump/<db>/<stem>.bson|.metadata.json``; None for any other name."""
+    """Split ``dump/<db>/<stem>.bson|.metadata.json`` (``.gz`` added or not);
+    None for any other name."""
     parts = name.split("/")
     if len(parts) != 3 or parts[0] != DUMP_ROOT or not parts[1]:
         return None
+    file = parts[2]
+    compressed = file.endswith(GZIP_SUFFIX)
+    if compressed:
+        file = file[: -len(GZIP_SUFFIX)]
     for suffix, kind in ((METADATA_SUFFIX, "metadata"), (BSON_SUFFIX, "bson")):
-        if parts[2].endswith(suffix) and len(parts[2]) > len(suffix):
-            return DumpFile(parts[1], parts[2][: -len(suffix)], kind)  # type: ignore[arg-type]
+        if file.endswith(suffix) and len(file) > len(suffix):
+            stem = file[: -len(suffix)]
+            return DumpFile(parts[1], stem, kind, compressed)  # type: ignore[arg-type]
     return None
 
 

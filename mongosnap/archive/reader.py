@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
-from .._errors import CorruptArchive, TruncatedArchive, UnsafeArchive
-from ..codecs import PIECE, Codec, Decompressor, detect
+from .._errors import ArchiveError, CorruptArchive, TruncatedArchive, UnsafeArchive
+from ..codecs import PIECE, Codec, Decompressor, GzipCodec, detect
 from .names import validate_member_name
 from .tar import BLOCK
 
@@ -140,6 +140,34 @@ class TarMember:
         if self.size > limit:
             raise UnsafeArchive(f"{self.name} is {self.size} bytes, more than {limit}")
         return b"".join([chunk async for chunk in self.chunks()])
+
+
+def member_body(
+    member: TarMember, compressed: bool, max_output: int = MAX_TOTAL_SIZE
+) -> AsyncIterator[bytes]:
+    """A dump file's content: the member's body, gunzipped while it streams for
+    a ``mongodump --gzip`` file (at most ``max_output`` bytes of it)."""
+    return _gunzipped(member, max_output) if compressed else member.chunks()
+
+
+async def read_body(member: TarMember, compressed: bool, limit: int) -> bytes:
+    """A dump file's whole content; UnsafeArchive beyond ``limit`` bytes."""
+    if not compressed:
+        return await member.read(limit)
+    if member.size > limit:
+        raise UnsafeArchive(f"{member.name} is {member.size} bytes, more than {limit}")
+    return b"".join([chunk async for chunk in member_body(member, True, limit)])
+
+
+async def _gunzipped(member: TarMember, max_output: int) -> AsyncIterator[bytes]:
+    decoder = GzipCodec().decompressor(max_output)
+    try:
+        async for chunk in member.chunks():
+            for piece in decoder.feed(chunk):
+                yield piece
+        decoder.close()
+    except ArchiveError as exc:  # the codec's message speaks of "the archive"
+        raise type(exc)(f"{member.name}: {exc}") from exc
 
 
 @dataclass

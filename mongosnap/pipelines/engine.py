@@ -52,8 +52,14 @@ from .._errors import (
 from ..archive.bsonstream import BsonSplitter
 from ..archive.manifest import COMPLETE, CollectionEntry, MemberRange
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata, parse_metadata
-from ..archive.names import parse_member_name, unescape_collection_name
-from ..archive.reader import TarMember, read_archive
+from ..archive.names import (
+    Kind,
+    collection_name,
+    is_shortened,
+    parse_member_name,
+    shortened_name,
+)
+from ..archive.reader import TarMember, member_body, read_archive, read_body
 from ..archive.tar import member_length
 from ..catalog import ArchiveInfo
 from ..codecs import get_codec
@@ -65,7 +71,6 @@ from .layouts import (
     DumpLayout,
     collection_of,
     parse_or_broken,
-    read_metadata_member,
 )
 from .lease import LEASES, Leases
 from .ledger import StagingLedger
@@ -220,6 +225,36 @@ class _Legacy:
     outcomes: list[CollectionOutcome] = field(default_factory=list)
     documents: int = 0
     layout: DumpLayout = field(default_factory=DumpLayout)
+    names: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(database, stem) of shortened file names -> the real collection names
+    their metadata gave (docs/format.md, section 15)."""
+    deferred: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Shortened data files met before their metadata -> (database, stem)."""
+
+
+@dataclass
+class _Dumped:
+    """A wanted dump file of a legacy archive: its collection's real name, its
+    kind, and its content (gunzipped for ``mongodump --gzip``)."""
+
+    member: TarMember
+    kind: Kind
+    name: str
+    compressed: bool
+    head: bytes | None = None
+    """A metadata file's content, read ahead to learn a shortened name."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return member_body(self.member, self.compressed)
+
+    async def content(self) -> bytes:
+        """A metadata file's whole content (bounded)."""
+        if self.head is not None:
+            return self.head
+        return await read_body(self.member, self.compressed, MAX_METADATA_BYTES)
+
+    async def metadata(self) -> CollectionMetadata:
+        return parse_metadata(await self.content(), member=self.member.name)
 
 
 class Engine:
@@ -565,13 +600,42 @@ class Engine:
     def _open_stream(self) -> AsyncGenerator[TarMember, None]:
         return read_archive(self._counted(_sliced(self.storage.read(self.info.key))))
 
+    async def _dumped(self, selection: Selection, state: _Legacy) -> AsyncGenerator[_Dumped, None]:
+        """The wanted dump files of a legacy archive, in archive order.
+
+        ``tar -czf dump`` orders a folder's files as the file system lists
+        them, so a shortened data file may come before the metadata that names
+        it: such files are left for a second read of the archive, once every
+        name is known (only when one of them is wanted).
+        """
+        async with contextlib.aclosing(self._open_stream()) as members:
+            async for member in members:
+                if await _layout_member(member, selection, state.layout):
+                    continue
+                wanted = await _wanted(member, selection, state.names, state.deferred)
+                if wanted is not None:
+                    yield wanted
+        later = {
+            member
+            for member, key in state.deferred.items()
+            if selection.wants(key[0], state.names.get(key) or shortened_name(key[1]))
+        }
+        if not later:
+            return
+        async with contextlib.aclosing(self._open_stream()) as members:
+            async for member in members:
+                if member.name in later:
+                    wanted = await _wanted(member, selection, state.names)
+                    if wanted is not None:
+                        yield wanted
+
     async def _restore_streaming(self, selection: Selection) -> list[CollectionOutcome]:
         started = time.monotonic()
         state = _Legacy()
         try:
-            async with contextlib.aclosing(self._open_stream()) as members:
-                async for member in members:
-                    await self._stream_member(member, selection, state, started)
+            async with contextlib.aclosing(self._dumped(selection, state)) as dumped:
+                async for wanted in dumped:
+                    await self._stream_member(wanted, state, started)
             await self._stage_metadata_only(state, started)
         except BaseException:
             for collection in state.staged.values():
@@ -598,17 +662,10 @@ class Engine:
         status = Status.RESTORED if published else Status.REAPPEARED
         return self._outcome(name, status, started, collection, self.bytes_fetched)
 
-    async def _stream_member(
-        self, member: TarMember, selection: Selection, state: _Legacy, started: float
-    ) -> None:
-        if await _layout_member(member, selection, state.layout):
-            return
-        wanted = _wanted(member, selection)
-        if wanted is None:
-            return
-        kind, name = wanted
+    async def _stream_member(self, wanted: _Dumped, state: _Legacy, started: float) -> None:
+        member, kind, name = wanted.member, wanted.kind, wanted.name
         if kind == "metadata":
-            await self._streamed_metadata(member, name, state, started)
+            await self._streamed_metadata(wanted, state, started)
             return
         if any(o.name == name for o in state.outcomes) or name in state.staged:
             raise CorruptArchive(f"{member.name} appears twice")
@@ -624,14 +681,12 @@ class Engine:
             state.outcomes.append(self._outcome(name, refused, time.monotonic()))
             return
         state.staged[name] = self._stage(name)
-        await self._isolated(name, state, started, None, member)
+        await self._isolated(name, state, started, None, wanted)
 
-    async def _streamed_metadata(
-        self, member: TarMember, name: str, state: _Legacy, started: float
-    ) -> None:
+    async def _streamed_metadata(self, wanted: _Dumped, state: _Legacy, started: float) -> None:
         """Note a wanted metadata file; one that does not parse fails its collection only."""
-        data = await read_metadata_member(member)
-        metadata = parse_or_broken(data, member.name, name, state.layout)
+        name = wanted.name
+        metadata = parse_or_broken(await wanted.content(), wanted.member.name, name, state.layout)
         if metadata is None:
             collection = state.staged.pop(name, None)
             if collection is not None:
@@ -674,7 +729,7 @@ class Engine:
         state: _Legacy,
         started: float,
         late: CollectionMetadata | None,
-        member: TarMember | None = None,
+        member: _Dumped | None = None,
         *,
         empty: bool = False,
     ) -> None:
@@ -722,21 +777,16 @@ class Engine:
         counts: dict[str, int] = {}
         state = _Legacy()
         layout = state.layout
-        async with contextlib.aclosing(self._open_stream()) as members:
-            async for member in members:
-                if await _layout_member(member, selection, layout):
-                    continue
-                wanted = _wanted(member, selection)
-                if wanted is None:
-                    continue
-                kind, name = wanted
+        async with contextlib.aclosing(self._dumped(selection, state)) as dumped:
+            async for wanted in dumped:
+                kind, name = wanted.kind, wanted.name
                 if kind == "metadata":
-                    data = await read_metadata_member(member)
-                    metadata = parse_or_broken(data, member.name, name, layout)
+                    data = await wanted.content()
+                    metadata = parse_or_broken(data, wanted.member.name, name, layout)
                     if metadata is not None:
                         state.metadata[name] = metadata
                 elif kind == "bson":
-                    counts[name] = await _count(member, self._legacy_limit(state))
+                    counts[name] = await _count(wanted, self._legacy_limit(state))
         empty = [n for n, m in state.metadata.items() if n not in counts and m.type != "view"]
         return [
             self._planned(
@@ -906,17 +956,56 @@ def _windows(entries: list[CollectionEntry]) -> dict[str, _Window]:
     return windows
 
 
-def _wanted(member: TarMember, selection: Selection) -> tuple[str, str] | None:
-    """(kind, collection) of a dump member the selection wants, None for any other."""
+async def _wanted(
+    member: TarMember,
+    selection: Selection,
+    names: dict[tuple[str, str], str],
+    deferred: dict[str, tuple[str, str]] | None = None,
+) -> _Dumped | None:
+    """A dump member the selection wants, None for any other.
+
+    A shortened file name (names.py) stands for the name its metadata gives:
+    the metadata of a shortened name is read here, before the selection is
+    asked, and the name kept in ``names``. Its data met before it goes into
+    ``deferred`` (None: no later read; the data keeps shortened_name(), with
+    a warning).
+    """
     dump = parse_member_name(member.name)
-    if dump is None:
+    if dump is None or dump.database != selection.database:
         return None
-    name = unescape_collection_name(dump.stem)
+    key, head = (dump.database, dump.stem), None
+    if is_shortened(dump.stem) and dump.kind == "metadata":
+        head = await read_body(member, dump.compressed, MAX_METADATA_BYTES)
+        named = collection_name(dump.stem, _named(head, member.name))
+        if named != collection_name(dump.stem):
+            names[key] = named
+    elif is_shortened(dump.stem) and key not in names:
+        if deferred is not None:
+            deferred[member.name] = key
+            return None
+        log.warning(
+            "%s: a shortened file name, and no metadata before it gives the full name:"
+            " restored as %r",
+            member.name,
+            collection_name(dump.stem),
+        )
+    name = names.get(key) or collection_name(dump.stem)
     if name in (LEASES, SYSTEM_INDEXES):  # another run's bookkeeping; index specs (layouts.py)
         return None
     if dump.kind == "bson":
         name = collection_of(name)  # a time-series collection's buckets
-    return (dump.kind, name) if selection.wants(dump.database, name) else None
+    if not selection.wants(dump.database, name):
+        return None
+    return _Dumped(member, dump.kind, name, dump.compressed, head)
+
+
+def _named(data: bytes, where: str) -> str:
+    """The ``collectionName`` of a metadata file; "" when it has none or does
+    not parse (the collection's own restore reports that)."""
+    try:
+        return parse_metadata(data, member=where).name
+    except ArchiveError:
+        return ""
 
 
 async def _layout_member(member: TarMember, selection: Selection, layout: DumpLayout) -> bool:
@@ -930,7 +1019,7 @@ async def _layout_member(member: TarMember, selection: Selection, layout: DumpLa
         return False
     if dump.stem != SYSTEM_INDEXES:
         return False
-    await layout.read_system_indexes(member)
+    await layout.read_system_indexes(member, dump.compressed)
     return True
 
 
@@ -938,7 +1027,7 @@ async def _metadata(member: TarMember) -> CollectionMetadata:
     return parse_metadata(await member.read(MAX_METADATA_BYTES), member=member.name)
 
 
-async def _count(member: TarMember, limit: Limit) -> int:
+async def _count(member: _Dumped, limit: Limit) -> int:
     """The documents of a ``.bson`` member, within the same bound as a real run."""
     splitter = BsonSplitter()
     fed = 0

@@ -30,7 +30,7 @@ from ..archive.metadata import (
     convert_legacy_index,
     parse_metadata,
 )
-from ..archive.reader import TarMember
+from ..archive.reader import TarMember, member_body
 
 SYSTEM_INDEXES = "system.indexes"
 BUCKETS_PREFIX = "system.buckets."
@@ -65,7 +65,7 @@ class DumpLayout:
         specs = self.system_indexes.get(name)
         return CollectionMetadata(name, indexes=specs) if specs else None
 
-    async def read_system_indexes(self, member: TarMember) -> None:
+    async def read_system_indexes(self, member: TarMember, compressed: bool = False) -> None:
         """Group the specs of ``system.indexes.bson`` by collection, converted as
         mongorestore's --convertLegacyIndexes does (``ns`` and ``v`` dropped)."""
         splitter = BsonSplitter(max_documents=MAX_SYSTEM_INDEXES, max_bytes=MAX_METADATA_BYTES)
@@ -74,7 +74,7 @@ class DumpLayout:
                 f"{member.name} is {member.size} bytes, more than {MAX_METADATA_BYTES}"
             )
         specs: list[dict[str, Any]] = []
-        async for chunk in member.chunks():
+        async for chunk in member_body(member, compressed, MAX_METADATA_BYTES):
             specs.extend(bson.decode(raw) for raw in splitter.feed(chunk))
         splitter.close()
         for spec in specs:
@@ -97,7 +97,3 @@ def parse_or_broken(
     except ArchiveError as exc:  # this file only: the stream itself is intact
         layout.broken[name] = exc
         return None
-
-
-async def read_metadata_member(member: TarMember) -> bytes:
-    return await member.read(MAX_METADATA_BYTES)

@@ -43,10 +43,10 @@ from ..archive.manifest import (
     MemberRange,
 )
 from ..archive.metadata import MAX_METADATA_BYTES, CollectionMetadata
-from ..archive.names import MANIFEST_MEMBER, parse_member_name, unescape_collection_name
-from ..archive.reader import TarMember
+from ..archive.names import MANIFEST_MEMBER, DumpFile, collection_name, parse_member_name
+from ..archive.reader import MAX_TOTAL_SIZE, TarMember
 from ..catalog import ArchiveInfo, ArchiveStatus, load_manifest, read_sidecar, resolve
-from ..codecs import Codec, get_codec
+from ..codecs import Codec, Decompressor, GzipCodec, get_codec
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..storage import S3Config, Storage, opened
 from .engine import LEGACY_DOCUMENTS_PER_BYTE, LEGACY_FREE_DOCUMENTS, LEGACY_STEP
@@ -168,6 +168,8 @@ class _Verifier:
     bytes_read: int = 0
     documents: int = 0
     """BSON documents the stream held so far, every member together."""
+    long_names: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(database, stem) -> collection name, from the metadata files seen so far."""
 
     async def run(self) -> VerifyReport:
         clock = time.monotonic()
@@ -255,37 +257,50 @@ class _Verifier:
             return
         seen = self.seen[name] = _Seen(name, member.size)
         if parsed.kind == "metadata":
-            await self._metadata(member, seen)
+            await self._metadata(member, seen, parsed)
         else:
-            await self._bson(member, seen, parsed.database, parsed.stem)
+            await self._bson(member, seen, parsed)
 
-    async def _metadata(self, member: TarMember, seen: _Seen) -> None:
+    async def _metadata(self, member: TarMember, seen: _Seen, parsed: DumpFile) -> None:
         if member.size > MAX_METADATA_BYTES:
             self._fail(seen, UnsafeArchive(f"declares {member.size} bytes"))
             return
         data = await _body(member)
         seen.sha256 = hashlib.sha256(data).hexdigest()
         try:
+            if parsed.compressed:  # mongodump --gzip
+                data = _gunzip(data, MAX_METADATA_BYTES)
             seen.metadata = parse_metadata(data)  # the report names the member
         except ArchiveError as exc:
             self._fail(seen, exc)
+            return
+        real = collection_name(parsed.stem, seen.metadata.name)
+        self.long_names[(parsed.database, parsed.stem)] = real
 
-    async def _bson(self, member: TarMember, seen: _Seen, database: str, stem: str) -> None:
+    async def _bson(self, member: TarMember, seen: _Seen, parsed: DumpFile) -> None:
+        """Split and validate a data file; a gzipped one (``mongodump --gzip``) is
+        gunzipped piece by piece, each piece counted against ``_bound``."""
         splitter = BsonSplitter()
         digest = hashlib.sha256()
         failed: ArchiveError | None = None
-        collection = _unescaped(stem)
+        database = parsed.database
+        collection = self.long_names.get((database, parsed.stem)) or collection_name(parsed.stem)
+        decoder = GzipCodec().decompressor(MAX_TOTAL_SIZE) if parsed.compressed else None
         self.progress(Progress(Stage.STARTED, database, collection))
         async for chunk in member.chunks():
             digest.update(chunk)
-            if failed is None:
+            pieces = iter((chunk,) if decoder is None else decoder.feed(chunk))
+            while failed is None:
                 try:
-                    splitter.feed(chunk)
+                    piece = next(pieces, None)
+                    if piece is None:
+                        break
+                    splitter.feed(piece)
                 except ArchiveError as exc:
                     failed = exc
-            self.documents += splitter.documents - seen.documents
-            seen.documents = splitter.documents
-            self._bound(seen.name)
+                self.documents += splitter.documents - seen.documents
+                seen.documents = splitter.documents
+                self._bound(seen.name)
             self.progress(
                 Progress(Stage.BATCH, database, collection, splitter.documents, splitter.bytes)
             )
@@ -294,13 +309,17 @@ class _Verifier:
             await asyncio.sleep(0)
         if failed is None:
             try:
+                if decoder is not None:
+                    decoder.close()
                 splitter.close()
             except ArchiveError as exc:
                 failed = exc
         seen.documents, seen.sha256 = splitter.documents, digest.hexdigest()
+        if decoder is not None:
+            seen.size = splitter.bytes  # the data's size, as for a plain file
         if failed is not None:
             self._fail(seen, failed)
-        self.progress(Progress(Stage.DONE, database, collection, splitter.documents, member.size))
+        self.progress(Progress(Stage.DONE, database, collection, splitter.documents, seen.size))
 
     def _bound(self, name: str) -> None:
         """Heal's expansion bound (docs/heal.md, bounds): at most
@@ -428,7 +447,7 @@ class _Verifier:
             key = f"{parsed.database}/{parsed.stem}"
             tally = tallies.get(key)
             if tally is None:
-                tally = tallies[key] = _Tally(parsed.database, _unescaped(parsed.stem))
+                tally = tallies[key] = _Tally(parsed.database, collection_name(parsed.stem))
             tally.ok = tally.ok and seen.ok
             if parsed.kind == "bson":
                 tally.documents, tally.bytes = seen.documents, seen.size
@@ -535,11 +554,12 @@ async def _body(member: TarMember) -> bytes:
     return b"".join([chunk async for chunk in member.chunks()])
 
 
-def _unescaped(stem: str) -> str:
-    try:
-        return unescape_collection_name(stem)
-    except ValueError:
-        return stem
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """A whole gzipped file, at most ``limit`` bytes of it."""
+    decoder: Decompressor = GzipCodec().decompressor(limit)
+    out = b"".join(decoder.feed(data))
+    decoder.close()
+    return out
 
 
 __all__ = ["CollectionCheck", "Problem", "VerifyReport", "verify"]
