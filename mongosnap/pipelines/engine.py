@@ -233,6 +233,9 @@ class Engine:
         """The target's collection names, listed once (see target_names)."""
         self._listing = asyncio.Lock()
         self.leases = Leases(target, to_database)
+        self.held: dict[str, set[str]] = {}
+        """What a pass over a legacy archive saw: its databases and their
+        collections (restore names them when its selection matched nothing)."""
 
     def entries(self, selection: Selection) -> list[CollectionEntry] | None:
         """The manifest's wanted entries; None when the archive has no manifest.
@@ -491,7 +494,7 @@ class Engine:
     async def _stream_member(
         self, member: TarMember, selection: Selection, state: _Legacy, started: float
     ) -> None:
-        wanted = _wanted(member, selection)
+        wanted = _wanted(member, selection, self.held)
         if wanted is None:
             return
         kind, name = wanted
@@ -563,7 +566,7 @@ class Engine:
         state = _Legacy()
         async with contextlib.aclosing(self._open_stream()) as members:
             async for member in members:
-                wanted = _wanted(member, selection)
+                wanted = _wanted(member, selection, self.held)
                 if wanted is None:
                     continue
                 kind, name = wanted
@@ -733,14 +736,19 @@ def _windows(entries: list[CollectionEntry]) -> dict[str, _Window]:
     return windows
 
 
-def _wanted(member: TarMember, selection: Selection) -> tuple[str, str] | None:
-    """(kind, collection) of a dump member the selection wants, None for any other."""
+def _wanted(
+    member: TarMember, selection: Selection, held: dict[str, set[str]] | None = None
+) -> tuple[str, str] | None:
+    """(kind, collection) of a dump member the selection wants, None for any other.
+    Every collection member seen is noted in ``held`` (database -> names)."""
     dump = parse_member_name(member.name)
     if dump is None:
         return None
     name = unescape_collection_name(dump.stem)
     if name == LEASES:  # another run's bookkeeping, caught by a backup
         return None
+    if held is not None:
+        held.setdefault(dump.database, set()).add(name)
     return (dump.kind, name) if selection.wants(dump.database, name) else None
 
 
