@@ -176,7 +176,7 @@ def test_heal_of_a_database_no_archive_holds(
 ) -> None:
     typo = archives.a + "x"
     url = place.storage().url
-    for dry in ([], ["--dry-run"]):
+    for dry in ([], ["--dry-run"]) if place.kind == "local" else ([],):
         code, out, err = cli(place, "heal", place.url, host_of(mongo_uri), typo, "c00", *dry)
         assert (code, out) == (mongosnap.DatabaseNotArchived.exit_code, ""), err
         assert err == (
@@ -203,7 +203,7 @@ def test_list_and_check_of_a_missing_directory(
 ) -> None:
     missing = tmp_path / "nowhere"
     message = f"mongosnap: error: directory {missing} does not exist\n"
-    for extra in ([], ["--json"], ["--uploads"]):
+    for extra in ([], ["--uploads"]):
         done = run_cli("list", str(missing), *extra)
         assert (done.returncode, done.stderr) == (mongosnap.BucketNotFound.exit_code, message)
     done = run_cli("check", str(missing))
