@@ -18,9 +18,11 @@
     │   ├── CorruptArchive              31  bad checksum, count, gzip/zstd or tar data
     │   ├── TruncatedArchive            32
     │   └── UnsafeArchive               33  hostile member names, absurd lengths
-    ├── NoBackupsFound                  40
+    ├── NoBackupsFound                  40  no archive at the destination
+    │   └── DatabaseNotArchived         44  archives exist, none holds the database (a typo?)
     ├── HealIncomplete                  41  collections still missing after the search
     ├── PartialFailure                  42  some collections failed (each named with its cause)
+    ├── NothingMatched                  43  restore's database or selection matches nothing
     ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
     ├── PointInTimeUnavailable          51  no archive and oplog chunks reach the target instant
     └── Interrupted                     130 Ctrl-C
@@ -33,6 +35,8 @@ Lower-layer exceptions are translated at the boundary with ``raise ... from exc`
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class MongosnapError(Exception):
@@ -119,6 +123,13 @@ class NoBackupsFound(MongosnapError):
     exit_code = 40
 
 
+class DatabaseNotArchived(NoBackupsFound):
+    """The destination holds archives, but none of them holds the database
+    (most often a typo); the message names the databases they do hold."""
+
+    exit_code = 44
+
+
 class HealIncomplete(MongosnapError):
     exit_code = 41
 
@@ -152,6 +163,23 @@ class PartialFailure(MongosnapError):
     """Some collections could not be restored; the others were, and each is reported."""
 
     exit_code = 42
+
+
+class NothingMatched(MongosnapError):
+    """A restore whose database, collections or patterns match nothing in the
+    archive; the message names what the archive holds. Nothing was written."""
+
+    exit_code = 43
+
+
+def listing(names: Iterable[str], limit: int = 10) -> str:
+    """``a, b, c and 412 more``: names for a message, sorted, the long tail counted."""
+    ordered = sorted(names)
+    if not ordered:
+        return "nothing"
+    shown = ", ".join(ordered[:limit])
+    rest = len(ordered) - limit
+    return f"{shown} and {rest} more" if rest > 0 else shown
 
 
 def all_errors() -> list[type[MongosnapError]]:

@@ -216,7 +216,11 @@ async def _list_archives(storage: Storage, prefix: str) -> list[ArchiveInfo]:
 
 
 async def newest_archives(
-    storage: Storage, prefix: str = "", *, database: str | None = None
+    storage: Storage,
+    prefix: str = "",
+    *,
+    database: str | None = None,
+    passed: list[ArchiveInfo] | None = None,
 ) -> AsyncGenerator[ArchiveInfo, None]:
     """Archives newest first, each classified only when the caller gets to it.
 
@@ -226,6 +230,8 @@ async def newest_archives(
     lists it, legacy archives holding a ``dump/<database>/`` member (streamed
     until the first one, or to the end when there is none), and those whose
     databases cannot be told (a damaged archive: the caller's checks judge it).
+    The others go to ``passed``, if given, with their ``databases`` known
+    (what the search learned anyway: no read more).
     """
     objects, sidecars = await _scan(storage, prefix)
     now = datetime.now(UTC)
@@ -234,8 +240,15 @@ async def newest_archives(
     for placed in listed:
         obj = by_key[placed.key]
         info = await _describe(storage, obj, manifest_key(obj.key) in sidecars, placed)
-        if info is not None and (database is None or await _may_hold(storage, info, database)):
-            yield info
+        if info is None:
+            continue
+        if database is not None:
+            held = await _held(storage, info, database)
+            if held is not None and database not in held:
+                if passed is not None:
+                    passed.append(replace(info, databases=held))
+                continue
+        yield info
 
 
 async def learn_databases(storage: Storage, archives: list[ArchiveInfo]) -> list[ArchiveInfo]:
@@ -429,18 +442,18 @@ async def _judge_sidecar(storage: Storage, base: ArchiveInfo) -> ArchiveInfo | N
     return judged if judged.skewed else _server_skew(judged, manifest.server_time)
 
 
-async def _may_hold(storage: Storage, info: ArchiveInfo, database: str) -> bool:
-    """Whether an archive may hold ``database`` (True when it cannot be told)."""
-    if info.databases is not None:
-        return database in info.databases
-    if info.status is not ArchiveStatus.LEGACY:
-        return True
+async def _held(storage: Storage, info: ArchiveInfo, database: str) -> frozenset[str] | None:
+    """The databases an archive holds, None when they cannot be told. A legacy
+    archive is read until its first member of ``database``: the set is then
+    partial, but holds ``database``; without one, it is complete."""
+    if info.databases is not None or info.status is not ArchiveStatus.LEGACY:
+        return info.databases
     try:
-        return database in await _legacy_databases(storage, info.key, stop_at=database)
+        return await _legacy_databases(storage, info.key, stop_at=database)
     except _SYSTEMIC:
         raise
     except (StorageError, ArchiveError):
-        return True
+        return None
 
 
 async def _legacy_databases(

@@ -24,6 +24,7 @@ from pymongo import MongoClient
 from mongosnap import ArchiveStatus, LocalStorage, MemoryStorage, list_archives
 from mongosnap._errors import (
     AccessDenied,
+    BucketNotFound,
     CorruptArchive,
     NoBackupsFound,
     ObjectNotFound,
@@ -143,6 +144,8 @@ async def test_resolve_exact_keys(place: Destination, mongo_uri: str, seeded: st
 
 
 async def test_no_archives(place: Destination, tmp_path: Path) -> None:
+    if place.root is not None:
+        place.root.mkdir()  # an empty directory; a missing one is a missing bucket
     storage = place.storage()
     try:
         assert await list_archives(storage) == []
@@ -155,7 +158,7 @@ async def test_no_archives(place: Destination, tmp_path: Path) -> None:
             await resolve(storage, "latest")
     finally:
         await storage.aclose()
-    with pytest.raises(NoBackupsFound):  # a directory that does not exist holds nothing
+    with pytest.raises(BucketNotFound, match="does not exist"):  # as a missing bucket
         await resolve(LocalStorage(tmp_path / "nowhere"), "latest")
 
 

@@ -89,6 +89,8 @@ def test_other_database_and_empty_destination_are_critical(
     tmp_path: Path, mongo_uri: str, new_database: str
 ) -> None:
     destination = make_destination("local", tmp_path, None, None)
+    assert destination.root is not None
+    destination.root.mkdir()  # empty; a missing one is UNKNOWN (test_mistakes.py)
     code, line = check(destination)
     assert code == CRITICAL and "no complete archive in" in line
     seed(mongo_uri, new_database, {"apps": 3})

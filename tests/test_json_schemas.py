@@ -191,6 +191,7 @@ def test_heal_and_restore(backed_up: tuple[str, str], mongo_uri: str) -> None:
 
 
 def test_errors_and_a_failed_check(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()  # empty; a missing directory is a missing bucket (21)
     empty = str(tmp_path / "empty")
     error = run_json("verify", "latest", empty, code=40)
     check("error", error)

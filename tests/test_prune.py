@@ -12,7 +12,7 @@ from catalog_support import at, backup_at, get, repack_legacy
 from helpers import Destination, make_destination, seed
 
 from mongosnap import ArchiveStatus, MemoryStorage, list_archives, prune
-from mongosnap._errors import StorageError, UsageError
+from mongosnap._errors import BucketNotFound, StorageError, UsageError
 from mongosnap.archive.manifest import manifest_key
 from mongosnap.catalog import ArchiveInfo, resolve
 from mongosnap.pipelines.prune import plan
@@ -181,8 +181,11 @@ async def test_a_keep_rule_is_required(tmp_path: Path) -> None:
         await prune(tmp_path, keep_last=-1)
     with pytest.raises(UsageError):
         await prune(tmp_path, keep_within=timedelta(days=-1))
+    (tmp_path / "empty").mkdir()
     report = await prune(tmp_path / "empty", keep_last=0)
     assert report.decisions == []
+    with pytest.raises(BucketNotFound):  # a missing directory, as a missing bucket
+        await prune(tmp_path / "missing", keep_last=0)
 
 
 def _info(key: str, when: datetime, status: ArchiveStatus) -> ArchiveInfo:

@@ -294,6 +294,9 @@ class Engine:
         """The target's collection names, listed once (see target_names)."""
         self._listing = asyncio.Lock()
         self.leases = Leases(target, to_database)
+        self.held: dict[str, set[str]] = {}
+        """What a pass over a legacy archive saw: its databases and their
+        collections (restore names them when its selection matched nothing)."""
 
     def entries(self, selection: Selection) -> list[CollectionEntry] | None:
         """The manifest's wanted entries; None when the archive has no manifest.
@@ -612,7 +615,7 @@ class Engine:
             async for member in members:
                 if await _layout_member(member, selection, state.layout):
                     continue
-                wanted = await _wanted(member, selection, state.names, state.deferred)
+                wanted = await _wanted(member, selection, state.names, state.deferred, self.held)
                 if wanted is not None:
                     yield wanted
         later = {
@@ -961,8 +964,10 @@ async def _wanted(
     selection: Selection,
     names: dict[tuple[str, str], str],
     deferred: dict[str, tuple[str, str]] | None = None,
+    held: dict[str, set[str]] | None = None,
 ) -> _Dumped | None:
-    """A dump member the selection wants, None for any other.
+    """A dump member the selection wants, None for any other. Every collection
+    member seen is noted in ``held`` (database -> names).
 
     A shortened file name (names.py) stands for the name its metadata gives:
     the metadata of a shortened name is read here, before the selection is
@@ -971,7 +976,11 @@ async def _wanted(
     a warning).
     """
     dump = parse_member_name(member.name)
-    if dump is None or dump.database != selection.database:
+    if dump is None:
+        return None
+    if dump.database != selection.database:
+        if held is not None:  # by its file name: only to say what the archive holds
+            held.setdefault(dump.database, set()).add(collection_of(collection_name(dump.stem)))
         return None
     key, head = (dump.database, dump.stem), None
     if is_shortened(dump.stem) and dump.kind == "metadata":
@@ -994,6 +1003,8 @@ async def _wanted(
         return None
     if dump.kind == "bson":
         name = collection_of(name)  # a time-series collection's buckets
+    if held is not None:
+        held.setdefault(dump.database, set()).add(name)
     if not selection.wants(dump.database, name):
         return None
     return _Dumped(member, dump.kind, name, dump.compressed, head)

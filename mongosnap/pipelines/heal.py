@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._aio import shielded
 from .._checks import name_list
-from .._errors import ArchiveError, NoBackupsFound, ReplayError
+from .._errors import ArchiveError, DatabaseNotArchived, NoBackupsFound, ReplayError, listing
 from ..catalog import ArchiveInfo, newest_archives
 from ..clients import MongoSource
 from ..progress import ProgressCallback, ignore
@@ -146,7 +146,8 @@ async def heal(
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
     Raises NoBackupsFound when there is something to heal and no archive at
-    all; otherwise returns a report whose ``missing`` is empty when all is well.
+    all, DatabaseNotArchived (a NoBackupsFound) when archives exist but none
+    holds ``database``; otherwise returns a report whose ``missing`` is empty when all is well.
     ``ledger`` (optional) records what an interrupted run left.
     ``progress`` is called per collection being restored, as for restore()
     (nothing in a dry run).
@@ -220,16 +221,24 @@ class _Search:
 
     async def run(self, depth: int) -> None:
         seen = False
+        passed: list[ArchiveInfo] = []  # archives that do not hold the database
         async with contextlib.aclosing(
-            newest_archives(self.storage, database=self.database)
+            newest_archives(self.storage, database=self.database, passed=passed)
         ) as archives:
             async for info in archives:
                 seen = True
                 await self._consider(info)
                 if not self.remaining or len(self.searched) >= depth:
                     return  # before the next archive is even classified
-        if not seen:
-            raise NoBackupsFound(f"no backups found in {self.storage.url}")
+        if seen:
+            return
+        if passed:  # each was read to its end: their databases are all known
+            held = {name for info in passed for name in info.databases or ()}
+            raise DatabaseNotArchived(
+                f"no archive in {self.storage.url} holds database {self.database}"
+                f" (they hold: {listing(held)})"
+            )
+        raise NoBackupsFound(f"no backups found in {self.storage.url}")
 
     async def _consider(self, info: ArchiveInfo) -> None:
         """Use one archive, unless it is incomplete."""

@@ -13,14 +13,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from .._aio import shielded
 from .._checks import name_list
-from .._errors import ArchiveError, CollectionExists, UsageError
+from .._errors import ArchiveError, CollectionExists, NothingMatched, UsageError, listing
+from ..archive.manifest import Manifest
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..clients import MongoSource
 from ..oplog.position import Ts
@@ -31,6 +32,7 @@ from ..source import Source
 from ..storage import S3Config, Storage, opened
 from . import pitr
 from .engine import PARALLEL_COLLECTIONS, CollectionOutcome, Engine, Selection, Status
+from .lease import LEASES
 from .ledger import StagingLedger
 
 log = logging.getLogger("mongosnap.restore")
@@ -128,6 +130,9 @@ async def restore(
         else:
             info = await resolve(storage, archive)
         _check_usable(info, allow_incomplete, warn)
+        chosen = selection(database, collections, include, exclude)
+        if info.manifest is not None:  # refuse before touching the server
+            _check_matches(info.key, _manifest_holds(info.manifest), chosen)
         async with await Source.connect(target, connect_timeout=connect_timeout) as src:
             engine = Engine(
                 storage,
@@ -140,12 +145,13 @@ async def restore(
                 progress=progress,
                 parallel=PARALLEL_COLLECTIONS,
             )
-            chosen = selection(database, collections, include, exclude)
             try:
                 await _refuse_overwrite(engine, chosen)
                 outcomes = await engine.restore(chosen)
             finally:
                 await shielded(ledger.finish(src))
+            if info.manifest is None and not outcomes:  # known once the archive was read
+                _check_matches(info.key, engine.held, chosen)
             report = None
             if oplog_replay and _has_window(info):
                 report = await _replay(engine, outcomes, database, plan)
@@ -219,6 +225,46 @@ def _stopped_ones_failed(
             )
         marked.append(outcome)
     return marked
+
+
+def _manifest_holds(manifest: Manifest) -> dict[str, set[str]]:
+    """Database -> collection names, per the manifest (a database may hold none)."""
+    held: dict[str, set[str]] = {name: set() for name in manifest.databases}
+    for entry in manifest.collections:
+        if entry.name != LEASES:  # another run's bookkeeping, caught by a backup
+            held.setdefault(entry.database, set()).add(entry.name)
+    return held
+
+
+def _check_matches(key: str, held: Mapping[str, set[str]], chosen: Selection) -> None:
+    """NothingMatched when the database, or the collections and patterns asked
+    for, match nothing the archive holds. An empty database asked for whole is
+    no mistake: restoring it restores nothing."""
+    names = held.get(chosen.database)
+    if names is None:
+        raise NothingMatched(
+            f"archive {key} holds no database {chosen.database!r}; "
+            f"it holds: {listing(held) if held else 'no database'}"
+        )
+    asked = _asked(chosen)
+    if not asked or any(chosen.wants(chosen.database, name) for name in names):
+        return
+    holds = f"it holds: {listing(names)}" if names else "it holds no collection"
+    raise NothingMatched(
+        f"no collection of {chosen.database} in archive {key} matches {asked}; {holds}"
+    )
+
+
+def _asked(chosen: Selection) -> str:
+    """The selection, as the restore was given it; empty when it is the whole database."""
+    parts = []
+    if chosen.names is not None:
+        parts.append(f"collections {listing(chosen.names)}")
+    if chosen.include:
+        parts.append(f"include {', '.join(chosen.include)}")
+    if chosen.exclude:
+        parts.append(f"exclude {', '.join(chosen.exclude)}")
+    return "; ".join(parts)
 
 
 def _check_usable(info: ArchiveInfo, allow_incomplete: bool, warn: Warn) -> None:

@@ -5,7 +5,8 @@ temporary file next to its target (``.c.<random>.partial``), which ``list``
 never shows; ``commit`` fsyncs it and hard-links it to the final name, which
 fails rather than overwrite, so an object appears whole or not at all. Files
 are created readable by their owner only (backups hold data). ``list`` reads
-one directory (no recursion); ``uploads`` lists the temporary files of that
+one directory (no recursion), and fails with BucketNotFound when the root does
+not exist, as S3 does for a missing bucket; ``uploads`` lists the temporary files of that
 directory (a killed writer leaves its own), ``abort_upload`` removes one.
 """
 
@@ -22,7 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from .._errors import AccessDenied, ObjectExists, ObjectNotFound, StorageError, UsageError
+from .._errors import (
+    AccessDenied,
+    BucketNotFound,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    UsageError,
+)
 from ._keys import CHUNK_SIZE, check_key, check_range
 from ._writer import BaseWriter
 from .base import ObjectInfo, UploadInfo
@@ -291,8 +299,22 @@ def _entries(root: Path, prefix: str) -> list[tuple[str, os.DirEntry[str]]]:
         raise _os_error(exc, "cannot list", path) from exc
 
 
+def _check_root(root: Path) -> None:
+    """A root that does not exist is a missing bucket: a listing of it fails
+    rather than say "empty" (a typo in DEST). Writers create it (check())."""
+    try:
+        st = os.stat(root)
+    except (FileNotFoundError, NotADirectoryError):
+        raise BucketNotFound(f"directory {root} does not exist") from None
+    except OSError as exc:
+        raise _os_error(exc, "cannot list", root) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{root} exists and is not a directory")
+
+
 def _scan(root: Path, prefix: str) -> list[ObjectInfo]:
     """The objects of one level whose key starts with prefix, sorted by key."""
+    _check_root(root)
     found = [
         _info(rel + entry.name, entry.stat(follow_symlinks=False))
         for rel, entry in _entries(root, prefix)
@@ -304,6 +326,7 @@ def _scan(root: Path, prefix: str) -> list[ObjectInfo]:
 
 def _scan_partials(root: Path, prefix: str) -> list[UploadInfo]:
     """The temporary files of one level's writers whose target starts with prefix."""
+    _check_root(root)
     level = _level(root, prefix)
     if level is None:
         return []
