@@ -237,16 +237,33 @@ def _mongodb_uri(text: str, where: str) -> str:
 def read_uri_file(path: str) -> str:
     """The URI in ``path`` (surrounding whitespace dropped); warns if others may read it."""
     try:
-        mode = os.stat(path).st_mode
+        status = os.stat(path)  # through symlinks: Kubernetes' ..data layout
         with open(path, encoding="utf-8") as handle:
             uri = handle.read().strip()
     except OSError as exc:
         raise UsageError(f"cannot read --uri-file {path}: {exc.strerror}") from None
     if not uri:
         raise UsageError(f"--uri-file {path} is empty")
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    if too_readable(status):
         log.warning("%s is readable by group or others; chmod 600 it", path)
     return uri
+
+
+def too_readable(status: os.stat_result) -> bool:
+    """Whether a secret file is readable by more than this process needs.
+
+    Others may never read it. The group may only when that is how this
+    process reads it: the file belongs to another user and to one of this
+    process's groups, as a Kubernetes Secret volume with ``fsGroup`` is
+    (root, the pod's group, 0440) or a root-owned ``root:mongosnap 0640``.
+    A group-readable file this process owns needs no group bit: warned.
+    """
+    if status.st_mode & stat.S_IROTH:
+        return True
+    if not status.st_mode & stat.S_IRGRP:
+        return False
+    ours = {os.getegid(), *os.getgroups()}
+    return status.st_uid == os.geteuid() or status.st_gid not in ours
 
 
 def add_log_format_flag(parser: argparse.ArgumentParser) -> None:
