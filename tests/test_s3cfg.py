@@ -21,8 +21,6 @@ from helpers import run_cli, s3_client, seed, server_documents, subprocess_env
 from pymongo import MongoClient
 from test_mongo_tools import _legacy_archive, mongorestore_copy, tools_dir
 
-from mongosnap.storage import _s3cmd
-
 SIZES = {"apps": 150, "users": 40}
 WRONG_SECRET = "not-the-secret-4e1f0c"
 
@@ -184,6 +182,8 @@ def test_a_malformed_s3cfg_is_a_usage_error_naming_the_file(tmp_path: Path) -> N
 def test_settings_of_a_config_s3cmd_wrote(testbed: Any, tmp_path: Path) -> None:
     """What the test bed cannot serve (TLS, a proxy, KMS, virtual hosts, AWS
     itself), taken from a file s3cmd wrote."""
+    from mongosnap.storage import _s3cmd
+
     moto = testbed.s3["moto"]
     path = write_s3cfg(
         tmp_path / "s3cfg",
