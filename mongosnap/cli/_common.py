@@ -52,6 +52,13 @@ def add_s3_flags(parser: argparse.ArgumentParser, *, writes: bool = True) -> Non
     group.add_argument("--region", type=region, help="bucket region")
     group.add_argument("--profile", type=nonempty, help="AWS profile from the shared config files")
     group.add_argument(
+        "--s3cfg",
+        metavar="PATH",
+        type=nonempty,
+        help="s3cmd config, used when no AWS credentials are found"
+        " (default $S3CMD_CONFIG, else ~/.s3cfg)",
+    )
+    group.add_argument(
         "--addressing-style", choices=["auto", "path", "virtual"], help="bucket addressing"
     )
     if writes:
@@ -140,6 +147,7 @@ def s3_config(args: argparse.Namespace) -> S3Config:
         "endpoint_url": args.endpoint_url,
         "region": args.region,
         "profile": args.profile,
+        "s3cfg": args.s3cfg,
         "addressing_style": args.addressing_style,
         "checksum": args.checksum,
     }
@@ -147,10 +155,23 @@ def s3_config(args: argparse.Namespace) -> S3Config:
         fields[name] = getattr(args, name, None)  # absent where add_s3_flags(writes=False)
     if fields["sse_kms_key_id"] is not None and fields["sse"] != "aws:kms":
         raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+    if args.s3cfg or str(getattr(args, "dest", "")).startswith("s3://"):
+        check_s3cfg(args.s3cfg)
     try:
         return S3Config(**{k: v for k, v in fields.items() if v is not None})
     except UsageError as exc:  # S3Config speaks of its fields: name the flags
         raise UsageError(flag_names(str(exc))) from None
+
+
+def check_s3cfg(path: str | None) -> None:
+    """Read an s3cmd config asked for (--s3cfg, $S3CMD_CONFIG) before any
+    work: a missing or malformed one is exit 2 now, not after a dump. The
+    default ~/.s3cfg is read only if it is needed."""
+    from ..storage import _s3cmd
+
+    found = _s3cmd.locate(path)
+    if found is not None and found[2]:
+        _s3cmd.load(path)
 
 
 def flag_names(message: str) -> str:

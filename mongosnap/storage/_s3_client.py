@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiobotocore.session import AioSession
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from .._errors import ObjectExists, ObjectNotFound, StorageError, UsageError
+from . import _s3cmd as s3cmd
 from ._keys import check_key
 from ._s3_config import S3Config
 from ._s3_errors import TRANSPORT_ERRORS, error_code, is_bare_head_error, is_not_implemented
 from ._s3_errors import translate as _translate
+from ._s3cmd import S3cmdConfig
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client as BotoS3Client
@@ -228,10 +231,18 @@ class S3Client:
     # -- internals -------------------------------------------------------------------
 
     async def _open(self) -> BotoS3Client:
-        cfg = self.config
         stack = AsyncExitStack()
         try:
-            session = AioSession(profile=cfg.profile)
+            session = AioSession(profile=self.config.profile)
+            legacy = await self._credentials(session)
+            cfg = self.config  # with the s3cmd config's settings, if it was chosen
+            options: dict[str, Any] = {}
+            botocore_config = cfg.botocore_config()
+            if legacy is not None:
+                if legacy.verify is not None:
+                    options["verify"] = legacy.verify
+                if legacy.proxies():
+                    botocore_config = botocore_config.merge(Config(proxies=legacy.proxies()))
             client: BotoS3Client = await stack.enter_async_context(
                 session.create_client(
                     "s3",
@@ -239,12 +250,44 @@ class S3Client:
                     aws_access_key_id=cfg.access_key_id,
                     aws_secret_access_key=cfg.secret_access_key,
                     aws_session_token=cfg.session_token,
-                    config=cfg.botocore_config(),
+                    config=botocore_config,
+                    **options,
                 )
             )
         except ProfileNotFound as exc:
-            raise UsageError(f"AWS profile {cfg.profile!r} not found") from exc
+            raise UsageError(f"AWS profile {self.config.profile!r} not found") from exc
         except BotoCoreError as exc:
             raise StorageError(f"cannot set up the S3 client for {self.url}: {exc}") from exc
         self._stack = stack
         return client
+
+    async def _credentials(self, session: AioSession) -> S3cmdConfig | None:
+        """Say at -v which credentials sign the requests; the s3cmd config if
+        it is they (self.config then carries its settings).
+
+        The AWS chain (environment, ~/.aws, profile, roles) keeps precedence;
+        s3cmd's file is the legacy scripts' setup, read only as a fallback.
+        """
+        cfg = self.config
+        if cfg.access_key_id is not None:
+            log.info("S3 credentials: given in the S3 configuration")
+            return None
+        found = await session.get_credentials()
+        if found is not None:
+            log.info("S3 credentials: from the AWS chain (%s)", found.method)
+            asked = s3cmd.locate(cfg.s3cfg)
+            if asked is not None and asked[2]:
+                log.warning(
+                    "s3cmd config %s not used: AWS credentials (%s) take precedence",
+                    asked[1],
+                    found.method,
+                )
+            return None
+        legacy = s3cmd.load(cfg.s3cfg)
+        if legacy is None or not legacy.has_credentials:
+            where = f"; {legacy.path} has no access_key" if legacy else ""
+            log.info("S3 credentials: none found (AWS variables, ~/.aws, roles, ~/.s3cfg%s)", where)
+            return None
+        self.config = legacy.applied(cfg)
+        log.info("S3 credentials: from %s", legacy.path)
+        return legacy

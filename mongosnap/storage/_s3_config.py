@@ -28,6 +28,11 @@ class S3Config:
     access_key_id, secret_access_key, session_token: explicit credentials;
         None uses the standard chain (environment, profile, instance role).
         Never shown by repr().
+    s3cfg: s3cmd's config file, read only when no credentials are found
+        (none given here, none from the AWS chain); its keys, host_base,
+        host_bucket, use_https, bucket_location, TLS, proxy and encryption
+        settings then fill what is not set here or in AWS variables.
+        None: $S3CMD_CONFIG, else ~/.s3cfg if it exists.
     sse: None, "AES256" or "aws:kms" (with sse_kms_key_id, or the AWS key).
     storage_class: e.g. "STANDARD_IA"; None is the bucket's default.
     checksum: "when_supported" (botocore's CRC32 on every upload) or
@@ -54,6 +59,7 @@ class S3Config:
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
+    s3cfg: str | None = None
     sse: Literal["AES256", "aws:kms"] | None = None
     sse_kms_key_id: str | None = None
     storage_class: str | None = None

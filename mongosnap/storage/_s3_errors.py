@@ -81,8 +81,8 @@ def translate(exc: BaseException, *, bucket: str, where: str, host: str) -> Stor
         return _client_error(exc, bucket=bucket, where=where, host=host)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return AccessDenied(
-            f"no usable S3 credentials for {where}: configure an access key, a profile"
-            " or the AWS_* environment variables"
+            f"no usable S3 credentials for {where}: configure an access key, a profile,"
+            " the AWS_* environment variables or s3cmd's ~/.s3cfg"
         )
     if isinstance(
         exc,
