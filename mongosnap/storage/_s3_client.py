@@ -25,6 +25,7 @@ from ._keys import check_key
 from ._s3_config import S3Config
 from ._s3_errors import TRANSPORT_ERRORS, error_code, is_bare_head_error, is_not_implemented
 from ._s3_errors import translate as _translate
+from ._s3_trace import install_trace
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client as BotoS3Client
@@ -246,5 +247,6 @@ class S3Client:
             raise UsageError(f"AWS profile {cfg.profile!r} not found") from exc
         except BotoCoreError as exc:
             raise StorageError(f"cannot set up the S3 client for {self.url}: {exc}") from exc
+        install_trace(client.meta.events)
         self._stack = stack
         return client
