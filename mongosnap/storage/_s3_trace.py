@@ -1,7 +1,7 @@
 """MONGOSNAP_S3_TRACE: record every S3 operation a process makes, for audits.
 
 When the variable names a file, each S3 API call (PutObject, UploadPart,
-ListObjectsV2...) appends one JSON line ``{"operation", "bucket", "key", "prefix"}``
+ListObjectsV2...) appends one JSON line ``{"operation", "bucket", "key", "prefix", "range"}``
 to it before the request is sent, retries counted once. It shows which
 operations, hence which IAM actions, a command needs (docs/operations.md,
 "Least privilege"); the policy test reads it. Nothing secret is written: no
@@ -27,6 +27,7 @@ class _Recorder:
             "bucket": params.get("Bucket"),
             "key": params.get("Key"),
             "prefix": params.get("Prefix"),
+            "range": params.get("Range"),
         }
         # Opened per call: a trace is for audits, and this keeps no handle open.
         with open(self.path, "a", encoding="utf-8") as trace:
