@@ -55,7 +55,7 @@ def manifest_commands(text: str) -> list[list[str]]:
 
 def all_commands() -> list[tuple[str, list[str]]]:
     found: list[tuple[str, list[str]]] = []
-    for path in sorted(DEPLOY.iterdir()):
+    for path in sorted(p for p in DEPLOY.iterdir() if p.is_file()):  # not iam/
         text = path.read_text()
         if path.name == "crontab":
             commands = crontab_commands(text)
@@ -91,7 +91,7 @@ def flag_problems(argv: list[str]) -> list[str]:
 
 def test_each_deploy_file_holds_mongosnap_commands() -> None:
     files = {name for name, _ in all_commands()}
-    assert files == {p.name for p in DEPLOY.iterdir()} - NO_COMMANDS
+    assert files == {p.name for p in DEPLOY.iterdir() if p.is_file()} - NO_COMMANDS
     assert {argv[1] for _, argv in all_commands()} == {"backup", "heal", "prune", "oplog"}
 
 

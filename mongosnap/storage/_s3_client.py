@@ -27,6 +27,7 @@ from ._keys import check_key
 from ._s3_config import S3Config
 from ._s3_errors import TRANSPORT_ERRORS, error_code, is_bare_head_error, is_not_implemented
 from ._s3_errors import translate as _translate
+from ._s3_trace import install_trace
 from ._s3cmd import S3cmdConfig
 
 if TYPE_CHECKING:
@@ -258,6 +259,7 @@ class S3Client:
             raise UsageError(f"AWS profile {self.config.profile!r} not found") from exc
         except BotoCoreError as exc:
             raise StorageError(f"cannot set up the S3 client for {self.url}: {exc}") from exc
+        install_trace(client.meta.events)
         self._stack = stack
         return client
 

@@ -29,7 +29,7 @@ from .._errors import StorageError, UsageError
 from ._keys import CHUNK_SIZE, check_range
 from ._s3_client import S3Client
 from ._s3_config import S3Config
-from ._s3_errors import TRANSPORT_ERRORS, error_code, is_bare_head_error
+from ._s3_errors import TRANSPORT_ERRORS, error_code
 from ._s3_writer import S3Writer
 from .base import ObjectInfo, UploadInfo
 
@@ -76,15 +76,10 @@ class S3Storage:
         return await self._s3.client()
 
     async def check(self) -> None:
-        client = await self.client()
-        try:
-            await client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            if is_bare_head_error(exc):
-                await self._s3.probe()
-            raise self._s3.error(exc, None) from exc
-        except TRANSPORT_ERRORS as exc:
-            raise self._s3.error(exc, None) from exc
+        # A one-key listing under the prefix, not HeadBucket: HeadBucket needs
+        # s3:ListBucket on the whole bucket, which a policy scoped to the
+        # prefix (docs/operations.md, "Least privilege") does not grant.
+        await self._s3.probe()
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         client = await self.client()
