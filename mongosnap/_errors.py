@@ -183,11 +183,16 @@ def listing(names: Iterable[str], limit: int = 10) -> str:
 
 
 def all_errors() -> list[type[MongosnapError]]:
-    """Every error class, base first; the CLI docs and a test use it."""
+    """Every public error class, base first; the CLI docs and a test use it.
+
+    Only this module's: a private refinement elsewhere (oplog's Unreplayable,
+    a ReplayError) shares its parent's exit code and is not listed, whether or
+    not its module happens to be imported yet.
+    """
     found: list[type[MongosnapError]] = []
     pending: list[type[MongosnapError]] = [MongosnapError]
     while pending:
         cls = pending.pop(0)
         found.append(cls)
-        pending.extend(cls.__subclasses__())
+        pending.extend(c for c in cls.__subclasses__() if c.__module__ == __name__)
     return found
