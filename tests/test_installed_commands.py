@@ -8,6 +8,7 @@ the test bed's.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -30,8 +31,11 @@ LEGACY = re.compile(r"^(?:# )?((?:\S+[ \t]+){5}mongosnap-(?:backup|healer)[ \t].
 SIZES = {"repositories": 30, "users": 12}
 
 
-def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """An installation step; without PYTHONPATH, which may name the clone, where
+    pip would find mongosnap "already installed" (its egg-info) and skip it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return done
 
