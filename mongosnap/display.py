@@ -1,7 +1,9 @@
-"""Live progress on a terminal: one row per collection.
+"""Live progress on a terminal: one row per collection, and one for them all.
 
 Documents, size, rate; with known totals (a restore from an archive with a
-manifest) also the percentage done and the time left.
+manifest, a backup's estimates from the server) also the percentage done and
+the time left. The overall row totals every collection a backup announced
+(PLANNED), or those seen so far.
 """
 
 from __future__ import annotations
@@ -67,14 +69,51 @@ class _Table:
 
     def __init__(self) -> None:
         self.rows: dict[str, _Row] = {}
+        self.planned: dict[str, int | None] = {}  # a backup's estimates, by namespace
+        self.started = time.monotonic()
 
     def update(self, event: Progress) -> None:
         key = f"{event.database}.{event.collection}"
+        if event.stage is Stage.PLANNED:
+            self.planned[key] = event.total_documents
+            return
         row = self.rows.setdefault(key, _Row())
         row.documents, row.bytes, row.stage = event.documents, event.bytes, event.stage
         row.total_documents, row.total_bytes = event.total_documents, event.total_bytes
         if event.stage in (Stage.DONE, Stage.FAILED, Stage.SKIPPED):
             row.finished = time.monotonic()
+
+    def overall(self) -> _Row:
+        """All collections as one row: done so far of the (estimated) total."""
+        names = list(dict.fromkeys([*self.planned, *self.rows]))
+        rows = [self.rows.get(name, _Row(total_documents=self.planned.get(name))) for name in names]
+        total = 0
+        for row in rows:  # a finished collection counts for what it held
+            expected = row.documents if row.finished else row.total_documents
+            if expected is None:
+                total = -1
+                break
+            total += max(expected, row.documents)
+        every = bool(rows) and all(row.finished for row in rows)
+        return _Row(
+            documents=sum(row.documents for row in rows),
+            bytes=sum(row.bytes for row in rows),
+            total_documents=None if total < 0 else total,
+            stage=Stage.DONE if every else Stage.BATCH,
+            started=self.started,
+            finished=max(row.finished or 0.0 for row in rows) if every else None,
+        )
+
+    def cells(self, name: str, row: _Row) -> list[str]:
+        return [
+            name,
+            f"{row.documents:,}",
+            units.size(row.bytes),
+            units.rate(row.bytes, row.elapsed()),
+            row.percent(),
+            row.eta(),
+            row.status(),
+        ]
 
     def __rich__(self) -> Table:
         from rich.table import Table
@@ -83,15 +122,11 @@ class _Table:
         for title in ("collection", "documents", "size", "rate", "%", "ETA", ""):
             table.add_column(title, justify="left" if title in ("collection", "") else "right")
         for name, row in self.rows.items():
-            table.add_row(
-                name,
-                f"{row.documents:,}",
-                units.size(row.bytes),
-                units.rate(row.bytes, row.elapsed()),
-                row.percent(),
-                row.eta(),
-                row.status(),
-            )
+            table.add_row(*self.cells(name, row))
+        count = len(set(self.planned) | set(self.rows))
+        if count > 1:
+            table.add_section()
+            table.add_row(*self.cells(f"all {count} collections", self.overall()))
         return table
 
 

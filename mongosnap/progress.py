@@ -8,6 +8,9 @@ from enum import Enum
 
 
 class Stage(Enum):
+    PLANNED = "planned"
+    """Backup: sent for every collection before the first one starts, with the
+    server's estimate of its documents as ``total_documents`` (None if unknown)."""
     STARTED = "started"
     BATCH = "batch"
     DONE = "done"
@@ -23,6 +26,9 @@ class Progress:
 
     ``total_documents`` and ``total_bytes`` are what the collection will hold
     when known in advance (a restore from an archive with a manifest), else None.
+    A backup gives ``total_documents`` as the server's estimate at the start
+    (collStats, what estimatedDocumentCount returns): the count read may end
+    above or below it if the collection changes meanwhile.
     """
 
     stage: Stage

@@ -240,6 +240,18 @@ class Source:
             found = [_spec(database, _plain(entry)) async for entry in _cursor(call)]
         return {spec.name: spec for spec in found if spec.name in wanted}
 
+    async def estimated_count(self, database: str, name: str) -> int | None:
+        """The server's estimate of a collection's documents (collStats ``count``,
+        from metadata, as estimatedDocumentCount), or None when it will not say."""
+        try:
+            stats = await self._command(database, {"collStats": name})
+        except (ServerUnreachable, AuthenticationFailed):
+            raise
+        except SourceError:  # not allowed, not supported, gone: no estimate
+            return None
+        count = stats.get("count")
+        return int(count) if isinstance(count, int | float) and count >= 0 else None
+
     async def collection_names(self, database: str) -> set[str]:
         with self._translate(database):
             return set(await self._client[database].list_collection_names())

@@ -45,7 +45,7 @@ async def test_backup_is_byte_identical_and_complete(
 
     assert result.archive_key.endswith("-mongodb-dump.tar.gz")
     assert {c.name: c.documents for c in result.collections} == SIZES
-    assert {e.stage for e in events} == {Stage.STARTED, Stage.BATCH, Stage.DONE}
+    assert {e.stage for e in events} == {Stage.PLANNED, Stage.STARTED, Stage.BATCH, Stage.DONE}
     key = _archive_key(destination, result)
     assert sorted(destination.keys()) == sorted([key, manifest_key(key)])
     assert destination.pending_uploads() == []

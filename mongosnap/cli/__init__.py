@@ -82,6 +82,33 @@ class _RedactedOutput(io.TextIOBase):
         return self._out.isatty()
 
 
+class _Withheld(io.TextIOBase):
+    """stdout under -q: nothing is shown unless the run fails, then its last
+    ``LIMIT`` characters (a watch's cycles would otherwise pile up)."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self._out, self._text = out, ""
+
+    def write(self, text: str) -> int:
+        self._text = (self._text + text)[-self.LIMIT :]
+        return len(text)
+
+    def release(self) -> None:
+        text, self._text = self._text, ""
+        with contextlib.suppress(OSError, ValueError):
+            self._out.write(text)
+            self._out.flush()
+
+    def fileno(self) -> int:
+        return self._out.fileno()
+
+    def isatty(self) -> bool:
+        return self._out.isatty()
+
+
 class _ParseError(Exception):
     """argparse's complaint, raised instead of exiting so --json can report it too."""
 
@@ -183,6 +210,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         _json_error(out, words, "UsageError", UsageError.exit_code, str(exc))
         return UsageError.exit_code
     _configure_logging(args, redact)
+    if not (getattr(args, "quiet", False) and not getattr(args, "json", False)):
+        return _execute(args, words, out, redact)
+    held = _Withheld(out)
+    code = _execute(args, words, cast(TextIO, held), redact)
+    if code != 0:  # -q: a failed run's report is still shown
+        held.release()
+    return code
+
+
+def _execute(args: argparse.Namespace, words: Sequence[str], out: TextIO, redact: Redactor) -> int:
     runner: Callable[[argparse.Namespace, TextIO], Awaitable[int]] = args.run
     try:
         resolve_uri(args)
@@ -198,6 +235,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return Interrupted.exit_code
     except MongosnapError as exc:
         message = redact(str(exc))
+        if isinstance(out, _Withheld):  # the report first, as without -q
+            out.release()
         _tell(f"mongosnap: error: {message}")
         _json_error(out, words, type(exc).__name__, exc.exit_code, message)
         return exc.exit_code

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ..progress import Progress, ProgressCallback, Stage
+from ..progress import Progress, ProgressCallback, Stage, ignore
 from ._common import (
     add_metrics_flags,
     add_output_flags,
@@ -106,7 +106,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     args.aftermath = aftermath.report  # what an interruption says is left at DEST
     with observed(args, "backup") as metrics:
         source, databases = source_and_databases(args)
-        with progress_display(enabled=interactive(args)) as on_progress:
+        watched = interactive(args)
+        with progress_display(enabled=watched) as on_progress:
             result = await backup(
                 source,
                 args.dest,
@@ -117,7 +118,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 s3=s3_config(args),
                 connect_timeout=args.connect_timeout,
                 batch_size=args.batch_size,
-                progress=logged(on_progress),
+                # ignore: neither drawn nor logged, so no estimates are asked for
+                progress=logged(on_progress) if watched or args.verbose else ignore,
                 oplog=args.oplog,
                 parallel=args.parallel,
                 range_size=args.range_size << 20,
@@ -156,7 +158,9 @@ def logged(display: ProgressCallback) -> ProgressCallback:
     def on_progress(event: Progress) -> None:
         display(event)
         name = f"{event.database}.{event.collection}"
-        if event.stage is Stage.STARTED:
+        if event.stage is Stage.PLANNED:
+            log.debug("%s: about %s documents", name, event.total_documents)
+        elif event.stage is Stage.STARTED:
             log.info("dumping %s", name)
         elif event.stage is Stage.DONE:
             log.info("dumped %s: %d documents, %d bytes", name, event.documents, event.bytes)

@@ -61,6 +61,9 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--prefix", default="", help="only keys starting with this")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing when OK; the line otherwise"
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log each archive seen")
     add_log_format_flag(p)
     add_s3_flags(p)

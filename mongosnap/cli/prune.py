@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -93,11 +92,9 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     for decision in report.decisions:
         if decision.archive.skewed:
             key, why = decision.archive.key, decision.archive.skewed
-            print(f"mongosnap: warning: {key}: {why}", file=sys.stderr)
+            log.warning("%s: %s", key, why)
     for decision in report.unknown:
-        print(
-            f"mongosnap: warning: kept {decision.archive.key}: {decision.unknown}", file=sys.stderr
-        )
+        log.warning("kept %s: %s", decision.archive.key, decision.unknown)
     return 0
 
 

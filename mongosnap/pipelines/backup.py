@@ -69,6 +69,8 @@ PARALLEL = 2
 """Collections read at once by default: the one being written and 1 ahead (docs/benchmarks.md)."""
 READ_AHEAD = 32 << 20
 """Bytes of read-ahead batches buffered at most, all collections ahead together."""
+ESTIMATES_AT_ONCE = 8
+"""collStats commands in flight at once for the progress estimates."""
 CLAIM_SUFFIX = leftovers.CLAIM_SUFFIX
 """``<archive key>.claim``: the name is taken by a backup in progress (docs/format.md)."""
 GROUP_COLLECTIONS = 64
@@ -220,6 +222,8 @@ async def backup(
             capture = await OplogCapture.begin(src) if oplog else None
             specs = await _plan(src, database, include, exclude)
             job = _Job(src, storage, chosen_codec, batch_size, progress)
+            if progress is not ignore:  # nobody watching: no command spent on estimates
+                await job.announce(specs)
             job.server_clock = server_clock
             job.aftermath = aftermath if aftermath is not None else BackupAftermath()
             job.aftermath.where = storage.url
@@ -306,6 +310,27 @@ class _Job:
         self._group: list[_Held] = []
         self._group_start = 0  # archive offset of the group's first unfilled header
         self.aftermath = BackupAftermath()
+        self.estimates: dict[tuple[str, str], int | None] = {}  # documents, by namespace
+
+    async def announce(self, specs: list[CollectionSpec]) -> None:
+        """Take the server's estimate of each collection's documents, a few at
+        once, and send it as PLANNED: a display's totals, percentages and ETA."""
+        limit = asyncio.Semaphore(ESTIMATES_AT_ONCE)
+
+        async def estimate(spec: CollectionSpec) -> int | None:
+            if not spec.has_documents:
+                return 0
+            async with limit:
+                return await self.src.estimated_count(spec.database, spec.name)
+
+        counts = await asyncio.gather(*(estimate(spec) for spec in specs))
+        for spec, count in zip(specs, counts, strict=True):
+            self.estimates[(spec.database, spec.name)] = count
+            self.progress(Progress(Stage.PLANNED, spec.database, spec.name, total_documents=count))
+
+    def _event(self, stage: Stage, spec: CollectionSpec, documents: int = 0, size: int = 0) -> None:
+        total = self.estimates.get((spec.database, spec.name))
+        self.progress(Progress(stage, spec.database, spec.name, documents, size, total))
 
     async def run(self, specs: list[CollectionSpec]) -> BackupReport:
         started = datetime.now(UTC)
@@ -563,7 +588,7 @@ class _Job:
             metadata.build_metadata(spec, indexes),
             hold=True,
         )
-        self.progress(Progress(Stage.STARTED, spec.database, spec.name))
+        self._event(Stage.STARTED, spec)
         data = _Data()
         if spec.has_documents:
             await writer.begin(
@@ -621,7 +646,7 @@ class _Job:
             self.entries[held.slot] = await self._settle(writer, held, status)
 
     def _done(self, spec: CollectionSpec, data: _Data) -> None:
-        self.progress(Progress(Stage.DONE, spec.database, spec.name, data.documents, data.size))
+        self._event(Stage.DONE, spec, data.documents, data.size)
 
     async def _stream(self, writer: ArchiveWriter, reader: _Reader, data: _Data) -> None:
         spec = reader.spec
@@ -631,9 +656,7 @@ class _Job:
                 data.documents += count
                 data.size += len(batch)
                 await writer.write(batch)
-                self.progress(
-                    Progress(Stage.BATCH, spec.database, spec.name, data.documents, data.size)
-                )
+                self._event(Stage.BATCH, spec, data.documents, data.size)
 
     async def _gone_early(self, writer: ArchiveWriter, reader: _Reader) -> CollectionEntry:
         """Stop the reader of a collection gone at its turn and drop what it read."""
@@ -684,7 +707,7 @@ class _Job:
         log.warning(
             "%s.%s vanished before its turn: recorded as vanished", spec.database, spec.name
         )
-        self.progress(Progress(Stage.DONE, spec.database, spec.name, 0, 0))
+        self._event(Stage.DONE, spec)
         return CollectionEntry(
             database=spec.database,
             name=spec.name,
