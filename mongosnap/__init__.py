@@ -35,10 +35,12 @@ if TYPE_CHECKING:
         TruncatedArchive,
         UnsafeArchive,
         UsageError,
+        WrongType,
     )
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
     from .clients import AsyncMongoClientLike, MongoSource
     from .oplog.archiver import archive_oplog, list_oplog
+    from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
     from .pipelines.engine import Status
     from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
@@ -85,11 +87,14 @@ _EXPORTS = {
     "TruncatedArchive": "._errors",
     "UnsafeArchive": "._errors",
     "UsageError": "._errors",
+    "WrongType": "._errors",
     "ArchiveInfo": ".catalog",
     "ArchiveStatus": ".catalog",
     "list_archives": ".catalog",
     "archive_oplog": ".oplog.archiver",
     "list_oplog": ".oplog.archiver",
+    "Ts": ".oplog.position",
+    "TsLike": ".oplog.position",
     "BackupReport": ".pipelines.backup",
     "CollectionBackup": ".pipelines.backup",
     "backup": ".pipelines.backup",
@@ -185,9 +190,12 @@ __all__ = [
     "StorageError",
     "Terminated",
     "TruncatedArchive",
+    "Ts",
+    "TsLike",
     "UnsafeArchive",
     "UsageError",
     "VerifyReport",
+    "WrongType",
     "__version__",
     "archive_oplog",
     "backup",
