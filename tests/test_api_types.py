@@ -113,8 +113,12 @@ async def test_restore_to_ts_of_another_type_is_a_type_error(
     dest, database, point, _ = oplog_backup
     with pytest.raises(TypeError, match="not str"):
         await mongosnap.restore(
-            mongo_uri, dest, database=database, to_database=new_database, to_ts=str(point)
-        )  # type: ignore[arg-type]
+            mongo_uri,
+            dest,
+            database=database,
+            to_database=new_database,
+            to_ts=str(point),  # type: ignore[arg-type]
+        )
     with MongoClient(mongo_uri) as client:
         assert new_database not in client.list_database_names()
 
