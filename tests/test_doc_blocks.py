@@ -164,8 +164,8 @@ REWRITES: list[tuple[str, Callable[[Bed, re.Match[str]], str]]] = [
     (r"\b2026-12-01T10:00:00Z", lambda b, m: _target_time(b)),
     (r"\b1796137200:14\b", lambda b, m: _target_ts(b)),
     # what runs until stopped
-    (r"^mongosnap heal .* --interval \d+", lambda b, m: f"until_stopped 2 '' {m[0]}"),
-    (r"^mongosnap oplog (?!.*--list)\S+ \S+", lambda b, m: f"until_stopped 2 {READY} {m[0]}"),
+    (r"^mongosnap heal .* --interval \d+", lambda b, m: f"until_stopped 1 '' {m[0]}"),
+    (r"^mongosnap oplog (?!.*--list)\S+ \S+", lambda b, m: f"until_stopped 1 {READY} {m[0]}"),
 ]
 
 
@@ -317,3 +317,12 @@ def test_every_skip_has_a_reason_and_every_rewrite_is_used(tmp_path: Path) -> No
     unused = [p for p, _ in REWRITES if p not in bed.used]
     assert not unused, f"rewrites no block uses any more: {unused}"
     assert len(skipped) <= 7, f"more blocks skipped than run? {skipped}"
+
+
+def test_readme_leads_to_the_docs_and_shows_the_oplog_archiver() -> None:
+    readme = (ROOT / "README.md").read_text()
+    listed = readme.split("## Documentation", 1)[1]
+    for doc in ("docs/pitr.md", "docs/heal.md", "docs/operations.md", "docs/cli.md"):
+        assert f"`{doc}`" in listed, doc
+    use = readme.split("## Use", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"^mongosnap oplog ", use, re.MULTILINE), "Use shows no mongosnap oplog"
