@@ -35,7 +35,6 @@ if TYPE_CHECKING:
         TruncatedArchive,
         UnsafeArchive,
         UsageError,
-        WrongType,
     )
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
     from .clients import AsyncMongoClientLike, MongoSource
@@ -87,7 +86,6 @@ _EXPORTS = {
     "TruncatedArchive": "._errors",
     "UnsafeArchive": "._errors",
     "UsageError": "._errors",
-    "WrongType": "._errors",
     "ArchiveInfo": ".catalog",
     "ArchiveStatus": ".catalog",
     "list_archives": ".catalog",
@@ -195,7 +193,6 @@ __all__ = [
     "UnsafeArchive",
     "UsageError",
     "VerifyReport",
-    "WrongType",
     "__version__",
     "archive_oplog",
     "backup",

@@ -2,7 +2,6 @@
 
     MongosnapError                      1
     ├── UsageError                      2   bad arguments or a malformed destination
-    │   └── WrongType                   2   an API argument of the wrong type (also a TypeError)
     ├── SourceError                     10  MongoDB side
     │   ├── ServerUnreachable           11
     │   ├── AuthenticationFailed        12
@@ -44,11 +43,6 @@ class MongosnapError(Exception):
 
 class UsageError(MongosnapError):
     exit_code = 2
-
-
-class WrongType(UsageError, TypeError):
-    """An argument of the Python API of a type it cannot take (a synchronous
-    MongoClient, an int for a timestamp): a TypeError, as Python callers expect."""
 
 
 class SourceError(MongosnapError):

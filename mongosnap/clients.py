@@ -21,7 +21,7 @@ class AsyncMongoClientLike(Protocol):
     are awaited; ``list_database_names`` answers (awaited) the database names.
     A synchronous ``MongoClient`` would block the event loop: its
     ``list_database_names`` returns a list, not an awaitable, so mypy rejects
-    it here, and ``Source.connect`` refuses it with WrongType (a TypeError).
+    it here, and ``Source.connect`` refuses it with a TypeError.
     """
 
     def __getitem__(self, name: str, /) -> Any: ...

@@ -41,7 +41,6 @@ from ._errors import (
     ServerUnreachable,
     SourceError,
     UsageError,
-    WrongType,
 )
 from ._rawcursor import raw_batch_cursor
 from ._redact import redact
@@ -497,7 +496,7 @@ def _open_client(source: str, connect_timeout: float) -> Any:
 def _check_client(source: Any) -> Any:
     """A client object given by the caller, if it is one mongosnap can drive."""
     if isinstance(source, MongoClient):  # (Motor wraps one, but is no MongoClient itself)
-        raise WrongType(
+        raise TypeError(
             "a synchronous pymongo MongoClient cannot be used (it would block the event"
             " loop): pass a pymongo AsyncMongoClient, a Motor client, or a URI"
         )

@@ -12,7 +12,7 @@ from typing import Any, TypeAlias
 
 from bson import Timestamp
 
-from .._errors import UsageError, WrongType
+from .._errors import UsageError
 
 _MAX = 0xFFFFFFFF
 
@@ -91,7 +91,7 @@ def as_ts(value: TsLike) -> Ts:
         if value.tzinfo is None:
             raise UsageError(f"the time {value.isoformat()} needs a time zone (tzinfo)")
         return Ts(int(value.astimezone(UTC).timestamp()), _MAX)
-    raise WrongType(
+    raise TypeError(
         f"an oplog instant is a mongosnap.Ts, bson.Timestamp or aware datetime,"
         f" not {type(value).__name__}"
     )
