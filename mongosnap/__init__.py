@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
     from .clients import AsyncMongoClientLike, MongoSource
     from .oplog.archiver import archive_oplog, list_oplog
+    from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
     from .pipelines.engine import Status
     from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
@@ -94,6 +95,8 @@ _EXPORTS = {
     "list_archives": ".catalog",
     "archive_oplog": ".oplog.archiver",
     "list_oplog": ".oplog.archiver",
+    "Ts": ".oplog.position",
+    "TsLike": ".oplog.position",
     "BackupReport": ".pipelines.backup",
     "CollectionBackup": ".pipelines.backup",
     "backup": ".pipelines.backup",
@@ -191,6 +194,8 @@ __all__ = [
     "StorageError",
     "Terminated",
     "TruncatedArchive",
+    "Ts",
+    "TsLike",
     "UnsafeArchive",
     "UsageError",
     "VerifyReport",

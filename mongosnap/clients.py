@@ -9,6 +9,7 @@ signatures use it and ``mongosnap --help`` must stay fast.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 
@@ -18,14 +19,16 @@ class AsyncMongoClientLike(Protocol):
 
     ``client[name]`` gives a database whose ``command`` and collection methods
     are awaited; ``list_database_names`` answers (awaited) the database names.
-    A synchronous ``MongoClient`` has the same shape but blocks the event loop:
-    ``Source.connect`` refuses it with a UsageError.
+    A synchronous ``MongoClient`` would block the event loop: its
+    ``list_database_names`` returns a list, not an awaitable, so mypy rejects
+    it here, and ``Source.connect`` refuses it with a TypeError.
     """
 
     def __getitem__(self, name: str, /) -> Any: ...
 
     # Any arguments: PyMongo and Motor declare them differently; none are passed.
-    def list_database_names(self, *args: Any, **kwargs: Any) -> Any: ...
+    # Awaitable: what tells an asynchronous client from a synchronous one.
+    def list_database_names(self, *args: Any, **kwargs: Any) -> Awaitable[Any]: ...
 
 
 MongoSource: TypeAlias = str | AsyncMongoClientLike

@@ -508,7 +508,10 @@ def _open_client(source: str, connect_timeout: float) -> Any:
 def _check_client(source: Any) -> Any:
     """A client object given by the caller, if it is one mongosnap can drive."""
     if isinstance(source, MongoClient):  # (Motor wraps one, but is no MongoClient itself)
-        raise UsageError("a synchronous MongoClient cannot be used: pass an AsyncMongoClient")
+        raise TypeError(
+            "a synchronous pymongo MongoClient cannot be used (it would block the event"
+            " loop): pass a pymongo AsyncMongoClient, a Motor client, or a URI"
+        )
     if not callable(getattr(source, "list_database_names", None)):
         raise UsageError(
             "the source is a MongoDB URI, host[:port], AsyncMongoClient or Motor client,"

@@ -125,7 +125,7 @@ def test_public_api_is_exactly_this() -> None:
             "Problem",
             "opened",
         ),
-        *("AsyncMongoClientLike", "MongoSource"),
+        *("AsyncMongoClientLike", "MongoSource", "Ts", "TsLike"),
     }
     for name in mongosnap.__all__:
         assert hasattr(mongosnap, name), name

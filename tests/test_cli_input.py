@@ -223,7 +223,7 @@ async def test_a_source_that_is_no_uri_host_or_client(source: object, tmp_path: 
 
 
 async def test_a_synchronous_client_and_bad_timeouts(mongo_uri: str) -> None:
-    with MongoClient(mongo_uri) as client, pytest.raises(UsageError, match="AsyncMongoClient"):
+    with MongoClient(mongo_uri) as client, pytest.raises(TypeError, match="AsyncMongoClient"):
         await Source.connect(client)
     for timeout in (math.nan, math.inf, 0, -1, 1e300):
         with pytest.raises(UsageError, match="connect_timeout"):

@@ -7,7 +7,8 @@ sidecars) can use it without knowing BSON; ``from_bson``/``to_bson`` convert.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
 
 from bson import Timestamp
 
@@ -73,3 +74,24 @@ class Ts:
         if len(seconds) != 10 or len(inc) != 10 or not (seconds + inc).isdigit():
             raise ValueError(f"not a timestamp key: {text!r}")
         return cls(int(seconds), int(inc))
+
+
+TsLike: TypeAlias = Ts | Timestamp | datetime
+"""What the API takes as an oplog instant: a Ts, a bson Timestamp, or an aware datetime."""
+
+
+def as_ts(value: TsLike) -> Ts:
+    """A Ts for any accepted form; a datetime stands for the end of its second
+    (every entry logged within it), as ``--to-time`` does."""
+    if isinstance(value, Ts):
+        return value
+    if isinstance(value, Timestamp):
+        return Ts.from_bson(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise UsageError(f"the time {value.isoformat()} needs a time zone (tzinfo)")
+        return Ts(int(value.astimezone(UTC).timestamp()), _MAX)
+    raise TypeError(
+        f"an oplog instant is a mongosnap.Ts, bson.Timestamp or aware datetime,"
+        f" not {type(value).__name__}"
+    )

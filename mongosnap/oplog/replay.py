@@ -53,6 +53,7 @@ from .batch import Batch, Change, id_key
 from .commands import Skip, apply_command, command_name, losses, touched
 from .diff import Unreplayable, apply_update, check_raw_update, is_full_image
 from .entry import PLAIN, RAW, OplogEntry, encode, format_ts, parse_entry, plain
+from .position import TsLike, as_ts
 from .report import ReplayReport
 from .scope import Scope, Selector
 from .target import ReplayTarget
@@ -72,7 +73,7 @@ async def replay(
     *,
     namespaces: Selector = None,
     databases: Mapping[str, str] | None = None,
-    until: Timestamp | None = None,
+    until: TsLike | None = None,
     before_loss: bool = False,
     batch_size: int = DEFAULT_BATCH,
     collections: Mapping[str, str] | None = None,
@@ -86,11 +87,13 @@ async def replay(
     ``restore --to-database``. ``collections``: a namespace map, ``db.name``
     (as logged) to the collection of the (renamed) database its entries are
     written to instead (heal replays into a staging copy); the report names
-    the logged collection.
+    the logged collection. ``until``: a ``Ts``, bson ``Timestamp`` or aware
+    ``datetime`` (the end of its second), inclusive.
     """
     scope = Scope.build(namespaces, databases, collections)
+    last = None if until is None else as_ts(until).to_bson()
     async with _open(target) as replay_target:
-        engine = Replayer(replay_target, scope, until, before_loss, batch_size)
+        engine = Replayer(replay_target, scope, last, before_loss, batch_size)
         await engine.run(entries)
     return engine.report
 

@@ -24,7 +24,7 @@ from .._errors import ArchiveError, CollectionExists, NothingMatched, UsageError
 from ..archive.manifest import Manifest
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..clients import MongoSource
-from ..oplog.position import Ts
+from ..oplog.position import Ts, TsLike, as_ts
 from ..oplog.replay import replay
 from ..oplog.report import ReplayReport
 from ..progress import ProgressCallback, ignore
@@ -95,7 +95,7 @@ async def restore(
     warn: Warn = log.warning,
     ledger: StagingLedger | None = None,
     oplog_replay: bool = True,
-    to_ts: Ts | None = None,
+    to_ts: TsLike | None = None,
     to_time: datetime | None = None,
     progress: ProgressCallback = ignore,
 ) -> RestoreReport:
@@ -169,16 +169,16 @@ async def restore(
     )
 
 
-def _target_ts(to_ts: Ts | None, to_time: datetime | None, oplog_replay: bool) -> Ts | None:
+def _target_ts(to_ts: TsLike | None, to_time: datetime | None, oplog_replay: bool) -> Ts | None:
     if to_ts is not None and to_time is not None:
         raise UsageError("give either a target ts or a target time, not both")
     if to_time is not None:
         if to_time.tzinfo is None:
             raise UsageError("the target time needs a time zone")
-        to_ts = pitr.parse_time(to_time.isoformat())
+        to_ts = to_time
     if to_ts is not None and not oplog_replay:
         raise UsageError("a restore to a point in time replays the oplog: drop --no-oplog-replay")
-    return to_ts
+    return None if to_ts is None else as_ts(to_ts)
 
 
 def _has_window(info: ArchiveInfo) -> bool:
