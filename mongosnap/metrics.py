@@ -6,6 +6,7 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_last_run_timestamp_seconds{command}        gauge, end of the last run
     mongosnap_last_success_timestamp_seconds{command}    gauge, end of the last success
     mongosnap_last_duration_seconds{command}             gauge
+    mongosnap_last_run_success{command}                  gauge, 1 after a success, 0 after a failure
     mongosnap_runs_total{command,outcome}                counter, outcome success|failure
     mongosnap_failures_total{command,kind}               counter, kind = error class
     mongosnap_bytes_in_total{command}                    counter, bytes read
@@ -14,19 +15,23 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_collections_restored_total{command}        counter (heal, restore)
     mongosnap_archives_deleted_total{command}            counter (prune)
 
-Counters count since the process started: one run for a textfile written by
-``backup``/``restore``/``prune``/``heal``, every cycle for ``heal --interval``.
+A textfile outlives the process that writes it, so a run continues from the
+previous file (``carry_over``): counters keep growing across cron runs, and a
+failed run keeps the last success. Without a previous file (a first run, or
+``/metrics`` of a watch) counters start at 0, as Prometheus expects of a new process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client import write_to_textfile as _write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from .pipelines.backup import BackupReport
@@ -45,10 +50,13 @@ class Metrics:
     def __init__(self, command: str) -> None:
         self.command = command
         self.registry = CollectorRegistry(auto_describe=True)
+        self._gauges: dict[str, Gauge] = {}
+        self._counters: dict[str, tuple[Counter, tuple[str, ...]]] = {}
         gauge, counter = self._gauge, self._counter
         self.last_run = gauge("last_run_timestamp_seconds", "End of the last run")
         self.last_success = gauge("last_success_timestamp_seconds", "End of the last success")
         self.duration = gauge("last_duration_seconds", "Length of the last run")
+        self.outcome = gauge("last_run_success", "1 if the last run succeeded, 0 if it failed")
         self.runs = counter("runs", "Runs by outcome (success, failure)", "outcome")
         self.failures = counter("failures", "Failed runs by kind (error class)", "kind")
         self.bytes_in = counter("bytes_in", "Bytes read (from MongoDB or the storage)")
@@ -62,11 +70,41 @@ class Metrics:
         for outcome in ("success", "failure"):
             self.runs.labels(command, outcome).inc(0)
 
+    def carry_over(self, previous: str) -> None:
+        """Continue from ``previous``, an exposition this command wrote: its counters
+        grow from their totals there, its gauges (last success...) hold until set.
+
+        Only this command's series are taken, and only values a counter or gauge
+        could hold. Raises ValueError, before changing anything, for text that
+        is not the Prometheus text format.
+        """
+        found = [
+            sample
+            for family in text_string_to_metric_families(previous)
+            for sample in family.samples
+            if sample.labels.get("command") == self.command
+        ]
+        for sample in found:
+            value, labels = float(sample.value), set(sample.labels)
+            if not math.isfinite(value):
+                continue
+            if sample.name in self._counters and value >= 0:
+                counter, names = self._counters[sample.name]
+                if labels == set(names):
+                    counter.labels(**sample.labels).inc(value)
+            elif sample.name in self._gauges and labels == {"command"}:
+                self._gauges[sample.name].labels(self.command).set(value)
+
     def _gauge(self, name: str, doc: str) -> Gauge:
-        return Gauge(f"{_PREFIX}_{name}", doc, ["command"], registry=self.registry)
+        gauge = Gauge(f"{_PREFIX}_{name}", doc, ["command"], registry=self.registry)
+        self._gauges[f"{_PREFIX}_{name}"] = gauge
+        return gauge
 
     def _counter(self, name: str, doc: str, *labels: str) -> Counter:
-        return Counter(f"{_PREFIX}_{name}", doc, ["command", *labels], registry=self.registry)
+        names = ("command", *labels)
+        counter = Counter(f"{_PREFIX}_{name}", doc, names, registry=self.registry)
+        self._counters[f"{_PREFIX}_{name}_total"] = (counter, names)  # the samples' name
+        return counter
 
     @contextlib.contextmanager
     def run(self) -> Iterator[None]:
@@ -83,6 +121,7 @@ class Metrics:
         now = time.time()
         self.duration.labels(self.command).set(time.monotonic() - started)
         self.last_run.labels(self.command).set(now)
+        self.outcome.labels(self.command).set(1 if kind is None else 0)
         if kind is None:
             self.last_success.labels(self.command).set(now)
             self.runs.labels(self.command, "success").inc()

@@ -192,3 +192,91 @@ def test_run_counts_failures_by_class(kind: type[BaseException]) -> None:
         raise kind("x")
     found = samples(generate_latest(metrics.registry).decode())
     assert value(found, "mongosnap_failures_total", command="heal", kind=kind.__name__) == 1
+
+
+def unwritable(tmp_path: Path, why: str) -> Path:
+    """A --metrics-file that cannot be written, even by root."""
+    if why == "missing directory":
+        return tmp_path / "textfile" / "m.prom"
+    if why == "a directory":
+        (tmp_path / "m.prom").mkdir()
+        return tmp_path / "m.prom"
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "m.prom"  # under a regular file
+
+
+@pytest.mark.parametrize("why", ["missing directory", "a directory", "under a file"])
+def test_an_unwritable_metrics_file_stops_a_backup_before_any_work(
+    tmp_path: Path, mongo_uri: str, new_database: str, why: str
+) -> None:
+    seed(mongo_uri, new_database, {"apps": 4})
+    dest, prom = tmp_path / "dest", unwritable(tmp_path, why)
+    done = run_cli(
+        "backup", str(dest), host_of(mongo_uri), new_database, "--metrics-file", str(prom)
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"mongosnap: error: cannot write --metrics-file {prom}: " in done.stderr
+    assert not dest.exists()  # nothing written, nothing even created
+
+
+@pytest.mark.parametrize("command", ["heal --interval", "restore", "prune"])
+def test_every_command_checks_its_metrics_file_first(
+    tmp_path: Path, mongo_uri: str, new_database: str, command: str
+) -> None:
+    seed(mongo_uri, new_database, {"apps": 4})
+    dest, host = str(tmp_path / "dest"), host_of(mongo_uri)
+    for _ in range(2 if command == "prune" else 1):  # prune has an older archive to delete
+        if Path(dest).exists():
+            time.sleep(1.1)  # archive names have a one-second resolution
+        assert run_cli("backup", dest, host, new_database).returncode == 0
+    before = sorted(p.name for p in Path(dest).rglob("*"))
+    with MongoClient(mongo_uri) as client:
+        client[new_database].drop_collection("apps")
+    words = {
+        "heal --interval": ["heal", dest, host, new_database, "apps", "--interval", "0.1"],
+        "restore": ["restore", "latest", dest, host, new_database],
+        "prune": ["prune", dest, "--keep-last", "1"],
+    }[command]
+    prom = tmp_path / "textfile" / "m.prom"
+    done = subprocess.run(
+        [sys.executable, "-m", "mongosnap", *words, "--metrics-file", str(prom)],
+        capture_output=True, text=True, timeout=30, env=subprocess_env(),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"cannot write --metrics-file {prom}: No such file or directory" in done.stderr
+    assert sorted(p.name for p in Path(dest).rglob("*")) == before  # nothing pruned
+    assert server_documents(mongo_uri, new_database, "apps") == []  # nothing restored
+
+
+def test_a_previous_file_in_another_format_is_a_warning(tmp_path: Path) -> None:
+    prom = tmp_path / "prune.prom"
+    prom.write_text("this is { not Prometheus text\n")
+    (tmp_path / "dest").mkdir()
+    done = run_cli("prune", str(tmp_path / "dest"), "--keep-last", "1", "--metrics-file", str(prom))
+    assert done.returncode == 0, done.stderr
+    assert f"--metrics-file {prom} is not Prometheus text" in done.stderr
+    found = samples(prom.read_text())
+    assert value(found, "mongosnap_runs_total", command="prune", outcome="success") == 1
+
+
+def test_carry_over_takes_only_this_commands_valid_figures() -> None:
+    previous = Metrics("backup")
+    with previous.run():
+        previous.add(documents=5)
+    text = generate_latest(previous.registry).decode()
+    text += 'mongosnap_documents_total{command="heal"} 40.0\n'  # another command's: left
+    text = text.replace(
+        'mongosnap_bytes_in_total{command="backup"} 0.0',
+        'mongosnap_bytes_in_total{command="backup"} -3.0',
+    )  # a counter cannot be negative: left
+    assert "} -3.0" in text
+    later = Metrics("backup")
+    later.carry_over(text)
+    found = samples(generate_latest(later.registry).decode())
+    assert value(found, "mongosnap_documents_total", command="backup") == 5
+    assert value(found, "mongosnap_documents_total", command="heal") is None
+    assert value(found, "mongosnap_bytes_in_total", command="backup") == 0
+    assert value(found, "mongosnap_runs_total", command="backup", outcome="success") == 1
+    assert value(found, "mongosnap_last_run_success", command="backup") == 1
+    with pytest.raises(ValueError):
+        later.carry_over("not { text")

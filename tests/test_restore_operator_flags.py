@@ -74,7 +74,7 @@ def test_metrics_file_counts_a_restore_and_a_refused_one(
     assert found[("mongosnap_bytes_in_total", one)] == report["bytes_fetched"] > 0
     assert found[("mongosnap_runs_total", one | {("outcome", "success")})] == 1
     assert found[("mongosnap_runs_total", one | {("outcome", "failure")})] == 0
-    assert ("mongosnap_last_success_timestamp_seconds", one) in found
+    succeeded = found[("mongosnap_last_success_timestamp_seconds", one)]
     assert [p.name for p in prom.parent.iterdir()] == [prom.name]  # written atomically
 
     again = run_cli(*restore(backed_up, "--metrics-file", str(prom)))  # the copy exists now
@@ -82,7 +82,10 @@ def test_metrics_file_counts_a_restore_and_a_refused_one(
     found = metric_values(prom)
     assert found[("mongosnap_failures_total", one | {("kind", "CollectionExists")})] == 1
     assert found[("mongosnap_runs_total", one | {("outcome", "failure")})] == 1
-    assert ("mongosnap_last_success_timestamp_seconds", one) not in found
+    # The run continues from the file: the first success is still counted and dated.
+    assert found[("mongosnap_runs_total", one | {("outcome", "success")})] == 1
+    assert found[("mongosnap_last_success_timestamp_seconds", one)] == succeeded
+    assert found[("mongosnap_last_run_success", one)] == 0
 
 
 def test_quiet_restore_prints_no_warning(backed_up: dict[str, str]) -> None:

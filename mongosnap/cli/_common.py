@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -338,19 +339,58 @@ class Unobserved:
 @contextlib.contextmanager
 def observed(args: argparse.Namespace, command: str) -> Iterator[Metrics | Unobserved]:
     """Metrics for one run: timed, success or failure by kind, then --metrics-file written."""
-    if not getattr(args, "metrics_file", None):
+    path = getattr(args, "metrics_file", None)
+    if not path:
         yield Unobserved()  # nobody reads them: a run saves importing prometheus_client
         return
-    from ..metrics import Metrics  # prometheus_client only when a command runs
-
-    metrics = Metrics(command)
+    metrics = prepared_metrics(command, path)
     failed = True
     try:
         with metrics.run():
             yield metrics
         failed = False
     finally:
-        write_metrics(metrics, getattr(args, "metrics_file", None), raising=not failed)
+        write_metrics(metrics, path, raising=not failed)
+
+
+def prepared_metrics(command: str, path: str | None) -> Metrics:
+    """The metrics of a command that writes ``path``: checked writable before any
+    work (a usage error, exit 2), then continued from the file's previous figures."""
+    from ..metrics import Metrics  # prometheus_client only when a command runs
+
+    metrics = Metrics(command)
+    if not path:
+        return metrics
+    check_writable(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            previous = handle.read()
+    except FileNotFoundError:
+        return metrics  # the first run: counters start at 0
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read --metrics-file %s (%s); counting from 0", path, exc)
+        return metrics
+    try:
+        metrics.carry_over(previous)
+    except ValueError as exc:
+        log.warning("--metrics-file %s is not Prometheus text (%s); counting from 0", path, exc)
+    return metrics
+
+
+def check_writable(path: str) -> None:
+    """What writing ``path`` atomically needs: a file created beside it, then
+    renamed over it. Probed, since permission bits do not bind root."""
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write --metrics-file {path}: it is a directory")
+    try:
+        # A dot name: node_exporter reads only *.prom, should this ever outlive us.
+        handle, probe = tempfile.mkstemp(
+            prefix=".mongosnap-probe-", dir=os.path.dirname(path) or "."
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write --metrics-file {path}: {exc.strerror}") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def write_metrics(metrics: Metrics, path: str | None, *, raising: bool = True) -> None:

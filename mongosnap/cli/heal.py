@@ -22,6 +22,7 @@ from ._common import (
     interactive,
     log_outcomes,
     observed,
+    prepared_metrics,
     s3_config,
     seconds,
     whole,
@@ -138,11 +139,9 @@ async def _watch(
     """
     import asyncio
 
-    from ..metrics import Metrics
-
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
-    metrics = Metrics("heal")
+    metrics = prepared_metrics("heal", args.metrics_file)
     with _serving(metrics, args):
         try:
             while True:
