@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if not getattr(args, "stop_is_clean", False):
             return _failed(exc, handler, out, words, redact)
         # A long-running command's normal end (systemctl stop): no error, the code says why.
-        logging.getLogger(f"mongosnap.{args.command}").info("%s", redact(str(exc)))
+        logging.getLogger(_logging.STOP_LOGGER).info("%s", redact(str(exc)))
         return exc.exit_code
     except MongosnapError as exc:
         return _failed(exc, handler, out, words, redact)

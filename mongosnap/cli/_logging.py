@@ -28,6 +28,8 @@ QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "p
 RETRY_LOGGERS = ("botocore.retries", "botocore.retryhandler")
 # What of the retry loggers' output is worth a line: a retry, or giving up.
 RETRY_NEWS = ("Retry needed", "Max attempts", "Reached the maximum")
+# A long-running command's clean stop (SIGTERM): an info line shown without -v.
+STOP_LOGGER = "mongosnap.stop"
 
 
 def rfc3339(when: datetime) -> str:
@@ -99,6 +101,7 @@ def configure(
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger(STOP_LOGGER).setLevel(level if quiet else min(level, logging.INFO))
     for name in RETRY_LOGGERS:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)
     return handler

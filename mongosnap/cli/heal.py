@@ -29,6 +29,7 @@ from ._common import (
     write_json,
     write_metrics,
 )
+from ._logging import STOP_LOGGER
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -165,7 +166,7 @@ async def _watch(
                 await _cycle(once, metrics, args, out)
                 await asyncio.sleep(args.interval)
         except asyncio.CancelledError:
-            log.info("watch stopped; %s", ledger.statement())
+            logging.getLogger(STOP_LOGGER).info("watch stopped; %s", ledger.statement())
             return 0
 
 
