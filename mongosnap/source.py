@@ -13,6 +13,7 @@ import fnmatch
 import inspect
 import logging
 import math
+import re
 import struct
 import uuid as uuidlib
 import warnings
@@ -436,7 +437,7 @@ class _Translate:
                 f"(database {self.database!r})"
             ) from None
         if isinstance(exc, ConnectionFailure):
-            message = f"cannot reach MongoDB at {self.hosts}: {_short(exc)}"
+            message = f"cannot reach MongoDB at {self.hosts}: {unreachable_reason(exc)}"
             raise ServerUnreachable(message) from None
         raise SourceError(f"MongoDB error on {self.hosts}: {_short(exc)}") from exc
 
@@ -445,6 +446,22 @@ def error_code(exc: BaseException) -> int | None:
     """The server's error code behind a translated SourceError, if it gave one."""
     code = getattr(exc.__cause__, "code", None)
     return code if isinstance(code, int) else None
+
+
+_CONFIGURED = re.compile(r"\s*\(configured timeouts:[^)]*\)")
+_SERVER = re.compile(r"(?:^|(?<=,))\s*[^\s,]+:\d+: ")
+_REFUSED = re.compile(r"\[Errno 111\] Connect call failed \([^)]*\)")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ")
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why no server answered, in a few words: each distinct socket error once,
+    without the host (already named), the driver's timeouts or its topology dump."""
+    text = _CONFIGURED.sub("", str(exc).split(", Timeout:")[0].split(" Topology Description")[0])
+    text = _ERRNO.sub("", _REFUSED.sub("connection refused", _SERVER.sub("", text)))
+    reasons = list(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
+    reason = "; ".join(reasons) or type(exc).__name__
+    return reason if len(reason) <= 200 else reason[:197] + "..."
 
 
 def _short(exc: BaseException) -> str:

@@ -51,5 +51,18 @@ def duration(span: float | timedelta | None) -> str:
 
 
 def iso_utc(when: datetime | None) -> str | None:
-    """``2026-12-07T04:05:06.123456Z`` (as ``--json`` prints times); None stays None."""
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """``2026-12-07T04:05:06.123Z``: RFC 3339 in UTC, always to the millisecond
+    (as ``--json`` and the log lines print times); None stays None."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def count(n: int) -> str:
+    """``1,234,567``: every count a person reads has thousands separators."""
+    return f"{n:,}"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 index``, ``2 indexes``, ``1,000 documents``: a count and its noun."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"

@@ -112,7 +112,7 @@ def test_prune_cli_removes_stale_leftovers_never_a_running_backups_claim(
     (root / fresh).write_bytes(b"{}")
 
     listed = run_cli("list", str(root))
-    assert "4 leftover(s) of interrupted backups" in listed.stdout, listed.stdout
+    assert "4 leftovers of interrupted backups" in listed.stdout, listed.stdout
     shown = json.loads(run_cli("list", str(root), "--leftovers", "--json").stdout)
     assert {x["key"]: x["stale"] for x in shown} == {
         dead + ".claim": True,

@@ -60,7 +60,7 @@ def test_list_json(mixed: dict[str, str]) -> None:
     assert [a["key"] for a in listed] == [mixed[k] for k in ("new", "incomplete", "legacy", "old")]
     newest, incomplete, legacy = listed[0], listed[1], listed[2]
     assert (newest["status"], newest["codec"], newest["collections"]) == ("complete", "zstd", 2)
-    assert newest["documents"] == 100 and newest["created"] == "2025-01-04T03:00:00Z"
+    assert newest["documents"] == 100 and newest["created"] == "2025-01-04T03:00:00.000Z"
     assert newest["size"] == (Path(mixed["dir"]) / mixed["new"]).stat().st_size
     assert incomplete["status"] == "incomplete" and "sidecar" in incomplete["problem"]
     assert (legacy["status"], legacy["collections"], legacy["problem"]) == ("legacy", None, None)
@@ -119,7 +119,7 @@ def test_verify_sound_archives(mixed: dict[str, str]) -> None:
 def test_verify_an_incomplete_archive(mixed: dict[str, str]) -> None:
     done = run("verify", mixed["incomplete"], mixed["dir"])
     assert done.returncode == 31
-    assert done.stdout.startswith(f"FAILED (1 problems): {mixed['incomplete']} (incomplete)")
+    assert done.stdout.startswith(f"FAILED (1 problem): {mixed['incomplete']} (incomplete)")
     assert done.stderr.splitlines() == [
         "mongosnap: CorruptArchive: archive is incomplete: no sidecar manifest,"
         " but the archive holds a mongosnap manifest"

@@ -260,7 +260,7 @@ def test_unreadable_metadata_fails_that_collection_only(
     for name in ("bad", "ugly", "lonely"):
         assert f"{name}.metadata.json" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
-    assert "restored 1 collections, 3 failed" in done.stdout, done.stdout
+    assert "restored 1 collection, 3 failed" in done.stdout, done.stdout
     assert _names(mongo_uri, new_database) == ["good"]
     assert sorted(server_documents(mongo_uri, new_database, "good")) == sorted(good)
 
@@ -333,7 +333,7 @@ def test_timeseries_on_a_server_without_them_fails_that_collection(
     done = _restore_cli(mongo_uri, tmp_path / "store", new_database)
     assert done.returncode == PARTIAL, done.stderr
     assert "weather is a time-series collection" in done.stderr, done.stderr
-    assert "restored 1 collections, 1 failed" in done.stdout, done.stdout
+    assert "restored 1 collection, 1 failed" in done.stdout, done.stdout
     assert _names(mongo_uri, new_database) == ["plain"]  # no buckets as a plain collection
     assert not any(n.startswith(TEMP_PREFIX) for n in _names(mongo_uri, new_database))
 

@@ -137,7 +137,7 @@ def test_watch_serves_metrics_on_localhost(
     assert proc.returncode == 0
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # -v in a watch: timestamped steps
     assert re.search(rf"{stamp} mongosnap: info: {new_database}\.apps: restored from ", err), err
-    assert re.search(rf"{stamp} mongosnap: warning: watch stopped", err), err
+    assert re.search(rf"{stamp} mongosnap: info: watch stopped", err), err
     assert value(found, "mongosnap_documents_total", command="heal") == 9
     assert (value(found, "mongosnap_runs_total", command="heal", outcome="success") or 0) >= 1
     assert value(found, "mongosnap_runs_total", command="heal", outcome="failure") == 0

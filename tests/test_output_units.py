@@ -129,7 +129,7 @@ def test_heal_claims_nothing_when_nothing_was_restored(
     done = run("heal", str(tmp_path), host, backed_up, "users", "ghost")
     assert done.returncode != 0
     assert done.stdout.splitlines() == [
-        f"did not heal {backed_up}: 0 of 1 vanished collections restored",
+        f"did not heal {backed_up}: 0 of 1 vanished collection restored",
         "  ghost: still missing",
     ]
 
@@ -140,7 +140,7 @@ def test_a_dry_run_says_would(tmp_path: Path, host: str, mongo_uri: str, backed_
     assert done.returncode == 0, done.stderr
     assert (
         done.stdout.splitlines()[0]
-        == f"would heal {backed_up}: 1 of 1 vanished collections would be restored"
+        == f"would heal {backed_up}: 1 of 1 vanished collection would be restored"
     )
     assert re.fullmatch(
         r"  users: would restore from \S+ \(5 documents, 0 indexes\)", done.stdout.splitlines()[1]

@@ -45,7 +45,7 @@ def test_restore_draws_progress_on_a_terminal(
     assert code == 0, screen
     for word in ("collection", "repositories", "users", "ETA", "100%", "done"):
         assert word in screen, (word, screen)
-    assert "restored 2 collections, 1503 documents" in out
+    assert "restored 2 collections, 1,503 documents" in out
 
 
 def test_heal_draws_progress_on_a_terminal(

@@ -137,16 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mongosnap",
         description="Streaming MongoDB backups to S3 or a directory, and healing.",
-        epilog="Exit codes: " + ", ".join(f"{e.exit_code} {e.__name__}" for e in all_errors()),
+        epilog="Exit codes: "
+        + ", ".join(
+            f"{e.exit_code} {e.__name__}" for e in sorted(all_errors(), key=lambda e: e.exit_code)
+        ),
     )
-    parser.add_argument("--version", action="version", version=f"mongosnap {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"mongosnap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(commands)
     return parser
 
 
-def _configure_logging(args: argparse.Namespace, redact: Redactor) -> None:
+def _configure_logging(args: argparse.Namespace, redact: Redactor) -> logging.Handler:
     """-q/-v/-vv and --log-format; timestamps for long runs (watching, or -v);
     every line redacted, Python warnings included."""
     verbose = int(getattr(args, "verbose", 0) or 0)
@@ -158,6 +161,7 @@ def _configure_logging(args: argparse.Namespace, redact: Redactor) -> None:
     )
     handler.addFilter(_RedactingFilter(redact))
     logging.captureWarnings(True)
+    return handler
 
 
 def _aftermath(args: argparse.Namespace) -> str:
@@ -209,17 +213,23 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(exc, file=sys.stderr)
         _json_error(out, words, "UsageError", UsageError.exit_code, str(exc))
         return UsageError.exit_code
-    _configure_logging(args, redact)
+    handler = _configure_logging(args, redact)
     if not (getattr(args, "quiet", False) and not getattr(args, "json", False)):
-        return _execute(args, words, out, redact)
+        return _execute(args, words, out, redact, handler)
     held = _Withheld(out)
-    code = _execute(args, words, cast(TextIO, held), redact)
+    code = _execute(args, words, cast(TextIO, held), redact, handler)
     if code != 0:  # -q: a failed run's report is still shown
         held.release()
     return code
 
 
-def _execute(args: argparse.Namespace, words: Sequence[str], out: TextIO, redact: Redactor) -> int:
+def _execute(
+    args: argparse.Namespace,
+    words: Sequence[str],
+    out: TextIO,
+    redact: Redactor,
+    handler: logging.Handler,
+) -> int:
     runner: Callable[[argparse.Namespace, TextIO], Awaitable[int]] = args.run
     try:
         resolve_uri(args)
@@ -230,26 +240,53 @@ def _execute(args: argparse.Namespace, words: Sequence[str], out: TextIO, redact
     except BrokenPipeError:
         return _output_closed(out)
     except KeyboardInterrupt:
-        _tell(f"mongosnap: interrupted; {_aftermath(args)}")
+        _last_line(handler, f"interrupted; {_aftermath(args)}", "mongosnap: ")
         _json_error(out, words, "Interrupted", Interrupted.exit_code, "interrupted")
         return Interrupted.exit_code
-    except MongosnapError as exc:
-        message = redact(str(exc))
-        if isinstance(out, _Withheld):  # the report first, as without -q
-            out.release()
-        _tell(f"mongosnap: error: {message}")
-        _json_error(out, words, type(exc).__name__, exc.exit_code, message)
+    except (Terminated, HungUp) as exc:
+        if not getattr(args, "stop_is_clean", False):
+            return _failed(exc, handler, out, words, redact)
+        # A long-running command's normal end (systemctl stop): no error, the code says why.
+        logging.getLogger(_logging.STOP_LOGGER).info("%s", redact(str(exc)))
         return exc.exit_code
+    except MongosnapError as exc:
+        return _failed(exc, handler, out, words, redact)
     except Exception as exc:  # a bug: say so in one line, trace only on request
         if os.environ.get("MONGOSNAP_DEBUG"):
             raise
         message = f"{type(exc).__name__}: {redact(str(exc))}"
-        print(
-            f"mongosnap: internal error: {message} (set MONGOSNAP_DEBUG=1 for a traceback)",
-            file=sys.stderr,
+        _last_line(
+            handler,
+            f"internal error: {message} (set MONGOSNAP_DEBUG=1 for a traceback)",
+            "mongosnap: ",
         )
         _json_error(out, words, "InternalError", EXIT_INTERNAL, message)
         return EXIT_INTERNAL
+
+
+def _failed(
+    exc: MongosnapError,
+    handler: logging.Handler,
+    out: TextIO,
+    words: Sequence[str],
+    redact: Redactor,
+) -> int:
+    message = redact(str(exc))
+    if isinstance(out, _Withheld):  # -q: the report first, as without it
+        out.release()
+    _last_line(handler, message, "mongosnap: error: ")
+    _json_error(out, words, type(exc).__name__, exc.exit_code, message)
+    return exc.exit_code
+
+
+def _last_line(handler: logging.Handler, message: str, text_prefix: str) -> None:
+    """The fatal line, shaped as every log line is with --log-format json; as
+    ``mongosnap: ...`` text otherwise (no timestamp: it is what a cron mail shows)."""
+    if isinstance(handler.formatter, _logging.JsonFormatter):
+        record = logging.LogRecord("mongosnap", logging.ERROR, __file__, 0, message, None, None)
+        _tell(handler.format(record))
+    else:
+        _tell(text_prefix + message)
 
 
 def _tell(line: str) -> None:
@@ -274,7 +311,7 @@ def _json_error(out: TextIO, words: Sequence[str], kind: str, code: int, message
         return
     error = {"type": kind, "exit_code": code, "message": message}
     try:
-        out.write(json.dumps({"error": error}) + "\n")
+        out.write(json.dumps({"error": error}, separators=(",", ":")) + "\n")
         out.flush()
     except BrokenPipeError:
         _output_closed(out)  # the exit code already tells the error

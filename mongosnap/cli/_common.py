@@ -20,7 +20,7 @@ from .._errors import UsageError
 if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..pipelines.engine import CollectionOutcome
-    from ..storage import S3Config
+    from ..storage import S3Config, Storage
 
 URI_ENV = "MONGOSNAP_URI"
 
@@ -181,6 +181,69 @@ def flag_names(message: str) -> str:
     return re.sub(r"\b(" + "|".join(_FLAGS) + r")\b", lambda m: _FLAGS[m.group(1)], message)
 
 
+def add_file_mode_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--file-mode",
+        type=file_mode,
+        metavar="OCTAL",
+        help="mode of the files written to a directory DEST, e.g. 0640 for a monitoring "
+        "group (default 0600: the owner only)",
+    )
+
+
+def file_mode(text: str) -> int:
+    """An argparse type: a file mode in octal that lets the owner read and write
+    and nobody else write (archives are never rewritten in place)."""
+    try:
+        mode = int(text.strip().removeprefix("0o"), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or mode & 0o600 != 0o600 or mode & 0o022:
+        raise argparse.ArgumentTypeError(
+            "expected an octal mode from 0600 to 0755 giving the owner read and write "
+            f"and nobody else write, such as 0640; not {text!r}"
+        )
+    return mode
+
+
+def destination(args: argparse.Namespace) -> str | Storage:
+    """DEST, or with --file-mode the directory storage writing files of that mode."""
+    mode = getattr(args, "file_mode", None)
+    if mode is None:
+        return str(args.dest)
+    from ..storage import open_storage
+    from ..storage.local import LocalStorage
+
+    storage = None if args.dest.startswith("s3://") else open_storage(args.dest)
+    if not isinstance(storage, LocalStorage):
+        raise UsageError("--file-mode applies to a directory DEST (S3 objects have no mode)")
+    return LocalStorage(storage.root, file_mode=mode)
+
+
+def add_pattern_flags(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--include and --exclude, shared by backup and restore."""
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help=f"{verb} only collections matching PATTERN (shell-style, repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out collections matching PATTERN (shell-style, repeatable; default: none)",
+    )
+
+
+def add_codec_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--codec", choices=["gzip", "zstd"], default="gzip", help="compression (default gzip)"
+    )
+
+
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
@@ -236,12 +299,23 @@ def resolve_uri(args: argparse.Namespace, environ: Any = os.environ) -> None:
     Whichever gives the URI replaces the HOST positional, as --uri always did.
     """
     if getattr(args, "uri", None):
+        args.uri_origin = "--uri"
         return
     path = getattr(args, "uri_file", None)
     if path:
-        args.uri = _mongodb_uri(read_uri_file(path), f"--uri-file {path}")
+        args.uri_origin = f"--uri-file {path}"
+        args.uri = _mongodb_uri(read_uri_file(path), args.uri_origin)
     elif environ.get(URI_ENV):
-        args.uri = _mongodb_uri(environ[URI_ENV].strip(), f"${URI_ENV}")
+        args.uri_origin = f"${URI_ENV}"
+        args.uri = _mongodb_uri(environ[URI_ENV].strip(), args.uri_origin)
+
+
+def host_and_uri(args: argparse.Namespace) -> UsageError:
+    """HOST given while a URI is too: the error names where the URI came from,
+    which may be the environment the user forgot about."""
+    origin = getattr(args, "uri_origin", "--uri")
+    hint = f" (unset {URI_ENV} to give HOST)" if origin == f"${URI_ENV}" else ""
+    return UsageError(f"give either HOST or {origin}, not both{hint}")
 
 
 URI_SCHEMES = ("mongodb://", "mongodb+srv://")
@@ -406,36 +480,44 @@ def write_metrics(metrics: Metrics, path: str | None, *, raising: bool = True) -
 
 def log_outcomes(logger: logging.Logger, outcomes: Iterable[CollectionOutcome]) -> None:
     """One ``-v`` line per collection heal or restore handled: what, from where."""
+    from ..units import plural
+
     for outcome in outcomes:
         logger.info(
-            "%s.%s: %s from %s (%d documents, %d indexes)",
+            "%s.%s: %s from %s (%s, %s)",
             outcome.database,
             outcome.name,
             outcome.status,
             outcome.archive,
-            outcome.documents,
-            outcome.indexes,
+            plural(outcome.documents, "document"),
+            plural(outcome.indexes, "index", "indexes"),
         )
 
 
-_UTC_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\+00:00")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
 
 
 def rfc3339_times(data: Any) -> Any:
-    """``data`` with every UTC time string written ``...Z`` (RFC 3339), recursively."""
+    """``data`` with every time string written as units.iso_utc writes it
+    (RFC 3339, UTC, ``Z``, milliseconds), recursively: one format whatever
+    part of the library produced the time."""
     if isinstance(data, dict):
         return {k: rfc3339_times(v) for k, v in data.items()}
     if isinstance(data, list):
         return [rfc3339_times(v) for v in data]
-    if isinstance(data, str):
-        match = _UTC_OFFSET.fullmatch(data)
-        return f"{match.group(1)}Z" if match else data
+    if isinstance(data, str) and _TIME.fullmatch(data):
+        from datetime import datetime
+
+        from ..units import iso_utc
+
+        return iso_utc(datetime.fromisoformat(data.replace("Z", "+00:00")))
     return data
 
 
-def write_json(data: Any, out: TextIO, *, indent: int | None = 2) -> None:
-    """The --json output: times as RFC 3339 with ``Z``; one trailing newline."""
-    json.dump(rfc3339_times(data), out, indent=indent)
+def write_json(data: Any, out: TextIO) -> None:
+    """The --json output: one compact line (an error object may follow it on
+    the next), times as units.iso_utc writes them."""
+    json.dump(rfc3339_times(data), out, separators=(",", ":"))
     out.write("\n")
 
 

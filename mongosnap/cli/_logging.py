@@ -7,7 +7,9 @@
 
 botocore logs the wire (Authorization header included) at DEBUG: its loggers
 stay at WARNING whatever the verbosity, except its retry loggers, whose
-messages carry only delays and reasons.
+messages carry only delays and reasons; of those, only the decisions to
+retry (and giving up) pass: "Not retrying request." follows every successful
+request and would drown -vv.
 """
 
 from __future__ import annotations
@@ -18,15 +20,21 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
+from ..units import iso_utc
+
 # Third-party loggers held at WARNING; their DEBUG output may carry secrets.
 QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "pymongo")
 # Allowed through at -vv: "Retry needed, retrying request after delay of ...".
 RETRY_LOGGERS = ("botocore.retries", "botocore.retryhandler")
+# What of the retry loggers' output is worth a line: a retry, or giving up.
+RETRY_NEWS = ("Retry needed", "Max attempts", "Reached the maximum")
+# A long-running command's clean stop (SIGTERM): an info line shown without -v.
+STOP_LOGGER = "mongosnap.stop"
 
 
 def rfc3339(when: datetime) -> str:
-    """``2026-12-01T16:40:00.123Z``: UTC, millisecond precision, with ``Z``."""
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-12-01T16:40:00.123Z``: units.iso_utc's format, the one of --json."""
+    return iso_utc(when) or ""
 
 
 class TextFormatter(logging.Formatter):
@@ -60,8 +68,10 @@ class _NoWireDebug(logging.Filter):
     """Drops below-WARNING records of the quiet loggers, even if someone lowers their level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING or record.name.startswith(RETRY_LOGGERS):
+        if record.levelno >= logging.WARNING:
             return True
+        if record.name.startswith(RETRY_LOGGERS):
+            return str(record.msg).startswith(RETRY_NEWS)
         return record.name.split(".")[0] not in QUIET_LOGGERS
 
 
@@ -91,6 +101,7 @@ def configure(
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger(STOP_LOGGER).setLevel(level if quiet else min(level, logging.INFO))
     for name in RETRY_LOGGERS:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)
     return handler

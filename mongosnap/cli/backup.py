@@ -9,11 +9,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._errors import UsageError
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ._common import (
+    add_codec_flag,
+    add_file_mode_flag,
     add_metrics_flags,
     add_output_flags,
+    add_pattern_flags,
     add_s3_flags,
     add_source_flags,
     database_name,
+    destination,
+    host_and_uri,
     interactive,
     observed,
     s3_config,
@@ -42,9 +47,8 @@ def register(commands: Any) -> None:
     p.add_argument("database", metavar="DATABASE", nargs="?", help="database to back up")
     p.add_argument("--db", action="append", default=[], metavar="NAME", help="another database")
     p.add_argument("--all-databases", action="store_true", help="every non-system database")
-    p.add_argument("--include", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
+    add_pattern_flags(p, "back up")
+    add_codec_flag(p)
     p.add_argument(
         "--batch-size",
         type=whole(1, MAX_BATCH),
@@ -74,6 +78,7 @@ def register(commands: Any) -> None:
     )
     add_source_flags(p)
     add_s3_flags(p)
+    add_file_mode_flag(p)
     add_output_flags(p)
     add_metrics_flags(p)
     p.set_defaults(run=run)
@@ -85,7 +90,7 @@ def source_and_databases(args: argparse.Namespace) -> tuple[str, list[str]]:
     if args.uri:
         source = args.uri
         if len(positionals) == 2:
-            raise UsageError("give either HOST or --uri, not both")
+            raise host_and_uri(args)
     elif positionals:
         source = positionals.pop(0)
     else:
@@ -110,7 +115,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         with progress_display(enabled=watched) as on_progress:
             result = await backup(
                 source,
-                args.dest,
+                destination(args),
                 database=None if args.all_databases else databases,
                 include=args.include,
                 exclude=args.exclude,
@@ -135,10 +140,11 @@ def _print(result: BackupReport, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
         write_json(result.to_dict(), out)
         return
-    from ..units import rate, size
+    from ..units import plural, rate, size
 
     out.write(
-        f"backed up {len(result.collections)} collections, {result.documents} documents, "
+        f"backed up {plural(len(result.collections), 'collection')}, "
+        f"{plural(result.documents, 'document')}, "
         f"{size(result.bytes_in)} -> {size(result.bytes_out)} "
         f"in {result.duration:.1f}s ({rate(result.bytes_in, result.duration)}): "
         f"{result.destination.rstrip('/')}/"
@@ -147,7 +153,7 @@ def _print(result: BackupReport, args: argparse.Namespace, out: TextIO) -> None:
     if result.oplog is not None:
         last = result.oplog["last_ts"]
         out.write(
-            f"oplog: {result.oplog['entries']} entries in dump/oplog.bson, "
+            f"oplog: {plural(result.oplog['entries'], 'entry', 'entries')} in dump/oplog.bson, "
             f"consistent at ts {last['t']}:{last['i']}\n"
         )
 
@@ -163,8 +169,20 @@ def logged(display: ProgressCallback) -> ProgressCallback:
         elif event.stage is Stage.STARTED:
             log.info("dumping %s", name)
         elif event.stage is Stage.DONE:
-            log.info("dumped %s: %d documents, %d bytes", name, event.documents, event.bytes)
+            log.info("dumped %s: %s, %s", name, _documents(event), _bytes(event))
         else:
-            log.debug("%s: %d documents, %d bytes so far", name, event.documents, event.bytes)
+            log.debug("%s: %s, %s so far", name, _documents(event), _bytes(event))
 
     return on_progress
+
+
+def _documents(event: Progress) -> str:
+    from ..units import plural
+
+    return plural(event.documents, "document")
+
+
+def _bytes(event: Progress) -> str:
+    from ..units import plural
+
+    return plural(event.bytes, "byte")

@@ -59,14 +59,14 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--warn-age", type=duration, metavar="DURATION", help="WARNING when older than this"
     )
-    p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument("--prefix", default="", help="only keys starting with this (default: all)")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing when OK; the line otherwise"
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log each archive seen")
     add_log_format_flag(p)
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     p.set_defaults(run=run)
 
 
@@ -176,7 +176,7 @@ def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:
         verdict.status = Status.CRITICAL
         verdict.message = f"no complete {what} in {verdict.destination}"
         if verdict.skipped:
-            verdict.message += f" ({len(verdict.skipped)} incomplete)"
+            verdict.message += f" ({units.count(len(verdict.skipped))} incomplete)"
         verdict.message += _clock_note(verdict)
         return
     verdict.archive, verdict.age = info, max(now - info.created, timedelta(0))
@@ -191,8 +191,8 @@ def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:
         ""
         if manifest is None
         else (
-            f", {len(manifest.collections)} collections, "
-            f"{sum(c.documents for c in manifest.collections)} documents"
+            f", {units.plural(len(manifest.collections), 'collection')}, "
+            f"{units.plural(sum(c.documents for c in manifest.collections), 'document')}"
         )
     )
     verdict.message = (
@@ -200,7 +200,7 @@ def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:
         f"(limit {units.duration(verdict.max_age)}): {info.key} ({rfc3339(info.created)}{contents})"
     )
     if verdict.skipped:
-        verdict.message += f"; {len(verdict.skipped)} newer incomplete"
+        verdict.message += f"; {units.count(len(verdict.skipped))} newer incomplete"
     if verdict.skewed and verdict.status is Status.OK:
         verdict.status = Status.WARNING  # a backup host's clock is off: someone should look
     verdict.message += _clock_note(verdict)
@@ -212,6 +212,6 @@ def _clock_note(verdict: Verdict) -> str:
         return ""
     first = verdict.skewed[0]
     return (
-        f"; not counted, their time cannot be trusted: {len(verdict.skewed)} complete"
-        f" archive(s) ({first.key}: {first.skewed})"
+        f"; not counted, their time cannot be trusted: "
+        f"{units.plural(len(verdict.skewed), 'complete archive')} ({first.key}: {first.skewed})"
     )

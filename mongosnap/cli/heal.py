@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import CollectionBusy, HealIncomplete, PartialFailure, UsageError
+from ..units import count, plural
 from ._common import (
     MAX_WORKERS,
     add_metrics_flags,
@@ -29,6 +30,7 @@ from ._common import (
     write_json,
     write_metrics,
 )
+from ._logging import STOP_LOGGER
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -43,6 +45,8 @@ def register(commands: Any) -> None:
     p = commands.add_parser(
         "heal",
         help="restore watched collections that have vanished",
+        usage="%(prog)s [options] DEST HOST DATABASE COLL [COLL ...]\n"
+        "       %(prog)s [options] --uri URI DEST DATABASE COLL [COLL ...]",
         description=(
             "Check which watched collections have vanished from DATABASE and restore "
             "each from the newest archive that holds it. Existing collections are "
@@ -51,7 +55,9 @@ def register(commands: Any) -> None:
     )
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     p.add_argument("host", metavar="HOST", help="host[:port], or the database with --uri")
-    p.add_argument("names", metavar="DATABASE COLL", nargs="+", help="database, then collections")
+    p.add_argument(
+        "names", metavar="DATABASE COLL", nargs="+", help="the database, then the collections"
+    )
     p.add_argument(
         "--depth",
         type=whole(1),
@@ -62,10 +68,14 @@ def register(commands: Any) -> None:
         "--interval", type=seconds, metavar="SECONDS", help="keep watching: heal every SECONDS"
     )
     p.add_argument(
-        "--workers", type=whole(1, MAX_WORKERS), default=4, help="concurrent insert batches"
+        "--workers",
+        type=whole(1, MAX_WORKERS),
+        default=4,
+        metavar="N",
+        help=f"concurrent insert batches per collection (default 4; 1 to {MAX_WORKERS})",
     )
     add_source_flags(p)
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     add_output_flags(p)
     add_metrics_flags(p, serve=True)
     p.set_defaults(run=run)
@@ -78,7 +88,13 @@ def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
         words = words[1:]
     if len(words) < 2:
         raise UsageError("give DATABASE and at least one collection to watch")
-    return (args.uri or args.host), database_name(words[0]), [collection_name(w) for w in words[1:]]
+    try:
+        database = database_name(words[0])
+    except UsageError as exc:
+        if not args.uri:
+            raise
+        raise UsageError(f"{exc}; with {args.uri_origin} set, leave HOST out") from None
+    return (args.uri or args.host), database, [collection_name(w) for w in words[1:]]
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -133,7 +149,8 @@ async def _watch(
     out: TextIO,
     ledger: StagingLedger,
 ) -> int:
-    """One line per cycle until SIGTERM, which ends the watch cleanly (exit 0).
+    """One line per cycle until SIGTERM, which ends the watch cleanly (exit 0,
+    an info line: stopping a watch is its normal end).
 
     A cycle interrupted mid-heal drops its staged copies before we stop.
     """
@@ -148,7 +165,7 @@ async def _watch(
                 await _cycle(once, metrics, args, out)
                 await asyncio.sleep(args.interval)
         except asyncio.CancelledError:
-            log.warning("watch stopped; %s", ledger.statement())
+            logging.getLogger(STOP_LOGGER).info("watch stopped; %s", ledger.statement())
             return 0
 
 
@@ -224,7 +241,7 @@ def _also_missing(report: HealReport) -> str:
 
 def _print(report: HealReport, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
-        write_json(report.to_dict(), out, indent=None)
+        write_json(report.to_dict(), out)
         return
     out.write(summary(report) + "\n")
 
@@ -239,7 +256,10 @@ def summary(report: HealReport) -> str:
     from ..pipelines.engine import Status
 
     if not report.vanished:
-        return f"all {len(report.watched)} watched collections of {report.database} are present"
+        if len(report.watched) == 1:
+            return f"the watched collection of {report.database} is present"
+        watched = count(len(report.watched))
+        return f"all {watched} watched collections of {report.database} are present"
     done = Status.WOULD_RESTORE if report.dry_run else Status.RESTORED
     restored = [o for o in report.restored if o.status is done]
     if report.dry_run:
@@ -247,8 +267,9 @@ def summary(report: HealReport) -> str:
     else:
         verb = "healed" if restored else "did not heal"
     lines = [
-        f"{verb} {report.database}: {len(restored)} of {len(report.vanished)} vanished "
-        f"collections {'would be ' if report.dry_run else ''}restored"
+        f"{verb} {report.database}: {count(len(restored))} of "
+        f"{plural(len(report.vanished), 'vanished collection')} "
+        f"{'would be ' if report.dry_run else ''}restored"
     ]
     replayed = replay_lines(report)
     for outcome in report.restored:
@@ -272,7 +293,8 @@ def replay_lines(report: HealReport) -> dict[str, str]:
             others = [c for c in replay.collections if c != name]
             shared = f" (shared with {', '.join(others)})" if others else ""
             lines[name] = (
-                f"oplog replayed to {_instant(instant)}: {replay.entries:,} entries{shared}"
+                f"oplog replayed to {_instant(instant)}: "
+                f"{plural(replay.entries, 'entry', 'entries')}{shared}"
             )
     return lines
 
@@ -290,7 +312,8 @@ def outcome_line(outcome: CollectionOutcome) -> str:
     from ..pipelines.engine import Status
     from ..units import size
 
-    counts = f"{outcome.documents:,} documents, {outcome.indexes} indexes"
+    indexes = plural(outcome.indexes, "index", "indexes")
+    counts = f"{plural(outcome.documents, 'document')}, {indexes}"
     if outcome.status is Status.WOULD_RESTORE:
         return f"{outcome.name}: would restore from {outcome.archive} ({counts})"
     if outcome.status is Status.REAPPEARED:

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import units
 from .._errors import UsageError
-from ._common import add_output_flags, add_s3_flags, s3_config
+from ._common import add_output_flags, add_s3_flags, s3_config, write_json
 from .oplog import write_coverage
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ def register(commands: Any) -> None:
         "Only DEST's own level: never what a deeper prefix holds.",
     )
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
-    p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument("--prefix", default="", help="only keys starting with this (default: all)")
     p.add_argument(
         "--uploads",
         action="store_true",
@@ -73,8 +72,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         await storage.aclose()
     if args.json:
-        json.dump([as_dict(a) for a in archives], out, indent=2)
-        out.write("\n")
+        write_json([as_dict(a) for a in archives], out)
         return 0
     out.write(table([_row(a) for a in archives]))
     write_skewed(archives, out)
@@ -85,7 +83,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         write_coverage(coverage, out)
     if leftovers:
         out.write(
-            f"\n{leftovers} leftover(s) of interrupted backups (orphan sidecars, name claims):"
+            f"\n{units.plural(leftovers, 'leftover')} of interrupted backups "
+            "(orphan sidecars, name claims):"
             " mongosnap list DEST --leftovers\n"
         )
     return 0
@@ -107,8 +106,7 @@ async def list_leftovers(storage: Any, args: argparse.Namespace, out: TextIO) ->
         await storage.aclose()
     now = datetime.now(UTC)
     if args.json:
-        json.dump([x.to_dict(now) for x in found], out, indent=2)
-        out.write("\n")
+        write_json([x.to_dict(now) for x in found], out)
         return
     if not found:
         out.write("no leftovers\n")
@@ -124,8 +122,7 @@ def write_uploads(uploads: list[PendingUpload], as_json: bool, out: TextIO) -> N
 
     now = datetime.now(UTC)
     if as_json:
-        json.dump([u.to_dict(now) for u in uploads], out, indent=2)
-        out.write("\n")
+        write_json([u.to_dict(now) for u in uploads], out)
         return
     if not uploads:
         out.write("no unfinished uploads\n")
@@ -153,13 +150,13 @@ def as_dict(info: ArchiveInfo) -> dict[str, Any]:
     manifest = info.manifest
     return {
         "key": info.key,
-        "created": info.created.isoformat().replace("+00:00", "Z"),
+        "created": units.iso_utc(info.created),
         "size": info.size,
         "codec": info.codec,
         "status": info.status.value,
         "problem": info.problem or None,
         "skewed": info.skewed or None,
-        "ordered_at": info.when.isoformat().replace("+00:00", "Z"),
+        "ordered_at": units.iso_utc(info.when),
         "databases": None if manifest is None else list(manifest.databases),
         "collections": None if manifest is None else len(manifest.collections),
         "documents": None if manifest is None else sum(c.documents for c in manifest.collections),

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ._common import add_output_flags, add_s3_flags, add_source_flags, s3_config, seconds, whole
+from ._common import (
+    add_codec_flag,
+    add_file_mode_flag,
+    add_output_flags,
+    add_s3_flags,
+    add_source_flags,
+    destination,
+    host_and_uri,
+    s3_config,
+    seconds,
+    whole,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from ..oplog.chunks import Coverage
@@ -44,7 +55,7 @@ def register(commands: Any) -> None:
         metavar="MIB",
         help="or once this much (default 16, at most 4096)",
     )
-    p.add_argument("--codec", choices=["gzip", "zstd"], default="gzip")
+    add_codec_flag(p)
     p.add_argument(
         "--settle",
         type=_settle,
@@ -76,6 +87,7 @@ def register(commands: Any) -> None:
     )
     add_source_flags(p)
     add_s3_flags(p)
+    add_file_mode_flag(p)
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -95,18 +107,23 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
-    if bool(args.host) == bool(args.uri):
+    if args.host and args.uri:
+        raise host_and_uri(args)
+    if not args.host and not args.uri:
         raise UsageError("give HOST or --uri (one of them)")
     if args.chunk_size < 1:
         raise UsageError("--chunk-size is at least 1 MiB")
     if args.max_buffer < args.chunk_size:
         raise UsageError("--max-buffer is at least --chunk-size")
+    # SIGTERM is how it ends (systemctl stop): an info line and exit 143, not an error
+    args.stop_is_clean = True
+    args.aftermath = lambda: "archiving stopped; the next start resumes after the last chunk"
     if not args.quiet:  # a long-running command: say what it writes (-v: what it reads)
         level = logging.DEBUG if args.verbose else logging.INFO
         logging.getLogger("mongosnap.oplog").setLevel(level)
     await archive_oplog(
         args.uri or args.host,
-        args.dest,
+        destination(args),
         interval=args.interval,
         max_bytes=args.chunk_size << 20,
         codec=args.codec,
@@ -123,14 +140,15 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _print(coverage: Coverage, as_json: bool, out: TextIO) -> None:
     if as_json:
-        json.dump(coverage.to_dict(), out, indent=2)
-        out.write("\n")
+        write_json(coverage.to_dict(), out)
         return
     write_coverage(coverage, out)
 
 
 def write_coverage(coverage: Coverage, out: TextIO) -> None:
     """The covered spans, gaps and incomplete chunks, one line each (also for ``list``)."""
+    from ..units import plural
+
     doc = coverage.to_dict()
     if not doc["spans"]:
         out.write("no oplog chunks\n")
@@ -138,7 +156,7 @@ def write_coverage(coverage: Coverage, out: TextIO) -> None:
         out.write(
             f"covered  {span['first_time']} .. {span['last_time']}  "
             f"ts {span['first_ts']} .. {span['last_ts']}  "
-            f"{span['chunks']} chunks, {span['entries']} entries\n"
+            f"{plural(span['chunks'], 'chunk')}, {plural(span['entries'], 'entry', 'entries')}\n"
         )
     for gap in doc["gaps"]:
         out.write(f"GAP      after ts {gap['after']}, before ts {gap['before']}: {gap['reason']}\n")

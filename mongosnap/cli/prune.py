@@ -73,6 +73,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.extra:
         raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+    if args.keep_last is None and args.keep_within is None and args.keep_daily is None:
+        raise UsageError("prune needs a keep rule: --keep-last, --keep-within or --keep-daily")
     with observed(args, "prune") as metrics:
         report = await prune(
             args.dest,
@@ -99,18 +101,20 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _print(report: PruneReport, out: TextIO) -> None:
+    from ..units import count, plural
+
     width = max((len(d.archive.key) for d in report.decisions), default=0)
     for d in report.decisions:
         action = "keep" if d.keep else ("would delete" if report.dry_run else "deleted")
         out.write(f"{action:<12}  {d.archive.key:<{width}}  {', '.join(d.reasons)}\n")
     verb = "would delete" if report.dry_run else "deleted"
     out.write(
-        f"{verb} {len(report.deleted)} archives ({human_size(report.bytes_freed)}), "
-        f"kept {len(report.kept)}\n"
+        f"{verb} {plural(len(report.deleted), 'archive')} ({human_size(report.bytes_freed)}), "
+        f"kept {count(len(report.kept))}\n"
     )
     if report.oplog.chunks or report.oplog.gaps:
         out.write(
-            f"{verb} {len(report.oplog.chunks)} oplog chunks no kept archive needs "
+            f"{verb} {plural(len(report.oplog.chunks), 'oplog chunk')} no kept archive needs "
             f"({human_size(report.oplog.bytes_freed)}); the archived oplog now starts at "
             f"ts {report.oplog.kept_from}\n"
         )

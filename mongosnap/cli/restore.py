@@ -19,11 +19,13 @@ from ._common import (
     MAX_WORKERS,
     add_metrics_flags,
     add_output_flags,
+    add_pattern_flags,
     add_s3_flags,
     add_source_flags,
     collection_name,
     database_name,
     freeze_loaded,
+    host_and_uri,
     interactive,
     log_outcomes,
     observed,
@@ -54,13 +56,23 @@ def register(commands: Any) -> None:
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     p.add_argument("host", metavar="HOST", nargs="?", help="host[:port] (omit with --uri)")
     p.add_argument("database", metavar="DATABASE", nargs="?", help="database in the archive")
-    p.add_argument("--collection", "-c", action="append", default=[], metavar="NAME")
-    p.add_argument("--include", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument(
+        "--collection",
+        "-c",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="restore only this collection (repeatable; default: all)",
+    )
+    add_pattern_flags(p, "restore")
     p.add_argument("--to-database", metavar="NAME", help="restore under another database name")
     p.add_argument("--drop", action="store_true", help="replace existing collections")
     p.add_argument(
-        "--workers", type=whole(1, MAX_WORKERS), default=4, help="concurrent insert batches"
+        "--workers",
+        type=whole(1, MAX_WORKERS),
+        default=4,
+        metavar="N",
+        help=f"concurrent insert batches per collection (default 4; 1 to {MAX_WORKERS})",
     )
     p.add_argument(
         "--allow-incomplete",
@@ -82,7 +94,7 @@ def register(commands: Any) -> None:
     )
     when.add_argument("--to-ts", metavar="SECONDS:INC", help="as --to-time, to an oplog ts")
     add_source_flags(p)
-    add_s3_flags(p)
+    add_s3_flags(p, writes=False)
     add_output_flags(p)
     add_metrics_flags(p)
     p.set_defaults(run=run)
@@ -92,6 +104,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
     words = [w for w in (args.host, args.database, *args.extra) if w is not None]
     if args.uri:
         words.insert(0, args.uri)
+    if args.uri and len(words) == 3:
+        raise host_and_uri(args)
     if len(words) != 2:
         raise UsageError("give HOST (or --uri) and DATABASE")
     return words[0], database_name(words[1])
@@ -183,19 +197,20 @@ def ledger_in_errors(ledger: StagingLedger) -> Iterator[None]:
 
 def _print(result: RestoreReport, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
-        # One line: an error object may follow it (docs/cli.md, JSON output)
-        write_json(result.to_dict(), out, indent=None)
+        write_json(result.to_dict(), out)
         return
     from ..pipelines.engine import Status
-    from ..units import size
+    from ..units import plural, size
 
     restored = [c for c in result.collections if c.status is Status.RESTORED]
     documents = sum(c.documents for c in restored)
-    failed = f", {len(result.failed)} failed" if result.failed else ""
+    failed = f", {len(result.failed):,} failed" if result.failed else ""
     out.write(
-        f"restored {len(restored)} collections{failed}, {documents} documents from "
+        f"restored {plural(len(restored), 'collection')}{failed}, "
+        f"{plural(documents, 'document')} from "
         f"{result.archive_key} ({size(result.bytes_fetched)} of "
         f"{size(result.archive_size)} fetched) in {result.duration:.1f}s\n"
     )
     if result.restored_to is not None:
-        out.write(f"replayed {result.oplog_replayed} oplog entries, to ts {result.restored_to}\n")
+        entries = plural(result.oplog_replayed, "oplog entry", "oplog entries")
+        out.write(f"replayed {entries}, to ts {result.restored_to}\n")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ._common import add_output_flags, add_s3_flags, interactive, s3_config
+from ._common import add_output_flags, add_s3_flags, interactive, s3_config, write_json
 
 if TYPE_CHECKING:
     from ..pipelines.verify import VerifyReport
@@ -38,8 +37,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     with progress_display(enabled=interactive(args)) as on_progress:
         report = await verify(args.dest, args.archive, s3=s3_config(args), progress=on_progress)
     if args.json:
-        json.dump(report.to_dict(), out, indent=2)
-        out.write("\n")
+        write_json(report.to_dict(), out)
     else:
         out.write(summary(report) + "\n")
     for problem in report.problems:
@@ -48,12 +46,13 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def summary(report: VerifyReport) -> str:
-    from ..units import rate, size
+    from ..units import plural, rate, size
 
-    verdict = "ok" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    verdict = "ok" if report.ok else f"FAILED ({plural(len(report.problems), 'problem')})"
     return (
         f"{verdict}: {report.archive} ({report.status.value}): "
-        f"{len(report.collections)} collections, {report.documents:,} documents; "
+        f"{plural(len(report.collections), 'collection')}, "
+        f"{plural(report.documents, 'document')}; "
         f"read {size(report.bytes_read)} in {report.duration:.1f}s "
         f"({rate(report.bytes_read, report.duration)})"
     )

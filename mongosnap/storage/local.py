@@ -4,7 +4,8 @@ A key ``a/b/c`` is the file ``root/a/b/c``. A writer streams into a hidden
 temporary file next to its target (``.c.<random>.partial``), which ``list``
 never shows; ``commit`` fsyncs it and hard-links it to the final name, which
 fails rather than overwrite, so an object appears whole or not at all. Files
-are created readable by their owner only (backups hold data). ``list`` reads
+are created readable by their owner only (backups hold data) unless
+``file_mode`` says otherwise (0640 for a monitoring group). ``list`` reads
 one directory (no recursion), and fails with BucketNotFound when the root does
 not exist, as S3 does for a missing bucket; ``uploads`` lists the temporary files of that
 directory (a killed writer leaves its own), ``abort_upload`` removes one.
@@ -45,9 +46,13 @@ it to a thread cost more than the write (a backup fills two per collection)."""
 _PARTIAL = ".partial"
 
 
+DEFAULT_FILE_MODE = 0o600
+
+
 class LocalStorage:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, file_mode: int = DEFAULT_FILE_MODE) -> None:
         self.root = Path(root).absolute()
+        self.file_mode = file_mode
 
     @property
     def url(self) -> str:
@@ -259,6 +264,8 @@ class _LocalWriter(BaseWriter):
                             raise
                         continue  # a concurrent delete pruned the directory
                     self._tmp = Path(name)
+                    if self._storage.file_mode != DEFAULT_FILE_MODE:  # mkstemp's mode
+                        os.fchmod(self._fd, self._storage.file_mode)
                     break
             except OSError as exc:
                 raise _os_error(exc, "cannot create a file in", parent) from exc
