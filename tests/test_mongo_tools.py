@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -67,6 +67,24 @@ def mongorestore_copy(uri: str, dump: Path, source: str, target: str) -> None:
     )
 
 
+def assert_mongorestore_gives(
+    uri: str,
+    dump: Path,
+    source: str,
+    expected: Mapping[str, list[bytes]],
+    admin: MongoClient[dict[str, object]],
+) -> None:
+    """mongorestore of ``source`` in ``dump`` gives ``expected`` (collection ->
+    sorted raw documents), byte for byte; the copy it made is dropped."""
+    copy = f"{source}_copy"
+    try:
+        mongorestore_copy(uri, dump, source, copy)
+        for name, documents in expected.items():
+            assert sorted(server_documents(uri, copy, name)) == documents, name
+    finally:
+        admin.drop_database(copy)
+
+
 def _extract(archive: Path, into: Path) -> None:
     """Unpack with GNU tar, as an operator would."""
     codec = ["--zstd"] if archive.name.endswith(".zst") else ["-z"]
@@ -92,13 +110,7 @@ def test_mongorestore_restores_a_mongosnap_archive(
     store = tmp_path / "store"
     result = asyncio.run(mongosnap.backup(mongo_uri, store, database=new_database, codec=codec))
     _extract(store / result.archive_key, tmp_path)
-    copy = f"{new_database}_copy"
-    try:
-        mongorestore_copy(mongo_uri, tmp_path / "dump", new_database, copy)
-        for name, documents in seeded.items():
-            assert sorted(server_documents(mongo_uri, copy, name)) == documents, name
-    finally:
-        _mongo_admin.drop_database(copy)
+    assert_mongorestore_gives(mongo_uri, tmp_path / "dump", new_database, seeded, _mongo_admin)
 
 
 def test_bsondump_reads_every_bson_member(

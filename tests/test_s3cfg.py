@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from helpers import run_cli, s3_client, seed, server_documents, subprocess_env
 from pymongo import MongoClient
-from test_mongo_tools import _legacy_archive, mongorestore_copy, tools_dir
+from test_mongo_tools import _legacy_archive, assert_mongorestore_gives, tools_dir
 
 SIZES = {"apps": 150, "users": 40}
 WRONG_SECRET = "not-the-secret-4e1f0c"
@@ -100,13 +100,7 @@ def test_backup_with_only_an_s3cfg_round_trips_through_s3cmd_and_mongorestore(
 
     s3cmd("-c", config, "get", f"s3://{bucket}/nightly/{key}", tmp_path / key)
     subprocess.run(["tar", "-xzf", key], cwd=tmp_path, check=True, timeout=60)
-    copy = f"{new_database}_copy"
-    try:
-        mongorestore_copy(mongo_uri, tmp_path / "dump", new_database, copy)
-        for name, documents in seeded.items():
-            assert sorted(server_documents(mongo_uri, copy, name)) == documents, name
-    finally:
-        _mongo_admin.drop_database(copy)
+    assert_mongorestore_gives(mongo_uri, tmp_path / "dump", new_database, seeded, _mongo_admin)
 
 
 def test_heal_from_an_archive_put_with_s3cmd(

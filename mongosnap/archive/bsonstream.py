@@ -174,16 +174,9 @@ def _walk(data: bytes, start: int, end: int, depth: int, where: str) -> None:
     """Validate the document ``data[start:end]`` element by element (explicit depth bound)."""
     if depth > MAX_NESTING:
         raise CorruptArchive(f"{where} nests deeper than {MAX_NESTING} levels")
-    if end - start < MIN_DOCUMENT or _int32(data, start, end, where) != end - start:
-        raise CorruptArchive(f"{where}: an embedded document's length is inconsistent")
-    if data[end - 1] != 0:
-        raise CorruptArchive(f"{where}: a document lacks its NUL")
-    pos, last = start + 4, end - 1
+    pos, last = _frame(data, start, end, where, "an embedded document")
     while pos < last:
-        kind = data[pos]
-        name_end = data.find(0, pos + 1, last)
-        if name_end < 0:
-            raise CorruptArchive(f"{where}: an element name is not terminated")
+        kind, name_end = _element_name(data, pos, last, where)
         pos = _value_end(data, kind, name_end + 1, last, depth, where)
     if pos != last:
         raise CorruptArchive(f"{where}: an element runs past its document")
@@ -247,16 +240,9 @@ def element_spans(
     included (a decoder keeps the last). Embedded documents are skipped by
     their length, not walked: reading a level costs its own bytes only.
     CorruptArchive when the bytes do not hold together."""
-    if end - start < MIN_DOCUMENT or _int32(data, start, end, where) != end - start:
-        raise CorruptArchive(f"{where}: a document's length is inconsistent")
-    if data[end - 1] != 0:
-        raise CorruptArchive(f"{where}: a document lacks its NUL")
-    pos, last = start + 4, end - 1
+    pos, last = _frame(data, start, end, where, "a document")
     while pos < last:
-        kind = data[pos]
-        name_end = data.find(0, pos + 1, last)
-        if name_end < 0:
-            raise CorruptArchive(f"{where}: an element name is not terminated")
+        kind, name_end = _element_name(data, pos, last, where)
         value = name_end + 1
         if kind in (0x03, 0x04):
             stop = value + _int32(data, value, last, where)
@@ -276,6 +262,24 @@ def _string_end(data: bytes, pos: int, limit: int, where: str) -> int:
     if size < 1 or end > limit or data[end - 1] != 0:
         raise CorruptArchive(f"{where}: invalid string length or terminator")
     return end
+
+
+def _frame(data: bytes, start: int, end: int, where: str, what: str) -> tuple[int, int]:
+    """The first element's and the NUL's offsets of the document ``data[start:end]``,
+    once its length and NUL are checked."""
+    if end - start < MIN_DOCUMENT or _int32(data, start, end, where) != end - start:
+        raise CorruptArchive(f"{where}: {what}'s length is inconsistent")
+    if data[end - 1] != 0:
+        raise CorruptArchive(f"{where}: a document lacks its NUL")
+    return start + 4, end - 1
+
+
+def _element_name(data: bytes, pos: int, last: int, where: str) -> tuple[int, int]:
+    """The type byte of the element at ``pos`` and the offset of its name's NUL."""
+    name_end = data.find(0, pos + 1, last)
+    if name_end < 0:
+        raise CorruptArchive(f"{where}: an element name is not terminated")
+    return data[pos], name_end
 
 
 def _int32(data: bytes, pos: int, limit: int, where: str) -> int:

@@ -675,16 +675,22 @@ class Engine:
         if name in state.layout.broken:
             state.outcomes.append(await self._failed(name, started, state.layout.broken[name]))
             return
+        if await self._claimed(name, state, started):
+            await self._isolated(name, state, started, None, wanted)
+
+    async def _claimed(self, name: str, state: _Legacy, started: float) -> bool:
+        """Claim ``name`` and start its staging copy; False, with its outcome
+        noted, when it is refused (busy, exists) or the claim fails."""
         try:
             refused = await self._claim(name)
         except MongosnapError as exc:
             state.outcomes.append(await self._failed(name, started, exc))
-            return
+            return False
         if refused is not None:
             state.outcomes.append(self._outcome(name, refused, time.monotonic()))
-            return
+            return False
         state.staged[name] = self._stage(name)
-        await self._isolated(name, state, started, None, wanted)
+        return True
 
     async def _streamed_metadata(self, wanted: _Dumped, state: _Legacy, started: float) -> None:
         """Note a wanted metadata file; one that does not parse fails its collection only."""
@@ -715,16 +721,8 @@ class Engine:
             if metadata.type == "view":
                 log.warning("%s.%s is a view: not restored", self.to_database, name)
                 continue
-            try:
-                refused = await self._claim(name)
-            except MongosnapError as exc:
-                state.outcomes.append(await self._failed(name, started, exc))
-                continue
-            if refused is not None:
-                state.outcomes.append(self._outcome(name, refused, time.monotonic()))
-                continue
-            state.staged[name] = self._stage(name)
-            await self._isolated(name, state, started, None, empty=True)
+            if await self._claimed(name, state, started):
+                await self._isolated(name, state, started, None, empty=True)
 
     async def _isolated(
         self,
