@@ -186,7 +186,7 @@ async def test_mongorestore_oplog_replay_needs_applyops_which_ferretdb_lacks(
     wait_for(lambda: writer.done > 30, "the writer to start")
     try:
         done = await asyncio.to_thread(
-            run_cli, "backup", str(tmp_path / "out"), mongo_oplog_uri, database, "--oplog", "-q"
+            run_cli, "backup", str(tmp_path / "out"), mongo_oplog_uri, database, "--oplog"
         )
     finally:
         writer.stop.set()
