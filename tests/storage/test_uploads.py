@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -262,22 +263,49 @@ def _archive_uploads(place: Place) -> list[str]:
     return [key for key in place.pending() if not key.endswith(".claim")]
 
 
+async def _until_the_upload_exists(
+    proc: subprocess.Popen[bytes], proxy: FaultProxy, place: Place
+) -> None:
+    """Return once the backup's archive upload exists and the backup cannot finish.
+
+    Each listCollections the backup sends (the collection checks around every
+    dump) is held until looked at. Once the collection's 24 MiB went through,
+    the held check keeps the backup from completing however fast it is, and
+    its parts are already on their way: the upload appears, then the kill comes.
+    """
+    held = proxy.hold("up", b"listCollections\x00")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the backup ended before it could be killed"
+        if not held.reached.wait(0.05):
+            continue
+        if proxy.counters.bytes_down > 20 * MiB:
+            for _ in range(1200):
+                if _archive_uploads(place):
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError("no upload after the collection was dumped")
+        following = proxy.hold("up", b"listCollections\x00")
+        held.release()
+        held = following
+    raise AssertionError("the backup never reached its upload")
+
+
 async def test_a_backup_killed_mid_upload_is_cleaned_up_by_the_next_one(
     place: Place, mongo_uri: str, new_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed_random(mongo_uri, new_database, 24)
-    host = mongo_uri.split("://", 1)[1].rstrip("/")
-    command = [sys.executable, "-m", "mongosnap", "backup", place.url, host, new_database, "-q"]
-    proc = subprocess.Popen([*command, "--part-size", "5", *place.flags], env=place.env)
-    try:
-        # The archive's upload exists: kill the backup now. The name claim is
-        # written first and may be pending for an instant; it is not the upload.
-        while not _archive_uploads(place):
-            assert proc.poll() is None, "the backup finished before it could be killed"
-            await asyncio.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    port = int(mongo_uri.rsplit(":", 1)[1].split("/")[0])
+    with FaultProxy(("127.0.0.1", port)) as proxy:
+        command = [sys.executable, "-m", "mongosnap", "backup", place.url, proxy.address]
+        proc = subprocess.Popen(
+            [*command, new_database, "-q", "--part-size", "5", *place.flags], env=place.env
+        )
+        try:
+            await _until_the_upload_exists(proc, proxy, place)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
     [orphan] = _archive_uploads(place)
 
     monkeypatch.setattr(uploads_module, "STALE_AFTER", timedelta(0))
