@@ -113,24 +113,30 @@ class DecryptedView:
         cstart, cend, index = stream.cipher_span(opened.prefix_length, start, end)
         cend = min(cend, opened.stored_size)
         wanted = (end - 1) // stream.CHUNK + 1  # the index after the range's last chunk
-        buffer = bytearray()
+        pending = b""  # less than a sealed chunk, carried to the next piece
         async for piece in self.inner.read(key, cstart, cend):
-            buffer += piece
-            while len(buffer) >= stream.SEALED and index < wanted:
-                plain = self._open_chunk(opened, index, bytes(buffer[: stream.SEALED]))
-                del buffer[: stream.SEALED]
-                yield plain[max(start - index * stream.CHUNK, 0) : end - index * stream.CHUNK]
+            data = memoryview(pending + piece if pending else piece)
+            at = 0
+            while len(data) - at >= stream.SEALED and index < wanted:
+                yield self._slice(opened, index, data[at : at + stream.SEALED], start, end)
+                at += stream.SEALED
                 index += 1
-        if buffer and index < wanted:
-            plain = self._open_chunk(opened, index, bytes(buffer))
-            buffer.clear()
-            yield plain[max(start - index * stream.CHUNK, 0) : end - index * stream.CHUNK]
-            index += 1
-        if index != wanted or buffer:
+            pending = bytes(data[at:])
+        if pending and index < wanted:
+            yield self._slice(opened, index, pending, start, end)
+            pending, index = b"", index + 1
+        if index != wanted or pending:
             raise DecryptionFailed(f"{key}: the encrypted object changed or ends early")
 
-    def _open_chunk(self, opened: OpenedObject, index: int, sealed: bytes) -> bytes:
-        return stream.open_chunk(opened.cipher, index, sealed, index == opened.last_index)
+    def _slice(
+        self, opened: OpenedObject, index: int, sealed: bytes | memoryview, start: int, end: int
+    ) -> bytes:
+        """The part of plaintext [start, end) that chunk ``index`` holds, authenticated."""
+        plain = stream.open_chunk(opened.cipher, index, sealed, index == opened.last_index)
+        base = index * stream.CHUNK
+        if start <= base and base + len(plain) <= end:
+            return plain
+        return plain[max(start - base, 0) : end - base]
 
     async def read_bytes(self, key: str, *, limit: int) -> bytes:
         opened = await self.header(key)
