@@ -57,7 +57,9 @@ class DecryptedView:
     def __init__(self, inner: Storage, identities: Sequence[Identity]) -> None:
         self.inner = inner
         self._identities = list(identities)
-        self._opened: OrderedDict[str, OpenedObject] = OrderedDict()
+        # Opening tasks by key: concurrent readers of one object share one
+        # header read (and one scrypt run); a failed open is forgotten.
+        self._opened: OrderedDict[str, asyncio.Task[OpenedObject]] = OrderedDict()
 
     @property
     def url(self) -> str:
@@ -68,14 +70,18 @@ class DecryptedView:
 
         Raises ObjectNotFound, NoIdentity or DecryptionFailed.
         """
-        opened = self._opened.get(key)
-        if opened is None:
-            opened = await self._open(key)
-            self._opened[key] = opened
+        task = self._opened.get(key)
+        if task is None:
+            task = self._opened[key] = asyncio.ensure_future(self._open(key))
+            task.add_done_callback(lambda done: self._forget_failed(key, done))
             if len(self._opened) > CACHED_HEADERS:
                 self._opened.popitem(last=False)
         self._opened.move_to_end(key)
-        return opened
+        return await asyncio.shield(task)  # one reader cancelled does not cancel the others
+
+    def _forget_failed(self, key: str, task: asyncio.Task[OpenedObject]) -> None:
+        if (task.cancelled() or task.exception() is not None) and self._opened.get(key) is task:
+            del self._opened[key]
 
     async def _open(self, key: str) -> OpenedObject:
         stored = (await self.inner.stat(key)).size
