@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         CorruptArchive,
         DatabaseNotArchived,
         DatabaseNotFound,
+        ForeignArchive,
         HealIncomplete,
         HungUp,
         Interrupted,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     )
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
     from .clients import AsyncMongoClientLike, MongoSource
+    from .encryption import Encryption, Keys
     from .oplog.archiver import archive_oplog, list_oplog
     from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
@@ -89,6 +91,9 @@ _EXPORTS = {
     "Terminated": "._errors",
     "TruncatedArchive": "._errors",
     "UnsafeArchive": "._errors",
+    "ForeignArchive": "._errors",
+    "Encryption": ".encryption",
+    "Keys": ".encryption",
     "UsageError": "._errors",
     "ArchiveInfo": ".catalog",
     "ArchiveStatus": ".catalog",
@@ -160,11 +165,14 @@ __all__ = [
     "CorruptArchive",
     "DatabaseNotArchived",
     "DatabaseNotFound",
+    "Encryption",
+    "ForeignArchive",
     "HealIncomplete",
     "HealReplay",
     "HealReport",
     "HungUp",
     "Interrupted",
+    "Keys",
     "LocalStorage",
     "MemoryStorage",
     "MongoSource",
