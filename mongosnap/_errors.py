@@ -26,6 +26,10 @@
     ├── NothingMatched                  43  restore's database or selection matches nothing
     ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
     ├── PointInTimeUnavailable          51  no archive and oplog chunks reach the target instant
+    ├── EncryptionError                 60  an encrypted (age) object cannot be read or written
+    │   ├── NoIdentity                  61  no identity given, or none opens the file
+    │   ├── DecryptionFailed            62  tampered, truncated or malformed: authentication failed
+    │   └── BadKey                      63  a malformed key, recipient, passphrase or key file
     └── Interrupted                     130 Ctrl-C
         └── Terminated                  143 SIGTERM
             └── HungUp                  129 SIGHUP (a terminal closed, an ssh session dropped)
@@ -152,6 +156,30 @@ class PointInTimeUnavailable(MongosnapError):
     consistent before it, or a gap or the chunks' end lies on the way."""
 
     exit_code = 51
+
+
+class EncryptionError(MongosnapError):
+    exit_code = 60
+
+
+class NoIdentity(EncryptionError):
+    """No identity was given, or none of them opens any stanza of the header."""
+
+    exit_code = 61
+
+
+class DecryptionFailed(EncryptionError):
+    """The object is not an age file this code can trust: a malformed header,
+    a header MAC or a payload chunk that does not authenticate, a truncation."""
+
+    exit_code = 62
+
+
+class BadKey(EncryptionError):
+    """A recipient, identity or passphrase (or the file holding it) is malformed.
+    The message names the file or line, never the key itself."""
+
+    exit_code = 63
 
 
 class Interrupted(MongosnapError):
