@@ -80,7 +80,7 @@ class Encryption:
 
         if self.passphrase:
             return [ScryptRecipient(self.passphrase)]
-        found = []
+        found: list[Recipient] = []
         for number, text in enumerate(self.recipients, 1):
             try:
                 found.append(X25519Recipient.parse(text))

@@ -89,6 +89,7 @@ DELETE_BACKOFF = 0.5  # seconds, doubled after each failed attempt
 
 if TYPE_CHECKING:
     from ..crypto.keys import Recipient
+    from ..crypto.writer import EncryptingWriter
 
 log = logging.getLogger("mongosnap.backup")
 
@@ -367,9 +368,10 @@ class _Job:
         self, key: str, specs: list[CollectionSpec], started: datetime, clock: float
     ) -> BackupReport:
         sink: ObjectWriter = self.storage.open_writer(key)
-        tap = None
+        sealing = None
         if self.recipients is not None:
-            sink, tap = sealed.encrypting_writer(sink, self.recipients)
+            sealing = sealed.encrypting_writer(sink, self.recipients)
+            sink = sealing[0]
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
                 await self._dump_all(writer, specs)
@@ -378,7 +380,7 @@ class _Job:
                     self.oplog = await self.oplog_hook(writer, databases)
                 finished = started + timedelta(seconds=time.monotonic() - clock)
                 manifest = await self._manifest(key, started, finished)
-                _, document = manifest.sealed(writer.plan_finish)
+                manifest, document = manifest.sealed(writer.plan_finish)
                 await writer.finish(document)
         except BaseException:
             await shielded(sink.abort())
@@ -387,9 +389,9 @@ class _Job:
         # Every byte is written: publishing runs to its end even when cancelled,
         # so no request is abandoned in flight (a PUT cut off on our side may
         # still land on the server after our cleanup).
-        size = await settled(self._publish(sink, key, document, manifest, tap))
+        size = await settled(self._publish(sink, key, document, manifest, sealing))
         report = self._result(key, manifest_key(key), started, finished, size)
-        return report if tap is None else replace(report, sealed_manifest_key=sealed_key(key))
+        return report if sealing is None else replace(report, sealed_manifest_key=sealed_key(key))
 
     async def _publish(
         self,
@@ -397,7 +399,7 @@ class _Job:
         key: str,
         document: bytes,
         manifest: Manifest,
-        tap: sealed.CiphertextTap | None,
+        sealing: tuple[EncryptingWriter, sealed.CiphertextTap] | None,
     ) -> int:
         """Commit the archive, then store its sidecar(s); on failure remove the archive.
 
@@ -410,9 +412,9 @@ class _Job:
             self._note_discard(sink, key)
             raise
         try:
-            if tap is not None and self.recipients is not None:
+            if sealing is not None and self.recipients is not None:
                 clear = await sealed.store_sealed(
-                    self.storage, key, document, manifest, sink, tap, info.size, self.recipients
+                    self.storage, key, document, manifest, *sealing, info.size, self.recipients
                 )
                 document = clear.to_json()
             await self.storage.put(manifest_key(key), document)

@@ -67,6 +67,10 @@ class CiphertextTap:
     def discarded(self) -> bool | None:
         return self.inner.discarded
 
+    @discarded.setter
+    def discarded(self, value: bool | None) -> None:
+        self.inner.discarded = value
+
     @property
     def position(self) -> int:
         return self.inner.position
@@ -135,15 +139,13 @@ async def store_sealed(
     recipients: list[Recipient],
 ) -> ClearSidecar:
     """Store the sealed sidecar; return the clear one (stored by the caller, last)."""
+    from ..crypto.file import encrypt
     from ..crypto.header import NONCE_SIZE
-    from ..crypto.writer import EncryptingWriter
 
     header = sink.prefix_length - NONCE_SIZE  # the payload's nonce follows the header
     clear = ClearSidecar.of(manifest, size=size, header=header, sha256=tap.digest.hexdigest())
     binding = SealBinding(clear.archive, clear.databases, size, clear.sha256)
-    async with EncryptingWriter(storage.open_writer(sealed_key(key)), recipients) as writer:
-        await writer.write(binding.seal(document))
-        await writer.commit()
+    await storage.put(sealed_key(key), encrypt(binding.seal(document), recipients))
     return clear
 
 
@@ -177,7 +179,7 @@ async def unseal(
 def decrypted(storage: Storage, identities: list[Identity]) -> Storage:
     from ..crypto.storage import DecryptedView
 
-    return DecryptedView(storage, identities)  # type: ignore[return-value]
+    return DecryptedView(storage, identities)
 
 
 def _check_binding(
