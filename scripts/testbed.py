@@ -3,10 +3,12 @@
 
 * FerretDB speaks the MongoDB wire protocol, with its embedded SQLite backend.
 * moto (Python) and versitygw (Go, POSIX backend) speak the S3 API.
+* age and age-keygen (built, never started) are the reference implementation
+  the encryption tests interoperate with.
 
 Usage::
 
-    python scripts/testbed.py build              # build missing Go binaries
+    python scripts/testbed.py build              # build missing Go binaries (and age)
     python scripts/testbed.py start [--state F]  # start all servers, write state F
     python scripts/testbed.py env   [--state F]  # print `export` lines for a shell
     python scripts/testbed.py stop  [--state F]  # stop them, remove their data
@@ -88,7 +90,16 @@ class GoTool:
 
 FERRETDB = GoTool("ferretdb", "github.com/FerretDB/FerretDB", "cmd/ferretdb", "v1.24.2")
 VERSITYGW = GoTool("versitygw", "github.com/versity/versitygw", "cmd/versitygw", "v1.8.0")
-TOOLS = (FERRETDB, VERSITYGW)
+SERVERS = (FERRETDB, VERSITYGW)
+# The reference age implementation, for the encryption interoperability tests.
+AGE = GoTool("age", "filippo.io/age", "cmd/age", "v1.3.2")
+AGE_KEYGEN = GoTool("age-keygen", "filippo.io/age", "cmd/age-keygen", "v1.3.2")
+# Non-interactive passphrases for age (-j batchpass, AGE_PASSPHRASE).
+AGE_BATCHPASS = GoTool(
+    "age-plugin-batchpass", "filippo.io/age", "cmd/age-plugin-batchpass", "v1.3.2"
+)
+AGE_TOOLS = (AGE, AGE_KEYGEN, AGE_BATCHPASS)
+TOOLS = (*SERVERS, *AGE_TOOLS)
 
 
 def bin_dir() -> Path:
@@ -451,7 +462,7 @@ class Testbed:
     def start(self) -> Testbed:
         if self.root is not None:
             raise TestbedError("testbed already started")
-        missing = [t.name for t in TOOLS if not (self.binaries / t.name).is_file()]
+        missing = [t.name for t in SERVERS if not (self.binaries / t.name).is_file()]
         if missing:
             raise TestbedError(
                 f"missing {', '.join(missing)} in {self.binaries}; "
