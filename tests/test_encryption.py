@@ -25,6 +25,7 @@ import pytest
 from bson import Binary
 from helpers import run_cli, seed, server_documents, subprocess_env, tar_members
 from pymongo import MongoClient
+from testbed import bin_dir, mongo_tools_dir
 
 import mongosnap
 from mongosnap import Encryption, Keys, list_archives
@@ -33,7 +34,6 @@ from mongosnap.catalog import ArchiveStatus, archive_codec
 from mongosnap.pipelines.staging import TEMP_PREFIX
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from testbed import bin_dir, mongo_tools_dir
 
 BIG = ("alpha", "bravo", "charlie")
 BIG_DOCS = 300
