@@ -404,3 +404,15 @@ def test_verify_reports_a_tampered_archive_with_and_without_its_key(
     assert keyed.returncode == 62, keyed.stderr
     nokey = _cli("verify", enc.archives[1], str(copy))
     assert nokey.returncode == 61 and "--identity" in nokey.stderr, nokey.stderr
+
+
+def test_a_tampered_manifest_chunk_skips_the_archive(enc: Fixture, copy: Path) -> None:
+    newer = copy / enc.archives[1]
+    data = bytearray(newer.read_bytes())
+    data[-100] ^= 0x01  # the last chunk: the embedded manifest's
+    newer.write_bytes(bytes(data))
+    _drop(enc, "bravo")
+    healed = _heal_cli(enc, copy, "--identity", str(enc.key))
+    assert healed.returncode == 0, healed.stderr
+    assert f"skipping archive {enc.archives[1]}" in healed.stderr
+    assert server_documents(enc.uri, enc.database, "bravo") == enc.documents["bravo"]
