@@ -416,3 +416,22 @@ def test_a_tampered_manifest_chunk_skips_the_archive(enc: Fixture, copy: Path) -
     assert healed.returncode == 0, healed.stderr
     assert f"skipping archive {enc.archives[1]}" in healed.stderr
     assert server_documents(enc.uri, enc.database, "bravo") == enc.documents["bravo"]
+
+
+def test_prune_deletes_all_three_objects_and_sees_an_orphan_sealed_sidecar(
+    enc: Fixture, copy: Path
+) -> None:
+    older = enc.archives[0]
+    (copy / older).unlink()
+    (copy / f"{older}.manifest.json").unlink()
+    listed = _cli("list", str(copy), "--leftovers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(x["key"], x["kind"], x["archive"]) for x in json.loads(listed.stdout)] == [
+        (f"{older}.manifest.json.age", "orphan sidecar", older)
+    ]
+    info = next(a for a in asyncio.run(list_archives(str(copy))) if a.key == enc.archives[1])
+    from mongosnap.pipelines.prune import delete_archive
+    from mongosnap.storage import LocalStorage
+
+    asyncio.run(delete_archive(LocalStorage(str(copy)), info))
+    assert sorted(p.name for p in copy.iterdir()) == [f"{older}.manifest.json.age"]
