@@ -61,15 +61,15 @@ class Encryption:
         """From the CLI's sources; None when none of them names a recipient.
 
         ``$MONGOSNAP_RECIPIENTS`` (whitespace or comma separated) is used only
-        when neither ``encrypt_to`` nor ``recipients_file`` is given.
+        when no other source is given.
         """
         found = [r for r in encrypt_to if r]
         if recipients_file is not None:
             found += _recipient_lines(_read_key_file(recipients_file, "recipients file"))
-        if not found:
+        passphrase = _passphrase(passphrase_file) if passphrase_file is not None else None
+        if not found and passphrase is None:
             env = (os.environ if environ is None else environ).get(RECIPIENTS_ENV, "")
             found = [r for r in _SEPARATORS.split(env) if r]
-        passphrase = _passphrase(passphrase_file) if passphrase_file is not None else None
         if not found and passphrase is None:
             return None
         return cls(found, passphrase)
