@@ -13,6 +13,8 @@ rounds so that drift hits them all alike, each its own process:
 - ``mongosnap-gzip``   ``mongosnap backup`` to a directory (default gzip);
 - ``mongosnap-zstd``   the same with ``--codec zstd``;
 - ``mongosnap-p1``     gzip with ``--parallel 1`` (one collection read at a time);
+- ``mongosnap-age``    gzip encrypted with ``--encrypt-to`` (one X25519 recipient):
+                       the cost of encryption (docs/encryption.md);
 - ``baseline-gzip``    ``mongosnap backup`` from another source tree, when
                        $MONGOSNAP_BASELINE names one (e.g. ``git archive`` of
                        an older commit): before/after in one alternated run;
@@ -101,6 +103,7 @@ def contenders(uri: str, out: Path) -> dict[str, list[str]]:
         "mongosnap-gzip": backup,
         "mongosnap-zstd": [*backup, "--codec", "zstd"],
         "mongosnap-p1": [*backup, "--parallel", "1"],
+        "mongosnap-age": [*backup, "--encrypt-to", _recipient()],
         "baseline-gzip": ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}", *backup],
         "mongodump-gz": [
             str(tools_dir() / "mongodump"),
@@ -113,6 +116,14 @@ def contenders(uri: str, out: Path) -> dict[str, list[str]]:
             "--quiet",
         ],
     }
+
+
+def _recipient() -> str:
+    """A fresh age recipient; its identity is not kept (nothing is read back)."""
+    sys.path.insert(0, str(ROOT))
+    from mongosnap.crypto.keys import X25519Identity
+
+    return str(X25519Identity.generate().recipient)
 
 
 def byte_compile() -> None:
@@ -178,7 +189,13 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["mongosnap-gzip", "mongosnap-zstd", "mongosnap-p1", "mongodump-gz"],
+        default=[
+            "mongosnap-gzip",
+            "mongosnap-age",
+            "mongosnap-zstd",
+            "mongosnap-p1",
+            "mongodump-gz",
+        ],
         help="contenders besides the drain (PYTHONPATH=DIR runs another mongosnap tree)",
     )
     args = parser.parse_args()

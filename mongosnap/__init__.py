@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         DatabaseNotFound,
         DecryptionFailed,
         EncryptionError,
+        ForeignArchive,
         HealIncomplete,
         HungUp,
         Interrupted,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     )
     from .catalog import ArchiveInfo, ArchiveStatus, list_archives
     from .clients import AsyncMongoClientLike, MongoSource
+    from .encryption import Encryption, Keys
     from .oplog.archiver import archive_oplog, list_oplog
     from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
@@ -97,6 +99,9 @@ _EXPORTS = {
     "Terminated": "._errors",
     "TruncatedArchive": "._errors",
     "UnsafeArchive": "._errors",
+    "ForeignArchive": "._errors",
+    "Encryption": ".encryption",
+    "Keys": ".encryption",
     "UsageError": "._errors",
     "ArchiveInfo": ".catalog",
     "ArchiveStatus": ".catalog",
@@ -170,12 +175,15 @@ __all__ = [
     "DatabaseNotArchived",
     "DatabaseNotFound",
     "DecryptionFailed",
+    "Encryption",
     "EncryptionError",
+    "ForeignArchive",
     "HealIncomplete",
     "HealReplay",
     "HealReport",
     "HungUp",
     "Interrupted",
+    "Keys",
     "LocalStorage",
     "MemoryStorage",
     "MongoSource",

@@ -17,7 +17,8 @@
     ├── ArchiveError                    30  an archive fails its checks
     │   ├── CorruptArchive              31  bad checksum, count, gzip/zstd or tar data
     │   ├── TruncatedArchive            32
-    │   └── UnsafeArchive               33  hostile member names, absurd lengths
+    │   ├── UnsafeArchive               33  hostile member names, absurd lengths
+    │   └── ForeignArchive              34  an encrypted archive's sealed manifest is another's
     ├── NoBackupsFound                  40  no archive at the destination
     │   └── DatabaseNotArchived         44  archives exist, none holds the database (a typo?)
     ├── HealIncomplete                  41  collections still missing after the search
@@ -121,6 +122,14 @@ class TruncatedArchive(ArchiveError):
 
 class UnsafeArchive(ArchiveError):
     exit_code = 33
+
+
+class ForeignArchive(ArchiveError):
+    """An encrypted archive's sealed manifest names another archive, other
+    ciphertext or other databases than its name and clear sidecar: a swapped
+    sidecar, or an archive put under another's name (docs/encryption.md)."""
+
+    exit_code = 34
 
 
 class NoBackupsFound(MongosnapError):

@@ -65,11 +65,14 @@ from ._errors import (
     StorageError,
     UsageError,
 )
+from .archive.clear import ClearSidecar, is_clear_sidecar
 from .archive.manifest import (
     CLOCK_TOLERANCE,
+    ENCRYPTED_SUFFIX,
     MANIFEST_SUFFIX,
     MAX_MANIFEST_BYTES,
     Manifest,
+    is_encrypted,
     manifest_key,
 )
 from .archive.manifest import parse_archive_name as _parse_name
@@ -161,6 +164,14 @@ class ArchiveInfo:
     dated: datetime | None = None
     """When a skewed name runs ahead: the time other clocks give (the
     storage's modification time, at most now), which ``when`` then is."""
+    clear: ClearSidecar | None = None
+    """An encrypted archive's clear sidecar when COMPLETE (``manifest`` is then
+    None until a key unseals it: pipelines/sealed.py)."""
+
+    @property
+    def encrypted(self) -> bool:
+        """An age-encrypted archive (``….tar.gz.age``): reading it needs a key."""
+        return is_encrypted(self.key)
 
     @property
     def when(self) -> datetime:
@@ -343,6 +354,7 @@ def archive_codec(key: str) -> str | None:
     base = key.rsplit("/", 1)[-1]
     if _parse_name(base) is None and not base.endswith(LEGACY_SUFFIX):
         return None
+    base = base.removesuffix(ENCRYPTED_SUFFIX)
     return next(name for name, cls in CODECS.items() if base.endswith(cls.suffix))
 
 
@@ -393,6 +405,8 @@ async def _classify(
         if judged is not None:
             return judged
         # deleted since the listing: judged below like any archive without one
+    if base.encrypted:  # ciphertext shows no manifest; and no legacy archive is encrypted
+        return _incomplete(base, "no clear sidecar: an unfinished encrypted backup")
     try:
         embedded = await _tail_has_manifest(storage, obj)
     except ObjectNotFound:
@@ -416,7 +430,10 @@ async def _probe(storage: Storage, obj: ObjectInfo) -> None:
 async def _judge_sidecar(storage: Storage, base: ArchiveInfo) -> ArchiveInfo | None:
     """The archive as its sidecar shows it; None if the sidecar is gone."""
     try:
-        manifest = Manifest.from_json(await read_sidecar(storage, base.key))
+        data = await read_sidecar(storage, base.key)
+        if base.encrypted or is_clear_sidecar(data):
+            return _judge_clear(base, ClearSidecar.from_json(data))
+        manifest = Manifest.from_json(data)
     except ObjectNotFound:
         return None
     except _PASSED_ON:
@@ -440,6 +457,31 @@ async def _judge_sidecar(storage: Storage, base: ArchiveInfo) -> ArchiveInfo | N
         databases=databases,
     )
     return judged if judged.skewed else _server_skew(judged, manifest.server_time)
+
+
+def _judge_clear(base: ArchiveInfo, clear: ClearSidecar) -> ArchiveInfo:
+    """An encrypted archive as its clear sidecar shows it (docs/encryption.md)."""
+    databases = frozenset(clear.databases)
+    name = base.key.rsplit("/", 1)[-1]
+    problem = ""
+    if not base.encrypted:
+        problem = "its sidecar is an encrypted archive's, but the name has no .age"
+    elif clear.archive != name:
+        problem = f"clear sidecar describes {clear.archive!r}, not this archive"
+    elif clear.codec != base.codec:
+        problem = f"clear sidecar says codec {clear.codec}, the name says {base.codec}"
+    elif clear.encrypted_bytes != base.size:
+        problem = f"archive is {base.size} bytes, its clear sidecar says {clear.encrypted_bytes}"
+    if problem:
+        return replace(_incomplete(base, problem, SidecarState.MISMATCH), databases=databases)
+    judged = replace(
+        base,
+        status=ArchiveStatus.COMPLETE,
+        sidecar=SidecarState.MATCHES,
+        databases=databases,
+        clear=clear,
+    )
+    return judged if judged.skewed else _server_skew(judged, clear.server_time)
 
 
 async def _held(storage: Storage, info: ArchiveInfo, database: str) -> frozenset[str] | None:

@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
+from testbed import bin_dir
 
 from mongosnap import Ts, list_oplog
 
@@ -211,6 +212,8 @@ def bed(oplog_host: str, testbed: Any, new_bucket: Any, tmp_path: Path) -> Itera
     shim.mkdir()
     (shim / "mongosnap").write_text(f'#!/bin/sh\nexec {sys.executable} -m mongosnap "$@"\n')
     (shim / "mongosnap").chmod(0o755)
+    for tool in ("age", "age-keygen"):  # the encryption examples (the test bed builds them)
+        (shim / tool).symlink_to(bin_dir() / tool)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MONGOSNAP_"))}
     env |= {
         "PATH": f"{shim}:{env['PATH']}",

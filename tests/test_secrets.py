@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,56 @@ def test_uri_file_and_variable_contents_are_never_printed(
                 if output:
                     assert_json_clean(done, what)
                 assert_no_canary(done, what)
+
+
+def test_key_material_is_never_printed(tmp_path: Path, mongo_uri: str, new_database: str) -> None:
+    """Passphrases and identity files (their contents) through every encryption
+    error path: a malformed key, a wrong key, an unreachable source; plain
+    output, --json and -v, and the metrics file."""
+    from testbed import bin_dir
+
+    seed(mongo_uri, new_database, {"users": 3})
+    root, metrics = tmp_path / "backups", tmp_path / "metrics.prom"
+    passphrase, right = tmp_path / "passphrase", tmp_path / "right"
+    passphrase.write_text(CANARY + "\n")
+    right.write_text("the right passphrase of " + new_database + "\n")
+    key = tmp_path / "key.txt"
+    keygen = bin_dir() / "age-keygen"
+    subprocess.run([str(keygen), "-o", str(key)], check=True, capture_output=True)
+    secret = next(ln for ln in key.read_text().splitlines() if ln.startswith("AGE-SECRET"))
+    malformed = tmp_path / "malformed.txt"
+    malformed.write_text(f"AGE-SECRET-KEY-1{CORE.upper()}QQQ\n")
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text(f"age1{CORE.lower()}qqq\n")
+    made = run_cli(
+        "backup", str(root), "--uri", mongo_uri, new_database, "--passphrase-file", str(right)
+    )
+    assert made.returncode == 0, made.stderr
+    host = ["--uri", mongo_uri, new_database]
+    cases: list[tuple[list[str], int]] = [
+        (["backup", str(root), "--uri", SOURCE, new_database, "--passphrase-file", str(passphrase),
+          "--connect-timeout", "1", "--metrics-file", str(metrics)], 11),
+        (["backup", str(root), *host, "--encrypt-to", f"age1{CORE.lower()}qqq"], 63),
+        (["backup", str(root), *host, "--recipients-file", str(recipients)], 63),
+    ]  # fmt: skip
+    for keys, code in (
+        (["--passphrase-file", str(passphrase)], 61),
+        (["--identity", str(key)], 61),
+        (["--identity", str(malformed)], 63),
+    ):
+        cases += [
+            (["heal", str(root), *host, "users", "nothere", *keys], code),
+            (["restore", "latest", str(root), *host, "--to-database", "x", *keys], code),
+            (["verify", "latest", str(root), *keys], code),
+        ]
+    forms = FORMS | {secret, secret.lower(), secret[16:40]}
+    for number, (args, code) in enumerate(cases):  # plain output, or --json -v: by turns
+        for output in (["--json", "-v"] if number % 2 else [],):
+            done = run_cli(*args, *output)
+            assert done.returncode == code, (args, output, done.returncode, done.stderr)
+            assert "Traceback" not in done.stderr
+            text = done.stdout + done.stderr
+            for form in forms:
+                assert form not in text, f"{form!r} printed by {args} {output}:\n{text}"
+    scraped = metrics.read_text()
+    assert not [form for form in forms if form in scraped]

@@ -22,6 +22,9 @@ from .names import DUMP_ROOT, MANIFEST_MEMBER, member_name, validate_member_name
 FORMAT_NAME = "mongosnap-archive"
 FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
+ENCRYPTED_SUFFIX = ".age"
+"""Added to an encrypted archive's name (and to its sealed sidecar's): an age file."""
+SEALED_SUFFIX = MANIFEST_SUFFIX + ENCRYPTED_SUFFIX
 MAX_MANIFEST_BYTES = 16 << 20
 """Largest sidecar or embedded manifest read (~30,000 collections of typical names)."""
 MAX_COLLECTIONS = 20_000
@@ -46,19 +49,28 @@ VANISHED_ROOT = "gone"
 never sees them) and as long as ``dump`` (so a reserved tar header keeps its length)."""
 
 _NAME_RE = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-mongodb-dump\.tar(?:\.gz|\.zst)?$"
+    r"(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-mongodb-dump\.tar(?:\.gz|\.zst)?(?:\.age)?$"
 )
 
 
 # ------------------------------------------------------------------ naming
 
 
-def archive_name(when: datetime, codec: Codec | str, prefix: str = "") -> str:
-    """``<prefix>YYYY-MM-DD-HH-MM-SS-mongodb-dump.tar.gz`` (``.tar.zst``) in UTC."""
+def archive_name(
+    when: datetime, codec: Codec | str, prefix: str = "", *, encrypted: bool = False
+) -> str:
+    """``<prefix>YYYY-MM-DD-HH-MM-SS-mongodb-dump.tar.gz`` (``.tar.zst``) in UTC,
+    ``.age`` added when ``encrypted``."""
     if when.tzinfo is None:
         raise ValueError("archive_name needs an aware datetime")
     suffix = CODECS[codec].suffix if isinstance(codec, str) else codec.suffix
-    return f"{prefix}{when.astimezone(UTC):%Y-%m-%d-%H-%M-%S}-mongodb-dump{suffix}"
+    sealed = ENCRYPTED_SUFFIX if encrypted else ""
+    return f"{prefix}{when.astimezone(UTC):%Y-%m-%d-%H-%M-%S}-mongodb-dump{suffix}{sealed}"
+
+
+def is_encrypted(key: str) -> bool:
+    """Whether an archive key names an encrypted archive (``….tar.gz.age``)."""
+    return key.endswith(ENCRYPTED_SUFFIX)
 
 
 def parse_archive_name(key: str) -> datetime | None:
@@ -77,8 +89,14 @@ def parse_archive_name(key: str) -> datetime | None:
 
 
 def manifest_key(archive_key: str) -> str:
-    """The sidecar manifest's key for an archive key."""
+    """The sidecar manifest's key for an archive key (for an encrypted archive,
+    the clear sidecar: docs/encryption.md)."""
     return archive_key + MANIFEST_SUFFIX
+
+
+def sealed_key(archive_key: str) -> str:
+    """An encrypted archive's sealed sidecar: its full manifest, encrypted."""
+    return archive_key + SEALED_SUFFIX
 
 
 # ----------------------------------------------------------------- schema

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._errors import UsageError
 
 if TYPE_CHECKING:
+    from ..encryption import Encryption, Keys
     from ..metrics import Metrics
     from ..pipelines.engine import CollectionOutcome
     from ..storage import S3Config, Storage
@@ -242,6 +243,56 @@ def add_codec_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--codec", choices=["gzip", "zstd"], default="gzip", help="compression (default gzip)"
     )
+
+
+def add_encrypt_flags(parser: argparse.ArgumentParser) -> None:
+    """backup: whom the archive is encrypted to (docs/encryption.md)."""
+    parser.add_argument(
+        "--encrypt-to",
+        action="append",
+        default=[],
+        metavar="RECIPIENT",
+        help="encrypt the archive to this age recipient (age1...; repeatable;"
+        " default $MONGOSNAP_RECIPIENTS)",
+    )
+    parser.add_argument(
+        "--recipients-file", metavar="FILE", help="age recipients, one per line ('#' comments)"
+    )
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="encrypt with the passphrase in FILE (scrypt) instead of recipients",
+    )
+
+
+def add_key_flags(parser: argparse.ArgumentParser) -> None:
+    """heal, restore, verify: what opens an encrypted archive."""
+    parser.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="age identity file for encrypted archives (repeatable; default $MONGOSNAP_IDENTITY)",
+    )
+    parser.add_argument(
+        "--passphrase-file", metavar="FILE", help="the passphrase of encrypted archives"
+    )
+
+
+def encryption(args: argparse.Namespace) -> Encryption | None:
+    from ..encryption import Encryption
+
+    return Encryption.of(
+        args.encrypt_to,
+        recipients_file=args.recipients_file,
+        passphrase_file=args.passphrase_file,
+    )
+
+
+def keys(args: argparse.Namespace) -> Keys | None:
+    from ..encryption import Keys
+
+    return Keys.of(args.identity, passphrase_file=args.passphrase_file)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from .._errors import UsageError
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ._common import (
     add_codec_flag,
+    add_encrypt_flags,
     add_file_mode_flag,
     add_metrics_flags,
     add_output_flags,
@@ -18,6 +19,7 @@ from ._common import (
     add_source_flags,
     database_name,
     destination,
+    encryption,
     host_and_uri,
     interactive,
     observed,
@@ -76,6 +78,7 @@ def register(commands: Any) -> None:
         help="also store the oplog entries written during the dump (dump/oplog.bson), "
         "for mongorestore --oplogReplay",
     )
+    add_encrypt_flags(p)
     add_source_flags(p)
     add_s3_flags(p)
     add_file_mode_flag(p)
@@ -129,6 +132,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 parallel=args.parallel,
                 range_size=args.range_size << 20,
                 aftermath=aftermath,
+                encryption=encryption(args),
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)

@@ -167,7 +167,7 @@ async def _newest(
 
 
 def _holds(info: ArchiveInfo, database: str | None) -> bool:
-    return database is None or (info.manifest is not None and database in info.manifest.databases)
+    return database is None or (info.databases is not None and database in info.databases)
 
 
 def _judge(verdict: Verdict, info: ArchiveInfo | None, now: datetime) -> None:

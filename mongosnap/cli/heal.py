@@ -13,6 +13,7 @@ from .._errors import CollectionBusy, HealIncomplete, PartialFailure, UsageError
 from ..units import count, plural
 from ._common import (
     MAX_WORKERS,
+    add_key_flags,
     add_metrics_flags,
     add_output_flags,
     add_s3_flags,
@@ -21,6 +22,7 @@ from ._common import (
     database_name,
     freeze_loaded,
     interactive,
+    keys,
     log_outcomes,
     observed,
     prepared_metrics,
@@ -76,6 +78,7 @@ def register(commands: Any) -> None:
     )
     add_source_flags(p)
     add_s3_flags(p, writes=False)
+    add_key_flags(p)
     add_output_flags(p)
     add_metrics_flags(p, serve=True)
     p.set_defaults(run=run)
@@ -129,6 +132,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 warn=log.warning,
                 ledger=ledger,
                 progress=on_progress,
+                keys=keys(args),
             )
         _log_outcomes(report)
         return report

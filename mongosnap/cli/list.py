@@ -157,10 +157,17 @@ def as_dict(info: ArchiveInfo) -> dict[str, Any]:
         "problem": info.problem or None,
         "skewed": info.skewed or None,
         "ordered_at": units.iso_utc(info.when),
-        "databases": None if manifest is None else list(manifest.databases),
+        "databases": _databases(info),
+        "encrypted": info.encrypted,
         "collections": None if manifest is None else len(manifest.collections),
         "documents": None if manifest is None else sum(c.documents for c in manifest.collections),
     }
+
+
+def _databases(info: ArchiveInfo) -> list[str] | None:
+    if info.manifest is not None:
+        return list(info.manifest.databases)
+    return None if info.clear is None else list(info.clear.databases)  # encrypted: in the clear
 
 
 def write_skewed(archives: list[ArchiveInfo], out: TextIO) -> None:

@@ -17,6 +17,7 @@ from .._errors import (
 )
 from ._common import (
     MAX_WORKERS,
+    add_key_flags,
     add_metrics_flags,
     add_output_flags,
     add_pattern_flags,
@@ -27,6 +28,7 @@ from ._common import (
     freeze_loaded,
     host_and_uri,
     interactive,
+    keys,
     log_outcomes,
     observed,
     s3_config,
@@ -95,6 +97,7 @@ def register(commands: Any) -> None:
     when.add_argument("--to-ts", metavar="SECONDS:INC", help="as --to-time, to an oplog ts")
     add_source_flags(p)
     add_s3_flags(p, writes=False)
+    add_key_flags(p)
     add_output_flags(p)
     add_metrics_flags(p)
     p.set_defaults(run=run)
@@ -170,6 +173,7 @@ async def _restore(
             warn=log.warning,  # through logging: -q silences it, --log-format shapes it
             ledger=ledger,
             progress=on_progress,
+            keys=keys(args),
             oplog_replay=args.oplog_replay,
             to_ts=_to_ts(args),
         )

@@ -7,7 +7,15 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
-from ._common import add_output_flags, add_s3_flags, interactive, s3_config, write_json
+from ._common import (
+    add_key_flags,
+    add_output_flags,
+    add_s3_flags,
+    interactive,
+    keys,
+    s3_config,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from ..pipelines.verify import VerifyReport
@@ -24,6 +32,12 @@ def register(commands: Any) -> None:
     p.add_argument("archive", metavar="ARCHIVE", help="archive key, or 'latest'")
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     add_s3_flags(p, writes=False)
+    add_key_flags(p)
+    p.add_argument(
+        "--no-decrypt",
+        action="store_true",
+        help="encrypted archive: check only its ciphertext's size and SHA-256 (no key needed)",
+    )
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -35,7 +49,14 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..pipelines.verify import verify
 
     with progress_display(enabled=interactive(args)) as on_progress:
-        report = await verify(args.dest, args.archive, s3=s3_config(args), progress=on_progress)
+        report = await verify(
+            args.dest,
+            args.archive,
+            s3=s3_config(args),
+            progress=on_progress,
+            keys=None if args.no_decrypt else keys(args),
+            decrypt=not args.no_decrypt,
+        )
     if args.json:
         write_json(report.to_dict(), out)
     else:

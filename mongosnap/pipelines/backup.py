@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import units
 from .._aio import settled, shielded
@@ -51,15 +51,17 @@ from ..archive.manifest import (
     SourceInfo,
     archive_name,
     manifest_key,
+    sealed_key,
     vanished_member_name,
 )
 from ..clients import MongoSource
 from ..codecs import get_codec
+from ..encryption import Encryption
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
 from ..storage import ObjectWriter, S3Config, Storage, opened
-from . import leftovers, ranges
+from . import leftovers, ranges, sealed
 from .ranges import RangedRead
 from .readahead import Budget, Lane
 from .uploads import abort_stale_uploads
@@ -84,6 +86,10 @@ part, 5 MiB at least; storage/_s3_writer.py): a group's headers then lie within
 headers of a single collection may already (docs/format.md section 3)."""
 DELETE_ATTEMPTS = 4
 DELETE_BACKOFF = 0.5  # seconds, doubled after each failed attempt
+
+if TYPE_CHECKING:
+    from ..crypto.keys import Recipient
+    from ..crypto.writer import EncryptingWriter
 
 log = logging.getLogger("mongosnap.backup")
 
@@ -114,6 +120,8 @@ class BackupReport:
     bytes_out: int
     collections: list[CollectionBackup] = field(default_factory=list)
     oplog: dict[str, Any] | None = None  # backup --oplog: the manifest's oplog window
+    sealed_manifest_key: str | None = None
+    """An encrypted archive's sealed sidecar (its manifest_key is then the clear one)."""
     stale_uploads_aborted: int = 0
     """Unfinished uploads of failed backups aborted before this one (pipelines/uploads.py)."""
 
@@ -125,8 +133,13 @@ class BackupReport:
     def documents(self) -> int:
         return sum(c.documents for c in self.collections)
 
+    @property
+    def encrypted(self) -> bool:
+        return self.sealed_manifest_key is not None
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["encrypted"] = self.encrypted
         out["started"] = self.started.isoformat()
         out["finished"] = self.finished.isoformat()
         out["duration"] = round(self.duration, 3)
@@ -182,6 +195,7 @@ async def backup(
     read_ahead: int = READ_AHEAD,
     range_size: int = 0,
     aftermath: BackupAftermath | None = None,
+    encryption: Encryption | None = None,
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -206,6 +220,10 @@ async def backup(
 
     ``aftermath``, if given, is kept up to date with what the run has left at
     the destination, so a caller whose run is cancelled can say what remains.
+
+    ``encryption`` (recipients or a passphrase) writes an age-encrypted
+    archive ``….tar.gz.age`` with a sealed and a clear sidecar
+    (docs/encryption.md); its keys are checked before anything is dumped.
     """
     if parallel < 1:
         raise UsageError(f"parallel must be at least 1, not {parallel}")
@@ -214,6 +232,7 @@ async def backup(
     if range_size < 0:
         raise UsageError(f"range_size cannot be negative ({range_size})")
     chosen_codec = get_codec(codec)
+    recipients = encryption.resolved() if encryption is not None else None
     async with opened(destination, s3) as storage:
         await storage.check()
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
@@ -229,6 +248,7 @@ async def backup(
             job.aftermath.where = storage.url
             job.parallel, job.read_ahead = parallel, read_ahead
             job.range_size = range_size if parallel > 1 else 0
+            job.recipients = recipients
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return replace(await job.run(specs), stale_uploads_aborted=aborted)
@@ -311,6 +331,7 @@ class _Job:
         self._group_start = 0  # archive offset of the group's first unfilled header
         self.aftermath = BackupAftermath()
         self.estimates: dict[tuple[str, str], int | None] = {}  # documents, by namespace
+        self.recipients: list[Recipient] | None = None  # encrypted to these (sealed.py)
 
     async def announce(self, specs: list[CollectionSpec]) -> None:
         """Take the server's estimate of each collection's documents, a few at
@@ -346,7 +367,11 @@ class _Job:
     async def _write(
         self, key: str, specs: list[CollectionSpec], started: datetime, clock: float
     ) -> BackupReport:
-        sink = self.storage.open_writer(key)
+        sink: ObjectWriter = self.storage.open_writer(key)
+        sealing = None
+        if self.recipients is not None:
+            sealing = sealed.encrypting_writer(sink, self.recipients)
+            sink = sealing[0]
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
                 await self._dump_all(writer, specs)
@@ -355,7 +380,7 @@ class _Job:
                     self.oplog = await self.oplog_hook(writer, databases)
                 finished = started + timedelta(seconds=time.monotonic() - clock)
                 manifest = await self._manifest(key, started, finished)
-                _, document = manifest.sealed(writer.plan_finish)
+                manifest, document = manifest.sealed(writer.plan_finish)
                 await writer.finish(document)
         except BaseException:
             await shielded(sink.abort())
@@ -364,17 +389,34 @@ class _Job:
         # Every byte is written: publishing runs to its end even when cancelled,
         # so no request is abandoned in flight (a PUT cut off on our side may
         # still land on the server after our cleanup).
-        size = await settled(self._publish(sink, key, document))
-        return self._result(key, manifest_key(key), started, finished, size)
+        size = await settled(self._publish(sink, key, document, manifest, sealing))
+        report = self._result(key, manifest_key(key), started, finished, size)
+        return report if sealing is None else replace(report, sealed_manifest_key=sealed_key(key))
 
-    async def _publish(self, sink: ObjectWriter, key: str, document: bytes) -> int:
-        """Commit the archive, then store its sidecar; on failure remove the archive."""
+    async def _publish(
+        self,
+        sink: ObjectWriter,
+        key: str,
+        document: bytes,
+        manifest: Manifest,
+        sealing: tuple[EncryptingWriter, sealed.CiphertextTap] | None,
+    ) -> int:
+        """Commit the archive, then store its sidecar(s); on failure remove the archive.
+
+        An encrypted archive's sealed sidecar is stored before its clear one,
+        whose presence alone makes the archive complete (docs/encryption.md).
+        """
         try:
             info = await sink.commit()
         except BaseException:
             self._note_discard(sink, key)
             raise
         try:
+            if sealing is not None and self.recipients is not None:
+                clear = await sealed.store_sealed(
+                    self.storage, key, document, manifest, *sealing, info.size, self.recipients
+                )
+                document = clear.to_json()
             await self.storage.put(manifest_key(key), document)
         except BaseException as exc:
             await shielded(self._withdraw(key, exc))
@@ -416,7 +458,7 @@ class _Job:
         """
         body = _claim_body(when)
         for _ in range(3600):
-            key = archive_name(when, self.codec)
+            key = archive_name(when, self.codec, encrypted=self.recipients is not None)
             claim = key + CLAIM_SUFFIX
             with contextlib.suppress(ObjectExists):
                 await self._take(claim, body)
@@ -459,6 +501,9 @@ class _Job:
 
     async def _withdraw(self, key: str, cause: BaseException) -> None:
         """Delete an archive left without sidecar; if that fails too, say which key."""
+        if self.recipients is not None:  # its sealed sidecar, if stored: an orphan for prune
+            with contextlib.suppress(MongosnapError):
+                await _delete_retrying(self.storage, sealed_key(key))
         try:
             await _delete_retrying(self.storage, key)
         except MongosnapError as exc:

@@ -31,12 +31,21 @@ from typing import TYPE_CHECKING, Any
 
 from .._aio import shielded
 from .._checks import name_list
-from .._errors import ArchiveError, DatabaseNotArchived, NoBackupsFound, ReplayError, listing
+from .._errors import (
+    ArchiveError,
+    DatabaseNotArchived,
+    DecryptionFailed,
+    NoBackupsFound,
+    ReplayError,
+    listing,
+)
 from ..catalog import ArchiveInfo, newest_archives
 from ..clients import MongoSource
+from ..encryption import Keys
 from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
+from . import sealed
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -142,6 +151,7 @@ async def heal(
     warn: Warn = log.warning,
     ledger: StagingLedger | None = None,
     progress: ProgressCallback = ignore,
+    keys: Keys | None = None,
 ) -> HealReport:
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
@@ -150,7 +160,10 @@ async def heal(
     holds ``database``; otherwise returns a report whose ``missing`` is empty when all is well.
     ``ledger`` (optional) records what an interrupted run left.
     ``progress`` is called per collection being restored, as for restore()
-    (nothing in a dry run).
+    (nothing in a dry run). ``keys`` open encrypted archives: without them
+    the first encrypted archive heal would use stops it with NoIdentity,
+    before anything of it is staged; one that fails authentication
+    (tampered, truncated, a swapped sidecar) is skipped with a warning.
     """
     started = time.monotonic()
     watched = list(dict.fromkeys(name_list(collections, "collections")))
@@ -165,6 +178,7 @@ async def heal(
         search = _Search(storage, src, database, vanished, workers, dry_run, warn, ledger)
         search.progress = progress
         search.present = existing  # the engines list no more (Engine.target_names)
+        search.keys = keys
         try:
             if vanished:
                 await storage.check()
@@ -218,6 +232,7 @@ class _Search:
         self.progress: ProgressCallback = ignore
         self.present: set[str] | None = None
         """The database's names as listed at the start, shared by the engines."""
+        self.keys: Keys | None = None
 
     async def run(self, depth: int) -> None:
         seen = False
@@ -248,8 +263,13 @@ class _Search:
         await self._try(info)
 
     async def _try(self, info: ArchiveInfo) -> None:
+        try:  # NoIdentity (no key, a wrong key) is raised: every older archive needs it too
+            storage, info = await sealed.unseal(self.storage, info, self.keys)
+        except (ArchiveError, DecryptionFailed) as exc:
+            self._skip(info, str(exc))
+            return
         engine = Engine(
-            self.storage,
+            storage,
             info,
             self.target,
             self.database,
@@ -265,7 +285,7 @@ class _Search:
                 outcomes = await engine.plan(wanted)
             else:
                 outcomes = await engine.restore(wanted, before_publish=replaying)
-        except ArchiveError as exc:
+        except (ArchiveError, DecryptionFailed) as exc:
             self._skip(info, str(exc))
             return
         finally:

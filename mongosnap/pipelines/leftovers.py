@@ -1,7 +1,8 @@
 """What interrupted backups can leave beside the archives: orphan sidecars
 and name claims. ``list --leftovers`` shows them; ``prune`` removes stale ones.
 
-- An orphan sidecar is a ``<archive>.manifest.json`` whose archive is not
+- An orphan sidecar is a ``<archive>.manifest.json`` (or an encrypted
+  archive's sealed ``<archive>.manifest.json.age``) whose archive is not
   there (a backup killed while withdrawing an archive whose sidecar was in
   flight). It describes nothing; restore, heal and list ignore it.
 - A name claim is ``<archive>.claim`` (pipelines/backup.py): a backup holds
@@ -25,7 +26,12 @@ from typing import Any
 
 from .. import units
 from .._errors import ObjectNotFound, StorageError
-from ..archive.manifest import MANIFEST_SUFFIX, parse_archive_name
+from ..archive.manifest import (
+    ENCRYPTED_SUFFIX,
+    MANIFEST_SUFFIX,
+    SEALED_SUFFIX,
+    parse_archive_name,
+)
 from ..catalog import archive_codec
 from ..storage import Storage
 from .uploads import STALE_AFTER, pending_uploads
@@ -49,8 +55,9 @@ class Leftover:
     @property
     def archive(self) -> str:
         """The key of the archive it belongs (or belonged) to."""
-        suffix = MANIFEST_SUFFIX if self.kind == ORPHAN_SIDECAR else CLAIM_SUFFIX
-        return self.key.removesuffix(suffix)
+        if self.kind == CLAIM:
+            return self.key.removesuffix(CLAIM_SUFFIX)
+        return self.key.removesuffix(ENCRYPTED_SUFFIX).removesuffix(MANIFEST_SUFFIX)
 
     def stale(self, now: datetime, after: timedelta = STALE_AFTER) -> bool:
         return self.last_active is not None and now - self.last_active >= after
@@ -74,7 +81,7 @@ async def find_leftovers(storage: Storage, prefix: str = "") -> list[Leftover]:
     sidecars: dict[str, Any] = {}
     claims: dict[str, Any] = {}
     async for obj in storage.list(prefix):
-        if obj.key.endswith(MANIFEST_SUFFIX):
+        if obj.key.endswith((MANIFEST_SUFFIX, SEALED_SUFFIX)):
             sidecars[obj.key] = obj
         elif obj.key.endswith(CLAIM_SUFFIX) and _archive_named(obj.key, CLAIM_SUFFIX):
             claims[obj.key] = obj
@@ -83,7 +90,7 @@ async def find_leftovers(storage: Storage, prefix: str = "") -> list[Leftover]:
     found = [
         Leftover(key, ORPHAN_SIDECAR, obj.size, obj.modified)
         for key, obj in sidecars.items()
-        if key.removesuffix(MANIFEST_SUFFIX) not in archives
+        if Leftover(key, ORPHAN_SIDECAR, 0, None).archive not in archives
     ]
     if claims:
         uploads = {u.key: u.last_active for u in await pending_uploads(storage)}

@@ -41,7 +41,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .._errors import UsageError
-from ..archive.manifest import manifest_key
+from ..archive.manifest import manifest_key, sealed_key
 from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives, order
 from ..oplog.position import Ts
 from ..oplog.retention import OplogPrune, prune_oplog
@@ -206,8 +206,11 @@ def plan(
 
 
 async def delete_archive(storage: Storage, info: ArchiveInfo) -> None:
-    """Delete the sidecar first, then the archive (docs/format.md, section 2)."""
+    """Delete the sidecar first, then the archive (docs/format.md, section 2);
+    an encrypted archive's clear sidecar, then its sealed one, then the archive."""
     await storage.delete(manifest_key(info.key))
+    if info.encrypted:
+        await storage.delete(sealed_key(info.key))
     await storage.delete(info.key)
 
 

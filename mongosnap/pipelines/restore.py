@@ -24,13 +24,14 @@ from .._errors import ArchiveError, CollectionExists, NothingMatched, UsageError
 from ..archive.manifest import Manifest
 from ..catalog import ArchiveInfo, ArchiveStatus, resolve
 from ..clients import MongoSource
+from ..encryption import Keys
 from ..oplog.position import Ts, TsLike, as_ts
 from ..oplog.replay import replay
 from ..oplog.report import ReplayReport
 from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
-from . import pitr
+from . import pitr, sealed
 from .engine import PARALLEL_COLLECTIONS, CollectionOutcome, Engine, Selection, Status
 from .lease import LEASES
 from .ledger import StagingLedger
@@ -98,6 +99,7 @@ async def restore(
     to_ts: TsLike | None = None,
     to_time: datetime | None = None,
     progress: ProgressCallback = ignore,
+    keys: Keys | None = None,
 ) -> RestoreReport:
     """Restore ``database`` (all or some collections) from an archive.
 
@@ -118,6 +120,8 @@ async def restore(
     when they do not reach it without a gap).
     ``progress`` is called per collection (STARTED, BATCH after each stored
     batch, then DONE, FAILED or SKIPPED), with the manifest's totals when known.
+    ``keys`` open an encrypted archive (NoIdentity without them, before the
+    server is touched); every chunk is authenticated before its bytes are used.
     """
     started = time.monotonic()
     ledger = ledger if ledger is not None else StagingLedger()
@@ -130,12 +134,13 @@ async def restore(
         else:
             info = await resolve(storage, archive)
         _check_usable(info, allow_incomplete, warn)
+        reader, info = await sealed.unseal(storage, info, keys)
         chosen = selection(database, collections, include, exclude)
         if info.manifest is not None:  # refuse before touching the server
             _check_matches(info.key, _manifest_holds(info.manifest), chosen)
         async with await Source.connect(target, connect_timeout=connect_timeout) as src:
             engine = Engine(
-                storage,
+                reader,
                 info,
                 src,
                 to_database or database,

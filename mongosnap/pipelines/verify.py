@@ -33,7 +33,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import ArchiveError, CorruptArchive, ObjectNotFound, TruncatedArchive, UnsafeArchive
+from .._errors import (
+    ArchiveError,
+    CorruptArchive,
+    DecryptionFailed,
+    ObjectNotFound,
+    TruncatedArchive,
+    UnsafeArchive,
+)
 from ..archive import BsonSplitter, parse_metadata, read_archive
 from ..archive.manifest import (
     COMPLETE,
@@ -47,8 +54,10 @@ from ..archive.names import MANIFEST_MEMBER, DumpFile, collection_name, parse_me
 from ..archive.reader import MAX_TOTAL_SIZE, TarMember
 from ..catalog import ArchiveInfo, ArchiveStatus, load_manifest, read_sidecar, resolve
 from ..codecs import Codec, Decompressor, GzipCodec, get_codec
+from ..encryption import Keys
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..storage import S3Config, Storage, opened
+from . import sealed
 from .engine import LEGACY_DOCUMENTS_PER_BYTE, LEGACY_FREE_DOCUMENTS, LEGACY_STEP
 
 RANGE_CONCURRENCY = 4
@@ -58,7 +67,7 @@ RANGE_CONCURRENCY = 4
 class Problem:
     """One thing wrong with an archive, and the error class it amounts to."""
 
-    error: type[ArchiveError]
+    error: type[ArchiveError] | type[DecryptionFailed]
     message: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,11 +132,36 @@ async def verify(
     *,
     s3: S3Config | None = None,
     progress: ProgressCallback | None = None,
+    keys: Keys | None = None,
+    decrypt: bool = True,
 ) -> VerifyReport:
-    """Check one archive (``latest`` or a key) end to end; see the module docstring."""
+    """Check one archive (``latest`` or a key) end to end; see the module docstring.
+
+    An encrypted archive is decrypted with ``keys`` (NoIdentity without) and
+    checked the same way, against its sealed manifest. With ``decrypt=False``
+    only its ciphertext is checked: size and SHA-256 against the clear
+    sidecar, no key needed (a plain archive is then verified as usual).
+    """
     async with opened(destination, s3) as storage:
         info = await resolve(storage, archive)
-        return await _Verifier(storage, info, progress or ignore).run()
+        if info.encrypted and (not decrypt or info.status is not ArchiveStatus.COMPLETE):
+            return await _check_ciphertext(storage, info)  # incomplete: nothing sealed to trust
+        reader, info = await sealed.unseal(storage, info, keys)
+        return await _Verifier(reader, info, progress or ignore).run()
+
+
+async def _check_ciphertext(storage: Storage, info: ArchiveInfo) -> VerifyReport:
+    clock = time.monotonic()
+    read, errors = await sealed.check_ciphertext(storage, info)
+    return VerifyReport(
+        destination=storage.url,
+        archive=info.key,
+        status=info.status,
+        collections=[],
+        problems=[Problem(type(e), str(e)) for e in errors],
+        bytes_read=read,
+        duration=time.monotonic() - clock,
+    )
 
 
 # ---------------------------------------------------------------- internals
@@ -205,12 +239,14 @@ class _Verifier:
             duration=time.monotonic() - clock,
         )
 
-    def _problem(self, error: type[ArchiveError], message: str) -> None:
+    def _problem(self, error: type[ArchiveError] | type[DecryptionFailed], message: str) -> None:
         self.problems.append(Problem(error, message))
 
     async def _sidecar(self) -> tuple[bytes | None, Manifest | None]:
         """The sidecar's bytes and manifest for a COMPLETE archive; for an
         INCOMPLETE one, the first problem says why it is not trusted."""
+        if self.info.encrypted and self.info.manifest is not None:  # unsealed
+            return self.info.manifest.to_json(), self.info.manifest
         if self.info.status is ArchiveStatus.COMPLETE:
             sidecar = await read_sidecar(self.storage, self.info.key)
             try:
@@ -236,7 +272,7 @@ class _Verifier:
                 async for member in members:
                     await self._member(member)
             self.stream_done = True
-        except ArchiveError as exc:
+        except (ArchiveError, DecryptionFailed) as exc:  # a chunk failed authentication
             self._problem(type(exc), str(exc))
 
     async def _member(self, member: TarMember) -> None:
@@ -506,7 +542,7 @@ class _Verifier:
                     if not await ranged.check(member, members[found]):
                         return ranged
                     found += 1
-        except ArchiveError as exc:
+        except (ArchiveError, DecryptionFailed) as exc:
             return ranged.fail(type(exc), str(exc))
         if found != len(members):
             return ranged.fail(TruncatedArchive, f"ends after {found} of {len(members)} members")
@@ -522,7 +558,7 @@ class _Ranged:
     problem: Problem | None = None
     metadata_sha256: str = ""
 
-    def fail(self, error: type[ArchiveError], message: str) -> _Ranged:
+    def fail(self, error: type[ArchiveError] | type[DecryptionFailed], message: str) -> _Ranged:
         self.problem = Problem(error, f"{self.where}: {message}")
         return self
 
