@@ -30,7 +30,7 @@ from ..oplog.report import ReplayReport
 from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
-from . import pitr
+from . import pitr, users
 from .engine import PARALLEL_COLLECTIONS, CollectionOutcome, Engine, Selection, Status
 from .lease import LEASES
 from .ledger import StagingLedger
@@ -57,6 +57,8 @@ class RestoreReport:
     None when no oplog was replayed."""
     replay: dict[str, Any] | None = None
     """The replay report (``ReplayReport.to_dict()``), None when none ran."""
+    users: dict[str, list[str]] | None = None
+    """restore --users-and-roles: {"restored": [...], "existing": [...]}, names only."""
 
     @property
     def failed(self) -> list[CollectionOutcome]:
@@ -98,6 +100,7 @@ async def restore(
     to_ts: TsLike | None = None,
     to_time: datetime | None = None,
     progress: ProgressCallback = ignore,
+    users_and_roles: bool = False,
 ) -> RestoreReport:
     """Restore ``database`` (all or some collections) from an archive.
 
@@ -116,12 +119,17 @@ async def restore(
     consistent at or before it (``archive`` ``latest``) or the one named,
     then replay the chunks under ``oplog/`` up to it (PointInTimeUnavailable
     when they do not reach it without a gap).
+    ``users_and_roles``: also restore the archive's users and roles of
+    ``database`` (backup --users-and-roles) that the target lacks; one that
+    exists is left alone and reported. Not with a different ``to_database``.
     ``progress`` is called per collection (STARTED, BATCH after each stored
     batch, then DONE, FAILED or SKIPPED), with the manifest's totals when known.
     """
     started = time.monotonic()
     ledger = ledger if ledger is not None else StagingLedger()
     point = _target_ts(to_ts, to_time, oplog_replay)
+    if users_and_roles:
+        users.check_target(database, to_database)
     async with opened(destination, s3) as storage:
         plan = None
         if point is not None:
@@ -156,6 +164,7 @@ async def restore(
             if oplog_replay and _has_window(info):
                 report = await _replay(engine, outcomes, database, plan)
                 outcomes = _stopped_ones_failed(outcomes, report, database)
+            accounts = await _users(engine, info, database) if users_and_roles else None
     duration = round(time.monotonic() - started, 3)
     return RestoreReport(
         info.key,
@@ -166,7 +175,18 @@ async def restore(
         oplog_replayed=sum(report.applied.values()) if report else 0,
         restored_to=_restored_to(info, plan) if report else None,
         replay=report.to_dict() if report else None,
+        users=accounts.to_dict() if accounts is not None else None,
     )
+
+
+async def _users(engine: Engine, info: ArchiveInfo, database: str) -> users.UsersReport:
+    """The archive's users and roles of ``database`` the target lacks, inserted."""
+    if info.manifest is None or not any(u.database == database for u in info.manifest.users):
+        raise UsageError(
+            f"archive {info.key} holds no users and roles of {database}"
+            " (it was not made with backup --users-and-roles)"
+        )
+    return await users.restore(engine.target, await engine.user_documents(database))
 
 
 def _target_ts(to_ts: TsLike | None, to_time: datetime | None, oplog_replay: bool) -> Ts | None:

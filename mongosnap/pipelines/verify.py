@@ -379,6 +379,7 @@ class _Verifier:
                 self._check_bson(entry, entry.bson, tally)
         if manifest.oplog is not None:  # backup --oplog
             expected.add(manifest.oplog.member.name)
+        expected.update(auth.member.name for auth in manifest.users)  # --users-and-roles
         if not self.stream_done:
             return tallies
         for name in self.order:
