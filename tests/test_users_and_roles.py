@@ -9,8 +9,10 @@ mongorestore --restoreDbUsersAndRoles does with it on FerretDB).
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +185,28 @@ def test_users_and_roles_refuse_another_database_or_an_archive_without_them(
     done = run_cli(*base, "--drop")
     assert done.returncode == 2 and "holds no users and roles" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_legacy_tar_with_users_files_restores_its_collections_only(
+    accounts: Any, tmp_path: Path, mongo_auth_uri: str
+) -> None:
+    """``tar -czf`` of a dump with mongodump's users files (a legacy archive):
+    the ``$admin.*`` files are no collections and are not restored as such."""
+    client, database, root, report, _ = accounts
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    with tarfile.open(legacy / "2026-01-02-03-04-05-mongodb-dump.tar.gz", "w:gz") as tar:
+        for name, data in archive_members(root, report).items():
+            if name.startswith("dump/"):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    target = database + "_legacy"
+    try:
+        args = ["restore", "latest", str(legacy), "--uri", mongo_auth_uri, database]
+        done = run_cli(*args, "--to-database", target, "--json")
+        assert done.returncode == 0, done.stderr
+        assert [c["name"] for c in json.loads(done.stdout)["collections"]] == ["items"]
+        assert client[target].list_collection_names() == ["items"]
+    finally:
+        client.drop_database(target)

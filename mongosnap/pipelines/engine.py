@@ -999,7 +999,7 @@ async def _wanted(
     a warning).
     """
     dump = parse_member_name(member.name)
-    if dump is None:
+    if dump is None or dump.stem.startswith("$"):  # $admin.system.users: not a collection
         return None
     if dump.database != selection.database:
         if held is not None:  # by its file name: only to say what the archive holds
