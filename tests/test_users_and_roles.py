@@ -210,3 +210,25 @@ def test_a_legacy_tar_with_users_files_restores_its_collections_only(
         assert client[target].list_collection_names() == ["items"]
     finally:
         client.drop_database(target)
+
+
+def test_heal_puts_a_dropped_user_back(accounts: Any, mongo_auth_uri: str) -> None:
+    """heal --users-and-roles with every watched collection present: only the user."""
+    client, database, root, _, _ = accounts
+    before = by_name(server_users(client, database))
+    client[database].command({"dropUser": "alice"})
+    args = ["heal", str(root), "--uri", mongo_auth_uri, database, "items", "--users-and-roles"]
+    done = run_cli(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["users"] == {
+        "restored": [f"user {database}.alice"],
+        "existing": [f"user {database}.bob"],
+    }
+    assert report["restored"] == []
+    assert by_name(server_users(client, database))["alice"] == before["alice"]
+    client[database].command({"dropUser": "alice"})
+    plain = run_cli(*args[:-1], "--json")  # without the flag: users are not heal's business
+    assert plain.returncode == 0 and json.loads(plain.stdout)["users"] is None
+    assert "alice" not in by_name(server_users(client, database))
+    assert run_cli(*args).returncode == 0  # and back, for the tests after

@@ -74,6 +74,12 @@ def register(commands: Any) -> None:
         metavar="N",
         help=f"concurrent insert batches per collection (default 4; 1 to {MAX_WORKERS})",
     )
+    p.add_argument(
+        "--users-and-roles",
+        action="store_true",
+        help="also put back the database's users and roles the server lacks "
+        "(backup --users-and-roles); existing ones are left alone",
+    )
     add_source_flags(p)
     add_s3_flags(p, writes=False)
     add_output_flags(p)
@@ -129,6 +135,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 warn=log.warning,
                 ledger=ledger,
                 progress=on_progress,
+                users_and_roles=args.users_and_roles,
             )
         _log_outcomes(report)
         return report
@@ -244,6 +251,12 @@ def _print(report: HealReport, args: argparse.Namespace, out: TextIO) -> None:
         write_json(report.to_dict(), out)
         return
     out.write(summary(report) + "\n")
+    if report.users is not None:
+        out.write(
+            f"users and roles: {len(report.users['restored'])} restored"
+            + "".join(f", {name} exists (left alone)" for name in report.users["existing"])
+            + "\n"
+        )
 
 
 def summary(report: HealReport) -> str:
