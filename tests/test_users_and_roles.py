@@ -25,6 +25,8 @@ from bson.raw_bson import RawBSONDocument
 from helpers import run_cli, split_bson, tar_members
 from pymongo import MongoClient
 
+from mongosnap import backup, verify
+
 TOOLS = Path(__file__).resolve().parents[1] / ".." / "shared" / "mongo-tools" / "bin"
 PASSWORDS = {"alice": "Al1ceUserPw-x81", "bob": "B0bUserPw-q27"}
 
@@ -232,3 +234,38 @@ def test_heal_puts_a_dropped_user_back(accounts: Any, mongo_auth_uri: str) -> No
     assert plain.returncode == 0 and json.loads(plain.stdout)["users"] is None
     assert "alice" not in by_name(server_users(client, database))
     assert run_cli(*args).returncode == 0  # and back, for the tests after
+
+
+async def test_a_changed_byte_in_the_users_member_is_caught_before_any_write(
+    accounts: Any, mongo_auth_uri: str, tmp_path: Path
+) -> None:
+    """verify names the member; restore --users-and-roles fails (exit 31) before
+    it writes a collection or a user."""
+    client, database, _, _, _ = accounts
+    report = await backup(
+        mongo_auth_uri, str(tmp_path), database=database, users_and_roles=True, codec="none"
+    )
+    path = tmp_path / report.archive_key
+    salt = bson.decode(server_users(client, database)[0])["credentials"]["SCRAM-SHA-256"]["salt"]
+    data = bytearray(path.read_bytes())
+    at = data.index(salt.encode())
+    data[at] ^= 0x01  # still a valid string: only the checksum can tell
+    path.write_bytes(bytes(data))
+    checked = await verify(str(tmp_path), report.archive_key)
+    assert [p.message for p in checked.problems] == [
+        f"dump/{database}/$admin.system.users.bson holds 2 documents or a sha256 other"
+        " than the manifest's (2)"
+    ]
+    client[database].command({"dropUser": "alice"})
+    client[database].items.insert_one({"_id": "marker"})  # a --drop restore would lose it
+    try:
+        args = ["restore", "latest", str(tmp_path), "--uri", mongo_auth_uri, database]
+        done = run_cli(*args, "--drop", "--users-and-roles")
+        assert done.returncode == 31, done.stderr
+        assert "$admin.system.users.bson" in done.stderr
+        assert client[database].items.find_one({"_id": "marker"}) is not None
+        assert "alice" not in by_name(server_users(client, database))
+    finally:
+        client[database].items.delete_one({"_id": "marker"})
+        heal = ["heal", str(accounts[2]), "--uri", mongo_auth_uri, database, "items"]
+        assert run_cli(*heal, "--users-and-roles").returncode == 0

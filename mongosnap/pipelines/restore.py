@@ -153,6 +153,8 @@ async def restore(
                 progress=progress,
                 parallel=PARALLEL_COLLECTIONS,
             )
+            # read and checked before anything is written: a corrupt member fails alone
+            accounts = await _user_documents(engine, info, database) if users_and_roles else None
             try:
                 await _refuse_overwrite(engine, chosen)
                 outcomes = await engine.restore(chosen)
@@ -164,7 +166,7 @@ async def restore(
             if oplog_replay and _has_window(info):
                 report = await _replay(engine, outcomes, database, plan)
                 outcomes = _stopped_ones_failed(outcomes, report, database)
-            accounts = await _users(engine, info, database) if users_and_roles else None
+            put_back = None if accounts is None else await users.restore(src, accounts)
     duration = round(time.monotonic() - started, 3)
     return RestoreReport(
         info.key,
@@ -175,18 +177,20 @@ async def restore(
         oplog_replayed=sum(report.applied.values()) if report else 0,
         restored_to=_restored_to(info, plan) if report else None,
         replay=report.to_dict() if report else None,
-        users=accounts.to_dict() if accounts is not None else None,
+        users=put_back.to_dict() if put_back is not None else None,
     )
 
 
-async def _users(engine: Engine, info: ArchiveInfo, database: str) -> users.UsersReport:
-    """The archive's users and roles of ``database`` the target lacks, inserted."""
+async def _user_documents(
+    engine: Engine, info: ArchiveInfo, database: str
+) -> dict[str, list[bytes]]:
+    """The archive's users and roles of ``database``, read and checked."""
     if info.manifest is None or not any(u.database == database for u in info.manifest.users):
         raise UsageError(
             f"archive {info.key} holds no users and roles of {database}"
             " (it was not made with backup --users-and-roles)"
         )
-    return await users.restore(engine.target, await engine.user_documents(database))
+    return await engine.user_documents(database)
 
 
 def _target_ts(to_ts: TsLike | None, to_time: datetime | None, oplog_replay: bool) -> Ts | None:
