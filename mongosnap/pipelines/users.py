@@ -30,7 +30,8 @@ from ..source import Source
 
 log = logging.getLogger("mongosnap.users")
 
-RESTORED_COLLECTIONS = ("system.users", "system.roles")
+RESTORED_COLLECTIONS = ("system.roles", "system.users")
+"""Roles first: a user's roles may name them."""
 
 
 async def write(writer: ArchiveWriter, src: Source, databases: Sequence[str]) -> list[AuthMember]:
