@@ -37,14 +37,15 @@ import testbed
 import mongosnap
 
 DATABASE = "bench_max_rate"
+"""The database seeded (dropped first), --database."""
 APP_DOCUMENTS = 1000
 IDLE_SECONDS = 3.0
 
 
-def seed(uri: str, mib: int) -> None:
+def seed(uri: str, database: str, mib: int) -> None:
     with MongoClient(uri) as client:
-        client.drop_database(DATABASE)
-        db = client[DATABASE]
+        client.drop_database(database)
+        db = client[database]
         filler = "x" * 1000
         count = mib * 1024
         for start in range(0, count, 5000):
@@ -54,11 +55,11 @@ def seed(uri: str, mib: int) -> None:
         db.app.insert_many([{"_id": i, "v": "y" * 200} for i in range(APP_DOCUMENTS)])
 
 
-def application(uri: str, stop: Any, out: Any) -> None:
+def application(uri: str, database: str, stop: Any, out: Any) -> None:
     """find_one by _id in a loop until ``stop``; sends the latencies (seconds)."""
     latencies = []
     with MongoClient(uri) as client:
-        app = client[DATABASE].app
+        app = client[database].app
         app.find_one({"_id": 0})  # connected before the clock starts
         while not stop.is_set():
             key = random.randrange(APP_DOCUMENTS)
@@ -69,11 +70,11 @@ def application(uri: str, stop: Any, out: Any) -> None:
 
 
 @contextlib.contextmanager
-def app_running(uri: str) -> Iterator[list[float]]:
+def app_running(uri: str, database: str) -> Iterator[list[float]]:
     """An application process for the block; its latencies fill the list after."""
     ctx = mp.get_context("spawn")
     stop, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=application, args=(uri, stop, out))
+    proc = ctx.Process(target=application, args=(uri, database, stop, out))
     proc.start()
     time.sleep(1.0)  # its interpreter started and connected
     found: list[float] = []
@@ -85,12 +86,12 @@ def app_running(uri: str) -> Iterator[list[float]]:
         proc.join(timeout=60)
 
 
-def backup(uri: str, cap_mb: float) -> tuple[float, int]:
+def backup(uri: str, database: str, cap_mb: float) -> tuple[float, int]:
     """(seconds, BSON bytes read) of one backup of the database."""
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         report = asyncio.run(
-            mongosnap.backup(uri, out, database=DATABASE, include=["data"], max_rate=cap_mb * 1e6)
+            mongosnap.backup(uri, out, database=database, include=["data"], max_rate=cap_mb * 1e6)
         )
         return time.perf_counter() - started, report.bytes_in
 
@@ -102,25 +103,25 @@ def percentiles(latencies: list[float]) -> str:
     return f"{p50:.2f} | {p95:.2f} | {len(ms)}"
 
 
-def run(uri: str, mib: int, caps: list[float]) -> None:
-    seed(uri, mib)
+def run(uri: str, database: str, mib: int, caps: list[float]) -> None:
+    seed(uri, database, mib)
     print(f"mongosnap from {Path(mongosnap.__file__).parent}; {mib} MiB of ~1 KB documents")
     print("\n| cap (MB/s) | backup s | read MB/s | achieved / cap |\n| ---: | ---: | ---: | ---: |")
     for cap in [0.0, *caps]:
-        wall, size = backup(uri, cap)
+        wall, size = backup(uri, database, cap)
         rate = size / wall / 1e6
         ratio = f"{rate / cap:.2f}" if cap else "-"
         print(f"| {cap or 'none'} | {wall:.2f} | {rate:.2f} | {ratio} |")
     print("\n| application find_one by _id | p50 ms | p95 ms | queries |")
     print("| --- | ---: | ---: | ---: |")
-    with app_running(uri) as idle:
+    with app_running(uri, database) as idle:
         time.sleep(IDLE_SECONDS)
     print(f"| no backup | {percentiles(idle)} |")
-    with app_running(uri) as uncapped:
-        backup(uri, 0.0)
+    with app_running(uri, database) as uncapped:
+        backup(uri, database, 0.0)
     print(f"| uncapped backup | {percentiles(uncapped)} |")
-    with app_running(uri) as capped:
-        backup(uri, min(caps))
+    with app_running(uri, database) as capped:
+        backup(uri, database, min(caps))
     print(f"| backup --max-rate {min(caps):g} | {percentiles(capped)} |")
 
 
@@ -129,13 +130,14 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=32, help="MiB of documents to back up")
     parser.add_argument("--caps", default="2,5,10", help="caps in MB/s, comma-separated")
     parser.add_argument("--uri", help="a running server (default: start FerretDB)")
+    parser.add_argument("--database", default=DATABASE, help="database to seed (dropped first)")
     args = parser.parse_args()
     caps = [float(c) for c in args.caps.split(",")]
     if args.uri:
-        run(args.uri, args.mib, caps)
+        run(args.uri, args.database, args.mib, caps)
         return
     with testbed.Testbed() as bed:
-        run(bed.mongo_uri, args.mib, caps)
+        run(bed.mongo_uri, args.database, args.mib, caps)
 
 
 if __name__ == "__main__":
