@@ -35,6 +35,15 @@ from pymongo.errors import (
     OperationFailure,
     ProtocolError,
     PyMongoError,
+    ServerSelectionTimeoutError,
+)
+from pymongo.read_preferences import (
+    Nearest,
+    Primary,
+    PrimaryPreferred,
+    Secondary,
+    SecondaryPreferred,
+    _ServerMode,
 )
 
 from ._errors import (
@@ -54,8 +63,19 @@ _AUTH_FAILED_CODES = frozenset({18, 13})
 NAMESPACE_NOT_FOUND = 26
 NAMESPACE_EXISTS = 48
 NOT_IMPLEMENTED = 238
+DUPLICATE_KEY = 11000
 INVALID_NAMESPACE = 73
 """FerretDB 1.x answers renameCollection to or from a dotted name with it."""
+
+READ_PREFERENCES: dict[str, _ServerMode] = {
+    "primary": Primary(),
+    "primaryPreferred": PrimaryPreferred(),
+    "secondary": Secondary(),
+    "secondaryPreferred": SecondaryPreferred(),
+    "nearest": Nearest(),
+}
+"""The modes ``--read-preference`` takes; against a standalone server every
+mode reads from it (server selection spec: a single server is always chosen)."""
 
 log = logging.getLogger("mongosnap.source")
 _INT32 = struct.Struct("<i")
@@ -133,29 +153,39 @@ async def _cursor(call: Any) -> AsyncIterator[Any]:
 class Source:
     """A MongoDB deployment to read from or restore into."""
 
-    def __init__(self, client: Any, hosts: str, *, owned: bool) -> None:
+    def __init__(
+        self, client: Any, hosts: str, *, owned: bool, read_preference: str | None = None
+    ) -> None:
         self._client = client
         self.hosts = hosts
         self._owned = owned
         self._databases: dict[str, Any] = {}
+        self.read_preference = read_preference
+        """The mode documents are read with (None: the client's own, primary by default)."""
 
     @classmethod
     async def connect(
-        cls, source: MongoSource, *, connect_timeout: float = DEFAULT_TIMEOUT
+        cls,
+        source: MongoSource,
+        *,
+        connect_timeout: float = DEFAULT_TIMEOUT,
+        read_preference: str | None = None,
     ) -> Source:
         """Connect and ping; ServerUnreachable within ``connect_timeout`` seconds.
 
         ``source``: a URI, ``host[:port]``, an AsyncMongoClient or a Motor
         client; anything else, or a timeout that is not a positive number of
-        seconds, is a UsageError.
+        seconds, is a UsageError. ``read_preference`` (a READ_PREFERENCES
+        name) applies to the document reads (finds), not to commands.
         """
         _check_timeout(connect_timeout)
+        check_read_preference(read_preference)
         if isinstance(source, str):
-            found = cls(
-                _open_client(source, connect_timeout), describe_uri(to_uri(source)), owned=True
-            )
+            client = _open_client(source, connect_timeout)
+            found = cls(client, describe_uri(to_uri(source)), owned=True)
         else:
             found = cls(_check_client(source), _client_hosts(source), owned=False)
+        found.read_preference = read_preference
         try:
             await found.ping()
         except BaseException:
@@ -197,7 +227,13 @@ class Source:
         times per collection, and each one costs more than a small collection's read."""
         found = self._databases.get(name)
         if found is None:
-            found = self._databases[name] = self._client[name]
+            mode = READ_PREFERENCES.get(self.read_preference or "")
+            chosen = (
+                self._client[name]
+                if mode is None
+                else self._client.get_database(name, read_preference=mode)
+            )
+            found = self._databases[name] = chosen
         return found
 
     def _translate(self, database: str) -> _Translate:
@@ -411,6 +447,34 @@ class Source:
         with self._translate(database):
             await self._client[database].drop_collection(name)
 
+    async def admin_documents(self, collection: str, filter: dict[str, Any]) -> list[bytes]:
+        """The raw documents of ``admin.<collection>`` that ``filter`` matches, in _id order.
+
+        For users and roles (few, small): read whole, never decoded.
+        """
+        coll = self._client.get_database("admin", codec_options=_RAW)[collection]
+        with self._translate("admin"):
+            cursor = coll.find(filter, sort=[("_id", 1)])
+            return [bytes(doc.raw) async for doc in _cursor(cursor)]
+
+    async def admin_has(self, collection: str, document_id: Any) -> bool:
+        """Whether ``admin.<collection>`` holds a document with this ``_id``."""
+        coll = self._client.admin[collection]
+        with self._translate("admin"):
+            return await coll.find_one({"_id": document_id}, projection={"_id": 1}) is not None
+
+    async def admin_insert(self, collection: str, document: bytes) -> bool:
+        """Insert one raw document into ``admin.<collection>``; False if its _id exists."""
+        coll = self._client.admin[collection]
+        try:
+            with self._translate("admin"):
+                await coll.insert_one(RawBSONDocument(document))
+        except SourceError as exc:
+            if error_code(exc) == DUPLICATE_KEY:
+                return False
+            raise
+        return True
+
     async def raw_command(self, database: str, command: dict[str, Any]) -> RawBSONDocument:
         """Run a command; the reply's documents stay raw BSON (the oplog reader's need)."""
         with self._translate(database):
@@ -435,6 +499,11 @@ class _Translate:
             raise AuthenticationFailed(
                 f"authentication failed or not authorized on {self.hosts} "
                 f"(database {self.database!r})"
+            ) from None
+        if isinstance(exc, ServerSelectionTimeoutError) and "match selector" in str(exc):
+            raise ServerUnreachable(
+                f"no member of {self.hosts} matches the read preference (a secondary"
+                " was asked for and none is up)"
             ) from None
         if isinstance(exc, ConnectionFailure):
             message = f"cannot reach MongoDB at {self.hosts}: {unreachable_reason(exc)}"
@@ -489,6 +558,11 @@ def _spec(database: str, entry: dict[str, Any]) -> CollectionSpec:
         uuid=uuid.hex() if isinstance(uuid, Binary | bytes) else "",
         info=info,
     )
+
+
+def check_read_preference(mode: str | None) -> None:
+    if mode is not None and mode not in READ_PREFERENCES:
+        raise UsageError(f"read preference is one of {', '.join(READ_PREFERENCES)}, not {mode!r}")
 
 
 def _check_timeout(seconds: object) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from helpers import run_cli, seed, subprocess_env
+from pymongo import MongoClient
 
 CORE = "Cn4ryZq"
 CANARY = CORE + "/Pa:ss@w0rd"
@@ -289,3 +291,43 @@ def test_key_material_is_never_printed(tmp_path: Path, mongo_uri: str, new_datab
                 assert form not in text, f"{form!r} printed by {args} {output}:\n{text}"
     scraped = metrics.read_text()
     assert not [form for form in forms if form in scraped]
+
+
+def test_no_stored_credential_of_a_user_is_ever_printed(
+    tmp_path: Path, mongo_auth_uri: str
+) -> None:
+    """backup/restore --users-and-roles carry SCRAM keys: none of their material
+    (nor the user's password) shows in any output, log line (-vv) or --json."""
+    database = f"mongosnap_secrets_{uuid.uuid4().hex[:10]}"
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_auth_uri)
+    try:
+        client[database].items.insert_one({"i": 1})
+        client[database].command({"createUser": "canary", "pwd": CANARY, "roles": []})
+        stored = client.admin["system.users"].find_one({"_id": f"{database}.canary"})
+        assert stored is not None
+        keys = {
+            value
+            for mechanism in stored["credentials"].values()
+            for name, value in mechanism.items()
+            if name in ("salt", "storedKey", "serverKey")
+        }
+        root = str(tmp_path / "backups")
+        source = ["--uri", mongo_auth_uri, database]
+        runs = [
+            run_cli("backup", root, *source, "--users-and-roles", *extra)
+            for extra in ([], ["--json", "-vv"])
+        ]
+        client[database].command({"dropUser": "canary"})
+        restore = ["restore", "latest", root, *source, "--drop", "--users-and-roles"]
+        runs += [run_cli(*restore, *extra) for extra in (["-vv"], ["--json", "-vv"])]
+        runs += [run_cli("list", root, "--json"), run_cli("verify", "latest", root, "--json")]
+        for done in runs:
+            assert done.returncode == 0, (done.args, done.stderr)
+            assert_no_canary(done, list(done.args))
+            for key in keys:
+                assert key not in done.stdout + done.stderr, done.args
+        assert client[database].command({"usersInfo": "canary"})["users"]  # it came back
+    finally:
+        client[database].command({"dropAllUsersFromDatabase": 1})
+        client.drop_database(database)
+        client.close()

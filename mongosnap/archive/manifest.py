@@ -310,6 +310,62 @@ class OplogWindow:
         return window
 
 
+AUTH_COLLECTIONS = ("system.users", "system.roles", "system.version")
+"""The admin collections ``backup --users-and-roles`` stores, in this order."""
+
+
+def auth_member_name(database: str, collection: str) -> str:
+    """``dump/<db>/$admin.system.users.bson``: mongodump --dumpDbUsersAndRoles's names."""
+    return f"{DUMP_ROOT}/{database}/$admin.{collection}.bson"
+
+
+@dataclass(frozen=True)
+class AuthMember:
+    """``backup --users-and-roles``: one database's documents of an admin collection.
+
+    ``system.users`` and ``system.roles`` hold the database's users and roles
+    (credentials as the server stores them: salted SCRAM keys, never a
+    password); ``system.version`` the server's auth schema document, which
+    mongorestore --restoreDbUsersAndRoles reads. Stored raw, as read.
+    """
+
+    database: str
+    collection: str
+    documents: int
+    sha256: str
+    member: MemberRange
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "collection": self.collection,
+            "documents": self.documents,
+            "sha256": self.sha256,
+            "member": self.member.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str) -> AuthMember:
+        d = _fields(raw, where, ("database", "collection", "documents", "sha256", "member"))
+        entry = cls(
+            _text(d["database"], f"{where}.database"),
+            _text(d["collection"], f"{where}.collection"),
+            _count(d["documents"], f"{where}.documents"),
+            _text(d["sha256"], f"{where}.sha256"),
+            MemberRange.from_dict(d["member"], f"{where}.member"),
+        )
+        entry.check(where)
+        return entry
+
+    def check(self, where: str) -> None:
+        if self.collection not in AUTH_COLLECTIONS:
+            raise CorruptArchive(f"manifest {where}: not an auth collection {self.collection!r}")
+        if self.member.name != auth_member_name(self.database, self.collection):
+            raise CorruptArchive(f"manifest {where}: member name does not match its collection")
+        if len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef"):
+            raise CorruptArchive(f"manifest {where}: sha256 is not 64 lower-case hex digits")
+
+
 def _ts(raw: object, where: str) -> tuple[int, int]:
     d = _fields(raw, where, ("t", "i"))
     return _count(d["t"], f"{where}.t"), _count(d["i"], f"{where}.i")
@@ -351,6 +407,7 @@ class Manifest:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     oplog: OplogWindow | None = None  # optional: written only by backup --oplog
+    users: Sequence[AuthMember] = ()  # optional: written only by backup --users-and-roles
     server_time: datetime | None = None
     """Optional: the server's clock when the dump started, written only when it
     and the writer's clock (``started``) disagree by more than CLOCK_TOLERANCE."""
@@ -358,6 +415,7 @@ class Manifest:
     def __post_init__(self) -> None:  # lists in, tuples kept: the manifest stays immutable
         object.__setattr__(self, "databases", tuple(self.databases))
         object.__setattr__(self, "collections", tuple(self.collections))
+        object.__setattr__(self, "users", tuple(self.users))
 
     def to_json(self) -> bytes:
         """UTF-8 JSON, two-space indented, keys in schema order, newline-terminated."""
@@ -384,6 +442,8 @@ class Manifest:
             "collections": [c.to_dict() for c in self.collections],
             "manifest": _SEAL_MARK,
         }
+        if self.users:
+            doc["users"] = [u.to_dict() for u in self.users]
         if self.oplog is not None:
             doc["oplog"] = self.oplog.to_dict()
         text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -407,7 +467,7 @@ class Manifest:
             raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except ValueError as exc:
             raise CorruptArchive(f"manifest is not valid JSON: {exc}") from exc
-        d = _fields(raw, "manifest", _TOP_KEYS, optional=("oplog", "server_time"))
+        d = _fields(raw, "manifest", _TOP_KEYS, optional=("oplog", "server_time", "users"))
         if d["format"] != FORMAT_NAME:
             raise CorruptArchive(f"not a {FORMAT_NAME} manifest: format {d['format']!r}")
         if d["format_version"] != FORMAT_VERSION or isinstance(d["format_version"], bool):
@@ -430,6 +490,10 @@ class Manifest:
             manifest=MemberRange.from_dict(d["manifest"], "manifest"),
             totals=Totals.from_dict(d["totals"]),
             oplog=OplogWindow.from_dict(d["oplog"]) if "oplog" in d else None,
+            users=tuple(
+                AuthMember.from_dict(u, f"users[{i}]")
+                for i, u in enumerate(_list(d.get("users", []), "users"))
+            ),
             server_time=(
                 _parse_time(d["server_time"], "server_time") if "server_time" in d else None
             ),
@@ -459,8 +523,13 @@ class Manifest:
             ranges += [entry.metadata] if entry.bson is None else [entry.metadata, entry.bson]
         if self.manifest.name != MANIFEST_MEMBER:
             raise CorruptArchive(f"manifest member should be {MANIFEST_MEMBER!r}")
+        for i, auth in enumerate(self.users):  # after every collection
+            auth.check(f"users[{i}]")
+            if auth.database not in self.databases:
+                raise CorruptArchive(f"manifest users[{i}]: database not listed")
+            ranges.append(auth.member)
         if self.oplog is not None:
-            ranges.append(self.oplog.member)  # after every collection
+            ranges.append(self.oplog.member)  # after every collection and user
         position = 0
         for rng in [*ranges, self.manifest]:
             validate_member_name(rng.name)

@@ -98,6 +98,32 @@ def whole(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
+"""source.READ_PREFERENCES' names, repeated so --help need not import the driver."""
+
+
+def add_read_preference_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--read-preference",
+        choices=READ_PREFERENCES,
+        metavar="MODE",
+        help="replica set member the documents are read from: "
+        + ", ".join(READ_PREFERENCES)
+        + " (default: the URI's, else primary)",
+    )
+
+
+def megabytes_per_second(text: str) -> float:
+    """An argparse type: a rate in MB/s, more than 0 (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1e6):
+        raise argparse.ArgumentTypeError(f"expected MB/s, more than 0, not {text!r}")
+    return value
+
+
 def seconds(text: str) -> float:
     """An argparse type: seconds, more than 0 and at most a day (no nan, no inf)."""
     try:

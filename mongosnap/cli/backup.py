@@ -15,6 +15,7 @@ from ._common import (
     add_metrics_flags,
     add_output_flags,
     add_pattern_flags,
+    add_read_preference_flag,
     add_s3_flags,
     add_source_flags,
     database_name,
@@ -22,6 +23,7 @@ from ._common import (
     encryption,
     host_and_uri,
     interactive,
+    megabytes_per_second,
     observed,
     s3_config,
     whole,
@@ -79,6 +81,19 @@ def register(commands: Any) -> None:
         "for mongorestore --oplogReplay",
     )
     add_encrypt_flags(p)
+    p.add_argument(
+        "--users-and-roles",
+        action="store_true",
+        help="also store each database's users and roles, as mongodump --dumpDbUsersAndRoles does",
+    )
+    add_read_preference_flag(p)
+    p.add_argument(
+        "--max-rate",
+        type=megabytes_per_second,
+        default=0.0,
+        metavar="MB/S",
+        help="read at most this many MB (10^6 bytes) per second from the server (default: no cap)",
+    )
     add_source_flags(p)
     add_s3_flags(p)
     add_file_mode_flag(p)
@@ -133,6 +148,9 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 range_size=args.range_size << 20,
                 aftermath=aftermath,
                 encryption=encryption(args),
+                users_and_roles=args.users_and_roles,
+                read_preference=args.read_preference,
+                max_rate=args.max_rate * 1e6,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)
@@ -154,6 +172,11 @@ def _print(result: BackupReport, args: argparse.Namespace, out: TextIO) -> None:
         f"{result.destination.rstrip('/')}/"
         f"{result.archive_key}\n"
     )
+    if result.users is not None:
+        out.write(
+            f"users and roles: {plural(result.users['users'], 'user')}, "
+            f"{plural(result.users['roles'], 'role')}\n"
+        )
     if result.oplog is not None:
         last = result.oplog["last_ts"]
         out.write(

@@ -76,6 +76,12 @@ def register(commands: Any) -> None:
         metavar="N",
         help=f"concurrent insert batches per collection (default 4; 1 to {MAX_WORKERS})",
     )
+    p.add_argument(
+        "--users-and-roles",
+        action="store_true",
+        help="also put back the database's users and roles the server lacks "
+        "(backup --users-and-roles); existing ones are left alone",
+    )
     add_source_flags(p)
     add_s3_flags(p, writes=False)
     add_key_flags(p)
@@ -133,6 +139,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 ledger=ledger,
                 progress=on_progress,
                 keys=keys(args),
+                users_and_roles=args.users_and_roles,
             )
         _log_outcomes(report)
         return report
@@ -248,6 +255,12 @@ def _print(report: HealReport, args: argparse.Namespace, out: TextIO) -> None:
         write_json(report.to_dict(), out)
         return
     out.write(summary(report) + "\n")
+    if report.users is not None:
+        out.write(
+            f"users and roles: {len(report.users['restored'])} restored"
+            + "".join(f", {name} exists (left alone)" for name in report.users["existing"])
+            + "\n"
+        )
 
 
 def summary(report: HealReport) -> str:

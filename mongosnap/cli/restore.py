@@ -87,6 +87,12 @@ def register(commands: Any) -> None:
         action="store_false",
         help="do not replay the archive's dump/oplog.bson (backup --oplog) after the restore",
     )
+    p.add_argument(
+        "--users-and-roles",
+        action="store_true",
+        help="also restore the database's users and roles (backup --users-and-roles) "
+        "the server lacks; existing ones are left alone",
+    )
     when = p.add_mutually_exclusive_group()
     when.add_argument(
         "--to-time",
@@ -176,6 +182,7 @@ async def _restore(
             keys=keys(args),
             oplog_replay=args.oplog_replay,
             to_ts=_to_ts(args),
+            users_and_roles=args.users_and_roles,
         )
 
 
@@ -218,3 +225,9 @@ def _print(result: RestoreReport, args: argparse.Namespace, out: TextIO) -> None
     if result.restored_to is not None:
         entries = plural(result.oplog_replayed, "oplog entry", "oplog entries")
         out.write(f"replayed {entries}, to ts {result.restored_to}\n")
+    if result.users is not None:
+        out.write(
+            f"users and roles: {len(result.users['restored'])} restored"
+            + "".join(f", {name} exists (left alone)" for name in result.users["existing"])
+            + "\n"
+        )

@@ -44,6 +44,7 @@ from ..archive.manifest import (
     COMPLETE,
     MAX_COLLECTIONS,
     VANISHED,
+    AuthMember,
     CollectionEntry,
     Manifest,
     MemberRange,
@@ -61,9 +62,10 @@ from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
 from ..storage import ObjectWriter, S3Config, Storage, opened
-from . import leftovers, ranges, sealed
+from . import leftovers, ranges, sealed, users
 from .ranges import RangedRead
 from .readahead import Budget, Lane
+from .throttle import TokenBucket, throttled
 from .uploads import abort_stale_uploads
 
 PREFETCH_BATCHES = 2  # batches the collection being written may hold ahead of the writer
@@ -124,6 +126,8 @@ class BackupReport:
     """An encrypted archive's sealed sidecar (its manifest_key is then the clear one)."""
     stale_uploads_aborted: int = 0
     """Unfinished uploads of failed backups aborted before this one (pipelines/uploads.py)."""
+    users: dict[str, int] | None = None
+    """backup --users-and-roles: {"users": N, "roles": N} stored; None without it."""
 
     @property
     def duration(self) -> float:
@@ -196,6 +200,9 @@ async def backup(
     range_size: int = 0,
     aftermath: BackupAftermath | None = None,
     encryption: Encryption | None = None,
+    users_and_roles: bool = False,
+    read_preference: str | None = None,
+    max_rate: float = 0,
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -218,6 +225,12 @@ async def backup(
     never, since ranges were measured only on FerretDB, where they are 4-7x
     slower (docs/benchmarks.md). Needs ``parallel`` of 2 or more.
 
+    ``users_and_roles``: also store each database's users and roles as
+    mongodump --dumpDbUsersAndRoles does (pipelines/users.py).
+    ``read_preference``: where documents are read from (source.READ_PREFERENCES).
+    ``max_rate``: read at most this many bytes per second, all collections
+    together (0: no cap; pipelines/throttle.py).
+
     ``aftermath``, if given, is kept up to date with what the run has left at
     the destination, so a caller whose run is cancelled can say what remains.
 
@@ -231,11 +244,14 @@ async def backup(
         raise UsageError(f"read_ahead cannot be negative ({read_ahead})")
     if range_size < 0:
         raise UsageError(f"range_size cannot be negative ({range_size})")
+    bucket = TokenBucket(max_rate) if max_rate else None
     chosen_codec = get_codec(codec)
     recipients = encryption.resolved() if encryption is not None else None
     async with opened(destination, s3) as storage:
         await storage.check()
-        async with await Source.connect(source, connect_timeout=connect_timeout) as src:
+        async with await Source.connect(
+            source, connect_timeout=connect_timeout, read_preference=read_preference
+        ) as src:
             server_clock = await src.server_time()
             aborted = await abort_stale_uploads(storage, now=_trusted_now(server_clock))
             capture = await OplogCapture.begin(src) if oplog else None
@@ -249,6 +265,7 @@ async def backup(
             job.parallel, job.read_ahead = parallel, read_ahead
             job.range_size = range_size if parallel > 1 else 0
             job.recipients = recipients
+            job.users_and_roles, job.bucket = users_and_roles, bucket
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
             return replace(await job.run(specs), stale_uploads_aborted=aborted)
@@ -332,6 +349,9 @@ class _Job:
         self.aftermath = BackupAftermath()
         self.estimates: dict[tuple[str, str], int | None] = {}  # documents, by namespace
         self.recipients: list[Recipient] | None = None  # encrypted to these (sealed.py)
+        self.users_and_roles = False
+        self.users: list[AuthMember] = []
+        self.bucket: TokenBucket | None = None  # the read rate cap, shared by every reader
 
     async def announce(self, specs: list[CollectionSpec]) -> None:
         """Take the server's estimate of each collection's documents, a few at
@@ -375,6 +395,9 @@ class _Job:
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
                 await self._dump_all(writer, specs)
+                if self.users_and_roles:
+                    databases = list(dict.fromkeys(s.database for s in specs))
+                    self.users = await users.write(writer, self.src, databases)
                 if self.oplog_hook is not None:
                     databases = list(dict.fromkeys(s.database for s in specs))
                     self.oplog = await self.oplog_hook(writer, databases)
@@ -561,7 +584,10 @@ class _Job:
         if not spec.has_documents:
             await lane.close()
             return
-        batches = self.src.counted_batches(spec.database, spec.name, batch_size=self.batch_size)
+        batches = throttled(
+            self.src.counted_batches(spec.database, spec.name, batch_size=self.batch_size),
+            self.bucket,
+        )
         try:
             await ranges.fill(lane, batches, functools.partial(self._split, reader))
         except SourceError as exc:
@@ -593,8 +619,11 @@ class _Job:
         self, spec: CollectionSpec, where: ranges.Filter, lane: Lane[Any]
     ) -> None:
         """One ``_id`` range into its lane; errors as in ``_read``."""
-        batches = self.src.counted_batches(
-            spec.database, spec.name, batch_size=self.batch_size, filter=where
+        batches = throttled(
+            self.src.counted_batches(
+                spec.database, spec.name, batch_size=self.batch_size, filter=where
+            ),
+            self.bucket,
         )
         try:
             await ranges.fill(lane, batches)
@@ -778,6 +807,7 @@ class _Job:
             collections=self.entries,
             oplog=self.oplog,
             server_time=self.server_time,
+            users=self.users,
         )
 
     def _result(
@@ -800,6 +830,7 @@ class _Job:
                 for e in self.entries
             ],
             oplog=None if self.oplog is None else self.oplog.to_dict(),
+            users=_user_counts(self.users) if self.users_and_roles else None,
         )
 
 
@@ -859,6 +890,16 @@ class _Data:
     digest: Any = field(default_factory=hashlib.sha256)
     member: MemberRange | None = None
     failure: SourceError | None = None
+
+
+def _user_counts(members: list[AuthMember]) -> dict[str, int]:
+    count = {"users": 0, "roles": 0}
+    for member in members:
+        if member.collection == "system.users":
+            count["users"] += member.documents
+        elif member.collection == "system.roles":
+            count["roles"] += member.documents
+    return count
 
 
 def _same(spec: CollectionSpec, now: CollectionSpec | None) -> bool:

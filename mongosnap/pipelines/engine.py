@@ -462,8 +462,33 @@ class Engine:
         window = self.info.manifest.oplog if self.info.manifest is not None else None
         if window is None:
             return
-        member_range = window.member
-        splitter = BsonSplitter(max_documents=window.entries, max_bytes=member_range.size)
+        async with contextlib.aclosing(
+            self.checked_documents(window.member, window.entries, window.sha256)
+        ) as entries:
+            async for entry in entries:
+                yield entry
+
+    async def user_documents(self, database: str) -> dict[str, list[bytes]]:
+        """The archive's users and roles of ``database`` (backup --users-and-roles),
+        by admin collection, each member checked as the oplog's is; empty without."""
+        found: dict[str, list[bytes]] = {}
+        manifest = self.info.manifest
+        for auth in manifest.users if manifest is not None else ():
+            if auth.database == database:
+                found[auth.collection] = [
+                    document
+                    async for document in self.checked_documents(
+                        auth.member, auth.documents, auth.sha256
+                    )
+                ]
+        return found
+
+    async def checked_documents(
+        self, member_range: MemberRange, documents: int, sha256: str
+    ) -> AsyncGenerator[bytes, None]:
+        """The BSON documents of one member, from one ranged read, each validated;
+        their count and SHA-256 checked against the manifest's at the end."""
+        splitter = BsonSplitter(max_documents=documents, max_bytes=member_range.size)
         digest = hashlib.sha256()
         async with contextlib.aclosing(self._read_ranges(member_range)) as members:
             async for member in members:
@@ -477,10 +502,10 @@ class Engine:
                     for entry in splitter.feed(chunk):
                         yield entry
         splitter.close()
-        if splitter.documents != window.entries or digest.hexdigest() != window.sha256:
+        if splitter.documents != documents or digest.hexdigest() != sha256:
             raise CorruptArchive(
-                f"{self.info.key}: {member_range.name} holds {splitter.documents} entries "
-                f"or a SHA-256 other than the manifest's ({window.entries})"
+                f"{self.info.key}: {member_range.name} holds {splitter.documents} documents "
+                f"or a SHA-256 other than the manifest's ({documents})"
             )
 
     def _read_ranges(
@@ -974,7 +999,7 @@ async def _wanted(
     a warning).
     """
     dump = parse_member_name(member.name)
-    if dump is None:
+    if dump is None or dump.stem.startswith("$"):  # $admin.system.users: not a collection
         return None
     if dump.database != selection.database:
         if held is not None:  # by its file name: only to say what the archive holds

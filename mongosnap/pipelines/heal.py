@@ -45,7 +45,7 @@ from ..encryption import Keys
 from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
-from . import sealed
+from . import sealed, users
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -105,6 +105,9 @@ class HealReport:
     failures: list[CollectionOutcome] = field(default_factory=list)
     replays: list[HealReplay] = field(default_factory=list)
     """Oplog replays that brought healed collections past their archive."""
+    users: dict[str, list[str]] | None = None
+    """heal --users-and-roles: users and roles put back and left alone (names),
+    from the newest archive holding them; None without the flag."""
 
     @property
     def vanished(self) -> list[str]:
@@ -152,6 +155,7 @@ async def heal(
     ledger: StagingLedger | None = None,
     progress: ProgressCallback = ignore,
     keys: Keys | None = None,
+    users_and_roles: bool = False,
 ) -> HealReport:
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
@@ -164,6 +168,9 @@ async def heal(
     the first encrypted archive heal would use stops it with NoIdentity,
     before anything of it is staged; one that fails authentication
     (tampered, truncated, a swapped sidecar) is skipped with a warning.
+    ``users_and_roles``: also put back the database's users and roles the
+    server lacks, from the newest archive (within ``depth``) that holds them
+    (backup --users-and-roles); existing ones are left alone. Not in a dry run.
     """
     started = time.monotonic()
     watched = list(dict.fromkeys(name_list(collections, "collections")))
@@ -185,6 +192,9 @@ async def heal(
                 await search.run(depth)
         finally:
             await shielded(ledger.finish(src))
+        accounts = None
+        if users_and_roles and not dry_run:
+            accounts = await _users(storage, src, database, depth, warn)
     return HealReport(
         database=database,
         watched=watched,
@@ -198,7 +208,27 @@ async def heal(
         duration=round(time.monotonic() - started, 3),
         failures=search.failures,
         replays=search.replays,
+        users=accounts.to_dict() if accounts is not None else None,
     )
+
+
+async def _users(
+    storage: Storage, target: Source, database: str, depth: int, warn: Warn
+) -> users.UsersReport:
+    """The users and roles of the newest archive (of ``depth``) holding them, put back."""
+    looked = 0
+    async with contextlib.aclosing(newest_archives(storage, database=database)) as archives:
+        async for info in archives:
+            if not info.trusted or info.manifest is None:
+                continue
+            looked += 1
+            if any(u.database == database for u in info.manifest.users):
+                engine = Engine(storage, info, target, database)
+                return await users.restore(target, await engine.user_documents(database))
+            if looked >= depth:
+                break
+    warn(f"no archive of the {depth} newest holds the users and roles of {database}")
+    return users.UsersReport()
 
 
 class _Search:

@@ -31,7 +31,7 @@ from ..oplog.report import ReplayReport
 from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
-from . import pitr, sealed
+from . import pitr, sealed, users
 from .engine import PARALLEL_COLLECTIONS, CollectionOutcome, Engine, Selection, Status
 from .lease import LEASES
 from .ledger import StagingLedger
@@ -58,6 +58,8 @@ class RestoreReport:
     None when no oplog was replayed."""
     replay: dict[str, Any] | None = None
     """The replay report (``ReplayReport.to_dict()``), None when none ran."""
+    users: dict[str, list[str]] | None = None
+    """restore --users-and-roles: {"restored": [...], "existing": [...]}, names only."""
 
     @property
     def failed(self) -> list[CollectionOutcome]:
@@ -100,6 +102,7 @@ async def restore(
     to_time: datetime | None = None,
     progress: ProgressCallback = ignore,
     keys: Keys | None = None,
+    users_and_roles: bool = False,
 ) -> RestoreReport:
     """Restore ``database`` (all or some collections) from an archive.
 
@@ -118,6 +121,9 @@ async def restore(
     consistent at or before it (``archive`` ``latest``) or the one named,
     then replay the chunks under ``oplog/`` up to it (PointInTimeUnavailable
     when they do not reach it without a gap).
+    ``users_and_roles``: also restore the archive's users and roles of
+    ``database`` (backup --users-and-roles) that the target lacks; one that
+    exists is left alone and reported. Not with a different ``to_database``.
     ``progress`` is called per collection (STARTED, BATCH after each stored
     batch, then DONE, FAILED or SKIPPED), with the manifest's totals when known.
     ``keys`` open an encrypted archive (NoIdentity without them, before the
@@ -126,6 +132,8 @@ async def restore(
     started = time.monotonic()
     ledger = ledger if ledger is not None else StagingLedger()
     point = _target_ts(to_ts, to_time, oplog_replay)
+    if users_and_roles:
+        users.check_target(database, to_database)
     async with opened(destination, s3) as storage:
         plan = None
         if point is not None:
@@ -150,6 +158,8 @@ async def restore(
                 progress=progress,
                 parallel=PARALLEL_COLLECTIONS,
             )
+            # read and checked before anything is written: a corrupt member fails alone
+            accounts = await _user_documents(engine, info, database) if users_and_roles else None
             try:
                 await _refuse_overwrite(engine, chosen)
                 outcomes = await engine.restore(chosen)
@@ -161,6 +171,7 @@ async def restore(
             if oplog_replay and _has_window(info):
                 report = await _replay(engine, outcomes, database, plan)
                 outcomes = _stopped_ones_failed(outcomes, report, database)
+            put_back = None if accounts is None else await users.restore(src, accounts)
     duration = round(time.monotonic() - started, 3)
     return RestoreReport(
         info.key,
@@ -171,7 +182,20 @@ async def restore(
         oplog_replayed=sum(report.applied.values()) if report else 0,
         restored_to=_restored_to(info, plan) if report else None,
         replay=report.to_dict() if report else None,
+        users=put_back.to_dict() if put_back is not None else None,
     )
+
+
+async def _user_documents(
+    engine: Engine, info: ArchiveInfo, database: str
+) -> dict[str, list[bytes]]:
+    """The archive's users and roles of ``database``, read and checked."""
+    if info.manifest is None or not any(u.database == database for u in info.manifest.users):
+        raise UsageError(
+            f"archive {info.key} holds no users and roles of {database}"
+            " (it was not made with backup --users-and-roles)"
+        )
+    return await engine.user_documents(database)
 
 
 def _target_ts(to_ts: TsLike | None, to_time: datetime | None, oplog_replay: bool) -> Ts | None:

@@ -45,6 +45,7 @@ from ..archive import BsonSplitter, parse_metadata, read_archive
 from ..archive.manifest import (
     COMPLETE,
     MAX_MANIFEST_BYTES,
+    AuthMember,
     CollectionEntry,
     Manifest,
     MemberRange,
@@ -415,6 +416,9 @@ class _Verifier:
                 self._check_bson(entry, entry.bson, tally)
         if manifest.oplog is not None:  # backup --oplog
             expected.add(manifest.oplog.member.name)
+        for auth in manifest.users:  # backup --users-and-roles
+            expected.add(auth.member.name)
+            self._check_auth(auth)
         if not self.stream_done:
             return tallies
         for name in self.order:
@@ -456,6 +460,20 @@ class _Verifier:
         if seen.sha256 != entry.sha256:
             tally.ok = False
             self._problem(CorruptArchive, f"{seen.name}: sha256 differs from the manifest")
+
+    def _check_auth(self, auth: AuthMember) -> None:
+        """A users, roles or version member against its manifest entry; its
+        problems are the archive's (it is no collection of the report)."""
+        unreported = _Tally(auth.database, auth.member.name)
+        seen = self._expect(auth.member, unreported)
+        if seen is None or not seen.ok:
+            return
+        if seen.documents != auth.documents or seen.sha256 != auth.sha256:
+            self._problem(
+                CorruptArchive,
+                f"{seen.name} holds {seen.documents} documents or a sha256 other than"
+                f" the manifest's ({auth.documents})",
+            )
 
     def _expect(self, rng: MemberRange, tally: _Tally) -> _Seen | None:
         """The stream's finding for a member the manifest lists, or None (a problem)."""

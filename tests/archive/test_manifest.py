@@ -24,6 +24,7 @@ from mongosnap.archive import (
     manifest_key,
     parse_archive_name,
 )
+from mongosnap.archive.manifest import AuthMember
 from mongosnap.codecs import get_codec
 
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
@@ -283,4 +284,58 @@ def test_server_time_is_optional_and_round_trips() -> None:
     raw = json.loads(data)
     raw["server_time"] = "2025-03-01T02:03:04+00:00"
     with pytest.raises(CorruptArchive, match="server_time is not a UTC time"):
+        Manifest.from_json(json.dumps(raw).encode())
+
+
+def _with_users() -> Manifest:
+    """sample() plus backup --users-and-roles members between data and manifest."""
+    base = sample()
+    users = [
+        AuthMember(
+            db, coll, n, EMPTY_SHA, MemberRange(f"dump/{db}/$admin.{coll}.bson", at, at + 20, 0)
+        )
+        for (db, coll, n), at in zip(
+            [("app", "system.users", 0), ("app", "system.roles", 0), ("app", "system.version", 0)],
+            (600, 620, 640),
+            strict=True,
+        )
+    ]
+    return replace(
+        base, users=users, manifest=MemberRange("mongosnap/manifest.json", 660, 1200, 500)
+    )
+
+
+def test_users_are_optional_and_round_trip() -> None:
+    assert "users" not in json.loads(sample().to_json())  # older manifests lack the key
+    manifest = _with_users()
+    data = manifest.to_json()
+    assert Manifest.from_json(data) == manifest
+    assert json.loads(data)["users"][0]["member"]["name"] == "dump/app/$admin.system.users.bson"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda u: replace(u, collection="system.js"), "not an auth collection"),
+        (lambda u: replace(u, member=replace(u.member, name="dump/app/x.bson")), "member name"),
+        (
+            lambda u: replace(
+                u,
+                database="other",
+                member=replace(u.member, name="dump/other/$admin.system.users.bson"),
+            ),
+            "database not listed",
+        ),
+        (lambda u: replace(u, member=replace(u.member, offset=10, end=30)), "out of order"),
+        (lambda u: replace(u, sha256="XYZ"), "sha256"),
+    ],
+)
+def test_malformed_users_entries_are_rejected(change: Callable[[Any], Any], message: str) -> None:
+    manifest = _with_users()
+    broken = replace(manifest, users=[change(manifest.users[0]), *manifest.users[1:]])
+    with pytest.raises(CorruptArchive, match=message):
+        broken.check()
+    raw = json.loads(manifest.to_json())
+    raw["users"][0] = change(manifest.users[0]).to_dict()
+    with pytest.raises(CorruptArchive, match=message):
         Manifest.from_json(json.dumps(raw).encode())
