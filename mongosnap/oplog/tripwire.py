@@ -23,19 +23,24 @@ passed since the trip (oplog time): one trip per burst, not one per entry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bson.raw_bson import RawBSONDocument
 
 from .._errors import UsageError
 from ..units import iso_utc
 from .position import Ts
+
+if TYPE_CHECKING:
+    from ..archive.manifest import Manifest
+    from ..storage import Storage
 
 log = logging.getLogger("mongosnap.oplog")
 
@@ -128,12 +133,40 @@ class Trip:
 
 @dataclass(frozen=True)
 class Baseline:
-    """Collection counts from the newest archive, and the oplog point they hold to."""
+    """Collection counts from the newest archive of each database.
 
-    counts: Mapping[str, int]
-    """Per namespace ``db.coll``."""
-    point: Ts
-    """Entries at or before this ts are already in ``counts``."""
+    Per namespace ``db.coll``: (documents, point); entries at or before
+    ``point`` are already in the count (the archive's consistent point, or
+    the end of its dump when it has no oplog window)."""
+
+    counts: Mapping[str, tuple[int, Ts]]
+
+
+async def read_baseline(storage: Storage, databases: Iterable[str]) -> Baseline:
+    """The counts of the newest complete archive holding each database (none: not judged)."""
+    from ..catalog import newest_archives
+
+    counts: dict[str, tuple[int, Ts]] = {}
+    for database in sorted(set(databases)):
+        async with contextlib.aclosing(newest_archives(storage, database=database)) as found:
+            async for info in found:
+                manifest = info.manifest
+                if info.trusted and manifest is not None:  # a legacy archive has no counts
+                    counts.update(_counts(manifest, database))
+                    break
+    return Baseline(counts)
+
+
+def _counts(manifest: Manifest, database: str) -> dict[str, tuple[int, Ts]]:
+    if manifest.oplog is not None:
+        point = Ts(*manifest.oplog.last_ts)
+    else:
+        point = Ts(int(manifest.finished.timestamp()), 0)
+    return {
+        f"{c.database}.{c.name}": (c.documents, point)
+        for c in manifest.collections
+        if c.database == database and c.type == "collection" and c.bson is not None
+    }
 
 
 @dataclass
@@ -200,6 +233,10 @@ class Tripwires:
         self.trips: list[Trip] = []
         self.now = 0  # the newest second seen: windows end here
 
+    def databases(self, kind: Kind) -> set[str]:
+        """The databases some rule of ``kind`` watches."""
+        return {rule.database for rule in self.rules if rule.kind == kind}
+
     def observe(self, entry: bytes | RawBSONDocument, ts: Ts) -> None:
         """Count one oplog entry (raw BSON); entries of no watched namespace cost a lookup."""
         doc = entry if isinstance(entry, RawBSONDocument) else RawBSONDocument(entry)
@@ -234,15 +271,16 @@ class Tripwires:
         """The archive count of ``ns``, or None when shrink cannot judge this entry."""
         if self.baseline is None or ns not in self.baseline.counts:
             return None
-        if ts <= self.baseline.point:
+        count, point = self.baseline.counts[ns]
+        if ts <= point:
             return None  # already in the archive's count
-        return self.baseline.counts[ns]
+        return count
 
     def _judge(self, ns: str, rule: Rule, ring: _Ring) -> None:
         base = None
         if rule.kind == "shrink":
             assert self.baseline is not None
-            base = self.baseline.counts[ns] + ring.before
+            base = self.baseline.counts[ns][0] + ring.before
             if base <= 0 or ring.hits * 100 <= rule.limit * base:
                 return
         elif ring.hits <= rule.limit:
@@ -253,7 +291,7 @@ class Tripwires:
         log.warning(
             "tripwire %s tripped on %s: %d %s in the %d s window %s .. %s%s",
             rule.text,
-            ns,
+            ns if ns.isprintable() else repr(ns),  # one log line, whatever the name holds
             trip.count,
             "deletes" if rule.kind == "shrink" else rule.kind,
             rule.window,

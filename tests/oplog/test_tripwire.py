@@ -125,7 +125,7 @@ def test_wildcard_trips_per_collection() -> None:
 
 def test_shrink_relative_to_the_count_at_the_window_start() -> None:
     trips = []
-    baseline = Baseline({"app.users": 100}, Ts(50, 0))
+    baseline = Baseline({"app.users": (100, Ts(50, 0))})
     wires = Tripwires([parse("app.users:shrink>20%/10s")], trips.append, baseline)
     feed(wires, "d", "app.users", 40, 90)  # before the archive's point: in its count already
     feed(wires, "i", "app.users", 60, 100)  # 200 documents from t=60 on
@@ -138,7 +138,7 @@ def test_shrink_relative_to_the_count_at_the_window_start() -> None:
 
 def test_shrink_ignores_a_collection_the_archive_does_not_list() -> None:
     trips = []
-    wires = Tripwires([parse("app.*:shrink>1%")], trips.append, Baseline({}, Ts(0, 0)))
+    wires = Tripwires([parse("app.*:shrink>1%")], trips.append, Baseline({}))
     feed(wires, "d", "app.users", 80, 40)
     assert trips == []
     assert wires.rings == {}
