@@ -160,7 +160,7 @@ class Metrics:
         restored = [o for o in report.restored if o.status == "restored"]
         self.add(
             bytes_in=report.bytes_fetched,
-            documents=sum(o.documents for o in restored),
+            documents=sum(o.documents for o in restored) + sum(d.inserted for d in report.damaged),
             restored=len(restored),
         )
 

@@ -31,12 +31,20 @@ from typing import TYPE_CHECKING, Any
 
 from .._aio import shielded
 from .._checks import name_list
-from .._errors import ArchiveError, DatabaseNotArchived, NoBackupsFound, ReplayError, listing
+from .._errors import (
+    ArchiveError,
+    DatabaseNotArchived,
+    NoBackupsFound,
+    ReplayError,
+    UsageError,
+    listing,
+)
 from ..catalog import ArchiveInfo, newest_archives
 from ..clients import MongoSource
 from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
+from .damage import Damage, find_damage, live_counts, newest_manifest, repair
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -96,6 +104,8 @@ class HealReport:
     failures: list[CollectionOutcome] = field(default_factory=list)
     replays: list[HealReplay] = field(default_factory=list)
     """Oplog replays that brought healed collections past their archive."""
+    damaged: list[Damage] = field(default_factory=list)
+    """Present collections emptied or shrunk since the newest archive (damage.py)."""
 
     @property
     def vanished(self) -> list[str]:
@@ -113,14 +123,20 @@ class HealReport:
         return [c for c in self.missing if c in tried]
 
     @property
+    def unrepaired(self) -> list[str]:
+        """Damaged collections left as they are (reported, or their repair failed)."""
+        return [d.name for d in self.damaged if d.status in ("reported", "failed")]
+
+    @property
     def ok(self) -> bool:
-        return not self.missing and not self.busy
+        return not self.missing and not self.busy and not self.unrepaired
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["vanished"] = self.vanished
         out["failed"] = self.failed
         out["busy"] = self.busy
+        out["unrepaired"] = self.unrepaired
         out["ok"] = self.ok
         return out
 
@@ -142,6 +158,8 @@ async def heal(
     warn: Warn = log.warning,
     ledger: StagingLedger | None = None,
     progress: ProgressCallback = ignore,
+    restore_missing: bool = False,
+    shrink_threshold: float | None = None,
 ) -> HealReport:
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
@@ -151,7 +169,15 @@ async def heal(
     ``ledger`` (optional) records what an interrupted run left.
     ``progress`` is called per collection being restored, as for restore()
     (nothing in a dry run).
+
+    Present collections are checked against the newest archive with a
+    manifest: emptied ones, and with ``shrink_threshold`` (percent) those
+    that lost more than that share of their archived documents, are
+    ``damaged``; ``restore_missing`` inserts their archived documents whose
+    _id is absent, never replacing one (damage.py).
     """
+    if shrink_threshold is not None and not 0 < shrink_threshold <= 100:
+        raise UsageError("the shrink threshold is a percentage above 0, at most 100")
     started = time.monotonic()
     watched = list(dict.fromkeys(name_list(collections, "collections")))
     ledger = ledger if ledger is not None else StagingLedger()
@@ -169,6 +195,9 @@ async def heal(
             if vanished:
                 await storage.check()
                 await search.run(depth)
+            damaged = await _damage(
+                storage, src, database, healthy, shrink_threshold, restore_missing, dry_run
+            )
         finally:
             await shielded(ledger.finish(src))
     return HealReport(
@@ -184,7 +213,34 @@ async def heal(
         duration=round(time.monotonic() - started, 3),
         failures=search.failures,
         replays=search.replays,
+        damaged=damaged,
     )
+
+
+async def _damage(
+    storage: Storage,
+    src: Source,
+    database: str,
+    present: list[str],
+    threshold: float | None,
+    restore_missing: bool,
+    dry_run: bool,
+) -> list[Damage]:
+    """The damaged present collections, repaired with ``restore_missing``.
+
+    The archives are read only when a collection is empty or a threshold is
+    set: a heal that finds everything present and filled touches no storage."""
+    live = await live_counts(src, database, present)
+    if threshold is None and all(live.values()):
+        return []
+    info = await newest_manifest(storage, database)
+    if info is None:
+        log.info("no archive with a manifest holds %s: emptied collections not checked", database)
+        return []
+    damaged = find_damage(info, database, live, threshold)
+    if not damaged or not restore_missing:
+        return damaged
+    return await repair(storage, src, info, database, damaged, dry_run=dry_run)
 
 
 class _Search:
