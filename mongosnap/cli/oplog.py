@@ -136,7 +136,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..oplog.archiver import list_oplog  # imported on use: keeps --help fast
 
     if args.list:
-        if args.host or args.extra or args.uri:
+        if args.host or args.extra or args.uri or args.tripwire or args.on_trip:
             raise UsageError("--list takes only DEST")
         _print(await list_oplog(args.dest, s3=s3_config(args)), args.json, out)
         return 0

@@ -4,16 +4,23 @@ full of shell syntax reaches the command as data only."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import queue
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from oplog_support import WAIT, ArchiverProcess
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
+
+from mongosnap import backup
+from mongosnap.oplog.archiver import archive_oplog
+from mongosnap.oplog.tripwire import Trip, Tripwires, parse
 
 RECORD = (
     "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
@@ -39,7 +46,10 @@ def _until_reading(archiver: ArchiverProcess, coll: object) -> None:
     raise AssertionError("the archiver never read an entry:\n" + "".join(archiver.log))
 
 
-def test_a_mass_delete_trips_log_metrics_and_command(tmp_path: Path, mongo_oplog_uri: str) -> None:
+def test_a_mass_delete_trips_log_metrics_and_command(
+    tmp_path: Path, new_oplog_server: Callable[[int], str]
+) -> None:
+    mongo_oplog_uri = new_oplog_server(16 << 20)  # its own: the shared oplog is long to scan
     database = f"trip_{uuid.uuid4().hex[:10]}"
     hostile = f"x;touch {tmp_path}/PWN1;`touch {tmp_path}/PWN2`\nnext"
     record, prom = tmp_path / "trip.json", tmp_path / "trip.prom"
@@ -82,3 +92,38 @@ def test_a_mass_delete_trips_log_metrics_and_command(tmp_path: Path, mongo_oplog
     assert found[("mongosnap_tripwire_trips_total", (*labels, ("rule", "deletes>30/60s")))] == 1
     last = found[("mongosnap_tripwire_last_trip_timestamp_seconds", (("command", "oplog"),))]
     assert abs(last - time.time()) < 3600
+
+
+async def test_shrink_counts_from_the_newest_archive(
+    tmp_path: Path, new_oplog_server: Callable[[int], str]
+) -> None:
+    """shrink>20%/2s trips on the delete that takes more than 20 % of the count at
+    the window start: 100 archived + 20 inserted before the window, so the 25th
+    delete. The archiver reads the whole (fresh) oplog: a backlog counts by ts."""
+    uri = new_oplog_server(16 << 20)
+    database = f"trip_{uuid.uuid4().hex[:10]}"
+    dest = tmp_path / "dest"
+    trips: list[Trip] = []
+    with MongoClient(uri) as client:
+        coll = client[database].users
+        coll.insert_many([{"_id": i} for i in range(100)])
+        time.sleep(1.1)  # the archive's point (the end of its dump) is a later second
+        await backup(uri, str(dest), database=database)
+        coll.insert_many([{"_id": f"new{i}"} for i in range(20)])
+        time.sleep(3.2)  # the inserts' seconds are out of the deletes' 2 s window
+        coll.delete_many({"_id": {"$lt": 24}})  # 24 of 120: 20 %, not above
+        coll.delete_one({"_id": 99})
+        wires = Tripwires([parse(f"{database}.*:shrink>20%/2s")], trips.append)
+        task = asyncio.create_task(archive_oplog(uri, str(dest), interval=1, tripwires=wires))
+        try:
+            deadline = time.monotonic() + WAIT
+            while not trips and time.monotonic() < deadline and not task.done():
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert wires.baseline is not None
+    assert wires.baseline.counts[f"{database}.users"][0] == 100
+    [trip] = trips
+    assert (trip.namespace, trip.count, trip.base) == (f"{database}.users", 25, 120)
