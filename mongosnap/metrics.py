@@ -14,6 +14,8 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_documents_total{command}                   counter, documents moved
     mongosnap_collections_restored_total{command}        counter (heal, restore)
     mongosnap_archives_deleted_total{command}            counter (prune)
+    mongosnap_tripwire_trips_total{command,namespace,rule}  counter (oplog --tripwire)
+    mongosnap_tripwire_last_trip_timestamp_seconds{command} gauge, wall clock of the last trip
 
 A textfile outlives the process that writes it, so a run continues from the
 previous file (``carry_over``): counters keep growing across cron runs, and a
@@ -34,6 +36,7 @@ from prometheus_client import write_to_textfile as _write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
+    from .oplog.tripwire import Trip
     from .pipelines.backup import BackupReport
     from .pipelines.heal import HealReport
     from .pipelines.prune import PruneReport
@@ -64,6 +67,12 @@ class Metrics:
         self.documents = counter("documents", "Documents dumped or restored")
         self.restored = counter("collections_restored", "Collections restored")
         self.deleted = counter("archives_deleted", "Archives deleted")
+        self.trips = counter(
+            "tripwire_trips", "Tripwire trips by namespace and rule", "namespace", "rule"
+        )
+        self.last_trip = gauge(
+            "tripwire_last_trip_timestamp_seconds", "When a tripwire last tripped"
+        )
         # Series exist (at 0) before the first run, so alerts on absence are not needed.
         for total in (self.bytes_in, self.bytes_out, self.documents, self.restored, self.deleted):
             total.labels(command).inc(0)
@@ -151,7 +160,7 @@ class Metrics:
         restored = [o for o in report.restored if o.status == "restored"]
         self.add(
             bytes_in=report.bytes_fetched,
-            documents=sum(o.documents for o in restored),
+            documents=sum(o.documents for o in restored) + sum(d.inserted for d in report.damaged),
             restored=len(restored),
         )
 
@@ -166,6 +175,10 @@ class Metrics:
     def record_prune(self, report: PruneReport) -> None:
         if not report.dry_run:
             self.add(deleted=len(report.deleted))
+
+    def record_trip(self, trip: Trip) -> None:
+        self.trips.labels(self.command, trip.namespace, trip.rule.text).inc()
+        self.last_trip.labels(self.command).set(time.time())
 
     def write_textfile(self, path: str) -> None:
         """Write atomically (a temporary file beside ``path``, then a rename)."""

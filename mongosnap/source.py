@@ -29,6 +29,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import AsyncMongoClient, InsertOne, MongoClient, uri_parser
 from pymongo.errors import (
+    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
     InvalidURI,
@@ -62,6 +63,7 @@ MAX_TIMEOUT = 86400.0
 _AUTH_FAILED_CODES = frozenset({18, 13})
 NAMESPACE_NOT_FOUND = 26
 NAMESPACE_EXISTS = 48
+DUPLICATE_KEY = 11000
 NOT_IMPLEMENTED = 238
 DUPLICATE_KEY = 11000
 INVALID_NAMESPACE = 73
@@ -412,6 +414,39 @@ class Source:
             result = await self._client[database][name].bulk_write(requests, ordered=True)
         return int(result.inserted_count)
 
+    async def count(self, database: str, name: str) -> int:
+        """The exact number of documents (countDocuments, not the metadata estimate)."""
+        with self._translate(database):
+            return int(await self._client[database][name].count_documents({}))
+
+    async def insert_absent(self, database: str, name: str, documents: list[bytes]) -> int:
+        """Insert the documents whose ``_id`` the collection lacks, as their bytes.
+
+        Never overwrites: the ones present are left out, and one inserted by
+        someone else meanwhile is a duplicate key the unordered insert skips.
+        Returns how many were inserted.
+        """
+        coll = self._client[database][name]
+        ids = [_document_id(d) for d in documents]
+        with self._translate(database):
+            found = coll.find({"_id": {"$in": ids}}, {"_id": 1})
+            present = {_id_key(d["_id"]) async for d in found}
+            absent = [
+                RawBSONDocument(d)
+                for d, i in zip(documents, ids, strict=True)
+                if _id_key(i) not in present
+            ]
+            if not absent:
+                return 0
+            try:
+                result = await coll.bulk_write([InsertOne(d) for d in absent], ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                return int(exc.details.get("nInserted", 0))
+        return int(result.inserted_count)
+
     async def create_indexes(self, database: str, name: str, specs: list[dict[str, Any]]) -> None:
         if specs:
             with self._translate(database):
@@ -649,6 +684,12 @@ def _log_shrink(namespace: str, size: int, done: int, *, first: bool) -> None:
 
 def _shifted(namespace: str) -> str:
     return f"{namespace} changed while its dump was resumed after a too large reply; run again"
+
+
+def _id_key(value: Any) -> bytes:
+    """An _id as its BSON bytes: 1, 1.0 and True stay apart, a document _id is hashable
+    (one the server holds under an equal but different form is a duplicate key later)."""
+    return bson.encode({"": value})
 
 
 def _document_id(document: bytes) -> Any:

@@ -82,12 +82,37 @@ def register(commands: Any) -> None:
         help="also put back the database's users and roles the server lacks "
         "(backup --users-and-roles); existing ones are left alone",
     )
+    p.add_argument(
+        "--shrink-threshold",
+        type=_percent,
+        metavar="PCT",
+        help="a present collection that lost more than PCT%% of the documents the newest "
+        "archive counted is damaged (an emptied one always is)",
+    )
+    p.add_argument(
+        "--restore-missing",
+        action="store_true",
+        help="in a damaged collection, insert the archived documents whose _id it lacks "
+        "(never replacing one); documents deleted on purpose since the archive come back too",
+    )
     add_source_flags(p)
     add_s3_flags(p, writes=False)
     add_key_flags(p)
     add_output_flags(p)
     add_metrics_flags(p, serve=True)
     p.set_defaults(run=run)
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"expected a percentage above 0, at most 100, not {text!r}"
+        )
+    return value
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
@@ -140,6 +165,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 progress=on_progress,
                 keys=keys(args),
                 users_and_roles=args.users_and_roles,
+                restore_missing=args.restore_missing,
+                shrink_threshold=args.shrink_threshold,
             )
         _log_outcomes(report)
         return report
@@ -237,6 +264,17 @@ def _raise_if_missing(report: HealReport, *, busy_fails: bool = True) -> None:
         raise HealIncomplete(
             f"no backup among the newest archives holds {', '.join(report.missing)}"
         )
+    failed = [d for d in report.damaged if d.status == "failed"]
+    if failed:
+        raise PartialFailure(
+            "could not restore the missing documents of "
+            + "; ".join(f"{d.name} ({d.error})" for d in failed)
+        )
+    if report.unrepaired:
+        raise HealIncomplete(
+            f"damaged: {', '.join(report.unrepaired)}; nothing written (--restore-missing "
+            "puts back the archived documents they lack)"
+        )
     if not report.busy:
         return
     message = f"{', '.join(report.busy)}: being healed by another run; left to it"
@@ -274,9 +312,11 @@ def summary(report: HealReport) -> str:
 
     if not report.vanished:
         if len(report.watched) == 1:
-            return f"the watched collection of {report.database} is present"
-        watched = count(len(report.watched))
-        return f"all {watched} watched collections of {report.database} are present"
+            head = f"the watched collection of {report.database} is present"
+        else:
+            watched = count(len(report.watched))
+            head = f"all {watched} watched collections of {report.database} are present"
+        return "\n".join([head, *damage_lines(report)])
     done = Status.WOULD_RESTORE if report.dry_run else Status.RESTORED
     restored = [o for o in report.restored if o.status is done]
     if report.dry_run:
@@ -295,7 +335,30 @@ def summary(report: HealReport) -> str:
             lines.append(f"    {replayed[outcome.name]}")
     lines += [f"  {f.name}: failed from {f.archive} ({f.error})" for f in report.failures]
     lines += [f"  {name}: still missing" for name in report.missing]
-    return "\n".join(lines)
+    return "\n".join(lines + damage_lines(report))
+
+
+def damage_lines(report: HealReport) -> list[str]:
+    """One line per damaged collection: what the archive counted, what is left, what was done."""
+    lines = []
+    for d in report.damaged:
+        seen = (
+            f"  {d.name}: {d.reason} since {d.archive} "
+            f"({count(d.live)} of {plural(d.archived, 'document')} left)"
+        )
+        if d.status == "restored":
+            done = (
+                f"{plural(d.inserted, 'missing document')} restored (documents deleted "
+                "on purpose since the archive came back too)"
+            )
+        elif d.status == "would restore":
+            done = "would restore the archived documents it lacks"
+        elif d.status == "failed":
+            done = f"missing documents not restored ({d.error})"
+        else:
+            done = "DAMAGED, nothing written (--restore-missing puts back what it lacks)"
+        lines.append(f"{seen}; {done}")
+    return lines
 
 
 def replay_lines(report: HealReport) -> dict[str, str]:

@@ -20,9 +20,11 @@ from ._common import (
     whole,
     write_json,
 )
+from ._tripwire import TripwireSetup
 
 if TYPE_CHECKING:
     from ..oplog.chunks import Coverage
+    from ..oplog.tripwire import Tripwires
 
 DEFAULT_INTERVAL = 60.0
 """oplog.archiver's default, repeated here so --help need not import the driver."""
@@ -85,11 +87,44 @@ def register(commands: Any) -> None:
         metavar="SECONDS",
         help="while DEST cannot be written to, retry after 1 s, doubling up to this (default 60)",
     )
+    add_tripwire_flags(p)
     add_source_flags(p)
     add_s3_flags(p)
     add_file_mode_flag(p)
     add_output_flags(p)
     p.set_defaults(run=run)
+
+
+def add_tripwire_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("tripwires (docs/pitr.md, Tripwires)")
+    group.add_argument(
+        "--tripwire",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="warn when DB.COLL (or DB.*) sees deletes>N/WINDOW, updates>N/WINDOW or "
+        "shrink>PCT%%[/WINDOW] in oplog time; repeatable",
+    )
+    group.add_argument(
+        "--on-trip",
+        metavar="COMMAND",
+        help="run COMMAND (no shell) when a tripwire trips, details in MONGOSNAP_TRIP_* "
+        "variables; one run at a time per rule; its failure is only logged",
+    )
+    group.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write the tripwire metrics to PATH after each trip (node_exporter textfile)",
+    )
+    group.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve /metrics on PORT while archiving"
+    )
+    group.add_argument(
+        "--metrics-bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address for --metrics-port (default 127.0.0.1)",
+    )
 
 
 def _settle(text: str) -> float:
@@ -98,10 +133,10 @@ def _settle(text: str) -> float:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
-    from ..oplog.archiver import archive_oplog, list_oplog  # imported on use: keeps --help fast
+    from ..oplog.archiver import list_oplog  # imported on use: keeps --help fast
 
     if args.list:
-        if args.host or args.extra or args.uri:
+        if args.host or args.extra or args.uri or args.tripwire or args.on_trip:
             raise UsageError("--list takes only DEST")
         _print(await list_oplog(args.dest, s3=s3_config(args)), args.json, out)
         return 0
@@ -118,9 +153,20 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     # SIGTERM is how it ends (systemctl stop): an info line and exit 143, not an error
     args.stop_is_clean = True
     args.aftermath = lambda: "archiving stopped; the next start resumes after the last chunk"
+    if (args.on_trip or args.metrics_file or args.metrics_port is not None) and not args.tripwire:
+        raise UsageError("--on-trip and the metrics flags of oplog need --tripwire")
+    watch = TripwireSetup(args)
     if not args.quiet:  # a long-running command: say what it writes (-v: what it reads)
         level = logging.DEBUG if args.verbose else logging.INFO
         logging.getLogger("mongosnap.oplog").setLevel(level)
+    async with watch.running() as tripwires:
+        await _archive(args, tripwires)
+    return 0
+
+
+async def _archive(args: argparse.Namespace, tripwires: Tripwires | None) -> None:
+    from ..oplog.archiver import archive_oplog
+
     await archive_oplog(
         args.uri or args.host,
         destination(args),
@@ -134,8 +180,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         retry_max_delay=args.retry_max,
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
+        tripwires=tripwires,
     )
-    return 0
 
 
 def _print(coverage: Coverage, as_json: bool, out: TextIO) -> None:

@@ -47,6 +47,7 @@ from . import chunks
 from .chunks import ChunkInfo, Coverage, GapInfo
 from .position import Ts
 from .tail import Batch, Gap, OplogTail, Resume, bound, entry_ts
+from .tripwire import Tripwires, read_baseline
 
 DEFAULT_INTERVAL = 60.0
 DEFAULT_MAX_BYTES = 16 << 20
@@ -89,6 +90,7 @@ async def archive_oplog(
     max_buffer: int = DEFAULT_MAX_BUFFER,
     retry_delay: float = DEFAULT_RETRY_DELAY,
     retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY,
+    tripwires: Tripwires | None = None,
 ) -> None:
     """Archive the oplog of ``source`` into ``destination``/oplog/ until cancelled.
 
@@ -100,7 +102,9 @@ async def archive_oplog(
     FerretDB, 0 on MongoDB; tail.py). While the destination cannot be
     written to, up to ``max_buffer`` bytes of entries are held and the write
     is retried every ``retry_delay`` seconds, doubling up to
-    ``retry_max_delay`` (module doc). Never returns normally.
+    ``retry_max_delay`` (module doc). ``tripwires`` count every entry read
+    (tripwire.py); their ``shrink`` rules get the counts of the newest archives
+    at ``destination``. Never returns normally.
     """
     if interval <= 0 or max_bytes <= 0:
         raise UsageError("the chunk interval and size must be positive")
@@ -121,6 +125,9 @@ async def archive_oplog(
             job.stats = stats or ArchiverStats()
             job.max_buffer, job.backoff = max_buffer, (retry_delay, retry_max_delay)
             job.delay = retry_delay
+            job.tripwires = tripwires
+            if tripwires is not None and tripwires.databases("shrink"):
+                tripwires.baseline = await read_baseline(storage, tripwires.databases("shrink"))
             resume = await job.resume_point()
             tail = OplogTail(
                 src, resume, from_newest=start == "now", await_ms=await_ms, settle=settle
@@ -158,6 +165,7 @@ class _Archiver:
         self.retry_at = 0.0  # monotonic: no write attempt before then
         self.failing_since: float | None = None
         self.orphans: list[str] = []  # chunk objects whose sidecar failed, to delete
+        self.tripwires: Tripwires | None = None
 
     async def resume_point(self) -> Resume | None:
         """After the last complete chunk; orphaned chunk objects are removed.
@@ -282,6 +290,8 @@ class _Archiver:
         if batch.entries:
             log.debug("read %d entries up to %s", len(batch.entries), max(batch.stamps))
         for entry, ts in zip(batch.entries, batch.stamps, strict=True):
+            if self.tripwires is not None:  # late entries too: they happened
+                self.tripwires.observe(entry, ts)
             if self.prev is not None and ts <= self.prev:
                 log.warning("oplog entry %s became visible after a chunk past it was written", ts)
                 self.late.append(ts)

@@ -522,6 +522,11 @@ class Engine:
             max_total_size=sum(member_length(r.name, r.size) for r in ranges),
         )
 
+    def read_member(self, member: MemberRange) -> AsyncGenerator[TarMember, None]:
+        """One member of an archive with a manifest, read on its own (heal's
+        --restore-missing reads a collection's documents so)."""
+        return self._read_ranges(member)
+
     def _read(self, start: int, end: int) -> AsyncIterator[bytes]:
         return self._counted(self.storage.read(self.info.key, start, end))
 

@@ -37,6 +37,7 @@ from .._errors import (
     DecryptionFailed,
     NoBackupsFound,
     ReplayError,
+    UsageError,
     listing,
 )
 from ..catalog import ArchiveInfo, newest_archives
@@ -46,6 +47,7 @@ from ..progress import ProgressCallback, ignore
 from ..source import Source
 from ..storage import S3Config, Storage, opened
 from . import sealed, users
+from .damage import Damage, find_damage, live_counts, newest_manifest, repair
 from .engine import CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -108,6 +110,8 @@ class HealReport:
     users: dict[str, list[str]] | None = None
     """heal --users-and-roles: users and roles put back and left alone (names),
     from the newest archive holding them; None without the flag."""
+    damaged: list[Damage] = field(default_factory=list)
+    """Present collections emptied or shrunk since the newest archive (damage.py)."""
 
     @property
     def vanished(self) -> list[str]:
@@ -125,14 +129,20 @@ class HealReport:
         return [c for c in self.missing if c in tried]
 
     @property
+    def unrepaired(self) -> list[str]:
+        """Damaged collections left as they are (reported, or their repair failed)."""
+        return [d.name for d in self.damaged if d.status in ("reported", "failed")]
+
+    @property
     def ok(self) -> bool:
-        return not self.missing and not self.busy
+        return not self.missing and not self.busy and not self.unrepaired
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["vanished"] = self.vanished
         out["failed"] = self.failed
         out["busy"] = self.busy
+        out["unrepaired"] = self.unrepaired
         out["ok"] = self.ok
         return out
 
@@ -156,6 +166,8 @@ async def heal(
     progress: ProgressCallback = ignore,
     keys: Keys | None = None,
     users_and_roles: bool = False,
+    restore_missing: bool = False,
+    shrink_threshold: float | None = None,
 ) -> HealReport:
     """Restore the watched ``collections`` of ``database`` that have vanished.
 
@@ -171,7 +183,15 @@ async def heal(
     ``users_and_roles``: also put back the database's users and roles the
     server lacks, from the newest archive (within ``depth``) that holds them
     (backup --users-and-roles); existing ones are left alone. Not in a dry run.
+
+    Present collections are checked against the newest archive with a
+    manifest: emptied ones, and with ``shrink_threshold`` (percent) those
+    that lost more than that share of their archived documents, are
+    ``damaged``; ``restore_missing`` inserts their archived documents whose
+    _id is absent, never replacing one (damage.py).
     """
+    if shrink_threshold is not None and not 0 < shrink_threshold <= 100:
+        raise UsageError("the shrink threshold is a percentage above 0, at most 100")
     started = time.monotonic()
     watched = list(dict.fromkeys(name_list(collections, "collections")))
     ledger = ledger if ledger is not None else StagingLedger()
@@ -190,11 +210,14 @@ async def heal(
             if vanished:
                 await storage.check()
                 await search.run(depth)
+            damaged = await _damage(
+                storage, src, database, healthy, shrink_threshold, restore_missing, dry_run, keys
+            )
         finally:
             await shielded(ledger.finish(src))
         accounts = None
         if users_and_roles and not dry_run:
-            accounts = await _users(storage, src, database, depth, warn)
+            accounts = await _users(storage, src, database, depth, warn, keys)
     return HealReport(
         database=database,
         watched=watched,
@@ -209,26 +232,60 @@ async def heal(
         failures=search.failures,
         replays=search.replays,
         users=accounts.to_dict() if accounts is not None else None,
+        damaged=damaged,
     )
 
 
 async def _users(
-    storage: Storage, target: Source, database: str, depth: int, warn: Warn
+    storage: Storage, target: Source, database: str, depth: int, warn: Warn, keys: Keys | None
 ) -> users.UsersReport:
     """The users and roles of the newest archive (of ``depth``) holding them, put back."""
     looked = 0
     async with contextlib.aclosing(newest_archives(storage, database=database)) as archives:
         async for info in archives:
-            if not info.trusted or info.manifest is None:
+            if not info.trusted:
+                continue
+            view = storage
+            if info.encrypted:  # its manifest is sealed; a missing key stops here
+                view, info = await sealed.unseal(storage, info, keys)
+            if info.manifest is None:
                 continue
             looked += 1
             if any(u.database == database for u in info.manifest.users):
-                engine = Engine(storage, info, target, database)
+                engine = Engine(view, info, target, database)
                 return await users.restore(target, await engine.user_documents(database))
             if looked >= depth:
                 break
     warn(f"no archive of the {depth} newest holds the users and roles of {database}")
     return users.UsersReport()
+
+
+async def _damage(
+    storage: Storage,
+    src: Source,
+    database: str,
+    present: list[str],
+    threshold: float | None,
+    restore_missing: bool,
+    dry_run: bool,
+    keys: Keys | None,
+) -> list[Damage]:
+    """The damaged present collections, repaired with ``restore_missing``.
+
+    The archives are read only when a collection is empty or a threshold is
+    set: a heal that finds everything present and filled touches no storage."""
+    live = await live_counts(src, database, present)
+    if threshold is None and all(live.values()):
+        return []
+    found = await newest_manifest(storage, database, keys)
+    if found is None:
+        log.info("no archive with a manifest holds %s: emptied collections not checked", database)
+        return []
+    view, info = found
+    damaged = find_damage(info, database, live, threshold)
+    if not damaged or not restore_missing:
+        return damaged
+    return await repair(view, src, info, database, damaged, dry_run=dry_run)
 
 
 class _Search:
