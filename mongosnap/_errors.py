@@ -13,7 +13,8 @@
     │   ├── AccessDenied                22
     │   ├── ObjectNotFound              23
     │   ├── ObjectExists                24  a writer never overwrites
-    │   └── ObjectArchived              25  in an archive tier (Glacier): restore it first
+    │   ├── ObjectArchived              25  in an archive tier (Glacier): restore it first
+    │   └── LockUnavailable             26  objects cannot be locked there (no S3 Object Lock)
     ├── ArchiveError                    30  an archive fails its checks
     │   ├── CorruptArchive              31  bad checksum, count, gzip/zstd or tar data
     │   ├── TruncatedArchive            32
@@ -101,6 +102,14 @@ class ObjectArchived(StorageError):
     Glacier or Deep Archive storage class); it must be restored first."""
 
     exit_code = 25
+
+
+class LockUnavailable(StorageError):
+    """A locked write was asked for where objects cannot be locked: a bucket
+    without S3 Object Lock configuration (it can only be enabled when the
+    bucket is created, or by AWS support), or a server refusing the lock."""
+
+    exit_code = 26
 
 
 class ArchiveError(MongosnapError):

@@ -30,8 +30,8 @@ from ._keys import CHUNK_SIZE, check_range
 from ._s3_client import S3Client
 from ._s3_config import S3Config
 from ._s3_errors import TRANSPORT_ERRORS, error_code
-from ._s3_writer import S3Writer
-from .base import ObjectInfo, UploadInfo
+from ._s3_writer import S3Writer, content_md5
+from .base import ObjectInfo, Retention, UploadInfo
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client as BotoS3Client
@@ -75,6 +75,10 @@ class S3Storage:
         """The aiobotocore client, created on first use in the running loop."""
         return await self._s3.client()
 
+    async def check_lock(self) -> None:
+        """Raise LockUnavailable unless the bucket has Object Lock enabled."""
+        await self._s3.check_lock()
+
     async def check(self) -> None:
         # A one-key listing under the prefix, not HeadBucket: HeadBucket needs
         # s3:ListBucket on the whole bucket, which a policy scoped to the
@@ -98,7 +102,12 @@ class S3Storage:
 
     async def stat(self, key: str) -> ObjectInfo:
         head = await self._s3.head(key)
-        return ObjectInfo(key, head["ContentLength"], head.get("LastModified"))
+        return ObjectInfo(
+            key,
+            head["ContentLength"],
+            head.get("LastModified"),
+            retain_until=head.get("ObjectLockRetainUntilDate"),
+        )
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         check_range(start, end)
@@ -136,15 +145,19 @@ class S3Storage:
                 data: bytes = await body.read()
                 return data
 
-    async def put(self, key: str, data: bytes) -> ObjectInfo:
-        args = self._s3.object_args(key)
+    async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
+        args = self._s3.object_args(key, retention)
         client = await self.client()
         body = bytes(data)
+        if retention is not None:
+            args["ContentMD5"] = content_md5(body)  # S3 demands it (or a checksum) with a lock
         await self._s3.create_new(key, lambda **cond: client.put_object(**args, Body=body, **cond))
+        if retention is not None:
+            await self._s3.ensure_locked(key, retention)
         return ObjectInfo(key, len(body))
 
-    def open_writer(self, key: str) -> S3Writer:
-        return S3Writer(self._s3, key)
+    def open_writer(self, key: str, *, retention: Retention | None = None) -> S3Writer:
+        return S3Writer(self._s3, key, retention)
 
     async def delete(self, key: str) -> None:
         client = await self.client()
