@@ -11,6 +11,7 @@ from ..progress import Progress, ProgressCallback, Stage, ignore
 from ._common import (
     add_codec_flag,
     add_file_mode_flag,
+    add_lock_flags,
     add_metrics_flags,
     add_output_flags,
     add_pattern_flags,
@@ -20,6 +21,7 @@ from ._common import (
     destination,
     host_and_uri,
     interactive,
+    lock_options,
     observed,
     s3_config,
     whole,
@@ -78,6 +80,7 @@ def register(commands: Any) -> None:
     )
     add_source_flags(p)
     add_s3_flags(p)
+    add_lock_flags(p, "the archive and its sidecar")
     add_file_mode_flag(p)
     add_output_flags(p)
     add_metrics_flags(p)
@@ -111,6 +114,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     args.aftermath = aftermath.report  # what an interruption says is left at DEST
     with observed(args, "backup") as metrics:
         source, databases = source_and_databases(args)
+        locking = lock_options(args)
         watched = interactive(args)
         with progress_display(enabled=watched) as on_progress:
             result = await backup(
@@ -129,6 +133,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 parallel=args.parallel,
                 range_size=args.range_size << 20,
                 aftermath=aftermath,
+                **locking,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)

@@ -58,8 +58,9 @@ from ..codecs import get_codec
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
-from ..storage import ObjectWriter, S3Config, Storage, opened
+from ..storage import ObjectWriter, Retention, S3Config, Storage, opened
 from . import leftovers, ranges
+from .locking import lock_policy, locked
 from .ranges import RangedRead
 from .readahead import Budget, Lane
 from .uploads import abort_stale_uploads
@@ -182,6 +183,8 @@ async def backup(
     read_ahead: int = READ_AHEAD,
     range_size: int = 0,
     aftermath: BackupAftermath | None = None,
+    lock_for: timedelta | None = None,
+    lock_mode: str = "governance",
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -204,6 +207,10 @@ async def backup(
     never, since ranges were measured only on FerretDB, where they are 4-7x
     slower (docs/benchmarks.md). Needs ``parallel`` of 2 or more.
 
+    ``lock_for`` locks the archive and its sidecar with S3 Object Lock for
+    that long from the start (``lock_mode`` "governance" or "compliance";
+    docs/operations.md, "Locked archives"); checked before anything is dumped.
+
     ``aftermath``, if given, is kept up to date with what the run has left at
     the destination, so a caller whose run is cancelled can say what remains.
     """
@@ -216,6 +223,7 @@ async def backup(
     chosen_codec = get_codec(codec)
     async with opened(destination, s3) as storage:
         await storage.check()
+        policy = await lock_policy(storage, lock_for, lock_mode)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             server_clock = await src.server_time()
             aborted = await abort_stale_uploads(storage, now=_trusted_now(server_clock))
@@ -228,6 +236,7 @@ async def backup(
             job.aftermath = aftermath if aftermath is not None else BackupAftermath()
             job.aftermath.where = storage.url
             job.parallel, job.read_ahead = parallel, read_ahead
+            job.retention = None if policy is None else policy.retention()
             job.range_size = range_size if parallel > 1 else 0
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
@@ -303,6 +312,7 @@ class _Job:
         self.parallel = PARALLEL
         self.read_ahead = READ_AHEAD
         self.range_size = 0  # bytes per _id range of a large collection; 0: never split
+        self.retention: Retention | None = None  # the archive's and sidecar's lock
         self.budget: Budget  # the read-ahead budget, made by _dump_all
         # The next collection's state, from the check of the group before it
         self._ahead: dict[tuple[str, str], CollectionSpec | None] = {}
@@ -346,7 +356,7 @@ class _Job:
     async def _write(
         self, key: str, specs: list[CollectionSpec], started: datetime, clock: float
     ) -> BackupReport:
-        sink = self.storage.open_writer(key)
+        sink = self.storage.open_writer(key, **locked(self.retention))
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
                 await self._dump_all(writer, specs)
@@ -375,7 +385,7 @@ class _Job:
             self._note_discard(sink, key)
             raise
         try:
-            await self.storage.put(manifest_key(key), document)
+            await self.storage.put(manifest_key(key), document, **locked(self.retention))
         except BaseException as exc:
             await shielded(self._withdraw(key, exc))
             raise
