@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .oplog.archiver import archive_oplog, list_oplog
     from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
+    from .pipelines.copy import CopiedArchive, CopyReport, copy
     from .pipelines.engine import Status
     from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
     from .pipelines.prune import PruneDecision, PruneReport, prune
@@ -102,6 +103,9 @@ _EXPORTS = {
     "BackupReport": ".pipelines.backup",
     "CollectionBackup": ".pipelines.backup",
     "backup": ".pipelines.backup",
+    "CopiedArchive": ".pipelines.copy",
+    "CopyReport": ".pipelines.copy",
+    "copy": ".pipelines.copy",
     "HealReplay": ".pipelines.heal",
     "HealReport": ".pipelines.heal",
     "heal": ".pipelines.heal",
@@ -159,6 +163,8 @@ __all__ = [
     "CollectionCheck",
     "CollectionExists",
     "CollectionOutcome",
+    "CopiedArchive",
+    "CopyReport",
     "CorruptArchive",
     "DatabaseNotArchived",
     "DatabaseNotFound",
@@ -205,6 +211,7 @@ __all__ = [
     "__version__",
     "archive_oplog",
     "backup",
+    "copy",
     "heal",
     "list_archives",
     "list_oplog",
