@@ -22,7 +22,7 @@
     ├── NoBackupsFound                  40  no archive at the destination
     │   └── DatabaseNotArchived         44  archives exist, none holds the database (a typo?)
     ├── HealIncomplete                  41  collections still missing after the search
-    ├── PartialFailure                  42  some collections failed (each named with its cause)
+    ├── PartialFailure                  42  some collections, or a backup --also copy, failed
     ├── NothingMatched                  43  restore's database or selection matches nothing
     ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
     ├── PointInTimeUnavailable          51  no archive and oplog chunks reach the target instant
@@ -169,7 +169,9 @@ class HungUp(Terminated):
 
 
 class PartialFailure(MongosnapError):
-    """Some collections could not be restored; the others were, and each is reported."""
+    """Some collections could not be restored (the others were, and each is
+    reported), or a ``backup --also`` destination failed (the archive at the
+    main destination is complete)."""
 
     exit_code = 42
 

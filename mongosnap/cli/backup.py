@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._errors import UsageError
+from .._errors import PartialFailure, UsageError
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ._common import (
     add_codec_flag,
@@ -80,6 +80,14 @@ def register(commands: Any) -> None:
     )
     add_source_flags(p)
     add_s3_flags(p)
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="DEST2",
+        help="write the same archive to DEST2 too, from the same dump (repeatable); "
+        "if only DEST2 fails, DEST's archive is kept and the exit code is 42",
+    )
     add_lock_flags(p, "the archive and its sidecar")
     add_file_mode_flag(p)
     add_output_flags(p)
@@ -115,6 +123,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     with observed(args, "backup") as metrics:
         source, databases = source_and_databases(args)
         locking = lock_options(args)
+        if locking and any(not str(d).startswith("s3://") for d in args.also):
+            raise UsageError("--lock-days needs s3:// destinations (--also included)")
         watched = interactive(args)
         with progress_display(enabled=watched) as on_progress:
             result = await backup(
@@ -133,11 +143,18 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 parallel=args.parallel,
                 range_size=args.range_size << 20,
                 aftermath=aftermath,
+                also=args.also,
                 **locking,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)
     _print(result, args, out)
+    failed = [m for m in result.also if not m["complete"]]
+    if failed:
+        raise PartialFailure(
+            f"the archive is complete at {result.destination.rstrip('/')}, but not at "
+            + "; ".join(f"{m['destination']} ({m['error']})" for m in failed)
+        )
     return 0
 
 
@@ -155,6 +172,9 @@ def _print(result: BackupReport, args: argparse.Namespace, out: TextIO) -> None:
         f"{result.destination.rstrip('/')}/"
         f"{result.archive_key}\n"
     )
+    for mirror in result.also:
+        if mirror["complete"]:
+            out.write(f"also at {mirror['destination'].rstrip('/')}/{result.archive_key}\n")
     if result.oplog is not None:
         last = result.oplog["last_ts"]
         out.write(

@@ -59,7 +59,7 @@ from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
 from ..storage import ObjectWriter, Retention, S3Config, Storage, opened
-from . import leftovers, ranges
+from . import leftovers, mirrors, ranges
 from .locking import lock_policy, locked
 from .ranges import RangedRead
 from .readahead import Budget, Lane
@@ -117,6 +117,8 @@ class BackupReport:
     oplog: dict[str, Any] | None = None  # backup --oplog: the manifest's oplog window
     stale_uploads_aborted: int = 0
     """Unfinished uploads of failed backups aborted before this one (pipelines/uploads.py)."""
+    also: list[dict[str, Any]] = field(default_factory=list)
+    """backup --also: each further destination, whether its copy is complete, and why not."""
 
     @property
     def duration(self) -> float:
@@ -185,6 +187,7 @@ async def backup(
     aftermath: BackupAftermath | None = None,
     lock_for: timedelta | None = None,
     lock_mode: str = "governance",
+    also: Sequence[str | Storage] = (),
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -211,6 +214,10 @@ async def backup(
     that long from the start (``lock_mode`` "governance" or "compliance";
     docs/operations.md, "Locked archives"); checked before anything is dumped.
 
+    ``also``: further destinations that get the same archive from the same
+    dump (pipelines/mirrors.py); one that fails is reported in ``also`` of
+    the report (``complete`` False, ``error``), and the backup goes on.
+
     ``aftermath``, if given, is kept up to date with what the run has left at
     the destination, so a caller whose run is cancelled can say what remains.
     """
@@ -221,9 +228,11 @@ async def backup(
     if range_size < 0:
         raise UsageError(f"range_size cannot be negative ({range_size})")
     chosen_codec = get_codec(codec)
-    async with opened(destination, s3) as storage:
+    async with contextlib.AsyncExitStack() as exits, opened(destination, s3) as storage:
         await storage.check()
         policy = await lock_policy(storage, lock_for, lock_mode)
+        stack = await exits.enter_async_context(contextlib.AsyncExitStack())
+        extra = await mirrors.open_mirrors(stack, also, s3, lock_for, lock_mode)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             server_clock = await src.server_time()
             aborted = await abort_stale_uploads(storage, now=_trusted_now(server_clock))
@@ -237,10 +246,12 @@ async def backup(
             job.aftermath.where = storage.url
             job.parallel, job.read_ahead = parallel, read_ahead
             job.retention = None if policy is None else policy.retention()
+            job.mirrors = extra
             job.range_size = range_size if parallel > 1 else 0
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
-            return replace(await job.run(specs), stale_uploads_aborted=aborted)
+            report = replace(await job.run(specs), stale_uploads_aborted=aborted)
+            return replace(report, also=[m.to_dict() for m in extra])
 
 
 def _trusted_now(server: datetime | None) -> datetime:
@@ -313,6 +324,7 @@ class _Job:
         self.read_ahead = READ_AHEAD
         self.range_size = 0  # bytes per _id range of a large collection; 0: never split
         self.retention: Retention | None = None  # the archive's and sidecar's lock
+        self.mirrors: list[mirrors.Mirror] = []  # backup --also: further destinations
         self.budget: Budget  # the read-ahead budget, made by _dump_all
         # The next collection's state, from the check of the group before it
         self._ahead: dict[tuple[str, str], CollectionSpec | None] = {}
@@ -349,14 +361,18 @@ class _Job:
         key, claim = await self._claim(started)
         self.aftermath.archive = key
         try:
+            await mirrors.claim(self.mirrors, key, claim, _claim_body(started))
             return await self._write(key, specs, started, clock)
         finally:
             await shielded(self._release(claim))
+            await shielded(mirrors.release(self.mirrors))
 
     async def _write(
         self, key: str, specs: list[CollectionSpec], started: datetime, clock: float
     ) -> BackupReport:
-        sink = self.storage.open_writer(key, **locked(self.retention))
+        sink = mirrors.tee(
+            self.storage.open_writer(key, **locked(self.retention)), self.mirrors, key
+        )
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
                 await self._dump_all(writer, specs)
@@ -369,6 +385,7 @@ class _Job:
                 await writer.finish(document)
         except BaseException:
             await shielded(sink.abort())
+            mirrors.abandon(sink, self.mirrors)
             self._note_discard(sink, key)
             raise
         # Every byte is written: publishing runs to its end even when cancelled,
@@ -388,8 +405,10 @@ class _Job:
             await self.storage.put(manifest_key(key), document, **locked(self.retention))
         except BaseException as exc:
             await shielded(self._withdraw(key, exc))
+            await shielded(mirrors.withdraw(sink, self.mirrors, key, "the primary sidecar failed"))
             raise
         self.aftermath.complete = True
+        await mirrors.publish(sink, self.mirrors, key, document)
         return info.size
 
     def _note_discard(self, sink: ObjectWriter, key: str) -> None:
