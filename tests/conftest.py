@@ -119,8 +119,8 @@ def new_locked_bucket() -> Iterator[Callable[[Any], str]]:
 
 
 def _empty_locked_and_delete(client: Any, bucket: str) -> None:
-    """Every version and delete marker, GOVERNANCE locks bypassed (the tests'
-    COMPLIANCE locks last seconds: wait for them)."""
+    """Every version and delete marker, GOVERNANCE locks bypassed (tests use
+    no COMPLIANCE lock: nothing could remove it before it ends)."""
     for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
         for upload in page.get("Uploads", []):
             client.abort_multipart_upload(

@@ -154,3 +154,23 @@ async def test_prune_keeps_a_locked_archive_until_its_lock_ends(
     assert sorted(_keys(client, bucket)) == sorted(
         [f"nightly/{new}", f"nightly/{manifest_key(new)}"]
     )
+
+
+async def test_copy_locks_what_it_writes(
+    s3_endpoint: Any, new_bucket: Any, new_locked_bucket: Any, mongo_uri: str, new_database: str
+) -> None:
+    seed(mongo_uri, new_database, {"users": 5})
+    source = Destination(f"s3://{new_bucket(s3_endpoint)}/nightly", s3_config(s3_endpoint))
+    key = await backup_at(at(1), mongo_uri, source, new_database)
+    bucket = new_locked_bucket(s3_endpoint)
+    before = datetime.now(UTC).replace(microsecond=0)
+    report = await mongosnap.copy(
+        source.url, f"s3://{bucket}/copy", s3=source.s3, lock_for=timedelta(days=2),
+        lock_mode="governance",
+    )  # fmt: skip
+    assert [a.outcome for a in report.archives] == ["copied"]
+    client = s3_client(s3_endpoint)
+    for name in (f"copy/{key}", f"copy/{manifest_key(key)}"):
+        head = client.head_object(Bucket=bucket, Key=name)
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        assert head["ObjectLockRetainUntilDate"] >= before + timedelta(days=2)
