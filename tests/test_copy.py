@@ -151,3 +151,21 @@ async def test_a_target_failing_mid_object_leaves_nothing_and_the_rerun_resumes(
         resumed = await mongosnap.copy(source.url, target.url, s3=source.s3, target_s3=proxied)
     assert [(a.key, a.outcome) for a in resumed.archives] == [(new, "copied")]
     _same(source, target, [new], "copies/")
+
+
+async def test_one_endpoint_copies_server_side(
+    s3_endpoint: Any, testbed: Any, new_bucket: Any, tmp_path: Path, mongo_uri: str, blobs: str
+) -> None:
+    source = make_destination(s3_endpoint.name, tmp_path, testbed, new_bucket)
+    assert source.s3 is not None
+    source = replace(source, s3=replace(source.s3, part_size=5 << 20))  # two ranged parts
+    target = make_destination(s3_endpoint.name, tmp_path, testbed, new_bucket, prefix="copies")
+    [key] = [await backup_at(at(1), mongo_uri, source, blobs)]
+    report = await mongosnap.copy(source.url, target.url, s3=source.s3)
+    assert [(a.key, a.outcome) for a in report.archives] == [(key, "copied")]
+    assert (report.server_side, report.bytes_copied) == (1, 0)
+    assert report.archives[0].size > 5 << 20
+    _same(source, target, [key], "copies/")
+    assert target.pending_uploads() == []
+    again = await mongosnap.copy(source.url, target.url, s3=source.s3)
+    assert [a.outcome for a in again.archives] == ["skipped"] and again.server_side == 0

@@ -15,7 +15,10 @@ target under the same key with other contents is never overwritten: the
 archive is reported as a conflict and the run fails at the end (ObjectExists).
 
 Bytes are streamed from source to target, one archive at a time: memory is
-the target writer's buffers (S3: a few parts).
+the target writer's buffers (S3: a few parts). When source and target are S3
+on the same endpoint with the same configuration (credentials included), the
+server copies each object itself (UploadPartCopy parts in a multipart upload,
+so no size limit), and no byte passes through this process.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class CopyReport:
     """Oplog chunk objects (with their sidecars) and gap records copied."""
     oplog_skipped: int = 0
     bytes_copied: int = 0
+    """Bytes that passed through this process (a server-side copy counts none)."""
+    server_side: int = 0
+    """Objects the S3 server copied itself (source and target on one endpoint)."""
 
     @property
     def copied(self) -> list[CopiedArchive]:
@@ -95,6 +101,7 @@ class CopyReport:
             "skipped": len(self.skipped),
             "conflicts": len(self.conflicts),
             "bytes_copied": self.bytes_copied,
+            "server_side": self.server_side,
             "archives": [
                 {"key": a.key, "size": a.size, "outcome": a.outcome, "problem": a.problem or None}
                 for a in self.archives
@@ -149,6 +156,7 @@ async def copy(
             job.oplog_copied,
             job.oplog_skipped,
             job.bytes,
+            job.server_side,
         )
     if report.conflicts:
         names = ", ".join(f"{a.key} ({a.problem})" for a in report.conflicts)
@@ -188,6 +196,7 @@ class _Copy:
         self.oplog_copied: list[str] = []
         self.oplog_skipped = 0
         self.bytes = 0
+        self.server_side = 0  # objects copied by the S3 server itself
 
     def _lock(self) -> dict[str, Any]:
         return locked(None if self.policy is None else self.policy.retention())
@@ -222,7 +231,13 @@ class _Copy:
         return CopiedArchive(key, info.size, outcome)
 
     async def _stream(self, key: str, size: int) -> None:
-        """The archive object, source to target, committed without overwriting."""
+        """The object, source to target, committed without overwriting:
+        server-side when both are S3 on one endpoint with one configuration."""
+        shares = getattr(self.dst, "shares_endpoint", None)
+        if shares is not None and shares(self.src):
+            await self.dst.copy_in(self.src, key, size, **self._lock())  # type: ignore[attr-defined]
+            self.server_side += 1
+            return
         async with self.dst.open_writer(key, **self._lock()) as writer:
             async for chunk in _read(self.src, key):
                 await writer.write(chunk)

@@ -1,7 +1,8 @@
 """S3 Object Lock on new objects (docs/operations.md, "Locked archives"), on
 moto and versitygw: a locked put and a locked streamed write carry their
 retention, a delete with the writer's own credentials fails while it holds,
-and a bucket without Object Lock is refused before anything is written."""
+and a bucket without Object Lock is refused before anything is written.
+Also the server-side copy's failure path (it shares the upload bookkeeping)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import s3_client, s3_config
 
-from mongosnap import LockUnavailable, UsageError
+from mongosnap import LockUnavailable, ObjectExists, ObjectNotFound, UsageError
 from mongosnap.storage import LocalStorage, MemoryStorage, Retention, S3Storage
 
 MiB = 1024 * 1024
@@ -70,3 +71,22 @@ async def test_directories_and_memory_refuse_locks(tmp_path: Any) -> None:
         with pytest.raises(UsageError, match="cannot lock"):
             await storage.put("a", b"data", retention=_retention())
         assert [o async for o in storage.list()] == []
+
+
+async def test_a_failed_server_side_copy_leaves_no_upload(
+    s3_endpoint: Any, new_bucket: Any
+) -> None:
+    """(S3Storage.copy_in, used by ``mongosnap copy`` on one endpoint.)"""
+    config = s3_config(s3_endpoint)
+    source = S3Storage(new_bucket(s3_endpoint), "", config)
+    target = S3Storage(new_bucket(s3_endpoint), "", config)
+    async with source, target:
+        await source.put("there", b"x" * 100)
+        with pytest.raises(ObjectNotFound):
+            await target.copy_in(source, "gone", 12 * MiB)  # no such source: the part fails
+        assert [u async for u in target.uploads()] == []
+        assert [o async for o in target.list()] == []
+        await target.copy_in(source, "there", 100)
+        assert b"".join([c async for c in target.read("there")]) == b"x" * 100
+        with pytest.raises(ObjectExists):  # never overwrites
+            await target.copy_in(source, "there", 100)
