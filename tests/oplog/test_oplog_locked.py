@@ -1,6 +1,7 @@
-"""``mongosnap oplog --lock-days``: each chunk and its sidecar are written
-under S3 Object Lock, and prune leaves the unneeded chunks a lock holds (on
-moto and versitygw, with the oplog FerretDB of the test bed)."""
+"""Oplog chunks beyond the archiver: ``mongosnap oplog --lock-days`` writes each
+chunk and its sidecar under S3 Object Lock and prune leaves the unneeded
+chunks a lock holds (moto and versitygw); ``copy --with-oplog`` brings them
+to a second destination. With the oplog FerretDB of the test bed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from helpers import s3_config
 from oplog_support import WAIT, Writer
 
+import mongosnap
 from mongosnap.oplog import chunks
 from mongosnap.oplog.archiver import ArchiverStats, archive_oplog
 from mongosnap.oplog.position import Ts
@@ -60,3 +62,45 @@ async def test_locked_chunks_are_kept_by_prune(
         assert pruned.chunks == [] and pruned.gaps == []
         assert len(pruned.locked) >= 1
         assert [o.key async for o in storage.list(chunks.PREFIX)] == written
+
+
+async def test_copy_with_oplog_brings_the_chunks(
+    new_bucket: Any, testbed: Any, mongo_oplog_uri: str, tmp_path: Any
+) -> None:
+    """(``mongosnap copy --with-oplog``: chunk objects then sidecars, resumable.)"""
+    moto = testbed.s3["moto"]
+    bucket = new_bucket(moto)
+    config = s3_config(moto)
+    database = f"oplog_copy_{uuid.uuid4().hex[:10]}"
+    writer = Writer(mongo_oplog_uri, database)
+    stats = ArchiverStats()
+    task = asyncio.create_task(
+        archive_oplog(
+            mongo_oplog_uri, f"s3://{bucket}/nightly", s3=config, stats=stats, interval=0.2,
+            start="now", settle=0.0,
+        )
+    )  # fmt: skip
+
+    async def two_chunks() -> None:
+        while stats.chunks < 2:
+            await asyncio.to_thread(writer.write, 5)
+            await asyncio.sleep(0.3)
+
+    try:
+        await asyncio.wait_for(two_chunks(), WAIT)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await mongosnap.backup(mongo_oplog_uri, f"s3://{bucket}/nightly", database=database, s3=config)
+    target = tmp_path / "second"
+    report = await mongosnap.copy(f"s3://{bucket}/nightly", target, with_oplog=True, s3=config)
+    async with S3Storage(bucket, "nightly", config) as source:
+        listed = [o.key async for o in source.list(chunks.PREFIX)]
+        for key in listed:
+            copied = (target / key).read_bytes()
+            assert copied == b"".join([c async for c in source.read(key)]), key
+    assert sorted(str(p.relative_to(target)) for p in (target / "oplog").iterdir()) == listed
+    assert len(report.oplog_copied) == len(listed) // 2 >= 2  # a chunk counts with its sidecar
+    again = await mongosnap.copy(f"s3://{bucket}/nightly", target, with_oplog=True, s3=config)
+    assert again.oplog_copied == [] and again.oplog_skipped == len(listed) // 2
