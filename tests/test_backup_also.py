@@ -79,6 +79,9 @@ def test_a_destination_that_cannot_be_written_exits_42(
     assert "backed up 2 collections" in done.stdout
     names = sorted(p.name for p in main.iterdir())
     assert len(names) == 2 and names[1] == names[0] + ".manifest.json"
+    twice = run_cli("backup", str(main), "--uri", mongo_uri, blobs, "--also", str(main))
+    assert twice.returncode == 2 and "is given twice" in twice.stderr, twice.stderr
+    assert sorted(p.name for p in main.iterdir()) == names
 
 
 @pytest.mark.parametrize("kind", ["moto", "versitygw"])

@@ -232,7 +232,7 @@ async def backup(
         await storage.check()
         policy = await lock_policy(storage, lock_for, lock_mode)
         stack = await exits.enter_async_context(contextlib.AsyncExitStack())
-        extra = await mirrors.open_mirrors(stack, also, s3, lock_for, lock_mode)
+        extra = await mirrors.open_mirrors(stack, storage, also, s3, lock_for, lock_mode)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             server_clock = await src.server_time()
             aborted = await abort_stale_uploads(storage, now=_trusted_now(server_clock))

@@ -53,6 +53,7 @@ class Mirror:
 
 async def open_mirrors(
     stack: contextlib.AsyncExitStack,
+    primary: Storage,
     destinations: Sequence[str | Storage],
     s3: S3Config | None,
     lock_for: timedelta | None,
@@ -65,6 +66,8 @@ async def open_mirrors(
         storage = open_storage(destination, s3=s3)
         if storage is not destination:
             stack.push_async_callback(storage.aclose)
+        if storage.url in [primary.url, *(m.storage.url for m in mirrors)]:
+            raise UsageError(f"{storage.url} is given twice (DEST and --also)")
         mirror = Mirror(storage)
         mirrors.append(mirror)
         try:
