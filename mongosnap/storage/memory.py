@@ -78,7 +78,8 @@ class MemoryStorage:
         return data
 
     async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
-        writer = self.open_writer(key, retention=retention)
+        refuse_retention(self.url, retention)
+        writer = self.open_writer(key)
         await writer.write(data)
         return await writer.commit()
 
