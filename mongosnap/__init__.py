@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         HealIncomplete,
         HungUp,
         Interrupted,
+        LockUnavailable,
         MongosnapError,
         NoBackupsFound,
         NoIdentity,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .oplog.archiver import archive_oplog, list_oplog
     from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
+    from .pipelines.copy import CopiedArchive, CopyReport, copy
     from .pipelines.engine import Status
     from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
     from .pipelines.prune import PruneDecision, PruneReport, prune
@@ -83,6 +85,7 @@ _EXPORTS = {
     "HealIncomplete": "._errors",
     "HungUp": "._errors",
     "Interrupted": "._errors",
+    "LockUnavailable": "._errors",
     "MongosnapError": "._errors",
     "NoBackupsFound": "._errors",
     "NoIdentity": "._errors",
@@ -113,6 +116,9 @@ _EXPORTS = {
     "BackupReport": ".pipelines.backup",
     "CollectionBackup": ".pipelines.backup",
     "backup": ".pipelines.backup",
+    "CopiedArchive": ".pipelines.copy",
+    "CopyReport": ".pipelines.copy",
+    "copy": ".pipelines.copy",
     "HealReplay": ".pipelines.heal",
     "HealReport": ".pipelines.heal",
     "heal": ".pipelines.heal",
@@ -171,6 +177,8 @@ __all__ = [
     "CollectionCheck",
     "CollectionExists",
     "CollectionOutcome",
+    "CopiedArchive",
+    "CopyReport",
     "CorruptArchive",
     "DatabaseNotArchived",
     "DatabaseNotFound",
@@ -185,6 +193,7 @@ __all__ = [
     "Interrupted",
     "Keys",
     "LocalStorage",
+    "LockUnavailable",
     "MemoryStorage",
     "MongoSource",
     "MongosnapError",
@@ -222,6 +231,7 @@ __all__ = [
     "__version__",
     "archive_oplog",
     "backup",
+    "copy",
     "heal",
     "list_archives",
     "list_oplog",

@@ -13,7 +13,8 @@
     │   ├── AccessDenied                22
     │   ├── ObjectNotFound              23
     │   ├── ObjectExists                24  a writer never overwrites
-    │   └── ObjectArchived              25  in an archive tier (Glacier): restore it first
+    │   ├── ObjectArchived              25  in an archive tier (Glacier): restore it first
+    │   └── LockUnavailable             26  objects cannot be locked there (no S3 Object Lock)
     ├── ArchiveError                    30  an archive fails its checks
     │   ├── CorruptArchive              31  bad checksum, count, gzip/zstd or tar data
     │   ├── TruncatedArchive            32
@@ -22,7 +23,7 @@
     ├── NoBackupsFound                  40  no archive at the destination
     │   └── DatabaseNotArchived         44  archives exist, none holds the database (a typo?)
     ├── HealIncomplete                  41  collections still missing after the search
-    ├── PartialFailure                  42  some collections failed (each named with its cause)
+    ├── PartialFailure                  42  some collections, or a backup --also copy, failed
     ├── NothingMatched                  43  restore's database or selection matches nothing
     ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
     ├── PointInTimeUnavailable          51  no archive and oplog chunks reach the target instant
@@ -106,6 +107,14 @@ class ObjectArchived(StorageError):
     Glacier or Deep Archive storage class); it must be restored first."""
 
     exit_code = 25
+
+
+class LockUnavailable(StorageError):
+    """A locked write was asked for where objects cannot be locked: a bucket
+    without S3 Object Lock configuration (it can only be enabled when the
+    bucket is created, or by AWS support), or a server refusing the lock."""
+
+    exit_code = 26
 
 
 class ArchiveError(MongosnapError):
@@ -197,7 +206,9 @@ class HungUp(Terminated):
 
 
 class PartialFailure(MongosnapError):
-    """Some collections could not be restored; the others were, and each is reported."""
+    """Some collections could not be restored (the others were, and each is
+    reported), or a ``backup --also`` destination failed (the archive at the
+    main destination is complete)."""
 
     exit_code = 42
 

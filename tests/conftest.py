@@ -4,6 +4,8 @@
 ``mongo_uri``     FerretDB's ``mongodb://`` URI
 ``s3_endpoint``   an S3Endpoint, parametrized over "moto" and "versitygw"
 ``new_bucket``    factory: ``new_bucket(endpoint) -> bucket name`` (fresh, emptied afterwards)
+``new_locked_bucket`` factory: like ``new_bucket``, the bucket created with Object Lock
+                  enabled (versioned); locked versions are removed bypassing governance
 ``new_database``  a fresh database name on FerretDB, dropped afterwards
 ``destination``   a local directory, then a fresh bucket on moto, then on versitygw
 ``mongo_oplog_uri`` a FerretDB that keeps an oplog (capped ``local.oplog.rs``)
@@ -96,6 +98,42 @@ def new_bucket() -> Iterator[Callable[[Any], str]]:
             _empty_and_delete(s3_client(endpoint), name)
         except Exception as exc:  # the servers go away with the session anyway
             warnings.warn(f"could not remove bucket {name} on {endpoint.name}: {exc}", stacklevel=1)
+
+
+@pytest.fixture
+def new_locked_bucket() -> Iterator[Callable[[Any], str]]:
+    created: list[tuple[Any, str]] = []
+
+    def make(endpoint: Any) -> str:
+        name = f"mongosnap-lock-{uuid.uuid4().hex[:16]}"
+        s3_client(endpoint).create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        created.append((endpoint, name))
+        return name
+
+    yield make
+    for endpoint, name in created:
+        try:
+            _empty_locked_and_delete(s3_client(endpoint), name)
+        except Exception as exc:  # the servers go away with the session anyway
+            warnings.warn(f"could not remove bucket {name} on {endpoint.name}: {exc}", stacklevel=1)
+
+
+def _empty_locked_and_delete(client: Any, bucket: str) -> None:
+    """Every version and delete marker, GOVERNANCE locks bypassed (tests use
+    no COMPLIANCE lock: nothing could remove it before it ends)."""
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            vid = item["VersionId"]
+            version = {} if vid in (None, "null") else {"VersionId": vid}
+            client.delete_object(
+                Bucket=bucket, Key=item["Key"], BypassGovernanceRetention=True, **version
+            )
+    client.delete_bucket(Bucket=bucket)
 
 
 def _empty_and_delete(client: Any, bucket: str) -> None:

@@ -127,6 +127,7 @@ def test_public_api_is_exactly_this() -> None:
             "opened",
         ),
         *("AsyncMongoClientLike", "MongoSource", "Ts", "TsLike"),
+        *("copy", "CopyReport", "CopiedArchive"),
     }
     for name in mongosnap.__all__:
         assert hasattr(mongosnap, name), name

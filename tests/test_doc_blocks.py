@@ -102,6 +102,8 @@ class Bed:
     work: Path
     env: dict[str, str]
     used: set[str] = field(default_factory=set)
+    locked_bucket: str = ""
+    """A bucket created with Object Lock enabled, for "Locked archives"."""
 
 
 def blocks(doc: str) -> list[Block]:
@@ -150,6 +152,7 @@ def _covered(bed: Bed) -> Ts:
 # a replacement is computed only when its pattern matches.
 REWRITES: list[tuple[str, Callable[[Bed, re.Match[str]], str]]] = [
     # README.md's Use and operations.md
+    (r"s3://backups-locked\b", lambda b, m: f"s3://{b.locked_bucket}"),
     (r"s3://(my-bucket|backups)\b", lambda b, m: f"s3://{b.bucket}"),
     (r"'mongodb://[^']*@db1,db2/[^']*'", lambda b, m: f"'{b.uri}'"),
     (r"\bdb\.internal(:27017)?\b", lambda b, m: b.host),
@@ -198,9 +201,12 @@ def oplog_host(testbed: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def bed(oplog_host: str, testbed: Any, new_bucket: Any, tmp_path: Path) -> Iterator[Bed]:
+def bed(
+    oplog_host: str, testbed: Any, new_bucket: Any, new_locked_bucket: Any, tmp_path: Path
+) -> Iterator[Bed]:
     endpoint = testbed.s3["moto"]
     bucket = new_bucket(endpoint)
+    locked_bucket = new_locked_bucket(endpoint)
     database = f"docs_{uuid.uuid4().hex[:8]}"
     uri = f"mongodb://{oplog_host}/"
     with MongoClient(uri) as client:
@@ -231,7 +237,7 @@ def bed(oplog_host: str, testbed: Any, new_bucket: Any, tmp_path: Path) -> Itera
     saved = {k: os.environ.get(k) for k in env if k.startswith("AWS_")}
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})  # for _covered
     try:
-        yield Bed(oplog_host, uri, bucket, database, work, env)
+        yield Bed(oplog_host, uri, bucket, database, work, env, locked_bucket=locked_bucket)
     finally:
         stop.set()
         writer.join()

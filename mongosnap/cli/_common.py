@@ -13,6 +13,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import UsageError
@@ -245,6 +246,37 @@ def destination(args: argparse.Namespace) -> str | Storage:
     if not isinstance(storage, LocalStorage):
         raise UsageError("--file-mode applies to a directory DEST (S3 objects have no mode)")
     return LocalStorage(storage.root, file_mode=mode)
+
+
+MAX_LOCK_DAYS = 36500
+
+
+def add_lock_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """--lock-days and --lock-mode: S3 Object Lock on what the command writes."""
+    group = parser.add_argument_group("S3 Object Lock (docs/operations.md, Locked archives)")
+    group.add_argument(
+        "--lock-days",
+        type=whole(1, MAX_LOCK_DAYS),
+        metavar="N",
+        help=f"lock {what} for N days: nobody can delete it earlier"
+        " (a bucket created with Object Lock enabled)",
+    )
+    group.add_argument(
+        "--lock-mode",
+        choices=["governance", "compliance"],
+        default="governance",
+        help="governance (default): users with s3:BypassGovernanceRetention may still"
+        " delete; compliance: nobody can, not even the root user",
+    )
+
+
+def lock_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The lock_for and lock_mode a pipeline takes; a directory DEST refuses a lock."""
+    if args.lock_days is None:
+        return {}
+    if not str(args.dest).startswith("s3://"):
+        raise UsageError("--lock-days needs an s3:// DEST (a directory cannot lock files)")
+    return {"lock_for": timedelta(days=args.lock_days), "lock_mode": args.lock_mode}
 
 
 def add_pattern_flags(parser: argparse.ArgumentParser, verb: str) -> None:

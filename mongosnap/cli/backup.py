@@ -6,12 +6,13 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._errors import UsageError
+from .._errors import PartialFailure, UsageError
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ._common import (
     add_codec_flag,
     add_encrypt_flags,
     add_file_mode_flag,
+    add_lock_flags,
     add_metrics_flags,
     add_output_flags,
     add_pattern_flags,
@@ -23,6 +24,7 @@ from ._common import (
     encryption,
     host_and_uri,
     interactive,
+    lock_options,
     megabytes_per_second,
     observed,
     s3_config,
@@ -96,6 +98,15 @@ def register(commands: Any) -> None:
     )
     add_source_flags(p)
     add_s3_flags(p)
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="DEST2",
+        help="write the same archive to DEST2 too, from the same dump (repeatable); "
+        "if only DEST2 fails, DEST's archive is kept and the exit code is 42",
+    )
+    add_lock_flags(p, "the archive and its sidecar")
     add_file_mode_flag(p)
     add_output_flags(p)
     add_metrics_flags(p)
@@ -129,6 +140,9 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     args.aftermath = aftermath.report  # what an interruption says is left at DEST
     with observed(args, "backup") as metrics:
         source, databases = source_and_databases(args)
+        locking = lock_options(args)
+        if locking and any(not str(d).startswith("s3://") for d in args.also):
+            raise UsageError("--lock-days needs s3:// destinations (--also included)")
         watched = interactive(args)
         with progress_display(enabled=watched) as on_progress:
             result = await backup(
@@ -151,10 +165,18 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 users_and_roles=args.users_and_roles,
                 read_preference=args.read_preference,
                 max_rate=args.max_rate * 1e6,
+                also=args.also,
+                **locking,
             )
         metrics.record_backup(result)
     log.info("wrote %s/%s", result.destination.rstrip("/"), result.archive_key)
     _print(result, args, out)
+    failed = [m for m in result.also if not m["complete"]]
+    if failed:
+        raise PartialFailure(
+            f"the archive is complete at {result.destination.rstrip('/')}, but not at "
+            + "; ".join(f"{m['destination']} ({m['error']})" for m in failed)
+        )
     return 0
 
 
@@ -177,6 +199,9 @@ def _print(result: BackupReport, args: argparse.Namespace, out: TextIO) -> None:
             f"users and roles: {plural(result.users['users'], 'user')}, "
             f"{plural(result.users['roles'], 'role')}\n"
         )
+    for mirror in result.also:
+        if mirror["complete"]:
+            out.write(f"also at {mirror['destination'].rstrip('/')}/{result.archive_key}\n")
     if result.oplog is not None:
         last = result.oplog["last_ts"]
         out.write(

@@ -60,6 +60,12 @@ def register(commands: Any) -> None:
         "--warn-age", type=duration, metavar="DURATION", help="WARNING when older than this"
     )
     p.add_argument("--prefix", default="", help="only keys starting with this (default: all)")
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="WARNING unless the newest archive is under S3 Object Lock (the bucket without"
+        " Object Lock configuration, the archive without a lock that still holds)",
+    )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing when OK; the line otherwise"
@@ -86,6 +92,8 @@ class Verdict:
     skewed: list[ArchiveInfo] = field(default_factory=list)
     """Complete archives passed over for freshness: their writer's clock ran ahead."""
     error: MongosnapError | None = None
+    locked_until: datetime | None = None
+    """With --locked: until when the newest archive is locked (None: it is not)."""
 
     def line(self) -> str:
         text = f"MONGOSNAP {self.status.name} - {self.message}"
@@ -114,6 +122,7 @@ class Verdict:
             "warn_age_seconds": None if self.warn_age is None else self.warn_age.total_seconds(),
             "incomplete_skipped": self.skipped,
             "clock_skewed": [{"archive": a.key, "problem": a.skewed} for a in self.skewed],
+            "locked_until": None if self.locked_until is None else rfc3339(self.locked_until),
         }
         if self.error is not None:
             out["error"] = {
@@ -131,6 +140,8 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
         info = await _newest(args, verdict.skipped, verdict.skewed)
         _judge(verdict, info, datetime.now(UTC))
+        if args.locked and info is not None:
+            await _check_lock(args, verdict, info)
     except MongosnapError as exc:  # the probe could not look: UNKNOWN, not CRITICAL
         verdict.status, verdict.error = Status.UNKNOWN, exc
         verdict.message = f"{type(exc).__name__}: {exc}"
@@ -164,6 +175,37 @@ async def _newest(
     finally:
         await storage.aclose()
     return None
+
+
+async def _check_lock(args: argparse.Namespace, verdict: Verdict, info: ArchiveInfo) -> None:
+    """--locked: a WARNING (at least) unless the bucket has Object Lock and the
+    newest archive is locked now."""
+    from .._errors import LockUnavailable
+    from ..storage import open_storage
+
+    storage = open_storage(args.dest, s3=s3_config(args))
+    problem = ""
+    try:
+        check = getattr(storage, "check_lock", None)
+        if check is None:
+            raise UsageError("--locked needs an s3:// DEST (a directory cannot lock files)")
+        try:
+            await check()
+        except LockUnavailable as exc:
+            problem = str(exc)
+        until = (await storage.stat(info.key)).retain_until
+    finally:
+        await storage.aclose()
+    if until is None or until <= datetime.now(UTC):
+        problem = problem or f"{info.key} is not locked (backup --lock-days locks archives)"
+    else:
+        verdict.locked_until = until
+    if problem:
+        verdict.message += f"; {problem}"
+        if verdict.status is Status.OK:
+            verdict.status = Status.WARNING
+    elif until is not None:
+        verdict.message += f"; locked until {rfc3339(until)}"
 
 
 def _holds(info: ArchiveInfo, database: str | None) -> bool:

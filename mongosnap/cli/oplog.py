@@ -10,11 +10,13 @@ from .._errors import UsageError
 from ._common import (
     add_codec_flag,
     add_file_mode_flag,
+    add_lock_flags,
     add_output_flags,
     add_s3_flags,
     add_source_flags,
     destination,
     host_and_uri,
+    lock_options,
     s3_config,
     seconds,
     whole,
@@ -90,6 +92,7 @@ def register(commands: Any) -> None:
     add_tripwire_flags(p)
     add_source_flags(p)
     add_s3_flags(p)
+    add_lock_flags(p, "each chunk and its sidecar")
     add_file_mode_flag(p)
     add_output_flags(p)
     p.set_defaults(run=run)
@@ -150,6 +153,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--chunk-size is at least 1 MiB")
     if args.max_buffer < args.chunk_size:
         raise UsageError("--max-buffer is at least --chunk-size")
+    locking = lock_options(args)
     # SIGTERM is how it ends (systemctl stop): an info line and exit 143, not an error
     args.stop_is_clean = True
     args.aftermath = lambda: "archiving stopped; the next start resumes after the last chunk"
@@ -160,11 +164,13 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         level = logging.DEBUG if args.verbose else logging.INFO
         logging.getLogger("mongosnap.oplog").setLevel(level)
     async with watch.running() as tripwires:
-        await _archive(args, tripwires)
+        await _archive(args, tripwires, locking)
     return 0
 
 
-async def _archive(args: argparse.Namespace, tripwires: Tripwires | None) -> None:
+async def _archive(
+    args: argparse.Namespace, tripwires: Tripwires | None, locking: dict[str, Any]
+) -> None:
     from ..oplog.archiver import archive_oplog
 
     await archive_oplog(
@@ -181,6 +187,7 @@ async def _archive(args: argparse.Namespace, tripwires: Tripwires | None) -> Non
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
         tripwires=tripwires,
+        **locking,
     )
 
 

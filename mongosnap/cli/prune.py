@@ -110,13 +110,20 @@ def _print(report: PruneReport, out: TextIO) -> None:
     verb = "would delete" if report.dry_run else "deleted"
     out.write(
         f"{verb} {plural(len(report.deleted), 'archive')} ({human_size(report.bytes_freed)}), "
-        f"kept {count(len(report.kept))}\n"
+        f"kept {count(len(report.kept))}"
+        + (f" ({count(len(report.locked))} locked)" if report.locked else "")
+        + "\n"
     )
     if report.oplog.chunks or report.oplog.gaps:
         out.write(
             f"{verb} {plural(len(report.oplog.chunks), 'oplog chunk')} no kept archive needs "
             f"({human_size(report.oplog.bytes_freed)}); the archived oplog now starts at "
             f"ts {report.oplog.kept_from}\n"
+        )
+    if report.oplog.locked:
+        out.write(
+            f"kept {plural(len(report.oplog.locked), 'oplog object')} no kept archive needs:"
+            " locked\n"
         )
     for leftover in report.leftovers_removed:
         verb_left = "would remove" if report.dry_run else "removed"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .._errors import DecryptionFailed, StorageError
-from ..storage.base import ObjectInfo, ObjectWriter, Storage, UploadInfo
+from ..storage.base import ObjectInfo, ObjectWriter, Retention, Storage, UploadInfo
 from . import stream
 from .header import IncompleteHeader, open_prefix
 from .keys import Identity
@@ -160,11 +160,11 @@ class DecryptedView:
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         return self.inner.list(prefix)
 
-    async def put(self, key: str, data: bytes) -> ObjectInfo:
-        return await self.inner.put(key, data)
+    async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
+        return await self.inner.put(key, data, retention=retention)
 
-    def open_writer(self, key: str) -> ObjectWriter:
-        return self.inner.open_writer(key)
+    def open_writer(self, key: str, *, retention: Retention | None = None) -> ObjectWriter:
+        return self.inner.open_writer(key, retention=retention)
 
     async def delete(self, key: str) -> None:
         self._opened.pop(key, None)

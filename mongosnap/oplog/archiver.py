@@ -34,13 +34,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._aio import shielded
 from .._errors import CorruptArchive, SourceError, StorageError, UsageError
 from ..clients import MongoSource
 from ..codecs import get_codec
+from ..pipelines.locking import LockPolicy, lock_policy, locked
 from ..source import Source
 from ..storage import S3Config, Storage, opened
 from . import chunks
@@ -91,6 +92,8 @@ async def archive_oplog(
     retry_delay: float = DEFAULT_RETRY_DELAY,
     retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY,
     tripwires: Tripwires | None = None,
+    lock_for: timedelta | None = None,
+    lock_mode: str = "governance",
 ) -> None:
     """Archive the oplog of ``source`` into ``destination``/oplog/ until cancelled.
 
@@ -104,7 +107,10 @@ async def archive_oplog(
     is retried every ``retry_delay`` seconds, doubling up to
     ``retry_max_delay`` (module doc). ``tripwires`` count every entry read
     (tripwire.py); their ``shrink`` rules get the counts of the newest archives
-    at ``destination``. Never returns normally.
+    at ``destination``.
+    ``retry_max_delay`` (module doc). ``lock_for``: each chunk, its sidecar
+    and each gap record are locked with S3 Object Lock for that long from
+    their writing (``lock_mode`` as for backup). Never returns normally.
     """
     if interval <= 0 or max_bytes <= 0:
         raise UsageError("the chunk interval and size must be positive")
@@ -120,8 +126,10 @@ async def archive_oplog(
         raise UsageError(f"oplog chunks are compressed with gzip or zstd, not {codec!r}")
     async with opened(destination, s3) as storage:
         await storage.check()
+        policy = await lock_policy(storage, lock_for, lock_mode)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             job = _Archiver(src, storage, get_codec(codec), interval, max_bytes, on_chunk)
+            job.policy = policy
             job.stats = stats or ArchiverStats()
             job.max_buffer, job.backoff = max_buffer, (retry_delay, retry_max_delay)
             job.delay = retry_delay
@@ -166,6 +174,7 @@ class _Archiver:
         self.failing_since: float | None = None
         self.orphans: list[str] = []  # chunk objects whose sidecar failed, to delete
         self.tripwires: Tripwires | None = None
+        self.policy: LockPolicy | None = None  # S3 Object Lock on what is written
 
     async def resume_point(self) -> Resume | None:
         """After the last complete chunk; orphaned chunk objects are removed.
@@ -340,9 +349,10 @@ class _Archiver:
             created=datetime.now(UTC),
             key=chunks.sidecar_key(key),
         )
-        await self.storage.put(key, packed)
+        lock = locked(None if self.policy is None else self.policy.retention())
+        await self.storage.put(key, packed, **lock)
         try:
-            await self.storage.put(info.key, info.to_json())
+            await self.storage.put(info.key, info.to_json(), **lock)
         except BaseException:
             try:
                 await shielded(self.storage.delete(key))
@@ -400,7 +410,8 @@ class _Archiver:
 
     async def _put_gap(self, info: GapInfo) -> None:
         log.warning("oplog gap after %s, before %s: %s", info.after, info.before, info.reason)
-        await self.storage.put(chunks.gap_key(info.after, info.before), info.to_json())
+        lock = locked(None if self.policy is None else self.policy.retention())
+        await self.storage.put(chunks.gap_key(info.after, info.before), info.to_json(), **lock)
         self.prev = None
         self.stats.gaps += 1
 

@@ -11,14 +11,17 @@ an unreadable sidecar) counts with the time in its name, which no consistent
 point precedes. With no point at all, nothing is deleted.
 
 Deleting runs as for archives: the sidecar first (the chunk is then incomplete,
-ignored by readers), then the chunk object.
+ignored by readers), then the chunk object. A chunk or gap object S3 Object
+Lock still protects is left for a later run (``OplogPrune.locked``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
+from ..pipelines.locking import locked_until
 from ..storage import Storage
 from .chunks import ChunkInfo, Coverage, GapInfo, read_coverage, sidecar_key
 from .position import Ts
@@ -32,6 +35,8 @@ class OplogPrune:
     """The first ts still covered after pruning; None when nothing was pruned."""
     chunks: list[ChunkInfo] = field(default_factory=list)
     gaps: list[GapInfo] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+    """Keys of unneeded chunks and gap objects kept while a lock holds them."""
 
     @property
     def bytes_freed(self) -> int:
@@ -42,8 +47,29 @@ class OplogPrune:
             "kept_from": None if self.kept_from is None else str(self.kept_from),
             "chunks_deleted": [c.object_key for c in self.chunks],
             "gaps_deleted": [g.key for g in self.gaps],
+            "locked": self.locked,
             "bytes_freed": self.bytes_freed,
         }
+
+
+async def _unlocked(storage: Storage, found: OplogPrune) -> OplogPrune:
+    """``found`` without the chunks and gaps a lock still protects."""
+    now = datetime.now(UTC)
+    chunks: list[ChunkInfo] = []
+    gaps: list[GapInfo] = []
+    held: list[str] = []
+    for chunk in found.chunks:
+        keys = [sidecar_key(chunk.object_key), chunk.object_key]
+        if await locked_until(storage, keys, now) is None:
+            chunks.append(chunk)
+        else:
+            held.append(chunk.object_key)
+    for gap in found.gaps:
+        if await locked_until(storage, [gap.key], now) is None:
+            gaps.append(gap)
+        else:
+            held.append(gap.key)
+    return replace(found, chunks=chunks, gaps=gaps, locked=held)
 
 
 def unneeded(coverage: Coverage, point: Ts) -> OplogPrune:
@@ -65,7 +91,7 @@ async def prune_oplog(storage: Storage, points: Iterable[Ts], dry_run: bool) -> 
     point = min(points, default=None)
     if point is None:
         return OplogPrune()
-    found = unneeded(await read_coverage(storage), point)
+    found = await _unlocked(storage, unneeded(await read_coverage(storage), point))
     if not dry_run:
         for chunk in found.chunks:
             await storage.delete(sidecar_key(chunk.object_key))

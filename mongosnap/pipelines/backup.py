@@ -61,8 +61,9 @@ from ..encryption import Encryption
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
-from ..storage import ObjectWriter, S3Config, Storage, opened
-from . import leftovers, ranges, sealed, users
+from ..storage import ObjectWriter, Retention, S3Config, Storage, opened
+from . import leftovers, mirrors, ranges, sealed, users
+from .locking import lock_policy, locked
 from .ranges import RangedRead
 from .readahead import Budget, Lane
 from .throttle import TokenBucket, throttled
@@ -128,6 +129,8 @@ class BackupReport:
     """Unfinished uploads of failed backups aborted before this one (pipelines/uploads.py)."""
     users: dict[str, int] | None = None
     """backup --users-and-roles: {"users": N, "roles": N} stored; None without it."""
+    also: list[dict[str, Any]] = field(default_factory=list)
+    """backup --also: each further destination, whether its copy is complete, and why not."""
 
     @property
     def duration(self) -> float:
@@ -203,6 +206,9 @@ async def backup(
     users_and_roles: bool = False,
     read_preference: str | None = None,
     max_rate: float = 0,
+    lock_for: timedelta | None = None,
+    lock_mode: str = "governance",
+    also: Sequence[str | Storage] = (),
 ) -> BackupReport:
     """Back up one, several (a list) or all (None) databases into one archive.
 
@@ -231,6 +237,14 @@ async def backup(
     ``max_rate``: read at most this many bytes per second, all collections
     together (0: no cap; pipelines/throttle.py).
 
+    ``lock_for`` locks the archive and its sidecar with S3 Object Lock for
+    that long from the start (``lock_mode`` "governance" or "compliance";
+    docs/operations.md, "Locked archives"); checked before anything is dumped.
+
+    ``also``: further destinations that get the same archive from the same
+    dump (pipelines/mirrors.py); one that fails is reported in ``also`` of
+    the report (``complete`` False, ``error``), and the backup goes on.
+
     ``aftermath``, if given, is kept up to date with what the run has left at
     the destination, so a caller whose run is cancelled can say what remains.
 
@@ -247,8 +261,11 @@ async def backup(
     bucket = TokenBucket(max_rate) if max_rate else None
     chosen_codec = get_codec(codec)
     recipients = encryption.resolved() if encryption is not None else None
-    async with opened(destination, s3) as storage:
+    async with contextlib.AsyncExitStack() as exits, opened(destination, s3) as storage:
         await storage.check()
+        policy = await lock_policy(storage, lock_for, lock_mode)
+        stack = await exits.enter_async_context(contextlib.AsyncExitStack())
+        extra = await mirrors.open_mirrors(stack, storage, also, s3, lock_for, lock_mode)
         async with await Source.connect(
             source, connect_timeout=connect_timeout, read_preference=read_preference
         ) as src:
@@ -263,12 +280,15 @@ async def backup(
             job.aftermath = aftermath if aftermath is not None else BackupAftermath()
             job.aftermath.where = storage.url
             job.parallel, job.read_ahead = parallel, read_ahead
+            job.retention = None if policy is None else policy.retention()
+            job.mirrors = extra
             job.range_size = range_size if parallel > 1 else 0
             job.recipients = recipients
             job.users_and_roles, job.bucket = users_and_roles, bucket
             if capture is not None:
                 job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
-            return replace(await job.run(specs), stale_uploads_aborted=aborted)
+            report = replace(await job.run(specs), stale_uploads_aborted=aborted)
+            return replace(report, also=[m.to_dict() for m in extra])
 
 
 def _trusted_now(server: datetime | None) -> datetime:
@@ -340,6 +360,8 @@ class _Job:
         self.parallel = PARALLEL
         self.read_ahead = READ_AHEAD
         self.range_size = 0  # bytes per _id range of a large collection; 0: never split
+        self.retention: Retention | None = None  # the archive's and sidecar's lock
+        self.mirrors: list[mirrors.Mirror] = []  # backup --also: further destinations
         self.budget: Budget  # the read-ahead budget, made by _dump_all
         # The next collection's state, from the check of the group before it
         self._ahead: dict[tuple[str, str], CollectionSpec | None] = {}
@@ -380,17 +402,24 @@ class _Job:
         key, claim = await self._claim(started)
         self.aftermath.archive = key
         try:
+            await mirrors.claim(self.mirrors, key, claim, _claim_body(started))
             return await self._write(key, specs, started, clock)
         finally:
             await shielded(self._release(claim))
+            await shielded(mirrors.release(self.mirrors))
 
     async def _write(
         self, key: str, specs: list[CollectionSpec], started: datetime, clock: float
     ) -> BackupReport:
-        sink: ObjectWriter = self.storage.open_writer(key)
+        # Every destination gets the same bytes: an encrypted archive is
+        # encrypted once, above the tee.
+        tee = mirrors.tee(
+            self.storage.open_writer(key, **locked(self.retention)), self.mirrors, key
+        )
+        sink: ObjectWriter = tee
         sealing = None
         if self.recipients is not None:
-            sealing = sealed.encrypting_writer(sink, self.recipients)
+            sealing = sealed.encrypting_writer(tee, self.recipients)
             sink = sealing[0]
         try:
             async with ArchiveWriter(sink, self.codec) as writer:
@@ -407,18 +436,20 @@ class _Job:
                 await writer.finish(document)
         except BaseException:
             await shielded(sink.abort())
+            mirrors.abandon(tee, self.mirrors)
             self._note_discard(sink, key)
             raise
         # Every byte is written: publishing runs to its end even when cancelled,
         # so no request is abandoned in flight (a PUT cut off on our side may
         # still land on the server after our cleanup).
-        size = await settled(self._publish(sink, key, document, manifest, sealing))
+        size = await settled(self._publish(sink, tee, key, document, manifest, sealing))
         report = self._result(key, manifest_key(key), started, finished, size)
         return report if sealing is None else replace(report, sealed_manifest_key=sealed_key(key))
 
     async def _publish(
         self,
         sink: ObjectWriter,
+        tee: ObjectWriter,
         key: str,
         document: bytes,
         manifest: Manifest,
@@ -434,17 +465,21 @@ class _Job:
         except BaseException:
             self._note_discard(sink, key)
             raise
+        sealed_document = None
         try:
             if sealing is not None and self.recipients is not None:
-                clear = await sealed.store_sealed(
-                    self.storage, key, document, manifest, *sealing, info.size, self.recipients
-                )
+                clear, sealed_document = await sealed.store_sealed(
+                    self.storage, key, document, manifest, *sealing, info.size,
+                    self.recipients, locked(self.retention),
+                )  # fmt: skip
                 document = clear.to_json()
-            await self.storage.put(manifest_key(key), document)
+            await self.storage.put(manifest_key(key), document, **locked(self.retention))
         except BaseException as exc:
             await shielded(self._withdraw(key, exc))
+            await shielded(mirrors.withdraw(tee, self.mirrors, key, "the primary sidecar failed"))
             raise
         self.aftermath.complete = True
+        await mirrors.publish(tee, self.mirrors, key, document, sealed_document)
         return info.size
 
     def _note_discard(self, sink: ObjectWriter, key: str) -> None:

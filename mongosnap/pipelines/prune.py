@@ -31,15 +31,22 @@ may be storing its sidecar right now. Other INCOMPLETE ones are left alone.
 Deleting runs writing backwards (docs/format.md, section 2): the sidecar goes
 first, so the archive stops being trusted, then the archive. An interruption
 in between leaves an INCOMPLETE archive, which the next run deletes.
+
+An archive the rules would delete but whose archive or sidecar S3 Object Lock
+still protects is kept, "locked until" then (``PruneDecision.locked_until``),
+and deleted by the first run after that: prune never asks S3 to delete a
+locked object (in a versioned bucket that would only hide it behind a delete
+marker). Oplog chunks are treated alike (oplog/retention.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from .. import units
 from .._errors import UsageError
 from ..archive.manifest import manifest_key, sealed_key
 from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives, order
@@ -47,6 +54,7 @@ from ..oplog.position import Ts
 from ..oplog.retention import OplogPrune, prune_oplog
 from ..storage import S3Config, Storage, opened
 from .leftovers import Leftover, remove_stale_leftovers
+from .locking import locked_until
 from .uploads import abort_stale_uploads
 
 INCOMPLETE_GRACE = timedelta(hours=1)
@@ -65,6 +73,8 @@ class PruneDecision:
     """The databases whose rules keep it."""
     unknown: str = ""
     """Why its state is unknown (it is kept); empty when it is known."""
+    locked_until: datetime | None = None
+    """Set when only an S3 Object Lock keeps it: until when the lock holds."""
 
     def to_dict(self) -> dict[str, Any]:
         databases = self.archive.databases
@@ -80,6 +90,7 @@ class PruneDecision:
             "reasons": list(self.reasons),
             "kept_for": list(self.kept_for),
             "unknown": self.unknown or None,
+            "locked_until": None if self.locked_until is None else self.locked_until.isoformat(),
         }
 
 
@@ -111,6 +122,11 @@ class PruneReport:
         return [d for d in self.decisions if d.unknown]
 
     @property
+    def locked(self) -> list[PruneDecision]:
+        """Archives the rules would delete, kept because a lock still holds them."""
+        return [d for d in self.decisions if d.locked_until is not None]
+
+    @property
     def bytes_freed(self) -> int:
         return sum(a.size for a in self.deleted)
 
@@ -121,6 +137,7 @@ class PruneReport:
             "kept": len(self.kept),
             "deleted": len(self.deleted),
             "unknown": len(self.unknown),
+            "locked": len(self.locked),
             "bytes_freed": self.bytes_freed,
             "archives": [d.to_dict() for d in self.decisions],
             "stale_uploads_aborted": self.stale_uploads_aborted,
@@ -149,6 +166,7 @@ async def prune(
         archives = await learn_databases(storage, await list_archives(storage))
         now = datetime.now(UTC)
         decisions = plan(archives, keep_last, keep_within, keep_daily, now - incomplete_grace)
+        decisions = [await _unless_locked(storage, d, now) for d in decisions]
         if not dry_run:
             for decision in decisions:
                 if not decision.keep:
@@ -215,6 +233,19 @@ async def delete_archive(storage: Storage, info: ArchiveInfo) -> None:
 
 
 # ---------------------------------------------------------------- internals
+
+
+async def _unless_locked(storage: Storage, decision: PruneDecision, now: datetime) -> PruneDecision:
+    """A deletion turned into a keep while S3 Object Lock protects the archive
+    or its sidecar (one HEAD each, for the archives to delete only)."""
+    if decision.keep:
+        return decision
+    key = decision.archive.key
+    until = await locked_until(storage, [manifest_key(key), key], now)
+    if until is None:
+        return decision
+    reasons = (f"locked until {units.iso_utc(until)}", *decision.reasons)
+    return replace(decision, keep=True, reasons=reasons, locked_until=until)
 
 
 def _check_rules(

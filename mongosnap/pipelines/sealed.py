@@ -20,10 +20,10 @@ are used.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import (
     ArchiveError,
@@ -36,7 +36,7 @@ from ..archive.clear import ClearSidecar, SealBinding
 from ..archive.manifest import MAX_MANIFEST_BYTES, Manifest, sealed_key
 from ..catalog import ArchiveInfo
 from ..encryption import NO_KEY_HINT, Keys
-from ..storage import ObjectInfo, ObjectWriter, Storage, UploadInfo
+from ..storage import ObjectInfo, ObjectWriter, Retention, Storage, UploadInfo
 
 if TYPE_CHECKING:
     from ..crypto.keys import Identity, Recipient
@@ -137,16 +137,19 @@ async def store_sealed(
     tap: CiphertextTap,
     size: int,
     recipients: list[Recipient],
-) -> ClearSidecar:
-    """Store the sealed sidecar; return the clear one (stored by the caller, last)."""
+    lock: Mapping[str, Any] | None = None,
+) -> tuple[ClearSidecar, bytes]:
+    """Store the sealed sidecar (with ``lock``: Storage.put's retention keyword);
+    return the clear one (stored by the caller, last) and the sealed bytes."""
     from ..crypto.file import encrypt
     from ..crypto.header import NONCE_SIZE
 
     header = sink.prefix_length - NONCE_SIZE  # the payload's nonce follows the header
     clear = ClearSidecar.of(manifest, size=size, header=header, sha256=tap.digest.hexdigest())
     binding = SealBinding(clear.archive, clear.databases, size, clear.sha256)
-    await storage.put(sealed_key(key), encrypt(binding.seal(document), recipients))
-    return clear
+    sealed_document = encrypt(binding.seal(document), recipients)
+    await storage.put(sealed_key(key), sealed_document, **(lock or {}))
+    return clear, sealed_document
 
 
 # ----------------------------------------------------------------- reading
@@ -236,11 +239,11 @@ class ArchiveView:
     async def read_bytes(self, key: str, *, limit: int) -> bytes:
         return await (self.view if key == self.key else self.storage).read_bytes(key, limit=limit)
 
-    async def put(self, key: str, data: bytes) -> ObjectInfo:
-        return await self.storage.put(key, data)
+    async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
+        return await self.storage.put(key, data, retention=retention)
 
-    def open_writer(self, key: str) -> ObjectWriter:
-        return self.storage.open_writer(key)
+    def open_writer(self, key: str, *, retention: Retention | None = None) -> ObjectWriter:
+        return self.storage.open_writer(key, retention=retention)
 
     async def delete(self, key: str) -> None:
         await self.storage.delete(key)

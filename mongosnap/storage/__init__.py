@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._errors import UsageError
 from ._s3_config import S3Config
-from .base import ObjectInfo, ObjectWriter, Storage, UploadInfo
+from .base import ObjectInfo, ObjectWriter, Retention, Storage, UploadInfo
 from .local import LocalStorage
 from .memory import MemoryStorage
 
@@ -31,6 +31,7 @@ __all__ = [
     "MemoryStorage",
     "ObjectInfo",
     "ObjectWriter",
+    "Retention",
     "S3Config",
     "S3Storage",
     "Storage",

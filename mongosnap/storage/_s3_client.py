@@ -21,7 +21,14 @@ from aiobotocore.session import AioSession
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
-from .._errors import ObjectExists, ObjectNotFound, StorageError, UsageError
+from .._errors import (
+    AccessDenied,
+    LockUnavailable,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    UsageError,
+)
 from . import _s3cmd as s3cmd
 from ._keys import check_key
 from ._s3_config import S3Config
@@ -29,6 +36,7 @@ from ._s3_errors import TRANSPORT_ERRORS, error_code, is_bare_head_error, is_not
 from ._s3_errors import translate as _translate
 from ._s3_trace import install_trace
 from ._s3cmd import S3cmdConfig
+from .base import Retention
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client as BotoS3Client
@@ -117,9 +125,12 @@ class S3Client:
 
     # -- new objects -------------------------------------------------------------
 
-    def object_args(self, key: str) -> dict[str, Any]:
-        """Bucket, S3 key and the settings every new object gets."""
+    def object_args(self, key: str, retention: Retention | None = None) -> dict[str, Any]:
+        """Bucket, S3 key and the settings every new object gets (and its lock)."""
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.name(key)}
+        if retention is not None:
+            args["ObjectLockMode"] = retention.mode
+            args["ObjectLockRetainUntilDate"] = retention.until
         if self.config.sse:
             args["ServerSideEncryption"] = self.config.sse
         if self.config.sse_kms_key_id:
@@ -190,6 +201,52 @@ class S3Client:
                 self.host,
                 " and ".join(ignored),
                 self.where(key),
+            )
+
+    # -- object lock ---------------------------------------------------------------
+
+    async def check_lock(self) -> None:
+        """Raise LockUnavailable unless the bucket has Object Lock enabled.
+
+        Credentials that may not read the bucket's lock configuration (a policy
+        without s3:GetBucketObjectLockConfiguration) get a warning instead:
+        then the first locked write tells.
+        """
+        client = await self.client()
+        try:
+            answer = await client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if error_code(exc) == "ObjectLockConfigurationNotFoundError":
+                raise LockUnavailable(self._no_lock()) from exc
+            error = self.error(exc, None)
+            if not isinstance(error, AccessDenied) and not is_not_implemented(exc):
+                raise error from exc
+            log.warning("cannot read the Object Lock configuration of %s: %s", self.url, error)
+            return
+        except TRANSPORT_ERRORS as exc:
+            raise self.error(exc, None) from exc
+        if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            raise LockUnavailable(self._no_lock())
+
+    def _no_lock(self) -> str:
+        return (
+            f"bucket {self.bucket!r} at {self.host} has no Object Lock configuration:"
+            " locked archives need a bucket created with Object Lock enabled"
+        )
+
+    async def ensure_locked(self, key: str, retention: Retention) -> None:
+        """Lock a new object whose creation did not (some servers ignore the
+        lock headers of CreateMultipartUpload); PutObjectRetention otherwise."""
+        head = await self.head(key)
+        if head.get("ObjectLockRetainUntilDate") is not None:
+            return
+        client = await self.client()
+        log.info("%s ignored the lock of %s; setting its retention", self.host, self.where(key))
+        with self.translating(key):
+            await client.put_object_retention(
+                Bucket=self.bucket,
+                Key=self.name(key),
+                Retention={"Mode": retention.mode, "RetainUntilDate": retention.until},
             )
 
     # -- multipart uploads ---------------------------------------------------------

@@ -22,6 +22,7 @@ from botocore.exceptions import (
 from .._errors import (
     AccessDenied,
     BucketNotFound,
+    LockUnavailable,
     ObjectArchived,
     ObjectExists,
     ObjectNotFound,
@@ -114,4 +115,6 @@ def _client_error(exc: ClientError, *, bucket: str, where: str, host: str) -> St
     if code == "ConditionalRequestConflict":
         return ObjectExists(f"{where} is being created by another upload")
     message = exc.response.get("Error", {}).get("Message", "")
+    if "ObjectLockConfiguration" in message:  # a locked write to a bucket without lock
+        return LockUnavailable(f"{where}: bucket {bucket!r} at {host} has no Object Lock")
     return StorageError(f"S3 error on {where} at {host}: {code or status} {message}".rstrip())

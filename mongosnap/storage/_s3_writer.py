@@ -21,6 +21,8 @@ PutObject at commit.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 from typing import Any
 
@@ -28,13 +30,14 @@ from .._errors import StorageError
 from ._s3_client import ABORT_RETRY_DELAYS, S3Client
 from ._s3_config import MAX_PART_SIZE, MIN_PART_SIZE
 from ._writer import BaseWriter
-from .base import ObjectInfo
+from .base import ObjectInfo, Retention
 
 __all__ = [
     "MAX_PARTS",
     "MAX_PART_SIZE",
     "MIN_PART_SIZE",
     "S3Writer",
+    "content_md5",
     "object_size_ceiling",
     "part_size",
 ]
@@ -56,10 +59,16 @@ def object_size_ceiling(base: int) -> int:
     return sum(PARTS_PER_STEP * part_size(1 + step * PARTS_PER_STEP, base) for step in range(steps))
 
 
+def content_md5(data: bytes) -> str:
+    """The Content-MD5 header S3 requires on every write of a locked object."""
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
 class S3Writer(BaseWriter):
-    def __init__(self, s3: S3Client, key: str) -> None:
+    def __init__(self, s3: S3Client, key: str, retention: Retention | None = None) -> None:
         super().__init__(key)
         self._s3 = s3
+        self._retention = retention
         self._name = s3.name(key)
         self._base = s3.config.part_size
         self._concurrency = s3.config.max_concurrency
@@ -106,11 +115,20 @@ class S3Writer(BaseWriter):
         """An object shorter than one part: one PutObject."""
         body, self._buffer = bytes(self._buffer), bytearray()
         client = await self._s3.client()
-        args = self._s3.object_args(self.key)
+        args = {**self._s3.object_args(self.key, self._retention), **self._md5(body)}
         await self._s3.create_new(
             self.key, lambda **cond: client.put_object(**args, Body=body, **cond)
         )
+        await self._locked()
         return ObjectInfo(self.key, len(body))
+
+    def _md5(self, data: bytes) -> dict[str, Any]:
+        return {} if self._retention is None else {"ContentMD5": content_md5(data)}
+
+    async def _locked(self) -> None:
+        """Make sure a committed object carries its lock (docs: "Locked archives")."""
+        if self._retention is not None:
+            await self._s3.ensure_locked(self.key, self._retention)
 
     async def _complete(self) -> ObjectInfo:
         """Upload the last part, wait for every part, complete the upload."""
@@ -133,6 +151,7 @@ class S3Writer(BaseWriter):
             self.key, lambda **cond: client.complete_multipart_upload(**request, **cond)
         )
         self._upload_id = None
+        await self._locked()
         return ObjectInfo(self.key, self.position)
 
     async def _discard(self) -> None:
@@ -212,7 +231,7 @@ class S3Writer(BaseWriter):
 
     async def _create_upload(self) -> str:
         client = await self._s3.client()
-        args = {**self._s3.object_args(self.key), **self._s3.checksum_args()}
+        args = {**self._s3.object_args(self.key, self._retention), **self._s3.checksum_args()}
         with self._s3.translating(self.key):
             created = await client.create_multipart_upload(**args)
         return created["UploadId"]
@@ -227,6 +246,7 @@ class S3Writer(BaseWriter):
                 PartNumber=number,
                 Body=data,
                 **self._s3.checksum_args(),
+                **self._md5(data),
             )
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
         log.debug("uploaded part %d of %s (%d bytes)", number, self.key, len(data))

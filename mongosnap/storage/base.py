@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from .._errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,21 @@ class ObjectInfo:
     modified: datetime | None = None
     storage_class: str | None = None
     """The S3 storage class a listing reports (None: the backend has none)."""
+    retain_until: datetime | None = None
+    """Until when S3 Object Lock forbids deleting it (``stat`` only; None: no lock)."""
+
+
+LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """An S3 Object Lock retention for a new object: until ``until`` nobody
+    may delete that version (GOVERNANCE: except with the bypass permission;
+    COMPLIANCE: nobody at all, not even the account's root user)."""
+
+    until: datetime
+    mode: LockMode = "GOVERNANCE"
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,12 @@ class UploadInfo:
         """The later of ``initiated`` and ``last_written``."""
         times = [t for t in (self.initiated, self.last_written) if t is not None]
         return max(times) if times else None
+
+
+def refuse_retention(url: str, retention: Retention | None) -> None:
+    """For backends that cannot lock objects: a lock asked for is a usage error."""
+    if retention is not None:
+        raise UsageError(f"{url} cannot lock objects: only S3 buckets with Object Lock can")
 
 
 @runtime_checkable
@@ -153,12 +176,17 @@ class Storage(Protocol):
         """Read a whole small object; raises StorageError if larger than limit."""
         ...
 
-    async def put(self, key: str, data: bytes) -> ObjectInfo:
-        """Store a small object atomically; raises ObjectExists if present."""
+    async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
+        """Store a small object atomically; raises ObjectExists if present.
+
+        ``retention`` locks it (S3 Object Lock); a backend that cannot lock
+        objects raises UsageError, a bucket without Object Lock LockUnavailable.
+        """
         ...
 
-    def open_writer(self, key: str) -> ObjectWriter:
-        """Start streaming a new object under key (see ObjectWriter)."""
+    def open_writer(self, key: str, *, retention: Retention | None = None) -> ObjectWriter:
+        """Start streaming a new object under key (see ObjectWriter; ``retention``
+        as for put)."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -34,7 +34,7 @@ from .._errors import (
 )
 from ._keys import CHUNK_SIZE, check_key, check_range
 from ._writer import BaseWriter
-from .base import ObjectInfo, UploadInfo
+from .base import ObjectInfo, Retention, UploadInfo, refuse_retention
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -109,12 +109,14 @@ class LocalStorage:
         finally:
             os.close(fd)
 
-    async def put(self, key: str, data: bytes) -> ObjectInfo:
+    async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
+        refuse_retention(self.url, retention)
         writer = self.open_writer(key)
         await writer.write(data)
         return await writer.commit()
 
-    def open_writer(self, key: str) -> _LocalWriter:
+    def open_writer(self, key: str, *, retention: Retention | None = None) -> _LocalWriter:
+        refuse_retention(self.url, retention)
         return _LocalWriter(self, key)
 
     async def delete(self, key: str) -> None:

@@ -18,7 +18,7 @@ from typing import ClassVar
 from .._errors import ObjectExists, ObjectNotFound, StorageError
 from ._keys import CHUNK_SIZE, check_key, check_range
 from ._writer import BaseWriter
-from .base import ObjectInfo, UploadInfo
+from .base import ObjectInfo, Retention, UploadInfo, refuse_retention
 
 
 class _Object:
@@ -77,12 +77,14 @@ class MemoryStorage:
             raise StorageError(f"{self.url}/{key} holds {len(data)} bytes, over the {limit} limit")
         return data
 
-    async def put(self, key: str, data: bytes) -> ObjectInfo:
+    async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
+        refuse_retention(self.url, retention)
         writer = self.open_writer(key)
         await writer.write(data)
         return await writer.commit()
 
-    def open_writer(self, key: str) -> _MemoryWriter:
+    def open_writer(self, key: str, *, retention: Retention | None = None) -> _MemoryWriter:
+        refuse_retention(self.url, retention)
         return _MemoryWriter(self, key)
 
     async def delete(self, key: str) -> None:

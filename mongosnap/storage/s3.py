@@ -19,19 +19,21 @@ never show keys under a deeper prefix.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from .._aio import shielded
 from .._errors import StorageError, UsageError
 from ._keys import CHUNK_SIZE, check_range
-from ._s3_client import S3Client
+from ._s3_client import ABORT_RETRY_DELAYS, S3Client
 from ._s3_config import S3Config
 from ._s3_errors import TRANSPORT_ERRORS, error_code
-from ._s3_writer import S3Writer
-from .base import ObjectInfo, UploadInfo
+from ._s3_writer import MAX_PARTS, S3Writer, content_md5
+from .base import ObjectInfo, Retention, UploadInfo
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client as BotoS3Client
@@ -75,6 +77,10 @@ class S3Storage:
         """The aiobotocore client, created on first use in the running loop."""
         return await self._s3.client()
 
+    async def check_lock(self) -> None:
+        """Raise LockUnavailable unless the bucket has Object Lock enabled."""
+        await self._s3.check_lock()
+
     async def check(self) -> None:
         # A one-key listing under the prefix, not HeadBucket: HeadBucket needs
         # s3:ListBucket on the whole bucket, which a policy scoped to the
@@ -98,7 +104,12 @@ class S3Storage:
 
     async def stat(self, key: str) -> ObjectInfo:
         head = await self._s3.head(key)
-        return ObjectInfo(key, head["ContentLength"], head.get("LastModified"))
+        return ObjectInfo(
+            key,
+            head["ContentLength"],
+            head.get("LastModified"),
+            retain_until=head.get("ObjectLockRetainUntilDate"),
+        )
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         check_range(start, end)
@@ -136,15 +147,73 @@ class S3Storage:
                 data: bytes = await body.read()
                 return data
 
-    async def put(self, key: str, data: bytes) -> ObjectInfo:
-        args = self._s3.object_args(key)
+    async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
+        args = self._s3.object_args(key, retention)
         client = await self.client()
         body = bytes(data)
+        if retention is not None:
+            args["ContentMD5"] = content_md5(body)  # S3 demands it (or a checksum) with a lock
         await self._s3.create_new(key, lambda **cond: client.put_object(**args, Body=body, **cond))
+        if retention is not None:
+            await self._s3.ensure_locked(key, retention)
         return ObjectInfo(key, len(body))
 
-    def open_writer(self, key: str) -> S3Writer:
-        return S3Writer(self._s3, key)
+    def open_writer(self, key: str, *, retention: Retention | None = None) -> S3Writer:
+        return S3Writer(self._s3, key, retention)
+
+    def shares_endpoint(self, other: object) -> bool:
+        """Whether a server-side copy from ``other`` can work: an S3Storage on
+        the same endpoint with the same credentials and settings."""
+        return isinstance(other, S3Storage) and other.config == self.config
+
+    async def copy_in(
+        self, source: S3Storage, key: str, size: int, *, retention: Retention | None = None
+    ) -> ObjectInfo:
+        """Copy ``source``'s object ``key`` (``size`` bytes) here under the same
+        key, server-side: a multipart upload of UploadPartCopy parts (up to
+        5 GiB each, so any size works), completed without overwriting and
+        aborted on any failure, like a streamed write."""
+        client = await self.client()
+        args = self._s3.object_args(key, retention)
+        with self._s3.translating(key):
+            upload_id = (await client.create_multipart_upload(**args))["UploadId"]
+        try:
+            parts = await self._copy_parts(source, key, size, upload_id)
+            request = {**args, "UploadId": upload_id, "MultipartUpload": {"Parts": parts}}
+            for name in ("ObjectLockMode", "ObjectLockRetainUntilDate", "StorageClass"):
+                request.pop(name, None)
+            for name in ("ServerSideEncryption", "SSEKMSKeyId"):
+                request.pop(name, None)
+            await self._s3.create_new(
+                key, lambda **cond: client.complete_multipart_upload(**request, **cond)
+            )
+        except BaseException:  # shielded: a cancellation must not leave the upload billed
+            await shielded(self._s3.abort(key, upload_id, retry_delays=ABORT_RETRY_DELAYS))
+            raise
+        if retention is not None:
+            await self._s3.ensure_locked(key, retention)
+        return ObjectInfo(key, size)
+
+    async def _copy_parts(
+        self, source: S3Storage, key: str, size: int, upload_id: str
+    ) -> builtins.list[dict[str, Any]]:
+        client = await self.client()
+        step = max(self.config.part_size, -(-size // MAX_PARTS))
+        parts: builtins.list[dict[str, Any]] = []
+        for number, start in enumerate(range(0, max(size, 1), step), start=1):
+            end = min(start + step, size) - 1
+            span: dict[str, Any] = {"CopySourceRange": f"bytes={start}-{end}"} if size else {}
+            with self._s3.translating(key):
+                answer = await client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=self._s3.name(key),
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": source.bucket, "Key": source._s3.name(key)},
+                    **span,
+                )
+            parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+        return parts
 
     async def delete(self, key: str) -> None:
         client = await self.client()

@@ -24,6 +24,7 @@ def test_public_names() -> None:
         "MemoryStorage",
         "ObjectInfo",
         "ObjectWriter",
+        "Retention",
         "S3Config",
         "S3Storage",
         "Storage",
