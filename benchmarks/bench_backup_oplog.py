@@ -13,6 +13,10 @@ alternates ``mongosnap backup DIR --uri URI bench`` with and without
 and client CPU seconds, and the FerretDB process's CPU seconds over the run
 (``/proc/PID/stat``), min of the rounds.
 
+With ``MONGOSNAP_BASELINE=DIR`` (a source tree, e.g. ``git archive`` of an
+older commit) a third contender, ``baseline --oplog``, runs that tree's
+mongosnap in the same alternated rounds: before and after in one run.
+
 ``--probe`` also sends each oplog query a backup may use on its own, three
 times, and prints its server CPU, documents returned and wall: what FerretDB
 does with the ``ts`` bound, ``$natural`` order and ``oplogReplay``.
@@ -69,11 +73,13 @@ def seed(uri: str, mb: float, fill_mb: float) -> tuple[int, int]:
     return int(stats["count"]), int(stats["size"])
 
 
-def backup(uri: str, pid: int, oplog: bool) -> dict[str, float]:
+def backup(uri: str, pid: int, oplog: bool, tree: Path) -> dict[str, float]:
+    """One backup by the mongosnap of source tree ``tree``, into a temporary directory."""
     with tempfile.TemporaryDirectory() as out:
         argv = [sys.executable, "-m", "mongosnap", "backup", out, "--uri", uri, DATABASE, "-q"]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
         before = server_cpu(pid)
-        sample = harness.measure([*argv, "--oplog"] if oplog else argv)
+        sample = harness.measure([*argv, "--oplog"] if oplog else argv, env=env, cwd=Path(out))
         return {"wall": sample.wall, "cpu": sample.cpu, "server": server_cpu(pid) - before}
 
 
@@ -137,10 +143,13 @@ def main() -> int:
         print(f"oplog: {entries} entries, {size / 1e6:.1f} MB (capped at {args.oplog_mb} MiB)")
         if args.probe:
             probe(uri, pid)
-        runs: dict[str, list[dict[str, float]]] = {"plain": [], "--oplog": []}
+        trees = {"plain": ROOT, "--oplog": ROOT}
+        if baseline := os.environ.get("MONGOSNAP_BASELINE"):
+            trees["baseline --oplog"] = Path(baseline)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for index in range(args.rounds):
             for name in harness.rotated(list(runs), index):
-                runs[name].append(backup(uri, pid, name == "--oplog"))
+                runs[name].append(backup(uri, pid, name != "plain", trees[name]))
     finally:
         bed.stop()
     best = {name: {k: min(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
@@ -148,11 +157,12 @@ def main() -> int:
     print("| --- | ---: | ---: | ---: |")
     for name, fig in best.items():
         print(f"| {name} | {fig['wall']:.2f} | {fig['cpu']:.2f} | {fig['server']:.2f} |")
-    plain, oplog = best["plain"], best["--oplog"]
-    print(
-        f"--oplog / plain: wall {oplog['wall'] / plain['wall']:.2f}x, "
-        f"FerretDB CPU {oplog['server'] / plain['server']:.2f}x"
-    )
+    plain = best["plain"]
+    for name in list(best)[1:]:
+        print(
+            f"{name} / plain: wall {best[name]['wall'] / plain['wall']:.2f}x, "
+            f"FerretDB CPU {best[name]['server'] / plain['server']:.2f}x"
+        )
     return 0
 
 
