@@ -112,17 +112,26 @@ async def bound(src: Source, newest: bool) -> Ts | None:
 
 
 async def read_range(
-    src: Source, first: Ts, last: Ts, batch_size: int, *, by_ts: bool = False
+    src: Source, first: Ts, last: Ts | None, batch_size: int, *, by_ts: bool = False
 ) -> AsyncIterator[bytes]:
-    """Every entry with first <= ts <= last, raw, in oplog order (not tailable);
-    ``by_ts``: in ts order."""
+    """Every entry with first <= ts <= last (``last`` None: no upper bound), raw,
+    in oplog order (not tailable); ``by_ts``: in ts order.
+
+    In oplog order the server can start at ``first`` instead of scanning from the
+    oldest entry: MongoDB 4.4+ does so for any ts-bounded oplog query, older
+    servers when asked with ``oplogReplay`` (ignored by 4.4+ and by FerretDB)."""
+    bounds = {"$gte": first.to_bson()}
+    if last is not None:
+        bounds["$lte"] = last.to_bson()
     command: dict[str, Any] = {
         "find": OPLOG_COLLECTION,
-        "filter": {"ts": {"$gte": first.to_bson(), "$lte": last.to_bson()}},
+        "filter": {"ts": bounds},
         "batchSize": batch_size,
     }
     if by_ts:
         command["sort"] = {"ts": 1}
+    else:
+        command["oplogReplay"] = True
     reply = await src.raw_command(OPLOG_DB, command)
     cursor = reply["cursor"]
     for doc in cursor["firstBatch"]:

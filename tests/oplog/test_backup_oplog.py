@@ -14,14 +14,15 @@ from typing import Any
 import bson
 import pytest
 from helpers import run_cli, server_documents, split_bson
-from oplog_support import WAIT, server_entries, ts_of, wait_for
-from pymongo import MongoClient
+from oplog_support import WAIT, newest_ts, server_entries, ts_of, wait_for
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 from test_mongo_tools import tools_dir
 
 import mongosnap
 from mongosnap import CorruptArchive
 from mongosnap.archive.manifest import Manifest
 from mongosnap.oplog.position import Ts
+from mongosnap.progress import Progress, Stage
 
 SEEDED = 400
 BASE = 100_000
@@ -263,3 +264,91 @@ def test_manifest_oplog_window_round_trips_and_is_checked(
     bad["oplog"]["first_ts"], bad["oplog"]["last_ts"] = raw["oplog"]["last_ts"], {"t": 0, "i": 0}
     with pytest.raises(CorruptArchive, match="oplog"):
         Manifest.from_json(json.dumps(bad).encode())
+
+
+class OplogFinds(monitoring.CommandListener):
+    """The find commands sent to local.oplog.rs, in order."""
+
+    def __init__(self) -> None:
+        self.finds: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command["find"] == "oplog.rs":
+            self.finds.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_backup_oplog_reads_the_oplog_twice_and_ends_at_the_newest_entry_read(
+    new_oplog_server: Any, tmp_path: Path
+) -> None:
+    """FerretDB decodes its whole oplog for every find on it (docs/benchmarks.md):
+    the newest entry before the dump, then one ts-bounded read in oplog order
+    whose newest entry, of any namespace, is the consistent point."""
+    uri, database = new_oplog_server(1 << 20), f"pitr_{uuid.uuid4().hex[:10]}"
+    with MongoClient(uri) as client:
+        client[database]["live"].insert_many([seeded_document(i) for i in range(SEEDED)])
+    other = MongoClient(uri)
+    written: list[Any] = []
+
+    def write_elsewhere(event: Progress) -> None:  # during the dump, once
+        if event.stage is Stage.DONE and not written:
+            written.append(other["elsewhere"]["c"].insert_one({"during": 1}).inserted_id)
+
+    listener = OplogFinds()
+    source: AsyncMongoClient[Any] = AsyncMongoClient(uri, event_listeners=[listener])
+    try:
+        result = await mongosnap.backup(
+            source, str(tmp_path), database=database, oplog=True, progress=write_elsewhere
+        )
+    finally:
+        await source.close()
+        other.close()
+    assert written and result.oplog is not None
+    manifest = Manifest.from_json((tmp_path / result.manifest_key).read_bytes())
+    assert manifest.oplog is not None
+    first, last = Ts(*manifest.oplog.first_ts), Ts(*manifest.oplog.last_ts)
+    entries = server_entries(uri)
+    assert last == ts_of(entries[-1]) > first  # the other database's entry ends the window
+    assert bson.decode(entries[-1])["ns"] == "elsewhere.c"
+    assert len(listener.finds) == 2, listener.finds
+    newest, window = listener.finds
+    assert newest["sort"] == {"$natural": -1} and newest["limit"] == 1
+    assert window["filter"] == {"ts": {"$gte": first.to_bson()}}  # no upper bound read
+    assert window["oplogReplay"] is True and "sort" not in window
+    assert manifest.oplog.entries == 1  # the window's start, the last seeded insert
+
+
+async def test_backup_oplog_fails_when_its_start_rolled_out_of_the_oplog(
+    new_oplog_server: Any, tmp_path: Path
+) -> None:
+    """The entry the window starts at was trimmed during the dump: entries are
+    missing, so no archive is written."""
+    uri, database = new_oplog_server(64 * 1024), f"pitr_{uuid.uuid4().hex[:10]}"
+    with MongoClient(uri) as client:
+        client[database]["live"].insert_many([seeded_document(i) for i in range(SEEDED)])
+    start = newest_ts(uri)
+    filler = MongoClient(uri)
+
+    def roll_over(event: Progress) -> None:  # during the dump: until start is trimmed
+        if event.stage is not Stage.DONE or ts_of(server_entries(uri)[0]) > start:
+            return
+
+        def trimmed() -> bool:
+            filler["filler"]["c"].insert_many([{"pad": "x" * 1000} for _ in range(20)])
+            return ts_of(server_entries(uri)[0]) > start
+
+        wait_for(trimmed, "FerretDB to trim the oplog past the window's start")
+
+    try:
+        with pytest.raises(mongosnap.SourceError, match="rolled over during the backup"):
+            await mongosnap.backup(
+                uri, str(tmp_path), database=database, oplog=True, progress=roll_over
+            )
+    finally:
+        filler.close()
+    assert list(tmp_path.iterdir()) == []
