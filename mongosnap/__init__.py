@@ -18,6 +18,8 @@ if TYPE_CHECKING:
         CorruptArchive,
         DatabaseNotArchived,
         DatabaseNotFound,
+        Differs,
+        DrillFailed,
         HealIncomplete,
         HungUp,
         Interrupted,
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from .oplog.archiver import archive_oplog, list_oplog
     from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
+    from .pipelines.diff import CollectionDiff, DiffReport, diff
+    from .pipelines.drill import DrillCheck, DrillReport, drill
     from .pipelines.engine import Status
     from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
     from .pipelines.prune import PruneDecision, PruneReport, prune
@@ -71,6 +75,8 @@ _EXPORTS = {
     "CorruptArchive": "._errors",
     "DatabaseNotArchived": "._errors",
     "DatabaseNotFound": "._errors",
+    "Differs": "._errors",
+    "DrillFailed": "._errors",
     "HealIncomplete": "._errors",
     "HungUp": "._errors",
     "Interrupted": "._errors",
@@ -100,6 +106,12 @@ _EXPORTS = {
     "BackupReport": ".pipelines.backup",
     "CollectionBackup": ".pipelines.backup",
     "backup": ".pipelines.backup",
+    "CollectionDiff": ".pipelines.diff",
+    "DiffReport": ".pipelines.diff",
+    "diff": ".pipelines.diff",
+    "DrillCheck": ".pipelines.drill",
+    "DrillReport": ".pipelines.drill",
+    "drill": ".pipelines.drill",
     "HealReplay": ".pipelines.heal",
     "HealReport": ".pipelines.heal",
     "heal": ".pipelines.heal",
@@ -155,11 +167,17 @@ __all__ = [
     "CollectionBackup",
     "CollectionBusy",
     "CollectionCheck",
+    "CollectionDiff",
     "CollectionExists",
     "CollectionOutcome",
     "CorruptArchive",
     "DatabaseNotArchived",
     "DatabaseNotFound",
+    "DiffReport",
+    "Differs",
+    "DrillCheck",
+    "DrillFailed",
+    "DrillReport",
     "HealIncomplete",
     "HealReplay",
     "HealReport",
@@ -202,6 +220,8 @@ __all__ = [
     "__version__",
     "archive_oplog",
     "backup",
+    "diff",
+    "drill",
     "heal",
     "list_archives",
     "list_oplog",

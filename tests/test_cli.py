@@ -126,6 +126,7 @@ def test_public_api_is_exactly_this() -> None:
             "opened",
         ),
         *("AsyncMongoClientLike", "MongoSource", "Ts", "TsLike"),
+        *("drill", "DrillReport", "DrillCheck", "diff", "DiffReport", "CollectionDiff"),
     }
     for name in mongosnap.__all__:
         assert hasattr(mongosnap, name), name

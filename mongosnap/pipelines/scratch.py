@@ -1,0 +1,113 @@
+"""The scratch database a restore drill restores into, and what a killed drill left.
+
+A drill claims its scratch database by taking the lease ``mongosnap_drill``
+in it (lease.py: a document in ``mongosnap_leases``, renewed while the drill
+runs); inserting that lease is what creates the database. The drill drops
+the database at its end, however it ends. A drill that was killed (SIGKILL,
+a lost host) stops renewing; the next drill, or heal of the same source
+database, drops every database named ``<db>__drill_<time>`` whose lease has
+expired or is gone. A database of another name is dropped only when it holds
+an expired drill lease: anything else is someone's data, never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import UTC, datetime
+
+from .._errors import CollectionBusy, CollectionExists, MongosnapError, UsageError
+from ..source import Source
+from .lease import LEASES, Leases
+
+log = logging.getLogger("mongosnap.drill")
+
+DRILL_LEASE = "mongosnap_drill"
+SUFFIX = "__drill_"
+_TIME = "%Y%m%dT%H%M%S"
+_SCRATCH = re.compile(rf"^(.+){SUFFIX}\d{{8}}T\d{{6}}$", re.DOTALL)
+MAX_NAME = 63
+DROP_SECONDS = 30.0
+
+
+def default_name(database: str, now: datetime) -> str:
+    name = f"{database}{SUFFIX}{now.astimezone(UTC).strftime(_TIME)}"
+    if len(name.encode()) > MAX_NAME:
+        raise UsageError(
+            f"the scratch database name {name} is longer than {MAX_NAME} bytes: "
+            "choose one with --scratch-db"
+        )
+    return name
+
+
+def drill_of(name: str) -> str | None:
+    """The source database whose drill a default scratch name belongs to, or None."""
+    found = _SCRATCH.match(name)
+    return found.group(1) if found else None
+
+
+async def lease_state(source: Source, name: str, now: datetime) -> str:
+    """``live``, ``expired`` or ``none`` (no drill lease in database ``name``)."""
+    reply = await source.raw_command(
+        name, {"find": LEASES, "filter": {"_id": DRILL_LEASE}, "limit": 1}
+    )
+    batch = reply["cursor"]["firstBatch"]
+    if not batch:
+        return "none"
+    expires = batch[0].get("expires")
+    if not isinstance(expires, datetime):
+        return "expired"
+    expires = expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires
+    return "live" if expires > now else "expired"
+
+
+async def sweep(source: Source, database: str | None = None) -> list[str]:
+    """Drop what killed drills (of ``database``, or any) left; the names dropped."""
+    now = await source.server_time() or datetime.now(UTC)
+    dropped = []
+    for name in await source.database_names():
+        owner = drill_of(name)
+        if owner is None or (database is not None and owner != database):
+            continue
+        if await lease_state(source, name, now) == "live":
+            continue
+        log.warning("dropping %s, the scratch database of a drill that stopped", name)
+        await source.drop_database(name)
+        dropped.append(name)
+    return dropped
+
+
+async def claim(source: Source, name: str) -> Leases:
+    """Take ``name`` as this drill's scratch database: its lease held and renewed.
+
+    A database of that name left by a stopped drill is dropped first; one in
+    use by a running drill is CollectionBusy; any other is CollectionExists.
+    """
+    if name in await source.database_names():
+        now = await source.server_time() or datetime.now(UTC)
+        state = await lease_state(source, name, now)
+        if state == "live":
+            raise CollectionBusy(f"another drill is using the scratch database {name}")
+        if state == "none" and drill_of(name) is None:
+            raise CollectionExists(
+                f"database {name} exists and is no drill's scratch database: "
+                "choose another --scratch-db"
+            )
+        await source.drop_database(name)
+    leases = Leases(source, name)
+    if not await leases.acquire(DRILL_LEASE):
+        raise CollectionBusy(f"another drill is using the scratch database {name}")
+    return leases
+
+
+async def release(source: Source, leases: Leases) -> str | None:
+    """Stop renewing, then drop the scratch database; None when done, else why not."""
+    await leases.close()
+    try:
+        async with asyncio.timeout(DROP_SECONDS):
+            await source.drop_database(leases.database)
+    except (MongosnapError, TimeoutError) as exc:
+        log.warning("could not drop the scratch database %s: %s", leases.database, exc)
+        return f"{type(exc).__name__}: {exc}"
+    return None
