@@ -36,6 +36,7 @@ from ..catalog import ArchiveInfo, ArchiveStatus, newest_archives
 from ..clients import MongoSource
 from ..source import Source
 from ..storage import S3Config, Storage, opened
+from ..units import iso_utc
 from . import contents, diff, drills, pitr, scratch
 from .engine import PARALLEL_COLLECTIONS, CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
@@ -86,7 +87,11 @@ class DrillReport:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        """Times as RFC 3339 strings (units.iso_utc), ready for JSON."""
+        out = {**asdict(self), "ok": self.ok}
+        for key in ("archive_created", "started", "finished"):
+            out[key] = iso_utc(out[key])
+        return out
 
 
 async def drill(
@@ -102,6 +107,7 @@ async def drill(
     connect_timeout: float = 10.0,
     record: bool = True,
     ledger: StagingLedger | None = None,
+    state: scratch.ScratchState | None = None,
     warn: Warn = log.warning,
 ) -> DrillReport:
     """Restore the newest complete archive of ``database`` into a scratch
@@ -109,9 +115,11 @@ async def drill(
 
     Failures (a collection not restored, a mismatch, a replay that stopped)
     are in the report's ``failures``; nothing raises for them. ``record``
-    writes the drill record that ``check --max-drill-age`` reads.
+    writes the drill record that ``check --max-drill-age`` reads. ``ledger``
+    and ``state`` (optional) say what an interrupted drill left.
     """
     ledger = ledger if ledger is not None else StagingLedger()
+    state = state if state is not None else scratch.ScratchState()
     names = frozenset(name_list(collections, "collections")) or None
     if scratch_db is not None and scratch_db == database:
         raise UsageError("the scratch database must not be the database drilled")
@@ -124,14 +132,17 @@ async def drill(
             name = scratch_db or scratch.default_name(database, started)
             report = DrillReport(database, info.key, info.created, name, started)
             report.rpo_seconds = round(max(0.0, (started - info.created).total_seconds()), 3)
+            state.name = name
             leases = await scratch.claim(src, name)
+            state.claimed = True
             try:
                 await _run(report, storage, info, src, Selection(database, names), ledger, workers)
                 if compare_live:
                     await _drift(report, src, names)
             finally:
                 await shielded(ledger.finish(src))
-                report.left_behind = await _released(src, leases)
+                report.left_behind = state.problem = await _released(src, leases)
+                state.claimed = False
         report.finished = datetime.now(UTC)
         report.duration = round((report.finished - started).total_seconds(), 3)
         if record:

@@ -46,13 +46,12 @@ def folder(database: str) -> str:
     return f"{FOLDER}{database}/"
 
 
-def _stamp(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
 async def write(storage: Storage, report: dict[str, Any]) -> str:
-    """Store the record of one drill (a DrillReport's ``to_dict()``); its key."""
-    finished: datetime = report["finished"]
+    """Store the record of one drill (a DrillReport's ``to_dict()``); its key.
+
+    Named by the drill's end to the millisecond: a second drill ending in the
+    same millisecond gets ObjectExists, never an overwrite."""
+    finished = datetime.fromisoformat(report["finished"].replace("Z", "+00:00"))
     key = (
         f"{folder(report['database'])}{finished.astimezone(UTC).strftime(_NAME)}"
         f".{finished.microsecond // 1000:03d}Z.json"
@@ -62,8 +61,8 @@ async def write(storage: Storage, report: dict[str, Any]) -> str:
         "database": report["database"],
         "archive": report["archive_key"],
         "ok": report["ok"],
-        "started": _stamp(report["started"]),
-        "finished": _stamp(finished),
+        "started": report["started"],
+        "finished": report["finished"],
         "rto_seconds": report["rto_seconds"],
         "rpo_seconds": report["rpo_seconds"],
         "failures": [f[:500] for f in report["failures"][:_FAILURES_KEPT]],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .._errors import CollectionBusy, CollectionExists, MongosnapError, UsageError
@@ -29,6 +30,26 @@ _TIME = "%Y%m%dT%H%M%S"
 _SCRATCH = re.compile(rf"^(.+){SUFFIX}\d{{8}}T\d{{6}}$", re.DOTALL)
 MAX_NAME = 63
 DROP_SECONDS = 30.0
+
+
+@dataclass
+class ScratchState:
+    """The scratch database of one drill: what an interrupted drill says it left."""
+
+    name: str | None = None
+    claimed: bool = False
+    problem: str | None = None
+    """Why it could not be dropped; None while it was not, or once it was."""
+
+    def statement(self) -> str:
+        if self.claimed:
+            return f"the scratch database {self.name} is being dropped"
+        if self.problem is not None:
+            return (
+                f"left behind: the scratch database {self.name} ({self.problem}; "
+                "the next drill or heal of its database drops it once its lease expires)"
+            )
+        return "nothing was left behind"
 
 
 def default_name(database: str, now: datetime) -> str:
