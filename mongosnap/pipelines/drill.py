@@ -133,15 +133,16 @@ async def drill(
             report = DrillReport(database, info.key, info.created, name, started)
             report.rpo_seconds = round(max(0.0, (started - info.created).total_seconds()), 3)
             state.name = name
-            leases = await scratch.claim(src, name)
-            state.claimed = True
+            hold = scratch.Scratch(src, name)
             try:
+                await hold.claim()
+                state.claimed = True
                 await _run(report, storage, info, src, Selection(database, names), ledger, workers)
                 if compare_live:
                     await _drift(report, src, names)
             finally:
                 await shielded(ledger.finish(src))
-                report.left_behind = state.problem = await _released(src, leases)
+                report.left_behind = state.problem = await _released(hold)
                 state.claimed = False
         report.finished = datetime.now(UTC)
         report.duration = round((report.finished - started).total_seconds(), 3)
@@ -150,11 +151,12 @@ async def drill(
     return report
 
 
-async def _released(src: Source, leases: Any) -> str | None:
+async def _released(hold: scratch.Scratch) -> str | None:
+    """Release the scratch database to the end, even while being cancelled."""
     outcome: list[str | None] = [None]
 
     async def release() -> None:
-        outcome[0] = await scratch.release(src, leases)
+        outcome[0] = await hold.release()
 
     await shielded(release())
     return outcome[0]

@@ -99,36 +99,61 @@ async def sweep(source: Source, database: str | None = None) -> list[str]:
     return dropped
 
 
-async def claim(source: Source, name: str) -> Leases:
-    """Take ``name`` as this drill's scratch database: its lease held and renewed.
+class Scratch:
+    """One drill's hold on its scratch database: claimed, then released (dropped)."""
 
-    A database of that name left by a stopped drill is dropped first; one in
-    use by a running drill is CollectionBusy; any other is CollectionExists.
-    """
-    if name in await source.database_names():
-        now = await source.server_time() or datetime.now(UTC)
-        state = await lease_state(source, name, now)
-        if state == "live":
-            raise CollectionBusy(f"another drill is using the scratch database {name}")
-        if state == "none" and drill_of(name) is None:
-            raise CollectionExists(
-                f"database {name} exists and is no drill's scratch database: "
-                "choose another --scratch-db"
-            )
-        await source.drop_database(name)
-    leases = Leases(source, name)
-    if not await leases.acquire(DRILL_LEASE):
-        raise CollectionBusy(f"another drill is using the scratch database {name}")
-    return leases
+    def __init__(self, source: Source, name: str) -> None:
+        self.source = source
+        self.name = name
+        self.leases = Leases(source, name)
+        self._sent = False
+        """The lease insert was sent: the database may be ours from then on."""
+        self._held = False
 
+    async def claim(self) -> None:
+        """Take ``name``: its lease held and renewed.
 
-async def release(source: Source, leases: Leases) -> str | None:
-    """Stop renewing, then drop the scratch database; None when done, else why not."""
-    await leases.close()
-    try:
-        async with asyncio.timeout(DROP_SECONDS):
-            await source.drop_database(leases.database)
-    except (MongosnapError, TimeoutError) as exc:
-        log.warning("could not drop the scratch database %s: %s", leases.database, exc)
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        A database of that name left by a stopped drill is dropped first; one
+        in use by a running drill is CollectionBusy; any other is CollectionExists.
+        """
+        if self.name in await self.source.database_names():
+            now = await self.source.server_time() or datetime.now(UTC)
+            state = await lease_state(self.source, self.name, now)
+            if state == "live":
+                raise CollectionBusy(f"another drill is using the scratch database {self.name}")
+            if state == "none" and drill_of(self.name) is None:
+                raise CollectionExists(
+                    f"database {self.name} exists and is no drill's scratch database: "
+                    "choose another --scratch-db"
+                )
+            await self.source.drop_database(self.name)
+        self._sent = True
+        if not await self.leases.acquire(DRILL_LEASE):
+            self._sent = False
+            raise CollectionBusy(f"another drill is using the scratch database {self.name}")
+        self._held = True
+
+    async def release(self) -> str | None:
+        """Stop renewing, then drop the database if it is ours; None when done, else why not.
+
+        A claim cut short while its lease insert was in flight leaves the
+        database ours only if the lease there is ours: it is looked up."""
+        if not self._sent:
+            return None
+        try:
+            async with asyncio.timeout(DROP_SECONDS):
+                ours = self._held or await self._ours()
+                await self.leases.close()
+                if ours:
+                    await self.source.drop_database(self.name)
+        except (MongosnapError, TimeoutError) as exc:
+            log.warning("could not drop the scratch database %s: %s", self.name, exc)
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    async def _ours(self) -> bool:
+        reply = await self.source.raw_command(
+            self.name,
+            {"find": LEASES, "filter": {"_id": DRILL_LEASE, "owner": self.leases.owner}},
+        )
+        return bool(reply["cursor"]["firstBatch"])
