@@ -4,10 +4,11 @@ A drill claims its scratch database by taking the lease ``mongosnap_drill``
 in it (lease.py: a document in ``mongosnap_leases``, renewed while the drill
 runs); inserting that lease is what creates the database. The drill drops
 the database at its end, however it ends. A drill that was killed (SIGKILL,
-a lost host) stops renewing; the next drill, or heal of the same source
-database, drops every database named ``<db>__drill_<time>`` whose lease has
-expired or is gone. A database of another name is dropped only when it holds
-an expired drill lease: anything else is someone's data, never touched.
+a lost host) stops renewing; the next drill of the same source database (or
+a heal of it with something to restore) drops every database named
+``<db>__drill_<time>`` whose lease has expired or is gone. A database of
+another name is dropped only when it holds an expired drill lease (a
+``--scratch-db`` taken again): anything else is someone's data, never touched.
 """
 
 from __future__ import annotations
