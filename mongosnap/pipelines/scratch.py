@@ -86,12 +86,16 @@ async def lease_state(source: Source, name: str, now: datetime) -> str:
 
 async def sweep(source: Source, database: str | None = None) -> list[str]:
     """Drop what killed drills (of ``database``, or any) left; the names dropped."""
+    found = [
+        name
+        for name in await source.database_names()
+        if (owner := drill_of(name)) is not None and database in (None, owner)
+    ]
+    if not found:
+        return []
     now = await source.server_time() or datetime.now(UTC)
     dropped = []
-    for name in await source.database_names():
-        owner = drill_of(name)
-        if owner is None or (database is not None and owner != database):
-            continue
+    for name in found:
         if await lease_state(source, name, now) == "live":
             continue
         log.warning("dropping %s, the scratch database of a drill that stopped", name)
