@@ -11,15 +11,20 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import bson
+import bson.json_util
 import pytest
+from bson import Int64, ObjectId
 from helpers import run_cli
 from pymongo import MongoClient
 
 from mongosnap import backup, diff
-from mongosnap.pipelines.diff import RANGES
+from mongosnap.pipelines.contents import document, id_key
+from mongosnap.pipelines.diff import RANGES, differing_ranges
 
 INSERTED = [1000, 1001]
 DELETED = [10, 11, 50]
@@ -135,3 +140,44 @@ def test_live_without_a_server_is_a_usage_error(archives: dict[str, Any]) -> Non
     done = run_cli("diff", str(archives["store"]), archives["database"], "latest", "live")
     assert done.returncode == 2, done.stderr
     assert "needs the server" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1,
+        -5,
+        Int64(2**40),
+        2.5,
+        "héllo",
+        "",
+        ObjectId(),
+        True,
+        datetime(2020, 1, 1),
+        {"a": 1},
+        b"\x01",
+    ],
+    ids=repr,
+)
+def test_an_id_read_from_the_bytes_equals_the_decoded_one(value: Any) -> None:
+    """The fast path for common _id types gives what a full decode gives."""
+    raw = bson.encode({"_id": value, "x": 1})
+    doc = document(raw)
+    decoded = bson.decode(raw)["_id"]
+    assert bson.encode({"_id": doc.value}) == bson.encode({"_id": decoded})
+    assert doc.key == id_key(decoded)
+    assert json.loads(doc.label) == json.loads(bson.json_util.dumps(decoded))
+
+
+def test_ranges_cut_side_a_and_place_side_b_by_id() -> None:
+    a = sorted((document(bson.encode({"_id": i})) for i in range(10)), key=lambda d: d.key)
+    b = sorted(
+        (document(bson.encode({"_id": i})) for i in [*range(10), -1, 100] if i != 4),
+        key=lambda d: d.key,
+    )
+    ranges = differing_ranges(a, b, buckets=5)  # buckets of 2: [..2) [2,4) [4,6) [6,8) [8..
+    assert [(r.first, r.before, r.a_documents, r.b_documents) for r in ranges] == [
+        (None, "2", 2, 3),
+        ("4", "6", 2, 1),
+        ("8", None, 2, 3),
+    ]

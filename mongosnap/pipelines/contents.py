@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from bson import json_util
+from bson import Int64, json_util
 from bson.binary import Binary
 from bson.errors import BSONError
 from bson.json_util import JSONMode, JSONOptions
@@ -40,6 +41,10 @@ from ..storage import Storage
 from .lease import LEASES
 from .staging import TEMP_PREFIX
 
+_NO_ID = object()
+_INT32 = struct.Struct("<i")
+_INT64 = struct.Struct("<q")
+_DOUBLE = struct.Struct("<d")
 IdKey = tuple[int, Any]
 """A total order over ``_id`` values: (type rank, value comparable within the rank)."""
 _JSON = JSONOptions(json_mode=JSONMode.RELAXED)
@@ -52,8 +57,15 @@ _SKIPPED_INDEX_KEYS = frozenset({"v", "ns"})
 class Document:
     key: IdKey
     digest: bytes
-    label: str
-    """The ``_id`` as relaxed Extended JSON, for messages."""
+    value: Any = None
+    """The ``_id`` as decoded (``_NO_ID`` when the document has none)."""
+
+    @property
+    def label(self) -> str:
+        """The ``_id`` as relaxed Extended JSON, for messages."""
+        if self.value is _NO_ID:
+            return "(no _id)"
+        return json_util.dumps(self.value, json_options=_JSON)
 
 
 @dataclass
@@ -92,8 +104,8 @@ def id_key(value: Any) -> IdKey:
         return (1, value)
     if isinstance(value, ObjectId):
         return (4, value.binary)
-    if isinstance(value, datetime):
-        return (7, value.timestamp())
+    if isinstance(value, datetime):  # BSON dates decode naive, in UTC
+        return (7, (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
     if isinstance(value, Binary | bytes):
         return (3, bytes(value))
     return (9, json_util.dumps(value, json_options=_CANONICAL))
@@ -101,13 +113,39 @@ def id_key(value: Any) -> IdKey:
 
 def document(raw: bytes) -> Document:
     digest = hashlib.sha256(raw).digest()
-    try:
-        value = RawBSONDocument(raw)["_id"]
-    except KeyError:
-        return Document((10, ""), digest, "(no _id)")
-    except BSONError:
-        return Document((11, raw.hex()), digest, "(undecodable _id)")
-    return Document(id_key(value), digest, json_util.dumps(value, json_options=_JSON))
+    value = _first_id(raw)
+    if value is _NO_ID:
+        try:
+            value = RawBSONDocument(raw)["_id"]
+        except KeyError:
+            return Document((10, ""), digest, _NO_ID)
+        except BSONError:
+            return Document((11, raw.hex()), digest, _NO_ID)
+    return Document(id_key(value), digest, value)
+
+
+def _first_id(raw: bytes) -> Any:
+    """The ``_id`` read straight from the bytes when it is the first element and
+    of a common fixed-layout type (decoding the whole document costs 5-10x
+    more); ``_NO_ID`` otherwise."""
+    if raw[5:9] != b"_id\x00" or len(raw) < 14:
+        return _NO_ID
+    kind = raw[4]
+    if kind == 0x07 and len(raw) >= 22:
+        return ObjectId(raw[9:21])
+    if kind == 0x10:
+        return _INT32.unpack_from(raw, 9)[0]
+    if kind == 0x12 and len(raw) >= 18:
+        return Int64(_INT64.unpack_from(raw, 9)[0])
+    if kind == 0x01 and len(raw) >= 18:
+        return _DOUBLE.unpack_from(raw, 9)[0]
+    if kind == 0x02:
+        size = _INT32.unpack_from(raw, 9)[0]
+        text = raw[13 : 13 + size]
+        if size > 0 and len(text) == size and text[-1] == 0:
+            with contextlib.suppress(UnicodeDecodeError):
+                return text[:-1].decode()
+    return _NO_ID
 
 
 def index_map(specs: Iterable[dict[str, Any]]) -> dict[str, str]:

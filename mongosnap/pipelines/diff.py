@@ -36,7 +36,7 @@ from .contents import (
 
 RANGES = 64
 EXAMPLES = 10
-"""``_id``s named per kind of change; the counts are exact."""
+"""``_id``s named per kind of change, the lowest first; the counts are exact."""
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,9 @@ def compare_one(
         return CollectionDiff(name, state, *counts, *sizes)
     by_a = {d.key: d for d in a.docs}
     by_b = {d.key: d for d in b.docs}
-    inserted = [by_b[k].label for k in by_b.keys() - by_a.keys()]
-    deleted = [by_a[k].label for k in by_a.keys() - by_b.keys()]
-    updated = [by_a[k].label for k in by_a.keys() & by_b.keys() if by_a[k].digest != by_b[k].digest]
+    inserted = sorted(by_b.keys() - by_a.keys())
+    deleted = sorted(by_a.keys() - by_b.keys())
+    updated = sorted(k for k in by_a.keys() & by_b.keys() if by_a[k].digest != by_b[k].digest)
     added = sorted(b.indexes.keys() - a.indexes.keys())
     removed = sorted(a.indexes.keys() - b.indexes.keys())
     changed = sorted(n for n in a.indexes.keys() & b.indexes.keys() if a.indexes[n] != b.indexes[n])
@@ -133,9 +133,13 @@ def compare_one(
         len(deleted),
         len(updated),
         {
-            kind: sorted(labels)[:EXAMPLES]
-            for kind, labels in (("inserted", inserted), ("deleted", deleted), ("updated", updated))
-            if labels
+            kind: [side[k].label for k in keys[:EXAMPLES]]
+            for kind, keys, side in (
+                ("inserted", inserted, by_b),
+                ("deleted", deleted, by_a),
+                ("updated", updated, by_a),
+            )
+            if keys
         },
         added,
         removed,
