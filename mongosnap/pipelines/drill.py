@@ -300,14 +300,11 @@ async def _replay(
 
 
 async def _drift(report: DrillReport, src: Source, names: frozenset[str] | None) -> None:
-    """The live collections against the replayed scratch copies (counts, _id ranges)."""
+    """The replayed scratch copies (side A) against the live collections (side B):
+    diff.py's objects, ``removed`` for a collection gone from the live database."""
     restored = [c.name for c in report.collections if c.ok]
     wanted = restored if names is None else [n for n in restored if n in names]
     copies = await contents.from_server(src, report.scratch_database, wanted)
     live = await contents.from_server(src, report.database, wanted)
     found = [diff.compare_one(n, copies.get(n), live.get(n)) for n in wanted]
-    report.drift = [
-        dataclasses.asdict(d) | {"state": "vanished" if d.state == "removed" else d.state}
-        for d in found
-        if d.state != "same"
-    ]
+    report.drift = [dataclasses.asdict(d) for d in found if d.state != "same"]
