@@ -237,34 +237,3 @@ async def test_records_are_found_newest_first(tmp_path: Path) -> None:
     assert latest is not None and latest.archive == "a3" and not latest.ok
     passed, latest = await drills.newest_passed(storage, "db", base + timedelta(days=2))
     assert passed is None and latest is not None and latest.archive == "a3"
-
-
-def test_heal_drops_a_killed_drills_scratch_database(
-    mongo_uri: str, new_database: str, tmp_path: Path
-) -> None:
-    from mongosnap import heal
-
-    _seed(mongo_uri, new_database)
-    store = tmp_path / "store"
-    asyncio.run(backup(mongo_uri, store, database=new_database))
-    stale = f"{new_database}__drill_20200101T000000"
-    _leftover(mongo_uri, stale, datetime.now(UTC) - timedelta(minutes=5))
-    with MongoClient(mongo_uri) as client:
-        client[new_database].drop_collection("events")
-    warnings: list[str] = []
-    try:
-        report = asyncio.run(
-            heal(
-                mongo_uri,
-                store,
-                database=new_database,
-                collections=["events"],
-                warn=warnings.append,
-            )
-        )
-        assert [o.name for o in report.restored] == ["events"]
-        assert _scratch_left(mongo_uri, new_database) == []
-        assert any(stale in w for w in warnings), warnings
-    finally:
-        with MongoClient(mongo_uri) as client:
-            client.drop_database(stale)

@@ -31,14 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._aio import shielded
 from .._checks import name_list
-from .._errors import (
-    ArchiveError,
-    DatabaseNotArchived,
-    MongosnapError,
-    NoBackupsFound,
-    ReplayError,
-    listing,
-)
+from .._errors import ArchiveError, DatabaseNotArchived, NoBackupsFound, ReplayError, listing
 from ..catalog import ArchiveInfo, newest_archives
 from ..clients import MongoSource
 from ..progress import ProgressCallback, ignore
@@ -175,7 +168,6 @@ async def heal(
         try:
             if vanished:
                 await storage.check()
-                await _sweep_drills(src, database, warn)
                 await search.run(depth)
         finally:
             await shielded(ledger.finish(src))
@@ -193,20 +185,6 @@ async def heal(
         failures=search.failures,
         replays=search.replays,
     )
-
-
-async def _sweep_drills(src: Source, database: str, warn: Callable[[str], None]) -> None:
-    """Drop what killed restore drills of ``database`` left (scratch.py), when
-    heal has work to do anyway; a user not allowed to is no reason to fail."""
-    from .scratch import sweep
-
-    try:
-        dropped = await sweep(src, database)
-    except MongosnapError as exc:
-        log.info("could not look for stopped drills' scratch databases: %s", exc)
-        return
-    for name in dropped:
-        warn(f"dropped {name}, left by a restore drill that stopped")
 
 
 class _Search:

@@ -4,9 +4,9 @@ A drill claims its scratch database by taking the lease ``mongosnap_drill``
 in it (lease.py: a document in ``mongosnap_leases``, renewed while the drill
 runs); inserting that lease is what creates the database. The drill drops
 the database at its end, however it ends. A drill that was killed (SIGKILL,
-a lost host) stops renewing; the next drill of the same source database (or
-a heal of it with something to restore) drops every database named
-``<db>__drill_<time>`` whose lease has expired or is gone. A database of
+a lost host) stops renewing; the next drill of the same source database
+drops every database named ``<db>__drill_<time>`` whose lease has expired
+or is gone. A database of
 another name is dropped only when it holds an expired drill lease (a
 ``--scratch-db`` taken again): anything else is someone's data, never touched.
 """
@@ -121,7 +121,7 @@ class Scratch:
         A database of that name left by a stopped drill is dropped first; one
         in use by a running drill is CollectionBusy; any other is CollectionExists.
         """
-        if self.name in await self.source.database_names():
+        if await self.source.collection_names(self.name):  # it exists (and holds something)
             now = await self.source.server_time() or datetime.now(UTC)
             state = await lease_state(self.source, self.name, now)
             if state == "live":
