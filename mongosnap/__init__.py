@@ -20,6 +20,8 @@ if TYPE_CHECKING:
         DatabaseNotArchived,
         DatabaseNotFound,
         DecryptionFailed,
+        Differs,
+        DrillFailed,
         EncryptionError,
         ForeignArchive,
         HealIncomplete,
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
     from .oplog.position import Ts, TsLike
     from .pipelines.backup import BackupReport, CollectionBackup, backup
     from .pipelines.copy import CopiedArchive, CopyReport, copy
+    from .pipelines.diff import CollectionDiff, DiffReport, diff
+    from .pipelines.drill import DrillCheck, DrillReport, drill
     from .pipelines.engine import Status
     from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
     from .pipelines.prune import PruneDecision, PruneReport, prune
@@ -82,6 +86,8 @@ _EXPORTS = {
     "DatabaseNotFound": "._errors",
     "DecryptionFailed": "._errors",
     "EncryptionError": "._errors",
+    "Differs": "._errors",
+    "DrillFailed": "._errors",
     "HealIncomplete": "._errors",
     "HungUp": "._errors",
     "Interrupted": "._errors",
@@ -119,6 +125,12 @@ _EXPORTS = {
     "CopiedArchive": ".pipelines.copy",
     "CopyReport": ".pipelines.copy",
     "copy": ".pipelines.copy",
+    "CollectionDiff": ".pipelines.diff",
+    "DiffReport": ".pipelines.diff",
+    "diff": ".pipelines.diff",
+    "DrillCheck": ".pipelines.drill",
+    "DrillReport": ".pipelines.drill",
+    "drill": ".pipelines.drill",
     "HealReplay": ".pipelines.heal",
     "HealReport": ".pipelines.heal",
     "heal": ".pipelines.heal",
@@ -175,6 +187,7 @@ __all__ = [
     "CollectionBackup",
     "CollectionBusy",
     "CollectionCheck",
+    "CollectionDiff",
     "CollectionExists",
     "CollectionOutcome",
     "CopiedArchive",
@@ -183,6 +196,11 @@ __all__ = [
     "DatabaseNotArchived",
     "DatabaseNotFound",
     "DecryptionFailed",
+    "DiffReport",
+    "Differs",
+    "DrillCheck",
+    "DrillFailed",
+    "DrillReport",
     "Encryption",
     "EncryptionError",
     "ForeignArchive",
@@ -232,6 +250,8 @@ __all__ = [
     "archive_oplog",
     "backup",
     "copy",
+    "diff",
+    "drill",
     "heal",
     "list_archives",
     "list_oplog",

@@ -25,6 +25,8 @@
     ├── HealIncomplete                  41  collections still missing after the search
     ├── PartialFailure                  42  some collections, or a backup --also copy, failed
     ├── NothingMatched                  43  restore's database or selection matches nothing
+    ├── DrillFailed                     45  a restore drill's checks found a mismatch
+    ├── Differs                         46  diff: the two sides differ
     ├── ReplayError                     50  an oplog entry cannot be replayed (named in the message)
     ├── PointInTimeUnavailable          51  no archive and oplog chunks reach the target instant
     ├── EncryptionError                 60  an encrypted (age) object cannot be read or written
@@ -218,6 +220,20 @@ class NothingMatched(MongosnapError):
     archive; the message names what the archive holds. Nothing was written."""
 
     exit_code = 43
+
+
+class DrillFailed(MongosnapError):
+    """A restore drill ran, and what it restored did not match the archive (or a
+    collection could not be restored, or the oplog not replayed); the report
+    names each failure. The scratch database was dropped."""
+
+    exit_code = 45
+
+
+class Differs(MongosnapError):
+    """``diff``: the two sides differ (as diff(1) exits 1); the report says where."""
+
+    exit_code = 46
 
 
 def listing(names: Iterable[str], limit: int = 10) -> str:

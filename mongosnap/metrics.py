@@ -16,6 +16,14 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_archives_deleted_total{command}            counter (prune)
     mongosnap_tripwire_trips_total{command,namespace,rule}  counter (oplog --tripwire)
     mongosnap_tripwire_last_trip_timestamp_seconds{command} gauge, wall clock of the last trip
+    mongosnap_drill_last_success_timestamp_seconds{command}  gauge, end of the last passed drill
+    mongosnap_drill_duration_seconds{command}            gauge, the last drill's length
+    mongosnap_drill_rto_seconds{command}                 gauge, its restore and replay time
+    mongosnap_drill_rpo_seconds{command}                 gauge, its archive's age
+    mongosnap_drill_failed_checks{command}               gauge, its failures (0 when it passed)
+
+The drill gauges exist only in a ``drill`` run's registry; a drill that
+fails counts in ``mongosnap_failures_total{kind="DrillFailed"}``.
 
 A textfile outlives the process that writes it, so a run continues from the
 previous file (``carry_over``): counters keep growing across cron runs, and a
@@ -38,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 if TYPE_CHECKING:
     from .oplog.tripwire import Trip
     from .pipelines.backup import BackupReport
+    from .pipelines.drill import DrillReport
     from .pipelines.heal import HealReport
     from .pipelines.prune import PruneReport
     from .pipelines.restore import RestoreReport
@@ -73,6 +82,14 @@ class Metrics:
         self.last_trip = gauge(
             "tripwire_last_trip_timestamp_seconds", "When a tripwire last tripped"
         )
+        if command == "drill":
+            self.drill_success = gauge(
+                "drill_last_success_timestamp_seconds", "End of the last drill that passed"
+            )
+            self.drill_duration = gauge("drill_duration_seconds", "Length of the last drill")
+            self.drill_rto = gauge("drill_rto_seconds", "Restore and replay time of the last drill")
+            self.drill_rpo = gauge("drill_rpo_seconds", "Age of the last drill's archive")
+            self.drill_failed = gauge("drill_failed_checks", "Failures of the last drill")
         # Series exist (at 0) before the first run, so alerts on absence are not needed.
         for total in (self.bytes_in, self.bytes_out, self.documents, self.restored, self.deleted):
             total.labels(command).inc(0)
@@ -171,6 +188,16 @@ class Metrics:
             documents=sum(c.documents for c in restored),
             restored=len(restored),
         )
+
+    def record_drill(self, report: DrillReport) -> None:
+        self.restored.labels(self.command).inc(sum(1 for c in report.collections if c.ok))
+        self.documents.labels(self.command).inc(sum(c.documents for c in report.collections))
+        self.drill_duration.labels(self.command).set(report.duration)
+        self.drill_rto.labels(self.command).set(report.rto_seconds)
+        self.drill_rpo.labels(self.command).set(report.rpo_seconds)
+        self.drill_failed.labels(self.command).set(len(report.failures))
+        if report.ok and report.finished is not None:
+            self.drill_success.labels(self.command).set(report.finished.timestamp())
 
     def record_prune(self, report: PruneReport) -> None:
         if not report.dry_run:

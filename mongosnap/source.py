@@ -510,6 +510,10 @@ class Source:
             raise
         return True
 
+    async def drop_database(self, name: str) -> None:
+        with self._translate(name):
+            await self._client.drop_database(name)
+
     async def raw_command(self, database: str, command: dict[str, Any]) -> RawBSONDocument:
         """Run a command; the reply's documents stay raw BSON (the oplog reader's need)."""
         with self._translate(database):

@@ -128,6 +128,7 @@ def test_public_api_is_exactly_this() -> None:
         ),
         *("AsyncMongoClientLike", "MongoSource", "Ts", "TsLike"),
         *("copy", "CopyReport", "CopiedArchive"),
+        *("drill", "DrillReport", "DrillCheck", "diff", "DiffReport", "CollectionDiff"),
     }
     for name in mongosnap.__all__:
         assert hasattr(mongosnap, name), name

@@ -26,7 +26,7 @@ from mongosnap.oplog.archiver import ArchiverStats
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 COMMANDS = {
     *("backup", "heal", "restore", "list", "list --uploads", "verify", "prune", "check"),
-    *("oplog --list", "list --leftovers", "error", "copy"),
+    *("oplog --list", "list --leftovers", "error", "copy", "drill", "diff"),
 }
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 SCALARS: dict[str, Any] = {
@@ -188,6 +188,21 @@ def test_heal_and_restore(backed_up: tuple[str, str], mongo_uri: str) -> None:
     restored = run_json("restore", "latest", dest, "--uri", mongo_uri, database, "-c", "users")
     check("restore", restored)
     assert [c["name"] for c in restored["collections"]] == ["users"]
+
+
+def test_drill_diff_and_check_with_drills(backed_up: tuple[str, str], mongo_uri: str) -> None:
+    dest, database = backed_up
+    drilled = run_json("drill", dest, "--uri", mongo_uri, database, "--compare-live")
+    check("drill", drilled)
+    assert drilled["ok"] is True and len(drilled["collections"]) == 2
+    checked = run_json("check", dest, database, "--max-drill-age", "1d")
+    check("check", checked)
+    assert checked["drill"]["record"] == drilled["record_key"]
+    with MongoClient(mongo_uri) as client:
+        client[database].apps.delete_one({})
+    differs = run_json("diff", dest, "--uri", mongo_uri, database, "latest", "live", code=46)
+    check("diff", differs)
+    assert [c["state"] for c in differs["collections"]] == ["changed", "same"]
 
 
 def test_errors_and_a_failed_check(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from .prune import duration
 
 if TYPE_CHECKING:
     from ..catalog import ArchiveInfo
+    from ..pipelines.drills import DrillRecord
 
 log = logging.getLogger("mongosnap.check")
 
@@ -59,6 +60,12 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--warn-age", type=duration, metavar="DURATION", help="WARNING when older than this"
     )
+    p.add_argument(
+        "--max-drill-age",
+        type=duration,
+        metavar="DURATION",
+        help="also CRITICAL when no restore drill of DB passed within this (e.g. 8d; needs DB)",
+    )
     p.add_argument("--prefix", default="", help="only keys starting with this (default: all)")
     p.add_argument(
         "--locked",
@@ -94,6 +101,12 @@ class Verdict:
     error: MongosnapError | None = None
     locked_until: datetime | None = None
     """With --locked: until when the newest archive is locked (None: it is not)."""
+    max_drill_age: timedelta | None = None
+    drill: DrillRecord | None = None
+    """The newest drill that passed within max_drill_age."""
+    drill_latest: DrillRecord | None = None
+    """The newest drill at all (a failed one, when none passed)."""
+    drill_age: timedelta | None = None
 
     def line(self) -> str:
         text = f"MONGOSNAP {self.status.name} - {self.message}"
@@ -104,6 +117,9 @@ class Verdict:
             )
             if self.archive is not None:
                 text += f" size={self.archive.size}B"
+            if self.drill_age is not None and self.max_drill_age is not None:
+                limit = self.max_drill_age.total_seconds()
+                text += f" drill_age={self.drill_age.total_seconds():.0f}s;;{limit:.0f}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +140,8 @@ class Verdict:
             "clock_skewed": [{"archive": a.key, "problem": a.skewed} for a in self.skewed],
             "locked_until": None if self.locked_until is None else rfc3339(self.locked_until),
         }
+        if self.max_drill_age is not None:
+            out["drill"] = self._drill_dict(self.max_drill_age)
         if self.error is not None:
             out["error"] = {
                 "type": type(self.error).__name__,
@@ -132,16 +150,36 @@ class Verdict:
             }
         return out
 
+    def _drill_dict(self, limit: timedelta) -> dict[str, Any]:
+        latest = self.drill_latest
+        return {
+            "record": None if self.drill is None else self.drill.key,
+            "finished": None if self.drill is None else rfc3339(self.drill.finished),
+            "age_seconds": None
+            if self.drill_age is None
+            else round(self.drill_age.total_seconds(), 3),
+            "max_age_seconds": limit.total_seconds(),
+            "latest": None if latest is None else latest.key,
+            "latest_ok": None if latest is None else latest.ok,
+        }
+
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
     verdict = Verdict(Status.UNKNOWN, "", args.dest, args.database, args.max_age, args.warn_age)
+    verdict.max_drill_age = args.max_drill_age
     try:
         if args.extra:
             raise UsageError(f"unexpected arguments: {' '.join(args.extra)}")
+        if args.max_drill_age is not None and args.database is None:
+            raise UsageError("--max-drill-age needs DB: drill records are kept per database")
         info = await _newest(args, verdict.skipped, verdict.skewed)
-        _judge(verdict, info, datetime.now(UTC))
+        now = datetime.now(UTC)
+        _judge(verdict, info, now)
         if args.locked and info is not None:
             await _check_lock(args, verdict, info)
+        if args.max_drill_age is not None:
+            await _find_drill(args, verdict, now)
+            _judge_drill(verdict, now)
     except MongosnapError as exc:  # the probe could not look: UNKNOWN, not CRITICAL
         verdict.status, verdict.error = Status.UNKNOWN, exc
         verdict.message = f"{type(exc).__name__}: {exc}"
@@ -257,3 +295,37 @@ def _clock_note(verdict: Verdict) -> str:
         f"; not counted, their time cannot be trusted: "
         f"{units.plural(len(verdict.skewed), 'complete archive')} ({first.key}: {first.skewed})"
     )
+
+
+async def _find_drill(args: argparse.Namespace, verdict: Verdict, now: datetime) -> None:
+    """The newest passed drill record within --max-drill-age (drills.py)."""
+    from ..pipelines.drills import newest_passed
+    from ..storage import open_storage
+
+    assert verdict.max_drill_age is not None
+    storage = open_storage(args.dest, s3=s3_config(args))
+    try:
+        found = await newest_passed(storage, args.database, now - verdict.max_drill_age)
+    finally:
+        await storage.aclose()
+    verdict.drill, verdict.drill_latest = found
+
+
+def _judge_drill(verdict: Verdict, now: datetime) -> None:
+    """CRITICAL when no drill passed within --max-drill-age, whatever the backups say."""
+    limit = verdict.max_drill_age
+    assert limit is not None
+    passed = verdict.drill
+    if passed is not None:
+        verdict.drill_age = max(now - passed.finished, timedelta(0))
+        verdict.message += (
+            f"; last passed drill {units.duration(verdict.drill_age)} old "
+            f"(limit {units.duration(limit)})"
+        )
+        return
+    verdict.status = Status.CRITICAL
+    latest = verdict.drill_latest
+    verdict.message += f"; no restore drill passed within {units.duration(limit)}"
+    if latest is not None:
+        state = "passed" if latest.ok else "failed"
+        verdict.message += f" (newest drill {state}, {rfc3339(latest.finished)}: {latest.key})"
