@@ -41,11 +41,12 @@ MOMENTS = {
 }
 
 
-def documented_alerts() -> dict[str, str]:
-    """Alert name -> expression, from the YAML block of the doc that has alerts."""
+def documented_alerts(holding: str = "MongosnapBackupStale") -> dict[str, str]:
+    """Alert name -> expression, from the doc's YAML block of alert rules that
+    holds the alert ``holding`` (one block for backups, one for drills)."""
     blocks = re.findall(r"```yaml\n(.*?)```", OPERATIONS.read_text(), flags=re.S)
-    rules = [yaml.safe_load(b) for b in blocks if "alert:" in b]
-    assert len(rules) == 1, "docs/operations.md should have one block of alert rules"
+    rules = [yaml.safe_load(b) for b in blocks if f"alert: {holding}" in b]
+    assert len(rules) == 1, f"docs/operations.md should have one block holding {holding}"
     return {rule["alert"]: rule["expr"] for rule in rules[0]}
 
 
@@ -125,3 +126,23 @@ def test_failures_by_kind_escape_increase(runs: dict[str, tuple[float, str]]) ->
 def test_the_evaluator_refuses_what_it_does_not_know(expr: str) -> None:
     with pytest.raises(ValueError):
         fires(expr, {}, 0.0)
+
+
+def test_documented_drill_alerts_fire_when_they_should(
+    tmp_path: Path, mongo_uri: str, new_database: str
+) -> None:
+    """A real drill's metrics file: quiet right after it, stale 9 days on (no
+    drill passed since); a one-hour RTO alert quiet for a drill of seconds."""
+    alerts = documented_alerts("MongosnapDrillStale")
+    assert set(alerts) == {"MongosnapDrillStale", "MongosnapDrillSlow"}
+    seed(mongo_uri, new_database, {"apps": 7})
+    host = mongo_uri.split("://", 1)[1].rstrip("/")
+    dest, prom = str(tmp_path / "dest"), tmp_path / "mongosnap_drill.prom"
+    assert run_cli("backup", dest, host, new_database, "-q").returncode == 0
+    done = run_cli("drill", dest, host, new_database, "--metrics-file", str(prom), "-q")
+    assert done.returncode == 0, done.stderr
+    ended = time.time()
+    for delay, expected in ((60.0, set()), (9 * 24 * HOUR, {"MongosnapDrillStale"})):
+        series = scrape([(ended, prom.read_text())], until=ended + delay)
+        firing = {name for name, expr in alerts.items() if fires(expr, series, ended + delay)}
+        assert firing == expected, delay
