@@ -56,7 +56,7 @@ from ..archive.manifest import (
 )
 from ..clients import MongoSource
 from ..codecs import get_codec
-from ..encryption import Encryption
+from ..encryption import Encryption, check_recipients
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
@@ -233,6 +233,8 @@ async def backup(
         raise UsageError(f"range_size cannot be negative ({range_size})")
     chosen_codec = get_codec(codec)
     recipients = encryption.resolved() if encryption is not None else None
+    if recipients:
+        await check_recipients(recipients)
     async with opened(destination, s3) as storage:
         await storage.check()
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
@@ -369,10 +371,11 @@ class _Job:
     ) -> BackupReport:
         sink: ObjectWriter = self.storage.open_writer(key)
         sealing = None
-        if self.recipients is not None:
-            sealing = sealed.encrypting_writer(sink, self.recipients)
-            sink = sealing[0]
         try:
+            if self.recipients is not None:
+                # In a thread: wrapping the file key may be scrypt's CPU or a KMS call.
+                sealing = await asyncio.to_thread(sealed.encrypting_writer, sink, self.recipients)
+                sink = sealing[0]
             async with ArchiveWriter(sink, self.codec) as writer:
                 await self._dump_all(writer, specs)
                 if self.oplog_hook is not None:
