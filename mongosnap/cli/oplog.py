@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._errors import UsageError
 from ._common import (
     add_codec_flag,
+    add_encrypt_flags,
     add_file_mode_flag,
     add_output_flags,
     add_s3_flags,
     add_source_flags,
     destination,
+    encryption,
     host_and_uri,
     s3_config,
     seconds,
@@ -85,6 +87,7 @@ def register(commands: Any) -> None:
         metavar="SECONDS",
         help="while DEST cannot be written to, retry after 1 s, doubling up to this (default 60)",
     )
+    add_encrypt_flags(p)
     add_source_flags(p)
     add_s3_flags(p)
     add_file_mode_flag(p)
@@ -134,6 +137,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         retry_max_delay=args.retry_max,
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
+        encryption=encryption(args),
     )
     return 0
 
