@@ -20,6 +20,7 @@ import pytest
 from bson import Binary
 from helpers import Destination, make_destination, run_cli, seed, server_documents, subprocess_env
 from pymongo import MongoClient
+from test_json_schemas import check as check_schema
 
 import mongosnap
 from mongosnap import Encryption, Keys, NoIdentity
@@ -218,6 +219,7 @@ async def test_a_crash_inside_the_swap_is_finished_by_the_next_rekey(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    check_schema("rekey", result)
     assert result["finished"] == [archive]
     assert [r["recipients"] for r in result["archives"]] == [3]
     assert _payload(dest.get(_object_key(dest, archive))) == _payload(old)
