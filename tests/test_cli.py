@@ -116,6 +116,7 @@ def test_public_api_is_exactly_this() -> None:
         *("Storage", "S3Storage", "LocalStorage", "MemoryStorage", "S3Config"),
         *("Progress", "ProgressCallback", "Stage"),
         *("archive_oplog", "list_oplog"),
+        *("Encryption", "Keys"),
         *(
             "Status",
             "SkippedArchive",

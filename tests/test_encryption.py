@@ -104,11 +104,15 @@ def enc(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fi
 
 
 @pytest.fixture
-def copy(enc: Fixture, tmp_path: Path) -> Path:
-    """A copy of the two archives' directory, for a test to damage."""
+def copy(enc: Fixture, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the two archives' directory, for a test to damage; the
+    restore targets a test names (``<database>_t``, ``_y``) dropped after it."""
     target = tmp_path / "backups"
     shutil.copytree(enc.root, target)
-    return target
+    yield target
+    with MongoClient(enc.uri) as client:
+        for suffix in ("_t", "_y"):
+            client.drop_database(enc.database + suffix)
 
 
 def _drop(enc: Fixture, *names: str) -> None:

@@ -57,7 +57,9 @@ class DecryptedView:
     def __init__(self, inner: Storage, identities: Sequence[Identity]) -> None:
         self.inner = inner
         self._identities = list(identities)
-        self._opened: OrderedDict[str, OpenedObject] = OrderedDict()
+        # Opening tasks by key: concurrent readers of one object share one
+        # header read (and one scrypt run); a failed open is forgotten.
+        self._opened: OrderedDict[str, asyncio.Task[OpenedObject]] = OrderedDict()
 
     @property
     def url(self) -> str:
@@ -68,14 +70,18 @@ class DecryptedView:
 
         Raises ObjectNotFound, NoIdentity or DecryptionFailed.
         """
-        opened = self._opened.get(key)
-        if opened is None:
-            opened = await self._open(key)
-            self._opened[key] = opened
+        task = self._opened.get(key)
+        if task is None:
+            task = self._opened[key] = asyncio.ensure_future(self._open(key))
+            task.add_done_callback(lambda done: self._forget_failed(key, done))
             if len(self._opened) > CACHED_HEADERS:
                 self._opened.popitem(last=False)
         self._opened.move_to_end(key)
-        return opened
+        return await asyncio.shield(task)  # one reader cancelled does not cancel the others
+
+    def _forget_failed(self, key: str, task: asyncio.Task[OpenedObject]) -> None:
+        if (task.cancelled() or task.exception() is not None) and self._opened.get(key) is task:
+            del self._opened[key]
 
     async def _open(self, key: str) -> OpenedObject:
         stored = (await self.inner.stat(key)).size
@@ -113,24 +119,30 @@ class DecryptedView:
         cstart, cend, index = stream.cipher_span(opened.prefix_length, start, end)
         cend = min(cend, opened.stored_size)
         wanted = (end - 1) // stream.CHUNK + 1  # the index after the range's last chunk
-        buffer = bytearray()
+        pending = b""  # less than a sealed chunk, carried to the next piece
         async for piece in self.inner.read(key, cstart, cend):
-            buffer += piece
-            while len(buffer) >= stream.SEALED and index < wanted:
-                plain = self._open_chunk(opened, index, bytes(buffer[: stream.SEALED]))
-                del buffer[: stream.SEALED]
-                yield plain[max(start - index * stream.CHUNK, 0) : end - index * stream.CHUNK]
+            data = memoryview(pending + piece if pending else piece)
+            at = 0
+            while len(data) - at >= stream.SEALED and index < wanted:
+                yield self._slice(opened, index, data[at : at + stream.SEALED], start, end)
+                at += stream.SEALED
                 index += 1
-        if buffer and index < wanted:
-            plain = self._open_chunk(opened, index, bytes(buffer))
-            buffer.clear()
-            yield plain[max(start - index * stream.CHUNK, 0) : end - index * stream.CHUNK]
-            index += 1
-        if index != wanted or buffer:
+            pending = bytes(data[at:])
+        if pending and index < wanted:
+            yield self._slice(opened, index, pending, start, end)
+            pending, index = b"", index + 1
+        if index != wanted or pending:
             raise DecryptionFailed(f"{key}: the encrypted object changed or ends early")
 
-    def _open_chunk(self, opened: OpenedObject, index: int, sealed: bytes) -> bytes:
-        return stream.open_chunk(opened.cipher, index, sealed, index == opened.last_index)
+    def _slice(
+        self, opened: OpenedObject, index: int, sealed: bytes | memoryview, start: int, end: int
+    ) -> bytes:
+        """The part of plaintext [start, end) that chunk ``index`` holds, authenticated."""
+        plain = stream.open_chunk(opened.cipher, index, sealed, index == opened.last_index)
+        base = index * stream.CHUNK
+        if start <= base and base + len(plain) <= end:
+            return plain
+        return plain[max(start - base, 0) : end - base]
 
     async def read_bytes(self, key: str, *, limit: int) -> bytes:
         opened = await self.header(key)

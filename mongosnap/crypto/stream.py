@@ -48,7 +48,7 @@ def seal(key: Key, index: int, chunk: bytes, last: bool) -> bytes:
     return cipher(key).encrypt(_nonce(index, last), chunk, None)
 
 
-def open_chunk(key: Key, index: int, sealed: bytes, last: bool) -> bytes:
+def open_chunk(key: Key, index: int, sealed: bytes | memoryview, last: bool) -> bytes:
     """The plaintext of one sealed chunk; DecryptionFailed unless it authenticates
     as chunk ``index`` (and as the last one, or not) and has a legal length."""
     if len(sealed) > SEALED or (not last and len(sealed) != SEALED):

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
-from .._errors import StorageError
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from .._errors import BadKey, StorageError
 from ..storage.base import ObjectInfo, ObjectWriter
 from . import stream
 from .header import NONCE_SIZE, encrypt_header
@@ -46,10 +48,12 @@ class EncryptingWriter:
     (the stored, encrypted object: its size is the ciphertext's)."""
 
     def __init__(self, inner: ObjectWriter, recipients: Sequence[Recipient]) -> None:
+        if not recipients:
+            raise BadKey("no recipient to encrypt to")
         self._inner = inner
-        self._prefix, file_key = encrypt_header(recipients)
-        self._cipher = stream.cipher(stream.payload_key(file_key, self._prefix[-NONCE_SIZE:]))
-        self._prefix_written = False
+        self._recipients = list(recipients)
+        self._prefix = b""  # made on first use: a passphrase costs a second of scrypt
+        self._cipher: ChaCha20Poly1305 | None = None
         self._position = 0
         self._current = 0  # index of the chunk being filled
         self._chunks: dict[int, _Chunk] = {0: _Chunk()}
@@ -63,7 +67,8 @@ class EncryptingWriter:
 
     @property
     def prefix_length(self) -> int:
-        """Bytes of the header and nonce before the first sealed chunk."""
+        """Bytes of the header and nonce before the first sealed chunk (0 until
+        the first chunk is complete or commit())."""
         return len(self._prefix)
 
     @property
@@ -138,13 +143,13 @@ class EncryptingWriter:
 
     async def _close(self, index: int) -> None:
         """Seal a complete, non-last chunk now, or hold its place until filled."""
-        await self._write_prefix()
+        cipher = await self._write_prefix()
         chunk = self._chunks[index]
         if chunk.unfilled:
             chunk.inner_offset = await self._inner.reserve(bytes(stream.SEALED))
             return
         del self._chunks[index]
-        await self._inner.write(stream.seal(self._cipher, index, bytes(chunk.data), False))
+        await self._inner.write(stream.seal(cipher, index, bytes(chunk.data), False))
 
     async def _fill(self, offset: int, data: bytes) -> None:
         done = 0
@@ -157,19 +162,26 @@ class EncryptingWriter:
             done += take
             if chunk.unfilled == 0 and chunk.inner_offset is not None:
                 del self._chunks[index]
-                sealed = stream.seal(self._cipher, index, bytes(chunk.data), False)
+                sealed = stream.seal(await self._write_prefix(), index, bytes(chunk.data), False)
                 await self._inner.fill(chunk.inner_offset, sealed)
 
     async def _finish(self) -> ObjectInfo:
-        await self._write_prefix()
+        cipher = await self._write_prefix()
         chunk = self._chunks.pop(self._current)
-        await self._inner.write(stream.seal(self._cipher, self._current, bytes(chunk.data), True))
+        await self._inner.write(stream.seal(cipher, self._current, bytes(chunk.data), True))
         return await self._inner.commit()
 
-    async def _write_prefix(self) -> None:
-        if not self._prefix_written:
-            self._prefix_written = True
-            await self._inner.write(self._prefix)
+    async def _write_prefix(self) -> ChaCha20Poly1305:
+        """The payload cipher; the header and nonce go out before the first chunk.
+
+        Made in a thread: wrapping the file key for a passphrase runs scrypt.
+        """
+        if self._cipher is None:
+            prefix, file_key = await asyncio.to_thread(encrypt_header, self._recipients)
+            key = stream.payload_key(file_key, prefix[-NONCE_SIZE:])
+            await self._inner.write(prefix)
+            self._prefix, self._cipher = prefix, stream.cipher(key)
+        return self._cipher
 
     def _require_open(self) -> None:
         if self._state != "open":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -115,3 +116,23 @@ async def test_a_plaintext_object_is_refused() -> None:
     await inner.put("k", b"\x1f\x8b" + os.urandom(5000))
     with pytest.raises(DecryptionFailed, match="not an age"):
         await DecryptedView(inner, [IDENTITY]).header("k")
+
+
+async def test_concurrent_readers_share_one_header_read() -> None:
+    inner = CountingReads()
+    plaintext = os.urandom(4 * CHUNK)
+    await inner.put("k", encrypt(plaintext, [IDENTITY.recipient]))
+    view = DecryptedView(inner, [IDENTITY])
+    ranges = [(i * 1000, i * 1000 + 70_000) for i in range(12)]
+    got = await asyncio.gather(*(_plain(view, "k", s, e) for s, e in ranges))
+    assert got == [plaintext[s:e] for s, e in ranges]
+    assert [r for r in inner.reads if r[0] == 0] == [(0, 4096)]
+
+
+async def test_a_failed_open_is_not_cached() -> None:
+    inner = MemoryStorage()
+    view = DecryptedView(inner, [IDENTITY])
+    with pytest.raises(ObjectNotFound):
+        await view.header("k")
+    await inner.put("k", encrypt(b"late", [IDENTITY.recipient]))
+    assert await _plain(view, "k") == b"late"

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 
 import pytest
 from crypto_support import CountingWriter, reference
 
-from mongosnap import StorageError
-from mongosnap.crypto import EncryptingWriter, X25519Identity, decrypt, stream
+from mongosnap import BadKey, StorageError
+from mongosnap.crypto import (
+    DecryptedView,
+    EncryptingWriter,
+    ScryptIdentity,
+    ScryptRecipient,
+    X25519Identity,
+    decrypt,
+    stream,
+)
 from mongosnap.storage import MemoryStorage
+from mongosnap.storage.base import ObjectWriter, Storage
 
 CHUNK = stream.CHUNK
 IDENTITY = X25519Identity.generate()
@@ -155,3 +165,51 @@ async def test_memory_stays_bounded_through_128_mib() -> None:
     assert inner.position == writer.prefix_length + stream.cipher_size(writer.position)
     # reserved chunk(s) + the open chunk, never megabytes
     assert peak <= 3 * CHUNK, peak
+
+
+def test_the_wrappers_honour_the_storage_protocols() -> None:
+    storage = MemoryStorage()
+    assert isinstance(
+        EncryptingWriter(storage.open_writer("k"), [IDENTITY.recipient]), ObjectWriter
+    )
+    assert isinstance(DecryptedView(storage, [IDENTITY]), Storage)
+    with pytest.raises(BadKey):
+        EncryptingWriter(storage.open_writer("k"), [])
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    for obj in [ScryptRecipient("hunter22"), ScryptIdentity("hunter22"), IDENTITY]:
+        assert "hunter22" not in repr(obj) + str(obj)
+        assert IDENTITY.export() not in repr(obj) + str(obj)
+
+
+class _BlockingWriter(CountingWriter):
+    """Blocks on its second write until released (an upload that hangs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = asyncio.Event()
+
+    async def write(self, data: bytes) -> None:
+        if self.position:
+            self.blocked.set()
+            await asyncio.Event().wait()
+        await super().write(data)
+
+
+async def test_cancelling_a_write_aborts_the_inner_writer() -> None:
+    inner = _BlockingWriter()
+    writer = EncryptingWriter(inner, [IDENTITY.recipient])
+
+    async def produce() -> None:
+        while True:
+            await writer.write(bytes(CHUNK))
+
+    task = asyncio.ensure_future(produce())
+    await inner.blocked.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert inner.discarded is True and writer.discarded is True
+    with pytest.raises(StorageError):
+        await writer.write(b"x")
