@@ -371,11 +371,10 @@ class _Job:
     ) -> BackupReport:
         sink: ObjectWriter = self.storage.open_writer(key)
         sealing = None
+        if self.recipients is not None:  # the writer wraps its file key in a thread
+            sealing = sealed.encrypting_writer(sink, self.recipients)
+            sink = sealing[0]
         try:
-            if self.recipients is not None:
-                # In a thread: wrapping the file key may be scrypt's CPU or a KMS call.
-                sealing = await asyncio.to_thread(sealed.encrypting_writer, sink, self.recipients)
-                sink = sealing[0]
             async with ArchiveWriter(sink, self.codec) as writer:
                 await self._dump_all(writer, specs)
                 if self.oplog_hook is not None:
