@@ -29,7 +29,7 @@ from mongosnap.crypto.header import Header
 from mongosnap.crypto.keys import X25519Identity
 from mongosnap.pipelines.leftovers import REKEY_COPY, find_leftovers, remove_stale_leftovers
 from mongosnap.pipelines.rekey import rekey
-from mongosnap.storage import Storage
+from mongosnap.storage import Storage, opened
 
 BIG_DOCS = 1600
 DOC_BYTES = 4000  # random: the archive is about 6.4 MB, over one 5 MiB part
@@ -103,6 +103,12 @@ def _payload(data: bytes) -> bytes:
     return data[Header.parse(data[:65536])[1] :]
 
 
+async def _on(dest: Destination, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """call(storage, ...) on the destination's storage, closed afterwards."""
+    async with opened(dest.url, dest.s3) as storage:
+        return await call(storage, *args, **kwargs)
+
+
 async def _opens(dest: Destination, archive: str, key_file: Path) -> bool:
     try:
         report = await mongosnap.verify(dest.url, archive, s3=dest.s3, keys=Keys([key_file]))
@@ -172,21 +178,22 @@ async def test_a_crash_before_the_swap_leaves_the_old_archive_trusted(
     (a_file, a), (b_file, b) = keys["a"], keys["b"]
     archive = await _backup(mongo_uri, dest, database, a)
     old = dest.get(_object_key(dest, archive))
-    storage = CrashingStorage(dest.storage(), "put", f"{archive}.manifest.json.rekey")
-    with pytest.raises(Crash):
-        await rekey(storage, [archive], keys=Keys([a_file]), add=Encryption([b]))  # type: ignore[arg-type]
+    async with opened(dest.url, dest.s3) as inner:
+        storage = CrashingStorage(inner, "put", f"{archive}.manifest.json.rekey")
+        with pytest.raises(Crash):
+            await rekey(storage, [archive], keys=Keys([a_file]), add=Encryption([b]))  # type: ignore[arg-type]
     assert dest.get(_object_key(dest, archive)) == old
-    [info] = await list_archives(dest.storage())
+    [info] = await _on(dest, list_archives)
     assert info.status is ArchiveStatus.COMPLETE and info.trusted
     assert await _opens(dest, archive, a_file) and not await _opens(dest, archive, b_file)
 
-    leftovers = await find_leftovers(dest.storage())
+    leftovers = await _on(dest, find_leftovers)
     assert {x.kind for x in leftovers} == {REKEY_COPY} and len(leftovers) == 2
     listed = run_cli("list", dest.url, "--leftovers", "--json", env=subprocess_env(dest))
     assert listed.returncode == 0, listed.stderr
     assert REKEY_COPY in listed.stdout
     later = datetime.now(UTC) + timedelta(days=3)
-    removed = await remove_stale_leftovers(dest.storage(), now=later)
+    removed = await _on(dest, remove_stale_leftovers, now=later)
     assert len(removed) == 2
     assert not _copies(dest)
 
@@ -205,13 +212,14 @@ async def test_a_crash_inside_the_swap_is_finished_by_the_next_rekey(
     (a_file, a), (b_file, b), (c_file, c) = keys["a"], keys["b"], keys["c"]
     archive = await _backup(mongo_uri, dest, database, a)
     old = dest.get(_object_key(dest, archive))
-    storage = CrashingStorage(dest.storage(), "delete", archive)
-    with pytest.raises(Crash):
-        await rekey(storage, [archive], keys=Keys([a_file]), add=Encryption([b]))  # type: ignore[arg-type]
-    [info] = await list_archives(dest.storage())
+    async with opened(dest.url, dest.s3) as inner:
+        storage = CrashingStorage(inner, "delete", archive)
+        with pytest.raises(Crash):
+            await rekey(storage, [archive], keys=Keys([a_file]), add=Encryption([b]))  # type: ignore[arg-type]
+    [info] = await _on(dest, list_archives)
     assert info.status is not ArchiveStatus.COMPLETE  # no reader uses a half-swapped archive
     later = datetime.now(UTC) + timedelta(days=3)
-    assert await remove_stale_leftovers(dest.storage(), now=later) == []  # prune keeps them
+    assert await _on(dest, remove_stale_leftovers, now=later) == []  # prune keeps them
 
     done = run_cli(
         "rekey", dest.url, "--all", "--identity", str(a_file), "--encrypt-to", c, "--json",
