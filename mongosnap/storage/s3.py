@@ -154,16 +154,22 @@ class S3Storage:
 
         size = (await self.stat(source)).size
         first_end, ranges = copy_ranges(start, size)
-        first = head + b"".join([p async for p in self.read(source, start, first_end)])
-        if not ranges:
-            return await self.put(key, first)
+        first = b""
+        if head:  # new bytes go in a first part of their own and at least 5 MiB
+            first = head + b"".join([p async for p in self.read(source, start, first_end)])
+            if not ranges:
+                return await self.put(key, first)
+        else:  # a plain copy: every part is copied by the server
+            ranges = [(start, first_end), *ranges] if first_end > start else []
+            if not ranges:
+                return await self.put(key, b"")
         client = await self.client()
         args = {**self._s3.object_args(key), **self._s3.checksum_args()}
         with self._s3.translating(key):
             upload_id = (await client.create_multipart_upload(**args))["UploadId"]
         try:
-            parts = [await self._part(key, upload_id, first)]
-            for number, (a, b) in enumerate(ranges, 2):
+            parts = [await self._part(key, upload_id, first)] if head else []
+            for number, (a, b) in enumerate(ranges, len(parts) + 1):
                 parts.append(await self._copy_part(key, upload_id, number, source, a, b))
             request: dict[str, Any] = {
                 "Bucket": self.bucket,

@@ -4,7 +4,8 @@
 overwriting) holding ``head`` followed by ``source[start:]``. On S3 the tail
 is copied by the server (UploadPartCopy): only the first part, which S3
 needs to be at least 5 MiB, is fetched and sent again, so rewriting the
-first bytes of a large object costs a few MiB of transfer, not its size.
+first bytes of a large object costs a few MiB of transfer, not its size;
+with no head, every part is copied by the server.
 Elsewhere the tail is streamed through. Bytes only: what they mean is the
 caller's business.
 """
