@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -230,3 +231,25 @@ def test_the_kms_file_key_never_shows(kms: Kms, backed: Backed) -> None:
         assert done.returncode == 0, done.stderr
         for form in forms:
             assert form not in done.stdout + done.stderr
+
+
+def test_rekey_adds_and_removes_a_kms_key(kms: Kms, backed: Backed, tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    shutil.copytree(backed.root, root)
+    copy = Backed(**{**backed.__dict__, "root": root})
+    other = kms.new_key()
+    added = _cli(kms, "rekey", str(root), backed.archive, "--identity", str(backed.identity),
+                 "--kms-key-id", other, "--json")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    named = [
+        b64decode(s.args[0]).decode()
+        for s in _header(root / backed.archive).stanzas
+        if s.type == STANZA_TYPE
+    ]
+    assert sorted(named) == sorted([backed.key_id, other])
+    removed = _cli(kms, "rekey", str(root), backed.archive, "--identity", str(backed.identity),
+                   "--remove-recipient", backed.key_id, "--remove-recipient", other)  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert [s.type for s in _header(root / backed.archive).stanzas] == ["X25519"]
+    refused = _restore(kms, copy, f"{backed.database}_rekeyed", "--kms")
+    assert refused.returncode == 61, refused.stderr
