@@ -32,7 +32,8 @@
     ├── EncryptionError                 60  an encrypted (age) object cannot be read or written
     │   ├── NoIdentity                  61  no identity given, or none opens the file
     │   ├── DecryptionFailed            62  tampered, truncated or malformed: authentication failed
-    │   └── BadKey                      63  a malformed key, recipient, passphrase or key file
+    │   ├── BadKey                      63  a malformed key, recipient, passphrase or key file
+    │   └── KmsError                    64  AWS KMS refused or could not be reached
     └── Interrupted                     130 Ctrl-C
         └── Terminated                  143 SIGTERM
             └── HungUp                  129 SIGHUP (a terminal closed, an ssh session dropped)
@@ -191,6 +192,15 @@ class BadKey(EncryptionError):
     The message names the file or line, never the key itself."""
 
     exit_code = 63
+
+
+class KmsError(EncryptionError):
+    """AWS KMS did not wrap or unwrap a file key: the key is unknown, disabled
+    or not allowed to the caller, or KMS could not be reached."""
+
+    exit_code = 64
+    code = ""
+    """KMS's error code, when KMS answered."""
 
 
 class Interrupted(MongosnapError):

@@ -11,6 +11,7 @@ in a repr, a log line or an error message (tests/test_secrets.py).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -31,20 +32,26 @@ _SEPARATORS = re.compile(r"[\s,]+")
 
 @dataclass(frozen=True)
 class Encryption:
-    """The recipients a backup encrypts to: public keys and/or a passphrase.
+    """The recipients a backup encrypts to: public keys, AWS KMS keys and/or a passphrase.
 
-    ``recipients`` are age recipient strings (``age1…``); ``passphrase``
-    encrypts with scrypt instead (age allows a passphrase only on its own).
+    ``recipients`` are age recipient strings (``age1…``); ``kms_key_ids``
+    wrap the file key with AWS KMS (an id, ARN or ``alias/NAME``);
+    ``passphrase`` encrypts with scrypt instead (age allows a passphrase
+    only on its own).
     """
 
     recipients: Sequence[str] = ()
     passphrase: str | None = field(default=None, repr=False)
+    kms_key_ids: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipients", tuple(self.recipients))
-        if not self.recipients and not self.passphrase:
-            raise UsageError("encryption needs a recipient (--encrypt-to) or a passphrase")
-        if self.recipients and self.passphrase:
+        object.__setattr__(self, "kms_key_ids", tuple(self.kms_key_ids))
+        if not self.recipients and not self.kms_key_ids and not self.passphrase:
+            raise UsageError(
+                "encryption needs a recipient (--encrypt-to, --kms-key-id) or a passphrase"
+            )
+        if (self.recipients or self.kms_key_ids) and self.passphrase:
             raise UsageError(
                 "a passphrase cannot be combined with recipients (age allows it only alone)"
             )
@@ -56,6 +63,7 @@ class Encryption:
         *,
         recipients_file: str | os.PathLike[str] | None = None,
         passphrase_file: str | os.PathLike[str] | None = None,
+        kms_key_ids: Iterable[str] = (),
         environ: dict[str, str] | None = None,
     ) -> Encryption | None:
         """From the CLI's sources; None when none of them names a recipient.
@@ -64,15 +72,16 @@ class Encryption:
         when no other source is given.
         """
         found = [r for r in encrypt_to if r]
+        kms = [k for k in kms_key_ids if k]
         if recipients_file is not None:
             found += _recipient_lines(_read_key_file(recipients_file, "recipients file"))
         passphrase = _passphrase(passphrase_file) if passphrase_file is not None else None
-        if not found and passphrase is None:
+        if not found and not kms and passphrase is None:
             env = (os.environ if environ is None else environ).get(RECIPIENTS_ENV, "")
             found = [r for r in _SEPARATORS.split(env) if r]
-        if not found and passphrase is None:
+        if not found and not kms and passphrase is None:
             return None
-        return cls(found, passphrase)
+        return cls(found, passphrase, kms)
 
     def resolved(self) -> list[Recipient]:
         """The age recipients; BadKey numbers a recipient that does not parse."""
@@ -86,16 +95,33 @@ class Encryption:
                 found.append(X25519Recipient.parse(text))
             except BadKey:
                 raise BadKey(f"recipient {number}: not an age1... X25519 recipient") from None
+        if self.kms_key_ids:
+            from .crypto.kms import KmsClient, KmsRecipient
+
+            client = KmsClient()
+            found += [KmsRecipient(key_id, client) for key_id in self.kms_key_ids]
         return found
+
+
+async def check_recipients(recipients: Sequence[Recipient]) -> None:
+    """Before any work: every KMS key exists and is enabled (KmsError otherwise).
+    In a thread: KMS is a network call and botocore's client is synchronous."""
+    from .crypto.kms import KmsRecipient
+
+    kms = [r for r in recipients if isinstance(r, KmsRecipient)]
+    for recipient in kms:
+        await asyncio.to_thread(recipient.check)
 
 
 @dataclass(frozen=True)
 class Keys:
-    """What encrypted archives are read with: identity files and/or a passphrase."""
+    """What encrypted archives are read with: identity files, a passphrase,
+    and/or AWS KMS (``kms``: the caller's AWS credentials unwrap KMS stanzas)."""
 
     identities: Sequence[str | os.PathLike[str]] = ()
     """Paths of age identity files (``age-keygen`` output)."""
     passphrase: str | None = field(default=None, repr=False)
+    kms: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "identities", tuple(self.identities))
@@ -106,6 +132,7 @@ class Keys:
         identity: Iterable[str | os.PathLike[str]] = (),
         *,
         passphrase_file: str | os.PathLike[str] | None = None,
+        kms: bool = False,
         environ: dict[str, str] | None = None,
     ) -> Keys | None:
         """From the CLI's sources (``$MONGOSNAP_IDENTITY``: a file, when no
@@ -115,13 +142,13 @@ class Keys:
             env = (os.environ if environ is None else environ).get(IDENTITY_ENV, "")
             files = [env] if env else []
         passphrase = _passphrase(passphrase_file) if passphrase_file is not None else None
-        if not files and passphrase is None:
+        if not files and passphrase is None and not kms:
             return None
-        return cls(files, passphrase)
+        return cls(files, passphrase, kms)
 
     @property
     def empty(self) -> bool:
-        return not self.identities and not self.passphrase
+        return not self.identities and not self.passphrase and not self.kms
 
     def resolved(self) -> list[Identity]:
         """The age identities, files read now; BadKey for an unusable file."""
@@ -132,10 +159,16 @@ class Keys:
             found += read_identities(path)
         if self.passphrase:
             found.append(ScryptIdentity(self.passphrase))
+        if self.kms:  # last: a KMS refusal stops the search, so local keys go first
+            from .crypto.kms import KmsIdentity
+
+            found.append(KmsIdentity())
         return found
 
 
-NO_KEY_HINT = "give its key with --identity FILE (or $MONGOSNAP_IDENTITY) or --passphrase-file FILE"
+NO_KEY_HINT = (
+    "give its key with --identity FILE (or $MONGOSNAP_IDENTITY), --passphrase-file FILE or --kms"
+)
 """What a reader of an encrypted archive without a key is told to do."""
 
 
@@ -169,4 +202,4 @@ def _read_key_file(path: str | os.PathLike[str], what: str) -> str:
         raise BadKey(f"the {what} {where} is not UTF-8 text") from None
 
 
-__all__ = ["IDENTITY_ENV", "RECIPIENTS_ENV", "Encryption", "Keys"]
+__all__ = ["IDENTITY_ENV", "RECIPIENTS_ENV", "Encryption", "Keys", "check_recipients"]

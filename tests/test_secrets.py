@@ -331,3 +331,36 @@ def test_no_stored_credential_of_a_user_is_ever_printed(
         client[database].command({"dropAllUsersFromDatabase": 1})
         client.drop_database(database)
         client.close()
+
+
+def test_aws_credentials_never_show_in_kms_errors(
+    tmp_path: Path, mongo_uri: str, new_database: str, testbed: Any
+) -> None:
+    """A canary AWS secret key and session token through the KMS paths that fail
+    (an unknown key id, an archive whose KMS key is unknown to these
+    credentials): plain output and --json -vv. (The file key KMS unwraps is
+    checked in tests/test_encryption_kms.py.)"""
+    seed(mongo_uri, new_database, {"users": 3})
+    moto = testbed.s3["moto"]
+    env = subprocess_env(
+        AWS_ENDPOINT_URL_KMS=moto.endpoint_url,
+        AWS_ACCESS_KEY_ID=moto.access_key,
+        AWS_SECRET_ACCESS_KEY=CANARY,  # moto accepts any secret
+        AWS_SESSION_TOKEN=ENCODED,
+        AWS_DEFAULT_REGION=moto.region,
+    )
+    root = tmp_path / "backups"
+    host = ["--uri", mongo_uri, new_database]
+    cases = [
+        (["backup", str(root), *host, "--kms-key-id", "alias/mongosnap-nothere"], 64),
+        (["backup", str(root), *host, "--kms-key-id", "0000-nothere"], 64),
+        (["verify", "latest", str(tmp_path / "none"), "--kms"], 21),
+    ]
+    for args, code in cases:
+        for output in ([], ["--json", "-vv"]):
+            done = run_cli(*args, *output, env=env)
+            assert done.returncode == code, (args, output, done.stderr)
+            assert "Traceback" not in done.stderr
+            text = done.stdout + done.stderr
+            for form in FORMS:
+                assert form not in text, f"{form!r} printed by {args} {output}:\n{text}"

@@ -321,6 +321,14 @@ def add_encrypt_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="encrypt with the passphrase in FILE (scrypt) instead of recipients",
     )
+    parser.add_argument(
+        "--kms-key-id",
+        action="append",
+        default=[],
+        metavar="KEYID",
+        help="also wrap the archive's key with this AWS KMS key (id, ARN or alias/NAME;"
+        " repeatable; read with --kms)",
+    )
 
 
 def add_key_flags(parser: argparse.ArgumentParser) -> None:
@@ -335,6 +343,11 @@ def add_key_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--passphrase-file", metavar="FILE", help="the passphrase of encrypted archives"
     )
+    parser.add_argument(
+        "--kms",
+        action="store_true",
+        help="unwrap AWS KMS-encrypted archive keys with the AWS credentials (kms:Decrypt)",
+    )
 
 
 def encryption(args: argparse.Namespace) -> Encryption | None:
@@ -344,13 +357,14 @@ def encryption(args: argparse.Namespace) -> Encryption | None:
         args.encrypt_to,
         recipients_file=args.recipients_file,
         passphrase_file=args.passphrase_file,
+        kms_key_ids=args.kms_key_id,
     )
 
 
 def keys(args: argparse.Namespace) -> Keys | None:
     from ..encryption import Keys
 
-    return Keys.of(args.identity, passphrase_file=args.passphrase_file)
+    return Keys.of(args.identity, passphrase_file=args.passphrase_file, kms=args.kms)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._errors import UsageError
 from ._common import (
     add_codec_flag,
+    add_encrypt_flags,
     add_file_mode_flag,
     add_lock_flags,
     add_output_flags,
     add_s3_flags,
     add_source_flags,
     destination,
+    encryption,
     host_and_uri,
     lock_options,
     s3_config,
@@ -90,6 +92,7 @@ def register(commands: Any) -> None:
         help="while DEST cannot be written to, retry after 1 s, doubling up to this (default 60)",
     )
     add_tripwire_flags(p)
+    add_encrypt_flags(p)
     add_source_flags(p)
     add_s3_flags(p)
     add_lock_flags(p, "each chunk and its sidecar")
@@ -188,6 +191,7 @@ async def _archive(
         connect_timeout=args.connect_timeout,
         tripwires=tripwires,
         **locking,
+        encryption=encryption(args),
     )
 
 

@@ -35,12 +35,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._aio import shielded
 from .._errors import CorruptArchive, SourceError, StorageError, UsageError
 from ..clients import MongoSource
 from ..codecs import get_codec
+from ..encryption import Encryption, check_recipients
 from ..pipelines.locking import LockPolicy, lock_policy, locked
 from ..source import Source
 from ..storage import S3Config, Storage, opened
@@ -49,6 +50,9 @@ from .chunks import ChunkInfo, Coverage, GapInfo
 from .position import Ts
 from .tail import Batch, Gap, OplogTail, Resume, bound, entry_ts
 from .tripwire import Tripwires, read_baseline
+
+if TYPE_CHECKING:
+    from ..crypto.keys import Recipient
 
 DEFAULT_INTERVAL = 60.0
 DEFAULT_MAX_BYTES = 16 << 20
@@ -94,6 +98,7 @@ async def archive_oplog(
     tripwires: Tripwires | None = None,
     lock_for: timedelta | None = None,
     lock_mode: str = "governance",
+    encryption: Encryption | None = None,
 ) -> None:
     """Archive the oplog of ``source`` into ``destination``/oplog/ until cancelled.
 
@@ -107,10 +112,11 @@ async def archive_oplog(
     is retried every ``retry_delay`` seconds, doubling up to
     ``retry_max_delay`` (module doc). ``tripwires`` count every entry read
     (tripwire.py); their ``shrink`` rules get the counts of the newest archives
-    at ``destination``.
-    ``retry_max_delay`` (module doc). ``lock_for``: each chunk, its sidecar
+    at ``destination``. ``lock_for``: each chunk, its sidecar
     and each gap record are locked with S3 Object Lock for that long from
-    their writing (``lock_mode`` as for backup). Never returns normally.
+    their writing (``lock_mode`` as for backup). ``encryption``: each chunk is an age
+    file ``….bson.gz.age`` with a clear sidecar (docs/encryption.md). Never
+    returns normally.
     """
     if interval <= 0 or max_bytes <= 0:
         raise UsageError("the chunk interval and size must be positive")
@@ -124,12 +130,16 @@ async def archive_oplog(
         raise UsageError(f"start is 'oldest' or 'now', not {start!r}")
     if codec not in ("gzip", "zstd"):
         raise UsageError(f"oplog chunks are compressed with gzip or zstd, not {codec!r}")
+    recipients = encryption.resolved() if encryption is not None else None
+    if recipients:
+        await check_recipients(recipients)
     async with opened(destination, s3) as storage:
         await storage.check()
         policy = await lock_policy(storage, lock_for, lock_mode)
         async with await Source.connect(source, connect_timeout=connect_timeout) as src:
             job = _Archiver(src, storage, get_codec(codec), interval, max_bytes, on_chunk)
             job.policy = policy
+            job.recipients = recipients
             job.stats = stats or ArchiverStats()
             job.max_buffer, job.backoff = max_buffer, (retry_delay, retry_max_delay)
             job.delay = retry_delay
@@ -175,6 +185,7 @@ class _Archiver:
         self.orphans: list[str] = []  # chunk objects whose sidecar failed, to delete
         self.tripwires: Tripwires | None = None
         self.policy: LockPolicy | None = None  # S3 Object Lock on what is written
+        self.recipients: list[Recipient] | None = None
 
     async def resume_point(self) -> Resume | None:
         """After the last complete chunk; orphaned chunk objects are removed.
@@ -193,7 +204,10 @@ class _Archiver:
 
     async def _stamps(self, last: ChunkInfo) -> list[Ts]:
         """The chunk's timestamps, to drop entries seen again; none if it is corrupt
-        (then only entries after its ``last_ts`` are taken)."""
+        (then only entries after its ``last_ts`` are taken). An encrypted chunk
+        gives none too: the archiver holds no key to read it."""
+        if last.encrypted:
+            return []
         data = await self.storage.read_bytes(last.object_key, limit=chunks.MAX_CHUNK_BYTES)
         try:
             return [entry_ts(e) for e in chunks.split_entries(chunks.decode_chunk(data, last))]
@@ -332,9 +346,11 @@ class _Archiver:
         pairs = list(zip(self.entries, self.stamps, strict=True))
         chunk = sorted(((ts, e) for e, ts in pairs if ts in ready), key=lambda p: p[0])
         entries, stamps = [e for _, e in chunk], [ts for ts, _ in chunk]
-        raw, packed, digest = await asyncio.to_thread(chunks.encode_chunk, entries, self.codec)
+        raw, packed, digest = await asyncio.to_thread(
+            chunks.encode_chunk, entries, self.codec, self.recipients
+        )
         first, last = min(stamps), max(stamps)
-        key = chunks.chunk_key(first, last, self.codec)
+        key = chunks.chunk_key(first, last, self.codec, encrypted=bool(self.recipients))
         info = ChunkInfo(
             object=key.removeprefix(chunks.PREFIX),
             codec=self.codec.name,
@@ -348,6 +364,7 @@ class _Archiver:
             source=self.src.hosts,
             created=datetime.now(UTC),
             key=chunks.sidecar_key(key),
+            encrypted=bool(self.recipients),
         )
         lock = locked(None if self.policy is None else self.policy.retention())
         await self.storage.put(key, packed, **lock)

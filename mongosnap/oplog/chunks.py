@@ -4,6 +4,8 @@ Layout under a destination (docs/format.md, "Oplog chunks")::
 
     oplog/<first>_<last>.bson.gz         raw oplog entries, one compressed member
     oplog/<first>_<last>.bson.gz.json    its sidecar, written last
+    oplog/<first>_<last>.bson.gz.age     an encrypted chunk: an age file of the above
+    oplog/<first>_<last>.bson.gz.age.json  its sidecar, in the clear
     oplog/<after>_<before>.gap.json      a span whose entries may be missing
 
 ``<first>`` etc. are ``Ts.key()`` (fixed width), so keys sort by time. A chunk
@@ -11,6 +13,10 @@ without a sidecar is incomplete and ignored. Continuity is explicit: a
 sidecar's ``prev_ts`` is the ts of the entry just before its first one in the
 stream that wrote it (the previous chunk's ``last_ts``), or null when the
 chunk starts a new span; coverage is never inferred from timing.
+
+An encrypted chunk's sidecar stays clear (prune and coverage need its time
+bounds and sizes without a key) and names no namespace; its ``sha256`` is
+the stored ciphertext's, and the payload is authenticated by age.
 
 A sidecar or gap object that cannot be read costs only its own span: the
 chunk is left out (its span shows as a gap naming it) and reported as
@@ -27,13 +33,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import CorruptArchive
+from .._errors import CorruptArchive, NoIdentity
 from ..archive.jsonlimits import bounded_text
 from ..codecs import CODECS, Codec
 from ..storage import Storage
 from .position import Ts
+
+if TYPE_CHECKING:
+    from ..crypto.keys import Identity, Recipient
 
 PREFIX = "oplog/"
 SIDECAR_SUFFIX = ".json"
@@ -49,7 +58,8 @@ MAX_SIDECAR_VALUES = 10_000
 MAX_CHUNK_BYTES = 1 << 30
 
 _TS = r"\d{10}-\d{10}"
-_CHUNK_RE = re.compile(rf"^oplog/({_TS})_({_TS})\.bson(\.gz|\.zst)$")
+ENCRYPTED_SUFFIX = ".age"
+_CHUNK_RE = re.compile(rf"^oplog/({_TS})_({_TS})\.bson(\.gz|\.zst)(\.age)?$")
 _GAP_RE = re.compile(rf"^oplog/({_TS})_({_TS})\.gap\.json$")
 _SUFFIX = {".gz": "gzip", ".zst": "zstd"}
 
@@ -65,8 +75,9 @@ def newer_format(exc: BaseException) -> bool:
     return NEWER_FORMAT in getattr(exc, "__notes__", ())
 
 
-def chunk_key(first: Ts, last: Ts, codec: Codec) -> str:
-    return f"{PREFIX}{first.key()}_{last.key()}.bson{codec.suffix.removeprefix('.tar')}"
+def chunk_key(first: Ts, last: Ts, codec: Codec, *, encrypted: bool = False) -> str:
+    key = f"{PREFIX}{first.key()}_{last.key()}.bson{codec.suffix.removeprefix('.tar')}"
+    return key + ENCRYPTED_SUFFIX if encrypted else key
 
 
 def sidecar_key(chunk: str) -> str:
@@ -105,9 +116,11 @@ class ChunkInfo:
     source: str
     created: datetime
     key: str = field(default="", compare=False)
+    encrypted: bool = False
+    """An age file; ``sha256`` and ``object_bytes`` are then the ciphertext's."""
 
     def to_json(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "format": CHUNK_FORMAT,
             "format_version": FORMAT_VERSION,
             "object": self.object,
@@ -122,6 +135,8 @@ class ChunkInfo:
             "source": self.source,
             "created": _iso(self.created),
         }
+        if self.encrypted:  # absent otherwise: a plain chunk's sidecar is unchanged
+            doc["encrypted"] = True
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
@@ -142,11 +157,14 @@ class ChunkInfo:
                 source=_str(raw["source"]),
                 created=datetime.fromisoformat(_str(raw["created"]).replace("Z", "+00:00")),
                 key=key,
+                encrypted=_bool(raw.get("encrypted", False)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptArchive(f"oplog sidecar {key}: {exc}") from None
         if info.codec not in CODECS or sidecar_key(f"{PREFIX}{info.object}") != key:
             raise CorruptArchive(f"oplog sidecar {key}: names another object or codec")
+        if info.encrypted != info.object.endswith(ENCRYPTED_SUFFIX):
+            raise CorruptArchive(f"oplog sidecar {key}: encrypted, or not, unlike its object")
         if info.count < 1 or info.first_ts > info.last_ts:
             raise CorruptArchive(f"oplog sidecar {key}: inconsistent count or timestamps")
         return info
@@ -228,24 +246,57 @@ def _str(value: object) -> str:
     return value
 
 
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
 def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError("expected a non-negative integer")
     return value
 
 
-def encode_chunk(entries: Sequence[bytes], codec: Codec) -> tuple[bytes, bytes, str]:
-    """(raw BSON, compressed object, SHA-256 of the raw BSON)."""
+def encode_chunk(
+    entries: Sequence[bytes], codec: Codec, recipients: Sequence[Recipient] | None = None
+) -> tuple[bytes, bytes, str]:
+    """(raw BSON, stored object, SHA-256): the object is compressed, and with
+    ``recipients`` an age file, whose SHA-256 is then the one given (a key
+    holder learns nothing from a hash of the plaintext; age authenticates it).
+    Blocking (scrypt, KMS): call it in a thread."""
     raw = b"".join(entries)
-    return raw, codec.compress(raw), hashlib.sha256(raw).hexdigest()
+    packed = codec.compress(raw)
+    if not recipients:
+        return raw, packed, hashlib.sha256(raw).hexdigest()
+    from ..crypto.file import encrypt
+
+    sealed = encrypt(packed, recipients)
+    return raw, sealed, hashlib.sha256(sealed).hexdigest()
 
 
-def decode_chunk(data: bytes, info: ChunkInfo) -> bytes:
-    """The raw BSON of a chunk object, checked against its sidecar."""
+def decode_chunk(
+    data: bytes, info: ChunkInfo, identities: Sequence[Identity] | None = None
+) -> bytes:
+    """The raw BSON of a chunk object, checked against its sidecar.
+
+    An encrypted chunk is checked against its ciphertext's size and SHA-256,
+    then opened with ``identities`` (NoIdentity without one that opens it,
+    DecryptionFailed if it does not authenticate). Blocking: call it in a thread.
+    """
+    if info.encrypted:
+        if len(data) != info.object_bytes or hashlib.sha256(data).hexdigest() != info.sha256:
+            raise CorruptArchive(f"oplog chunk {info.object_key}: bytes or SHA-256 differ")
+        if not identities:
+            raise NoIdentity(f"oplog chunk {info.object_key} is encrypted and no key was given")
+        from ..crypto.file import decrypt
+
+        data = decrypt(data, identities)
     decoder = CODECS[info.codec]().decompressor(max_output=max(info.bson_bytes, 1))
     raw = b"".join(decoder.feed(data))
     decoder.close()
-    if len(raw) != info.bson_bytes or hashlib.sha256(raw).hexdigest() != info.sha256:
+    plain_ok = info.encrypted or hashlib.sha256(raw).hexdigest() == info.sha256
+    if len(raw) != info.bson_bytes or not plain_ok:
         raise CorruptArchive(f"oplog chunk {info.object_key}: bytes or SHA-256 differ")
     return raw
 

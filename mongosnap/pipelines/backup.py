@@ -57,7 +57,7 @@ from ..archive.manifest import (
 )
 from ..clients import MongoSource
 from ..codecs import get_codec
-from ..encryption import Encryption
+from ..encryption import Encryption, check_recipients
 from ..oplog.capture import OplogCapture
 from ..progress import Progress, ProgressCallback, Stage, ignore
 from ..source import CollectionSpec, Source, select
@@ -261,6 +261,8 @@ async def backup(
     bucket = TokenBucket(max_rate) if max_rate else None
     chosen_codec = get_codec(codec)
     recipients = encryption.resolved() if encryption is not None else None
+    if recipients:
+        await check_recipients(recipients)
     async with contextlib.AsyncExitStack() as exits, opened(destination, s3) as storage:
         await storage.check()
         policy = await lock_policy(storage, lock_for, lock_mode)
@@ -418,7 +420,7 @@ class _Job:
         )
         sink: ObjectWriter = tee
         sealing = None
-        if self.recipients is not None:
+        if self.recipients is not None:  # the writer wraps its file key in a thread
             sealing = sealed.encrypting_writer(tee, self.recipients)
             sink = sealing[0]
         try:

@@ -368,6 +368,8 @@ class _Search:
         wanted = Selection(self.database, frozenset(self.remaining))
         replaying = None if self.dry_run else _Replaying.of(engine, self.database)
         try:
+            if replaying is not None:
+                await replaying.check_keys(self.keys)
             if self.dry_run:
                 outcomes = await engine.plan(wanted)
             else:
@@ -455,6 +457,18 @@ class _Replaying:
         self.plan: PitrPlan | None = None
         self.report: ReplayReport | None = None
         self.error: ArchiveError | ReplayError | None = None
+        self.keys: Keys | None = None
+
+    async def check_keys(self, keys: Keys | None) -> None:
+        """Before anything is staged: the keys open the encrypted oplog chunks
+        the replay would read now (NoIdentity otherwise). The replay itself
+        reads the coverage again, for chunks written meanwhile."""
+        from . import pitr
+
+        self.keys = keys
+        plan = await pitr.since(self.engine.storage, self.engine.info)
+        if plan is not None:
+            await pitr.unlock(self.engine.storage, plan, keys)
 
     @classmethod
     def of(cls, engine: Engine, database: str) -> _Replaying | None:
@@ -471,6 +485,7 @@ class _Replaying:
         self.plan = await pitr.since(self.engine.storage, self.engine.info)
         if self.plan is None:
             return
+        self.plan = await pitr.unlock(self.engine.storage, self.plan, self.keys)
         into = {f"{self.database}.{s.name}": s.temp for s in staged}
         for collection in staged:
             collection.changed = True  # from the first entry sent on

@@ -5,6 +5,11 @@ and name claims. ``list --leftovers`` shows them; ``prune`` removes stale ones.
   archive's sealed ``<archive>.manifest.json.age``) whose archive is not
   there (a backup killed while withdrawing an archive whose sidecar was in
   flight). It describes nothing; restore, heal and list ignore it.
+- A rekey copy is ``<archive or sidecar>.rekey`` (pipelines/rekey.py): the
+  new version of an object that a rekey had not swapped in when it stopped.
+  With the archive's clear sidecar there, it is clutter (the old archive is
+  intact); without it, the swap was cut short and the next ``rekey`` of the
+  destination finishes it, so prune never removes it then.
 - A name claim is ``<archive>.claim`` (pipelines/backup.py): a backup holds
   it from before its archive exists until its sidecar is stored. One left
   behind only costs the name of its second, but it is clutter.
@@ -41,13 +46,15 @@ log = logging.getLogger("mongosnap.prune")
 CLAIM_SUFFIX = ".claim"  # as pipelines/backup.py writes them
 ORPHAN_SIDECAR = "orphan sidecar"
 CLAIM = "name claim"
+REKEY_SUFFIX = ".rekey"  # as pipelines/rekey.py writes them
+REKEY_COPY = "rekey copy"
 
 
 @dataclass(frozen=True)
 class Leftover:
     key: str
     kind: str
-    """ORPHAN_SIDECAR or CLAIM."""
+    """ORPHAN_SIDECAR, CLAIM or REKEY_COPY."""
     size: int
     last_active: datetime | None
     """Its newest sign of life (see the module docstring); None: unknown."""
@@ -57,6 +64,12 @@ class Leftover:
         """The key of the archive it belongs (or belonged) to."""
         if self.kind == CLAIM:
             return self.key.removesuffix(CLAIM_SUFFIX)
+        if self.kind == REKEY_COPY:  # of the archive itself, or of one of its sidecars
+            original = self.key.removesuffix(REKEY_SUFFIX)
+            for suffix in (SEALED_SUFFIX, MANIFEST_SUFFIX):
+                if original.endswith(suffix):
+                    return original.removesuffix(suffix)
+            return original
         return self.key.removesuffix(ENCRYPTED_SUFFIX).removesuffix(MANIFEST_SUFFIX)
 
     def stale(self, now: datetime, after: timedelta = STALE_AFTER) -> bool:
@@ -80,8 +93,11 @@ async def find_leftovers(storage: Storage, prefix: str = "") -> list[Leftover]:
     archives: set[str] = set()
     sidecars: dict[str, Any] = {}
     claims: dict[str, Any] = {}
+    copies: list[Leftover] = []
     async for obj in storage.list(prefix):
-        if obj.key.endswith((MANIFEST_SUFFIX, SEALED_SUFFIX)):
+        if obj.key.endswith(REKEY_SUFFIX):
+            copies.append(Leftover(obj.key, REKEY_COPY, obj.size, obj.modified))
+        elif obj.key.endswith((MANIFEST_SUFFIX, SEALED_SUFFIX)):
             sidecars[obj.key] = obj
         elif obj.key.endswith(CLAIM_SUFFIX) and _archive_named(obj.key, CLAIM_SUFFIX):
             claims[obj.key] = obj
@@ -92,6 +108,7 @@ async def find_leftovers(storage: Storage, prefix: str = "") -> list[Leftover]:
         for key, obj in sidecars.items()
         if Leftover(key, ORPHAN_SIDECAR, 0, None).archive not in archives
     ]
+    found += [c for c in copies if _archive_named(c.archive, "")]
     if claims:
         uploads = {u.key: u.last_active for u in await pending_uploads(storage)}
         for key, obj in claims.items():
@@ -123,6 +140,15 @@ async def remove_stale_leftovers(
         try:
             if leftover.kind == ORPHAN_SIDECAR and await _exists(storage, leftover.archive):
                 continue  # its archive came back (or the listing missed it): not an orphan
+            if leftover.kind == REKEY_COPY and not await _exists(
+                storage, leftover.archive + MANIFEST_SUFFIX
+            ):
+                log.warning(
+                    "%s belongs to an interrupted rekey: run mongosnap rekey on %s to finish it",
+                    leftover.key,
+                    storage.url,
+                )
+                continue
             await storage.delete(leftover.key)
         except StorageError as exc:
             log.warning("cannot remove the %s %s: %s", leftover.kind, leftover.key, exc)
@@ -145,4 +171,11 @@ def _archive_named(key: str, suffix: str) -> bool:
     return parse_archive_name(key.removesuffix(suffix).rsplit("/", 1)[-1]) is not None
 
 
-__all__ = ["CLAIM", "ORPHAN_SIDECAR", "Leftover", "find_leftovers", "remove_stale_leftovers"]
+__all__ = [
+    "CLAIM",
+    "ORPHAN_SIDECAR",
+    "REKEY_COPY",
+    "Leftover",
+    "find_leftovers",
+    "remove_stale_leftovers",
+]

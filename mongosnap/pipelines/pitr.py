@@ -13,19 +13,22 @@ before anything is written (docs/pitr.md, "Restore to a point in time").
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from .._errors import PointInTimeUnavailable, ReplayError, SourceError, UsageError
+from .._errors import NoIdentity, PointInTimeUnavailable, ReplayError, SourceError, UsageError
 from ..archive.bsonstream import BsonSplitter
 from ..catalog import LATEST, ArchiveInfo, ArchiveStatus, list_archives, resolve
+from ..encryption import NO_KEY_HINT, Keys
 from ..oplog.chunks import ChunkInfo, Coverage, GapInfo, decode_chunk, read_coverage
 from ..oplog.position import Ts
 from ..oplog.tail import entry_ts
@@ -66,6 +69,34 @@ class PitrPlan:
     start: Ts
     target: Ts
     chunks: list[ChunkInfo] = field(default_factory=list)
+    identities: Sequence[Any] = field(default=(), repr=False)
+    """What opens the encrypted chunks (age identities), set by unlock()."""
+
+
+async def unlock(storage: Storage, plan: PitrPlan, keys: Keys | None) -> PitrPlan:
+    """The plan with the identities that open its encrypted chunks, each
+    chunk's header opened now, before anything is staged or written.
+
+    Raises NoIdentity (no key, or one that does not open a chunk), KmsError
+    or DecryptionFailed; a plan without encrypted chunks is returned as is.
+    """
+    encrypted = [c for c in plan.chunks if c.encrypted]
+    if not encrypted:
+        return plan
+    if keys is None or keys.empty:
+        raise NoIdentity(f"oplog chunk {encrypted[0].object_key} is encrypted: {NO_KEY_HINT}")
+    identities = keys.resolved()
+    from ..crypto.storage import DecryptedView
+
+    view = DecryptedView(storage, identities)
+    for chunk in encrypted:  # a few KiB each; the unwrapping runs in a thread
+        try:
+            await view.header(chunk.object_key)
+        except NoIdentity:
+            raise NoIdentity(
+                f"oplog chunk {chunk.object_key}: none of the keys given opens it"
+            ) from None
+    return replace(plan, identities=identities)
 
 
 async def plan(storage: Storage, ref: str, target: Ts, warn: Warn = log.warning) -> PitrPlan:
@@ -166,7 +197,7 @@ async def chunk_entries(storage: Storage, pitr: PitrPlan) -> AsyncIterator[bytes
     """
     for chunk in pitr.chunks:
         data = await storage.read_bytes(chunk.object_key, limit=chunk.object_bytes)
-        raw = decode_chunk(data, chunk)
+        raw = await asyncio.to_thread(decode_chunk, data, chunk, pitr.identities)
         splitter = BsonSplitter(max_documents=chunk.count, max_bytes=chunk.bson_bytes)
         entries = splitter.feed(raw)
         splitter.close()

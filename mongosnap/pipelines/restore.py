@@ -137,7 +137,7 @@ async def restore(
     async with opened(destination, s3) as storage:
         plan = None
         if point is not None:
-            plan = await pitr.plan(storage, archive, point, warn)
+            plan = await pitr.unlock(storage, await pitr.plan(storage, archive, point, warn), keys)
             info = plan.archive
         else:
             info = await resolve(storage, archive)

@@ -19,6 +19,7 @@ are used.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
@@ -147,7 +148,8 @@ async def store_sealed(
     header = sink.prefix_length - NONCE_SIZE  # the payload's nonce follows the header
     clear = ClearSidecar.of(manifest, size=size, header=header, sha256=tap.digest.hexdigest())
     binding = SealBinding(clear.archive, clear.databases, size, clear.sha256)
-    sealed_document = encrypt(binding.seal(document), recipients)
+    # In a thread: wrapping the file key may be scrypt's CPU or a KMS call.
+    sealed_document = await asyncio.to_thread(encrypt, binding.seal(document), recipients)
     await storage.put(sealed_key(key), sealed_document, **(lock or {}))
     return clear, sealed_document
 

@@ -19,6 +19,7 @@ never show keys under a deeper prefix.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -214,6 +215,79 @@ class S3Storage:
                 )
             parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
         return parts
+
+    async def splice(self, key: str, head: bytes, source: str, start: int) -> ObjectInfo:
+        """Create key as ``head + source[start:]``, the tail copied by the server
+        (splice.py). Aborts its upload on any failure; never overwrites."""
+        from .splice import copy_ranges
+
+        size = (await self.stat(source)).size
+        first_end, ranges = copy_ranges(start, size)
+        first = b""
+        if head:  # new bytes go in a first part of their own and at least 5 MiB
+            first = head + b"".join([p async for p in self.read(source, start, first_end)])
+            if not ranges:
+                return await self.put(key, first)
+        else:  # a plain copy: every part is copied by the server
+            ranges = [(start, first_end), *ranges] if first_end > start else []
+            if not ranges:
+                return await self.put(key, b"")
+        client = await self.client()
+        args = {**self._s3.object_args(key), **self._s3.checksum_args()}
+        with self._s3.translating(key):
+            upload_id = (await client.create_multipart_upload(**args))["UploadId"]
+        try:
+            parts = [await self._part(key, upload_id, first)] if head else []
+            for number, (a, b) in enumerate(ranges, len(parts) + 1):
+                parts.append(await self._copy_part(key, upload_id, number, source, a, b))
+            request: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": self._s3.name(key),
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": parts},
+            }
+            await self._s3.create_new(
+                key, lambda **cond: client.complete_multipart_upload(**request, **cond)
+            )
+        except BaseException:
+            await asyncio.shield(self._s3.abort(key, upload_id))
+            raise
+        return ObjectInfo(key, len(head) + size - start)
+
+    async def _part(self, key: str, upload_id: str, data: bytes) -> dict[str, Any]:
+        client = await self.client()
+        with self._s3.translating(key):
+            response = await client.upload_part(
+                Bucket=self.bucket,
+                Key=self._s3.name(key),
+                UploadId=upload_id,
+                PartNumber=1,
+                Body=data,
+                **self._s3.checksum_args(),
+            )
+        part: dict[str, Any] = {"PartNumber": 1, "ETag": response["ETag"]}
+        if "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part
+
+    async def _copy_part(
+        self, key: str, upload_id: str, number: int, source: str, start: int, end: int
+    ) -> dict[str, Any]:
+        client = await self.client()
+        with self._s3.translating(key):
+            response = await client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=self._s3.name(key),
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": self._s3.name(source)},
+                CopySourceRange=f"bytes={start}-{end - 1}",
+            )
+        result = response["CopyPartResult"]
+        part: dict[str, Any] = {"PartNumber": number, "ETag": result["ETag"]}
+        if "ChecksumCRC32" in result:
+            part["ChecksumCRC32"] = result["ChecksumCRC32"]
+        return part
 
     async def delete(self, key: str) -> None:
         client = await self.client()
