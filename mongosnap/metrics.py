@@ -14,6 +14,10 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_documents_total{command}                   counter, documents moved
     mongosnap_collections_restored_total{command}        counter (heal, restore)
     mongosnap_archives_deleted_total{command}            counter (prune)
+    mongosnap_undo_documents_total{command,outcome}      counter (undo: restored, removed,
+                                                          kept_inserted, already, conflict)
+    mongosnap_undo_touched_documents{command}            gauge, documents the last window touched
+    mongosnap_undo_conflicts{command}                    gauge, conflicts the last undo left
 
 A textfile outlives the process that writes it, so a run continues from the
 previous file (``carry_over``): counters keep growing across cron runs, and a
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
     from .pipelines.heal import HealReport
     from .pipelines.prune import PruneReport
     from .pipelines.restore import RestoreReport
+    from .pipelines.undo import UndoReport
 
 DEFAULT_BIND = "127.0.0.1"
 _PREFIX = "mongosnap"
@@ -64,6 +69,9 @@ class Metrics:
         self.documents = counter("documents", "Documents dumped or restored")
         self.restored = counter("collections_restored", "Collections restored")
         self.deleted = counter("archives_deleted", "Archives deleted")
+        self.undone = counter("undo_documents", "Undo: documents by outcome", "outcome")
+        self.touched = gauge("undo_touched_documents", "Undo: documents the last window touched")
+        self.conflicts = gauge("undo_conflicts", "Undo: conflicts the last undo left untouched")
         # Series exist (at 0) before the first run, so alerts on absence are not needed.
         for total in (self.bytes_in, self.bytes_out, self.documents, self.restored, self.deleted):
             total.labels(command).inc(0)
@@ -166,6 +174,22 @@ class Metrics:
     def record_prune(self, report: PruneReport) -> None:
         if not report.dry_run:
             self.add(deleted=len(report.deleted))
+
+    def record_undo(self, report: UndoReport) -> None:
+        self.add(bytes_in=report.bytes_fetched)
+        self.touched.labels(self.command).set(report.touched)
+        self.conflicts.labels(self.command).set(report.conflicts)
+        if report.mode == "dry_run":
+            return
+        outcomes = {
+            "restored": report.restored,
+            "removed": report.removed,
+            "kept_inserted": report.kept_inserted,
+            "already": report.already,
+            "conflict": report.conflicts,
+        }
+        for outcome, value in outcomes.items():
+            self.undone.labels(self.command, outcome).inc(value)
 
     def write_textfile(self, path: str) -> None:
         """Write atomically (a temporary file beside ``path``, then a rename)."""

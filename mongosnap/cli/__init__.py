@@ -23,12 +23,12 @@ from .._version import __version__
 
 # Command modules import their pipelines (pymongo, aiobotocore, rich) only when
 # they run, so --version and --help answer without loading them.
-from . import _logging, backup, check, heal, oplog, prune, restore, verify
+from . import _logging, backup, check, heal, oplog, prune, restore, undo, verify
 from . import list as listing
 from ._common import resolve_uri
 
 # One module per command, each with register(subparsers); the order is --help's.
-COMMANDS = [backup, heal, restore, listing, verify, prune, check, oplog]
+COMMANDS = [backup, heal, restore, undo, listing, verify, prune, check, oplog]
 
 EXIT_INTERNAL = 70
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`

@@ -409,6 +409,9 @@ class Unobserved:
     def record_prune(self, report: Any) -> None:
         return None
 
+    def record_undo(self, report: Any) -> None:
+        return None
+
 
 @contextlib.contextmanager
 def observed(args: argparse.Namespace, command: str) -> Iterator[Metrics | Unobserved]:
