@@ -85,7 +85,7 @@ class UndoReport:
     already: int = 0
     """Apply: documents already at their pre-image; nothing written."""
     conflicts: int = 0
-    conflict_ids: list[dict[str, Any]] = field(default_factory=list)
+    conflict_ids: list[dict[str, str]] = field(default_factory=list)
     """``{"_id": ..., "reason": "later" | "changed" | "raced"}``, at most MAX_LISTED."""
     resumed: bool = False
     """An earlier, interrupted run of the same undo was continued."""

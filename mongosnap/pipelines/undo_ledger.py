@@ -19,9 +19,7 @@ Only inserts and updates by ``_id``: no transaction, which FerretDB 1.x lacks.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import bson
 from bson import json_util
@@ -114,9 +112,6 @@ class UndoLedger:
         await self.coll.update_one({"_id": self.run}, {"$set": {"state": "done"}})
 
 
-def describe(key: IdKey) -> Any:
-    """An ``_id`` as JSON can carry it (Extended JSON for the types it lacks)."""
-    value = bson.decode(key)["_id"]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return json.loads(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS))
+def describe(key: IdKey) -> str:
+    """An ``_id`` for the report: relaxed Extended JSON (``4``, ``"a"``, ``{"$oid": ...}``)."""
+    return json_util.dumps(bson.decode(key)["_id"], json_options=json_util.RELAXED_JSON_OPTIONS)

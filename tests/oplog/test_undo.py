@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import pytest
 from helpers import run_cli, server_documents
 from oplog_support import ArchiverProcess, sidecars, wait_for
 from pymongo import MongoClient
+from pymongo.errors import DuplicateKeyError
+from test_json_schemas import check
 
 import mongosnap
 from mongosnap import NoBackupsFound, PointInTimeUnavailable
@@ -88,7 +91,14 @@ def bed(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]
 
 
 def _seeded(i: int) -> dict[str, Any]:
-    return {"_id": i, "group": i % 10, "status": "ok", "n": i, "tags": ["a", i], "pad": "x" * (i % 30)}
+    return {
+        "_id": i,
+        "group": i % 10,
+        "status": "ok",
+        "n": i,
+        "tags": ["a", i],
+        "pad": "x" * (i % 30),
+    }
 
 
 @dataclass
@@ -159,7 +169,8 @@ def make_scene(bed: Bed, size: int) -> Scene:
 
 @pytest.fixture(scope="module")
 def scene(bed: Bed) -> Scene:
-    """The main scene (600 documents: 300 touched by the window); tests that write to it come last."""
+    """The main scene (600 documents, 300 touched by the window); the tests
+    that write to it come last."""
     return make_scene(bed, 600)
 
 
@@ -190,7 +201,8 @@ def test_dry_run_counts_and_changes_nothing(bed: Bed, scene: Scene) -> None:
     counts = _expected_counts(scene)
     assert {k: result[k] for k in counts} == counts
     assert result["mode"] == "dry_run" and result["staged_collection"] is None
-    conflicts = {c["_id"] for c in result["conflict_ids"]}
+    check("undo", result)
+    conflicts = {json.loads(c["_id"]) for c in result["conflict_ids"]}
     assert conflicts == scene.later - {200_000}, result["conflict_ids"][:20]
     assert bed.documents(scene.database) == scene.after
     with MongoClient(bed.uri) as client:
@@ -224,13 +236,18 @@ def test_apply_restores_pre_images_and_leaves_later_writes(
     for key in set(scene.after) | set(now):
         if key not in restorable:
             assert now.get(key) == scene.after.get(key), key  # conflicts, inserts, the rest
-    assert {c["_id"] for c in result["conflict_ids"]} == scene.later - {200_000}
+    check("undo", result)
+    assert {json.loads(c["_id"]) for c in result["conflict_ids"]} == scene.later - {200_000}
+    assert {c["reason"] for c in result["conflict_ids"]} == {"later"}
     assert result["conflicts"] == len(scene.later) - 1
     assert result["restored"] == len(restorable)
     assert result["kept_inserted"] == len(scene.bad_inserts) - 1
     assert server_documents(bed.uri, scene.database, "other") == scene.other
     text = metrics.read_text()
-    assert f'mongosnap_undo_documents_total{{command="undo",outcome="restored"}} {len(restorable)}.0' in text
+    assert (
+        f'mongosnap_undo_documents_total{{command="undo",outcome="restored"}} {len(restorable)}.0'
+        in text
+    )
     assert 'mongosnap_undo_conflicts{command="undo"} 9.0' in text
 
     # the same undo again: everything was settled, nothing is written twice
@@ -308,7 +325,7 @@ class _Racer:
                     try:
                         self.coll.insert_one({"_id": key, "status": value})
                         self.wrote[key] = value
-                    except Exception:  # noqa: BLE001 - the undo re-inserted it first: retry next round
+                    except DuplicateKeyError:  # the undo re-inserted it first: next round
                         continue
             round_ += 1
             time.sleep(0.001)
@@ -347,7 +364,7 @@ def test_refuses_a_window_the_archived_oplog_does_not_reach(bed: Bed, scene: Sce
 
 def test_refuses_a_window_with_a_gap(bed: Bed, scene: Scene, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
-    _copy_tree(bed.dest, copy)
+    shutil.copytree(bed.dest, copy)
     gap = GapInfo(scene.first, scene.last, datetime.now(UTC), "oplog rolled over")
     (copy / gap_key(gap.after, gap.before)).write_bytes(gap.to_json())
     done = run_cli(
@@ -394,12 +411,6 @@ def test_refuses_a_collection_dropped_and_recreated(bed: Bed) -> None:
     assert "dropped and recreated" in done.stderr
     with MongoClient(bed.uri) as client:
         assert client[database]["coll"].count_documents({}) == 40  # nothing was changed
-
-
-def _copy_tree(source: Path, target: Path) -> None:
-    import shutil
-
-    shutil.copytree(source, target)
 
 
 def test_library_undo_returns_a_report(bed: Bed, scene: Scene) -> None:
