@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -40,7 +41,7 @@ from mongosnap.oplog.chunks import ChunkInfo  # noqa: E402
 from mongosnap.oplog.position import Ts  # noqa: E402
 
 COLLECTION = "big"
-SERVER = "ferretdb-bench-undo"
+SERVER = f"ferretdb-bench-undo-{uuid.uuid4().hex[:8]}"
 OPLOG_SIZE = 512 << 20
 
 
@@ -67,13 +68,19 @@ def _wait_archived(dest: Path, ts: Ts) -> None:
         time.sleep(0.2)
 
 
-def _fill(uri: str, database: str, documents: int, size: int) -> None:
-    pad = "x" * max(size - 60, 1)
+def _fill(uri: str, database: str, documents: int, size: int, name: str = COLLECTION) -> None:
+    """Documents of random text (compressing as real data does, not to nothing)."""
     with MongoClient(uri) as client:
-        coll = client[database][COLLECTION]
+        coll = client[database][name]
         for start in range(0, documents, 1000):
             stop = min(start + 1000, documents)
-            coll.insert_many([{"_id": i, "n": i, "pad": pad} for i in range(start, stop)])
+            coll.insert_many(
+                [{"_id": i, "n": i, "pad": _text(size - 40)} for i in range(start, stop)]
+            )
+
+
+def _text(length: int) -> str:
+    return base64.b64encode(os.urandom(max(length, 4) * 3 // 4)).decode()
 
 
 def _timed(work: Any) -> tuple[Any, float]:
@@ -93,6 +100,7 @@ def run(uri: str, documents: int, size: int, touched: int) -> None:
     try:
         time.sleep(2)  # the archiver's cursor is open before the first write
         _fill(uri, database, documents, size)
+        _fill(uri, database, documents // 2, size, "other")  # in the archive, never read
         backup = asyncio.run(mongosnap.backup(uri, str(dest), database=database, oplog=True))
         first = Ts(_newest(uri).t, _newest(uri).i + 1)
         step = max(documents // touched, 1)

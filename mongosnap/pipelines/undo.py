@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._aio import shielded
-from .._errors import CollectionExists, UsageError
+from .._errors import CollectionExists, PointInTimeUnavailable, UsageError
 from ..archive.manifest import COMPLETE, CollectionEntry, Manifest
 from ..clients import MongoSource
 from ..oplog.position import Ts, TsLike, as_ts
@@ -39,7 +39,7 @@ from . import pitr
 from .engine import Engine
 from .ledger import StagingLedger
 from .staging import Expected, StagedCollection
-from .undo_images import IdKey, Images, Timeline, scan_member
+from .undo_images import IdKey, Images, Timeline, document_key
 from .undo_ledger import FINAL, Resumed, UndoLedger, describe, run_id
 from .undo_target import UndoTarget
 
@@ -242,20 +242,30 @@ class _Run:
         return images, report
 
     def _entry(self, manifest: Manifest | None) -> CollectionEntry | None:
-        """The collection in the archive's manifest (None: it was not there)."""
+        """The collection in the archive's manifest (None: it was not there yet)."""
         for entry in manifest.collections if manifest is not None else []:
-            if (entry.database, entry.name) == (self.database, self.collection):
-                if entry.status != COMPLETE:
-                    return None
-                return entry
+            if (entry.database, entry.name) != (self.database, self.collection):
+                continue
+            if entry.status != COMPLETE:
+                raise PointInTimeUnavailable(
+                    f"{entry.database}.{entry.name} is {entry.status} in the archive (dropped "
+                    "or replaced while it was dumped): it holds no state to undo to"
+                )
+            return entry
         return None
 
     async def _archived(
         self, engine: Engine, entry: CollectionEntry | None, wanted: set[IdKey]
     ) -> dict[IdKey, bytes]:
+        """The wanted documents of the collection's data member, streamed once."""
+        found: dict[IdKey, bytes] = {}
         if entry is None or not wanted:
-            return {}
-        return scan_member([d async for d in engine.collection_documents(entry)], wanted)
+            return found
+        async for document in engine.collection_documents(entry):
+            key = document_key(document)
+            if key in wanted:
+                found[key] = document
+        return found
 
 
 def _span(entry: CollectionEntry) -> int:

@@ -11,7 +11,7 @@ document is replayed without the rest of the collection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,13 +179,3 @@ def _apply(state: bytes | None, step: Step) -> bytes | None:
     if state is None:
         return None  # an update of a missing document: the server skips it too
     return encode(apply_update(bson.decode(state, PLAIN), step.o))
-
-
-def scan_member(documents: Iterable[bytes], wanted: set[IdKey]) -> dict[IdKey, bytes]:
-    """The archived documents whose ``_id`` is wanted, from a collection member."""
-    found: dict[IdKey, bytes] = {}
-    for document in documents:
-        key = document_key(document)
-        if key in wanted:
-            found[key] = document
-    return found
