@@ -140,7 +140,8 @@ async def undo(
     a document written again after the window is a conflict and left alone
     unless ``force``, a document inserted in the window is deleted only with
     ``remove_inserted``, and every write is conditional on the state it
-    expects, so a concurrent write by the application is never overwritten.
+    expects, so a concurrent write by the application is not overwritten (on
+    FerretDB, whose updates are not atomic, only re-inserts are: docs/undo.md).
     Running the same apply again resumes an interrupted one.
 
     Raises NoBackupsFound (no archive at all), PointInTimeUnavailable (no

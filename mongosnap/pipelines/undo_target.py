@@ -1,6 +1,6 @@
 """The writes undo makes to a live collection: each one conditional on what it expects.
 
-A write must never overwrite what the application wrote between undo's check
+A write must not overwrite what the application wrote between undo's check
 and its write, so every write names the state it expects:
 
 - a replacement or a delete matches the whole expected document. On MongoDB
@@ -10,10 +10,15 @@ and its write, so every write names the state it expects:
   docs/undo.md, limits);
 - a deleted document comes back with an insert, which a document of the same
   ``_id`` written meanwhile makes fail (duplicate key).
+
+FerretDB 1.24 runs an update or delete as a query, then a write by ``_id``:
+a write landing between the two is lost whatever the filter, so there only
+the insert is safe against a concurrent writer (docs/undo.md, limits).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import bson
@@ -22,7 +27,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ..oplog.entry import PLAIN, RAW
 from ..source import NOT_IMPLEMENTED, Source
-from .undo_images import IdKey, id_key
+from .undo_images import IdKey
 
 _EXPRESSION_REFUSED = (NOT_IMPLEMENTED, 2, 9, 168)
 """Codes a server answers a ``$expr`` it cannot evaluate with (NotImplemented,
@@ -45,14 +50,21 @@ class UndoTarget(Source):
         return self._client[database][name]
 
     async def current(self, database: str, name: str, keys: list[IdKey]) -> dict[IdKey, bytes]:
-        """The live documents with these ``_id``s, raw, by key (absent ones left out)."""
+        """The live documents with these ``_id``s, raw, by key (absent ones left out).
+
+        One point read per ``_id``, concurrently: FerretDB answers ``_id: {$in:
+        [...]}`` by scanning the whole collection, but an ``_id`` equality from
+        its index, so the cost follows the batch, not the collection.
+        """
         coll = self.handle(database, name).with_options(codec_options=RAW)
-        ids = [bson.decode(k, PLAIN)["_id"] for k in keys]
-        found: dict[IdKey, bytes] = {}
+
+        async def one(key: IdKey) -> tuple[IdKey, bytes | None]:
+            found = await coll.find_one({"_id": bson.decode(key, PLAIN)["_id"]})
+            return key, bytes(found.raw) if isinstance(found, RawBSONDocument) else None
+
         with self._translate(database):
-            async for doc in coll.find({"_id": {"$in": ids}}):
-                found[id_key(bson.decode(doc.raw, PLAIN)["_id"])] = bytes(doc.raw)
-        return found
+            pairs = await asyncio.gather(*(one(k) for k in keys))
+        return {key: raw for key, raw in pairs if raw is not None}
 
     async def replace_if(self, database: str, name: str, expected: bytes, new: bytes) -> bool:
         """Replace the document if it is still ``expected``; whether it was."""
