@@ -122,6 +122,11 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--force and --remove-inserted go with --apply")
     with observed(args, "undo") as metrics:
         source, database, collection = _target(args)
+        if args.apply:  # what an interruption (SIGTERM, Ctrl-C) says it left
+            args.aftermath = lambda: (
+                f"the documents written so far are recorded in {database}.mongosnap_undo; "
+                "run the same command again to resume"
+            )
         start = parse_instant(args.start, first=True)
         end = None if args.end is None else parse_instant(args.end, first=False)
         result = await _undo(args, source, database, collection, start, end)

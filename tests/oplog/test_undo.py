@@ -311,6 +311,26 @@ def test_interrupted_apply_resumes_and_reports_everything(bed: Bed) -> None:
         assert final[key] == scene.after[key]
 
 
+def test_interrupted_by_sigterm_says_what_it_left_and_resumes(bed: Bed) -> None:
+    scene = make_scene(bed, 150)
+    argv = [sys.executable, "-m", "mongosnap", "undo", str(bed.dest), "--uri", bed.uri]
+    argv += [scene.database, "coll", "--from", str(scene.first), "--to", str(scene.last)]
+    argv += ["--apply", "--batch-size", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with MongoClient(bed.uri) as client:
+        ledger = client[scene.database][LEDGER]
+        wait_for(lambda: ledger.count_documents({"state": "done"}) >= 1, "an applied batch")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert f"recorded in {scene.database}.mongosnap_undo" in stderr
+    result = _report(_undo(bed, scene, "--apply"))
+    restorable = (scene.deleted | scene.wiped) - scene.later
+    assert result["resumed"] and result["restored"] == len(restorable)
+    final = bed.documents(scene.database)
+    assert all(final.get(key) == scene.before[key] for key in restorable)
+
+
 class _Racer:
     """Writes once to each of the window's documents, in random order, from the
     moment undo starts applying (its ledger appears): some writes land before
