@@ -26,7 +26,9 @@ from ..oplog.position import Ts
 IdKey = bytes
 """An ``_id`` as the BSON of ``{"_id": value}``: hashable, exact on type."""
 
-_LOSSES = ("drop", "renameCollection", "dropDatabase", "create")
+_LOSSES = ("drop", "renameCollection", "dropDatabase")
+"""Commands after which the collection's documents belong to another incarnation
+(a ``create`` needs one of them first, or the collection was not archived yet)."""
 
 
 def id_key(value: Any) -> IdKey:
@@ -126,8 +128,9 @@ class Timeline:
         for name in _LOSSES:
             if name not in entry.o:
                 continue
-            value = entry.o[name]
-            named = {value, f"{self.database}.{value}", entry.o.get("to")}
+            value, to = entry.o[name], entry.o.get("to")
+            named = {v for v in (value, to) if isinstance(v, str)}
+            named |= {f"{self.database}.{v}" for v in named}
             if name == "dropDatabase" or self.collection in named or self.ns in named:
                 raise self._replaced(entry, f"a {name} command")
 
