@@ -77,17 +77,20 @@ def bed(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]
     name = f"ferretdb-undo-{uuid.uuid4().hex[:8]}"
     uri = str(testbed.start_oplog_ferretdb(name, OPLOG_SIZE))
     dest = tmp_path_factory.mktemp("undo")
-    with MongoClient(uri) as client:
-        client["warmup"]["x"].insert_one({"_id": 1})  # a first entry for --start now
-    archiver = ArchiverProcess(dest, uri, "--interval", "0.3", "--start", "now", "--settle", "0")
-    archiver.wait_line("oplog reader ready")
-    with MongoClient(uri) as client:
-        client["warmup"]["x"].insert_one({"_id": 2})
-    archiver.wait_read_past(_newest(uri))  # archiving before the first scene's backup
+    archiver = None
     try:
+        with MongoClient(uri) as client:
+            client["warmup"]["x"].insert_one({"_id": 1})  # a first entry for --start now
+        options = ("--interval", "0.3", "--start", "now", "--settle", "0")
+        archiver = ArchiverProcess(dest, uri, *options)
+        archiver.wait_line("oplog reader ready")
+        with MongoClient(uri) as client:
+            client["warmup"]["x"].insert_one({"_id": 2})
+        archiver.wait_read_past(_newest(uri))  # archiving before the first scene's backup
         yield Bed(uri, dest, archiver)
     finally:
-        assert archiver.terminate() == 143
+        if archiver is not None:
+            assert archiver.terminate() == 143
         testbed.stop_server(name)
 
 
