@@ -61,7 +61,7 @@ def _archived_to(dest: Path) -> Ts | None:
 
 
 def _wait_archived(dest: Path, ts: Ts) -> None:
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     while (_archived_to(dest) or Ts(0, 0)) < ts:
         if time.monotonic() > deadline:
             raise SystemExit(f"the archiver did not reach {ts}")
