@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from .pipelines.heal import HealReplay, HealReport, SkippedArchive, heal
     from .pipelines.prune import PruneDecision, PruneReport, prune
     from .pipelines.restore import CollectionOutcome, RestoreReport, restore
+    from .pipelines.undo import UndoReport, undo
     from .pipelines.verify import CollectionCheck, Problem, VerifyReport, verify
     from .progress import Progress, ProgressCallback, Stage
     from .storage import (
@@ -141,6 +142,8 @@ _EXPORTS = {
     "CollectionOutcome": ".pipelines.restore",
     "RestoreReport": ".pipelines.restore",
     "restore": ".pipelines.restore",
+    "UndoReport": ".pipelines.undo",
+    "undo": ".pipelines.undo",
     "VerifyReport": ".pipelines.verify",
     "verify": ".pipelines.verify",
     "Progress": ".progress",
@@ -246,6 +249,7 @@ __all__ = [
     "TruncatedArchive",
     "Ts",
     "TsLike",
+    "UndoReport",
     "UnsafeArchive",
     "UsageError",
     "VerifyReport",
@@ -262,5 +266,6 @@ __all__ = [
     "opened",
     "prune",
     "restore",
+    "undo",
     "verify",
 ]

@@ -14,6 +14,10 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_documents_total{command}                   counter, documents moved
     mongosnap_collections_restored_total{command}        counter (heal, restore)
     mongosnap_archives_deleted_total{command}            counter (prune)
+    mongosnap_undo_documents_total{command,outcome}      counter (undo: restored, removed,
+                                                          kept_inserted, already, conflict)
+    mongosnap_undo_touched_documents{command}            gauge, documents the last window touched
+    mongosnap_undo_conflicts{command}                    gauge, conflicts the last undo left
     mongosnap_tripwire_trips_total{command,namespace,rule}  counter (oplog --tripwire)
     mongosnap_tripwire_last_trip_timestamp_seconds{command} gauge, wall clock of the last trip
     mongosnap_drill_last_success_timestamp_seconds{command}  gauge, end of the last passed drill
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from .pipelines.heal import HealReport
     from .pipelines.prune import PruneReport
     from .pipelines.restore import RestoreReport
+    from .pipelines.undo import UndoReport
 
 DEFAULT_BIND = "127.0.0.1"
 _PREFIX = "mongosnap"
@@ -90,6 +95,9 @@ class Metrics:
             self.drill_rto = gauge("drill_rto_seconds", "Restore and replay time of the last drill")
             self.drill_rpo = gauge("drill_rpo_seconds", "Age of the last drill's archive")
             self.drill_failed = gauge("drill_failed_checks", "Failures of the last drill")
+        self.undone = counter("undo_documents", "Undo: documents by outcome", "outcome")
+        self.touched = gauge("undo_touched_documents", "Undo: documents the last window touched")
+        self.conflicts = gauge("undo_conflicts", "Undo: conflicts the last undo left untouched")
         # Series exist (at 0) before the first run, so alerts on absence are not needed.
         for total in (self.bytes_in, self.bytes_out, self.documents, self.restored, self.deleted):
             total.labels(command).inc(0)
@@ -206,6 +214,22 @@ class Metrics:
     def record_trip(self, trip: Trip) -> None:
         self.trips.labels(self.command, trip.namespace, trip.rule.text).inc()
         self.last_trip.labels(self.command).set(time.time())
+
+    def record_undo(self, report: UndoReport) -> None:
+        self.add(bytes_in=report.bytes_fetched)
+        self.touched.labels(self.command).set(report.touched)
+        self.conflicts.labels(self.command).set(report.conflicts)
+        if report.mode == "dry_run":
+            return
+        outcomes = {
+            "restored": report.restored,
+            "removed": report.removed,
+            "kept_inserted": report.kept_inserted,
+            "already": report.already,
+            "conflict": report.conflicts,
+        }
+        for outcome, value in outcomes.items():
+            self.undone.labels(self.command, outcome).inc(value)
 
     def write_textfile(self, path: str) -> None:
         """Write atomically (a temporary file beside ``path``, then a rename)."""

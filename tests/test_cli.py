@@ -115,7 +115,7 @@ def test_public_api_is_exactly_this() -> None:
         *("VerifyReport", "PruneReport", "ArchiveInfo", "ArchiveStatus"),
         *("Storage", "S3Storage", "LocalStorage", "MemoryStorage", "S3Config"),
         *("Progress", "ProgressCallback", "Stage"),
-        *("archive_oplog", "list_oplog"),
+        *("archive_oplog", "list_oplog", "undo", "UndoReport"),
         *("Encryption", "Keys"),
         *(
             "Status",

@@ -26,6 +26,7 @@ from mongosnap.oplog.archiver import ArchiverStats
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 COMMANDS = {
     *("backup", "heal", "restore", "list", "list --uploads", "verify", "prune", "check"),
+    "undo",
     *("oplog --list", "list --leftovers", "error", "copy", "drill", "diff", "rekey"),
 }
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

@@ -23,12 +23,40 @@ from .._version import __version__
 
 # Command modules import their pipelines (pymongo, aiobotocore, rich) only when
 # they run, so --version and --help answer without loading them.
-from . import _logging, backup, check, copy, diff, drill, heal, oplog, prune, rekey, restore, verify
+from . import (
+    _logging,
+    backup,
+    check,
+    copy,
+    diff,
+    drill,
+    heal,
+    oplog,
+    prune,
+    rekey,
+    restore,
+    undo,
+    verify,
+)
 from . import list as listing
 from ._common import resolve_uri
 
 # One module per command, each with register(subparsers); the order is --help's.
-COMMANDS = [backup, heal, restore, listing, verify, prune, check, drill, diff, oplog, copy, rekey]
+COMMANDS = [
+    backup,
+    heal,
+    restore,
+    undo,
+    listing,
+    verify,
+    prune,
+    check,
+    drill,
+    diff,
+    oplog,
+    copy,
+    rekey,
+]
 
 EXIT_INTERNAL = 70
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`

@@ -535,6 +535,9 @@ class Unobserved:
     def record_drill(self, report: Any) -> None:
         return None
 
+    def record_undo(self, report: Any) -> None:
+        return None
+
 
 @contextlib.contextmanager
 def observed(args: argparse.Namespace, command: str) -> Iterator[Metrics | Unobserved]:

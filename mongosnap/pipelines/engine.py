@@ -508,6 +508,33 @@ class Engine:
                 f"or a SHA-256 other than the manifest's ({documents})"
             )
 
+    async def collection_documents(self, entry: CollectionEntry) -> AsyncIterator[bytes]:
+        """The raw documents of one collection's data member, in archive order.
+
+        One ranged read of that member alone (not its metadata, not the rest of
+        the archive); the count, size and SHA-256 are checked against the
+        manifest at its end (CorruptArchive). Nothing for a collection without data.
+        """
+        if entry.bson is None:
+            return
+        where = f"{entry.database}.{entry.name}"
+        splitter = BsonSplitter(max_documents=entry.documents, max_bytes=entry.bson_bytes)
+        digest = hashlib.sha256()
+        async with contextlib.aclosing(self._read_ranges(entry.bson)) as members:
+            async for member in members:
+                if member.name != entry.bson.name or member.size != entry.bson_bytes:
+                    raise CorruptArchive(f"{where}: unexpected member {member.name!r} in its range")
+                async for chunk in member.chunks():
+                    digest.update(chunk)
+                    for document in splitter.feed(chunk):
+                        yield document
+        splitter.close()
+        if splitter.documents != entry.documents or digest.hexdigest() != entry.sha256:
+            raise CorruptArchive(
+                f"{where}: {splitter.documents} documents or a SHA-256 other than the "
+                f"manifest's ({entry.documents})"
+            )
+
     def _read_ranges(
         self, *ranges: MemberRange, window: _Window | None = None
     ) -> AsyncGenerator[TarMember, None]:

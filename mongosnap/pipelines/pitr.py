@@ -25,7 +25,14 @@ from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from .._errors import NoIdentity, PointInTimeUnavailable, ReplayError, SourceError, UsageError
+from .._errors import (
+    NoBackupsFound,
+    NoIdentity,
+    PointInTimeUnavailable,
+    ReplayError,
+    SourceError,
+    UsageError,
+)
 from ..archive.bsonstream import BsonSplitter
 from ..catalog import LATEST, ArchiveInfo, ArchiveStatus, list_archives, resolve
 from ..encryption import NO_KEY_HINT, Keys
@@ -111,6 +118,53 @@ async def plan(storage: Storage, ref: str, target: Ts, warn: Warn = log.warning)
     assert start is not None
     chunks = [] if start >= target else _covering(await read_coverage(storage), start, target)
     return PitrPlan(archive, start, target, chunks)
+
+
+async def plan_window(
+    storage: Storage, database: str, before: Ts, end: Ts | None, warn: Warn
+) -> PitrPlan:
+    """The newest archive of ``database`` consistent at or before ``before`` and
+    every chunk of the one span that continues from its consistent point, to
+    the span's end (``target``): what undo reads to know a window's writes and
+    the later ones.
+
+    NoBackupsFound when the destination holds no archive; PointInTimeUnavailable
+    when no archive of ``database`` fits, or the span has a gap or ends before
+    ``end`` (the span's end when None) or before ``before``.
+    """
+    archives = await list_archives(storage)
+    if not archives:
+        raise NoBackupsFound(f"no archive in {storage.url}")
+    usable = [
+        (point, a)
+        for a in archives
+        if (point := consistent_point(a)) is not None and point <= before and _holds(a, database)
+    ]
+    if not usable:
+        without = [a.key for a in archives if consistent_point(a) is None]
+        raise PointInTimeUnavailable(
+            f"no complete archive of {database} in {storage.url} is consistent at or before "
+            f"ts {before}" + _skipped(without)
+        )
+    start, archive = max(usable, key=lambda pair: (pair[0], pair[1].key))
+    coverage = await read_coverage(storage)
+    span = next((s for s in coverage.spans if s.first <= start <= s.last), None)
+    if span is None:
+        raise PointInTimeUnavailable(
+            f"no oplog chunk under oplog/ covers the archive's consistent point {start}"
+        )
+    _covering(coverage, start, max(before, span.last if end is None else end))
+    chunks = [
+        c
+        for c in coverage.chunks
+        if span.first <= c.first_ts and c.last_ts <= span.last and c.last_ts > start
+    ]
+    return PitrPlan(archive, start, span.last, chunks)
+
+
+def _holds(info: ArchiveInfo, database: str) -> bool:
+    assert info.manifest is not None  # it has a consistent point
+    return any(c.database == database for c in info.manifest.collections)
 
 
 async def _choose(storage: Storage, ref: str, target: Ts, warn: Warn) -> ArchiveInfo:

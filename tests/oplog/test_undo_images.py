@@ -1,0 +1,93 @@
+"""Pre- and post-images from MongoDB-shaped entries FerretDB cannot write: ``$v: 2``
+diffs, commands (drop, rename, dropDatabase) and collection UUIDs. No server."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import bson
+import pytest
+from bson.binary import Binary, UuidRepresentation
+from bson.timestamp import Timestamp
+
+from mongosnap import PointInTimeUnavailable
+from mongosnap.oplog.position import Ts
+from mongosnap.pipelines.undo_images import Timeline, id_key
+
+NS = "shop.orders"
+UI = Binary.from_uuid(uuid.uuid4(), UuidRepresentation.STANDARD)
+
+
+def _entry(t: int, op: str, o: dict[str, Any], o2: Any = None, **extra: Any) -> bytes:
+    doc: dict[str, Any] = {"ts": Timestamp(t, 1), "op": op, "ns": extra.pop("ns", NS), "o": o}
+    if o2 is not None:
+        doc["o2"] = {"_id": o2}
+    return bson.encode({**doc, **extra})
+
+
+def _timeline(*entries: bytes) -> Timeline:
+    """Archive consistent at 100; window [200, 300]."""
+    timeline = Timeline("shop", "orders", Ts(100, 1), Ts(200, 0), Ts(300, 0))
+    for entry in entries:
+        timeline.add(entry)
+    return timeline
+
+
+def test_v2_diffs_give_the_pre_and_post_images() -> None:
+    archived = bson.encode({"_id": 1, "qty": 5, "tags": ["a"]})
+    timeline = _timeline(
+        _entry(150, "u", {"$v": 2, "diff": {"u": {"qty": 6}}}, 1, ui=UI),
+        _entry(250, "u", {"$v": 2, "diff": {"d": {"tags": False}, "u": {"qty": 0}}}, 1, ui=UI),
+        _entry(260, "d", {"_id": 2}, ui=UI),
+        _entry(350, "u", {"$v": 2, "diff": {"u": {"qty": 9}}}, 2, ui=UI),
+    )
+    assert timeline.touched() == [id_key(1), id_key(2)]
+    one = timeline.images(id_key(1), archived)
+    assert bson.decode(one.pre or b"") == {"_id": 1, "qty": 6, "tags": ["a"]}
+    assert bson.decode(one.post or b"") == {"_id": 1, "qty": 0}
+    assert one.kind == "updated" and not one.later
+    two = timeline.images(id_key(2), bson.encode({"_id": 2, "qty": 1}))
+    assert two.kind == "deleted" and two.later and two.post is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"drop": "orders"},
+        {"renameCollection": "shop.orders", "to": "shop.old"},
+        {"renameCollection": "shop.new", "to": "shop.orders", "dropTarget": True},
+        {"dropDatabase": 1},
+    ],
+)
+def test_a_drop_or_rename_since_the_archive_is_refused(command: dict[str, Any]) -> None:
+    with pytest.raises(PointInTimeUnavailable, match="another incarnation"):
+        _timeline(_entry(180, "c", command, ns="shop.$cmd"))
+
+
+def test_commands_on_other_collections_and_before_the_archive_are_not() -> None:
+    _timeline(
+        _entry(50, "c", {"drop": "orders"}, ns="shop.$cmd"),  # before the archive
+        _entry(180, "c", {"drop": "carts"}, ns="shop.$cmd"),
+        _entry(190, "c", {"dropDatabase": 1}, ns="other.$cmd"),
+        _entry(195, "c", {"create": "orders"}, ns="shop.$cmd"),
+    )
+
+
+def test_two_collection_uuids_are_refused() -> None:
+    other = Binary.from_uuid(uuid.uuid4(), UuidRepresentation.STANDARD)
+    with pytest.raises(PointInTimeUnavailable, match="two collection UUIDs"):
+        _timeline(_entry(150, "i", {"_id": 1}, ui=UI), _entry(250, "i", {"_id": 2}, ui=other))
+
+
+def test_entries_inside_apply_ops_count() -> None:
+    nested = {"op": "d", "ns": NS, "o": {"_id": 7}}
+    timeline = _timeline(_entry(220, "c", {"applyOps": [nested]}, ns="admin.$cmd"))
+    assert timeline.touched() == [id_key(7)]
+    assert timeline.images(id_key(7), bson.encode({"_id": 7})).kind == "deleted"
+
+
+def test_an_insert_of_an_existing_id_means_another_incarnation() -> None:
+    timeline = _timeline(_entry(250, "i", {"_id": 1, "v": "new"}))
+    with pytest.raises(PointInTimeUnavailable, match="dropped and recreated"):
+        timeline.images(id_key(1), bson.encode({"_id": 1, "v": "old"}))
