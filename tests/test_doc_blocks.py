@@ -169,7 +169,10 @@ REWRITES: list[tuple[str, Callable[[Bed, re.Match[str]], str]]] = [
     (r"\b1796137200:14\b", lambda b, m: _target_ts(b)),
     # what runs until stopped
     (r"^mongosnap heal .* --interval \d+", lambda b, m: f"until_stopped 1 '' {m[0]}"),
-    (r"^mongosnap oplog (?!.*--list)\S+ \S+", lambda b, m: f"until_stopped 1 {READY} {m[0]}"),
+    # 3 s: the archived oplog must reach at least a second past the archive's
+    # consistent point, or no --to-time lies between them (a backup --oplog on
+    # FerretDB ends its window at the newest entry when it reads the oplog).
+    (r"^mongosnap oplog (?!.*--list)\S+ \S+", lambda b, m: f"until_stopped 3 {READY} {m[0]}"),
 ]
 
 
