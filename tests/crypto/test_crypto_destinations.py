@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import AgeCli
+from age_cli import AgeCli
 from helpers import Destination
 
 from mongosnap import ObjectNotFound, StorageError

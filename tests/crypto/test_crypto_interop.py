@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyrage
 import pytest
-from conftest import AgeCli
+from age_cli import AgeCli
 
 from mongosnap.crypto import (
     DecryptedView,

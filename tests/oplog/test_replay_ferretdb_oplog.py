@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import testbed as testbed_module  # scripts/testbed.py, loaded by tests/conftest.py
 from bson import Int64, ObjectId
 from bson.raw_bson import RawBSONDocument
-from conftest import testbed_module
 from pymongo import MongoClient
 
 from mongosnap.oplog import replay
