@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import Differs, UsageError
 from ._common import (
+    add_key_flags,
     add_output_flags,
     add_s3_flags,
     add_source_flags,
     database_name,
+    keys,
     s3_config,
     write_json,
 )
@@ -36,6 +38,7 @@ def register(commands: Any) -> None:
     p.add_argument("dest", metavar="DEST", help="s3://bucket[/prefix] or a directory")
     p.add_argument("words", metavar="[HOST] DATABASE A B", nargs="+", help=argparse.SUPPRESS)
     add_source_flags(p)
+    add_key_flags(p)
     add_s3_flags(p, writes=False)
     add_output_flags(p)
     p.set_defaults(run=run)
@@ -67,6 +70,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         source=source,
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
+        keys=keys(args),
     )
     _print(report, args, out)
     if not report.same:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._errors import DrillFailed, UsageError
 from ._common import (
     MAX_WORKERS,
+    add_key_flags,
     add_metrics_flags,
     add_output_flags,
     add_s3_flags,
@@ -16,6 +17,7 @@ from ._common import (
     collection_name,
     database_name,
     freeze_loaded,
+    keys,
     observed,
     s3_config,
     whole,
@@ -64,6 +66,7 @@ def register(commands: Any) -> None:
         help=f"concurrent insert batches per collection (default 4; 1 to {MAX_WORKERS})",
     )
     add_source_flags(p)
+    add_key_flags(p)
     add_s3_flags(p)
     add_output_flags(p)
     add_metrics_flags(p)
@@ -106,6 +109,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             ledger=ledger,
             state=state,
             warn=log.warning,
+            keys=keys(args),
         )
         metrics.record_drill(report)
         _print(report, args, out)

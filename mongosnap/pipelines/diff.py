@@ -23,8 +23,10 @@ from typing import Any
 from .._errors import ArchiveError, UsageError
 from ..catalog import ArchiveStatus, resolve
 from ..clients import MongoSource
+from ..encryption import Keys
 from ..source import Source
 from ..storage import S3Config, Storage, opened
+from . import sealed
 from .contents import (
     CollectionContents,
     Document,
@@ -181,36 +183,39 @@ async def diff(
     source: MongoSource | None = None,
     s3: S3Config | None = None,
     connect_timeout: float = 10.0,
+    keys: Keys | None = None,
 ) -> DiffReport:
     """Compare ``database`` on two sides: each an archive key (or ``latest``) at
-    ``destination``, or ``live`` (``database`` on ``source``). Reads only."""
+    ``destination``, or ``live`` (``database`` on ``source``). Reads only.
+    ``keys`` open encrypted archives (NoIdentity without them)."""
     started = time.monotonic()
     if LIVE in (a, b) and source is None:
         raise UsageError("comparing with 'live' needs the server (HOST or --uri)")
     async with opened(destination, s3) as storage:
         if source is None:
-            sides = [await _archive_side(storage, ref, database) for ref in (a, b)]
+            sides = [await _archive_side(storage, ref, database, keys) for ref in (a, b)]
         else:
             async with await Source.connect(source, connect_timeout=connect_timeout) as src:
-                sides = [await _side(storage, src, ref, database) for ref in (a, b)]
+                sides = [await _side(storage, src, ref, database, keys) for ref in (a, b)]
     (a_label, a_side), (b_label, b_side) = sides
     return compare(database, a_label, a_side, b_label, b_side, started)
 
 
 async def _side(
-    storage: Storage, src: Source, ref: str, database: str
+    storage: Storage, src: Source, ref: str, database: str, keys: Keys | None
 ) -> tuple[str, dict[str, CollectionContents]]:
     if ref == LIVE:
         return LIVE, await from_server(src, database)
-    return await _archive_side(storage, ref, database)
+    return await _archive_side(storage, ref, database, keys)
 
 
 async def _archive_side(
-    storage: Storage, ref: str, database: str
+    storage: Storage, ref: str, database: str, keys: Keys | None
 ) -> tuple[str, dict[str, CollectionContents]]:
     if ref == LIVE:
         raise UsageError("comparing with 'live' needs the server (HOST or --uri)")
     info = await resolve(storage, ref)
     if info.status is not ArchiveStatus.COMPLETE:
         raise ArchiveError(f"{info.key} is {info.status.value}: only complete archives compare")
-    return info.key, await from_archive(storage, info, database)
+    view, info = await sealed.unseal(storage, info, keys)  # a plain archive as it is
+    return info.key, await from_archive(view, info, database)

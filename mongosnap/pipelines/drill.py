@@ -34,10 +34,11 @@ from .._checks import name_list
 from .._errors import ArchiveError, DatabaseNotArchived, MongosnapError, NoBackupsFound, UsageError
 from ..catalog import ArchiveInfo, ArchiveStatus, newest_archives
 from ..clients import MongoSource
+from ..encryption import Keys
 from ..source import Source
 from ..storage import S3Config, Storage, opened
 from ..units import iso_utc
-from . import contents, diff, drills, pitr, scratch
+from . import contents, diff, drills, pitr, scratch, sealed
 from .engine import PARALLEL_COLLECTIONS, CollectionOutcome, Engine, Selection, Status
 from .ledger import StagingLedger
 
@@ -109,6 +110,7 @@ async def drill(
     ledger: StagingLedger | None = None,
     state: scratch.ScratchState | None = None,
     warn: Warn = log.warning,
+    keys: Keys | None = None,
 ) -> DrillReport:
     """Restore the newest complete archive of ``database`` into a scratch
     database on ``target``, check it, replay the archived oplog, drop it.
@@ -116,7 +118,10 @@ async def drill(
     Failures (a collection not restored, a mismatch, a replay that stopped)
     are in the report's ``failures``; nothing raises for them. ``record``
     writes the drill record that ``check --max-drill-age`` reads. ``ledger``
-    and ``state`` (optional) say what an interrupted drill left.
+    and ``state`` (optional) say what an interrupted drill left. ``keys`` open
+    an encrypted archive (and its encrypted oplog chunks); without them the
+    newest archive, if encrypted, stops the drill with NoIdentity rather than
+    let an older plain one stand for the backup.
     """
     ledger = ledger if ledger is not None else StagingLedger()
     state = state if state is not None else scratch.ScratchState()
@@ -124,7 +129,7 @@ async def drill(
     if scratch_db is not None and scratch_db == database:
         raise UsageError("the scratch database must not be the database drilled")
     async with opened(destination, s3) as storage:
-        info = await newest(storage, database)
+        view, info = await newest(storage, database, keys)
         async with await Source.connect(target, connect_timeout=connect_timeout) as src:
             for name in await scratch.sweep(src, database):
                 warn(f"dropped {name}, left by a drill that stopped")
@@ -137,7 +142,8 @@ async def drill(
             try:
                 await hold.claim()
                 state.claimed = True
-                await _run(report, storage, info, src, Selection(database, names), ledger, workers)
+                chosen = Selection(database, names)
+                await _run(report, view, info, src, chosen, ledger, workers, keys)
                 if compare_live:
                     await _drift(report, src, names)
             finally:
@@ -162,14 +168,20 @@ async def _released(hold: scratch.Scratch) -> str | None:
     return outcome[0]
 
 
-async def newest(storage: Storage, database: str) -> ArchiveInfo:
-    """The newest complete archive (with a manifest) holding ``database``."""
+async def newest(
+    storage: Storage, database: str, keys: Keys | None = None
+) -> tuple[Storage, ArchiveInfo]:
+    """The newest complete archive (with a manifest) holding ``database``, and
+    the storage to read it through (an encrypted one's plaintext view)."""
     seen = False
     async for info in newest_archives(storage):
         seen = True
-        manifest = info.manifest if info.status is ArchiveStatus.COMPLETE else None
-        if manifest is not None and database in manifest.databases:
-            return info
+        if info.status is not ArchiveStatus.COMPLETE:
+            continue
+        if info.encrypted and info.databases is not None and database in info.databases:
+            return await sealed.unseal(storage, info, keys)  # NoIdentity without keys
+        if info.manifest is not None and database in info.manifest.databases:
+            return storage, info
     if not seen:
         raise NoBackupsFound(f"no archive in {storage.url}")
     raise DatabaseNotArchived(f"no complete archive in {storage.url} holds {database}")
@@ -183,6 +195,7 @@ async def _run(
     chosen: Selection,
     ledger: StagingLedger,
     workers: int,
+    keys: Keys | None,
 ) -> None:
     engine = Engine(
         storage,
@@ -198,7 +211,7 @@ async def _run(
     restored_at = time.monotonic()
     await _check(report, storage, info, src, outcomes)
     checks_took = time.monotonic() - restored_at
-    await _replay(report, storage, engine, outcomes)
+    await _replay(report, storage, engine, outcomes, keys)
     report.rto_seconds = round(time.monotonic() - began - checks_took, 3)
 
 
@@ -278,7 +291,11 @@ def _index_problem(archived: dict[str, str], restored: dict[str, str]) -> str:
 
 
 async def _replay(
-    report: DrillReport, storage: Storage, engine: Engine, outcomes: list[CollectionOutcome]
+    report: DrillReport,
+    storage: Storage,
+    engine: Engine,
+    outcomes: list[CollectionOutcome],
+    keys: Keys | None,
 ) -> None:
     """The archive's oplog, then the chunks as far as they reach without a gap."""
     info = engine.info
@@ -286,9 +303,11 @@ async def _replay(
         return
     from .restore import _replay as replay_onto  # the oplog modules load only when needed
 
-    plan = await pitr.since(storage, info)
     restored = [o for o in outcomes if o.status is Status.RESTORED]
     try:
+        plan = await pitr.since(storage, info)
+        if plan is not None:
+            plan = await pitr.unlock(storage, plan, keys)
         replayed = await replay_onto(engine, restored, report.database, plan)
     except MongosnapError as exc:
         report.failures.append(f"oplog replay: {type(exc).__name__}: {exc}")
