@@ -1,20 +1,29 @@
 """The client's own ceiling: backup against the fake wire server, next to its floors.
 
     .venv/bin/python benchmarks/bench_client.py [--mb 200] [--rounds 3] [--case 1k 200b many]
+        [--collections 2000] [--many-documents 50] [--s3-endpoint URL --bucket B]
 
 For each case a fresh ``fakewire`` process serves a pre-generated corpus
 (``1k``: 4 collections of 1 KB documents; ``200b``: 4 of 200 B documents;
-``many``: 2,000 collections of 50 documents), so the server costs next to
-nothing and the figures are the client's. Contenders, alternated over the
-rounds so that drift hits them all alike, each its own process:
+``many``: ``--collections`` (2,000) collections of ``--many-documents`` (50)),
+so the server costs next to nothing and the figures are the client's.
+Contenders, alternated over the rounds so that drift hits them all alike,
+each its own process:
 
 - ``drain``            PyMongo AsyncMongoClient.find_raw_batches over every
                        collection, nothing else: the floor for any dump;
 - ``mongosnap-gzip``   ``mongosnap backup`` to a directory (default gzip);
 - ``mongosnap-zstd``   the same with ``--codec zstd``;
+- ``mongosnap-s3``     gzip to ``s3://BUCKET/bench`` on ``--s3-endpoint URL``
+                       (``--bucket``, which must exist; credentials from the
+                       standard AWS variables): the S3 path against a directory;
 - ``mongosnap-p1``     gzip with ``--parallel 1`` (one collection read at a time);
 - ``mongosnap-age``    gzip encrypted with ``--encrypt-to`` (one X25519 recipient):
                        the cost of encryption (docs/encryption.md);
+- ``no-listindexes``   mongosnap-gzip with ``Source.indexes`` answering the
+                       ``_id`` index without asking the server: not a valid
+                       backup, it prices the one command a backup sends per
+                       collection beyond the drain's ``find``;
 - ``baseline-gzip``    ``mongosnap backup`` from another source tree, when
                        $MONGOSNAP_BASELINE names one (e.g. ``git archive`` of
                        an older commit): before/after in one alternated run;
@@ -49,7 +58,6 @@ CASES = {  # name: (collections, document size); documents follow from --mb
     "200b": (4, 200),
     "many": (2000, 0),
 }
-MANY_DOCUMENTS = 50
 
 DRAIN = """
 import asyncio, sys
@@ -63,6 +71,16 @@ async def main(uri):
     await client.close()
     print(total)
 asyncio.run(main(sys.argv[1]))
+"""
+
+NO_LISTINDEXES = """
+import sys
+from mongosnap import source
+from mongosnap.cli import main
+async def indexes(self, database, collection):
+    return [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
+source.Source.indexes = indexes
+sys.exit(main())
 """
 
 
@@ -95,10 +113,14 @@ def measure(argv: list[str]) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def contenders(uri: str, out: Path) -> dict[str, list[str]]:
+def contenders(uri: str, out: Path, args: argparse.Namespace) -> dict[str, list[str]]:
     python = sys.executable
     backup = [python, "-m", "mongosnap", "backup", str(out), "--uri", uri, "bench", "-q"]
+    s3 = [python, "-m", "mongosnap", "backup", f"s3://{args.bucket}/bench", "--uri", uri]
+    s3 += ["bench", "-q", "--endpoint-url", str(args.s3_endpoint), "--addressing-style", "path"]
     return {
+        "mongosnap-s3": s3,
+        "no-listindexes": [python, "-c", NO_LISTINDEXES, *backup[3:]],
         "drain": [python, "-c", DRAIN, uri],
         "mongosnap-gzip": backup,
         "mongosnap-zstd": [*backup, "--codec", "zstd"],
@@ -137,9 +159,12 @@ def byte_compile() -> None:
         compileall.compile_dir(tree, quiet=1)
 
 
-def run_case(name: str, mb: float, rounds: int, only: list[str]) -> None:
+def run_case(name: str, args: argparse.Namespace) -> None:
+    mb, rounds, only = args.mb, args.rounds, args.only
     collections, size = CASES[name]
-    documents = MANY_DOCUMENTS if size == 0 else int(mb * 1e6 / size / collections)
+    if size == 0:
+        collections = args.collections
+    documents = args.many_documents if size == 0 else int(mb * 1e6 / size / collections)
     size = size or 1024
     print(f"\n## {name}: {collections} collections x {documents} documents of ~{size} B")
     with (
@@ -148,7 +173,7 @@ def run_case(name: str, mb: float, rounds: int, only: list[str]) -> None:
     ):
         out = Path(tmp)
         commands = {
-            k: v for k, v in contenders(server.uri, out).items() if k == "drain" or k in only
+            k: v for k, v in contenders(server.uri, out, args).items() if k == "drain" or k in only
         }
         measure(commands["drain"])  # the server encodes each reply once: warm it
         runs = {label: Runs() for label in commands}
@@ -186,6 +211,8 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=200, help="BSON per case (1k, 200b)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--case", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--collections", type=int, default=2000, help="collections (many)")
+    parser.add_argument("--many-documents", type=int, default=50, help="documents each (many)")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -198,11 +225,15 @@ def main() -> None:
         ],
         help="contenders besides the drain (PYTHONPATH=DIR runs another mongosnap tree)",
     )
+    parser.add_argument("--s3-endpoint", help="S3 server for mongosnap-s3")
+    parser.add_argument("--bucket", default="bench", help="existing bucket for mongosnap-s3")
     args = parser.parse_args()
+    if "mongosnap-s3" in args.only and not args.s3_endpoint:
+        parser.error("mongosnap-s3 needs --s3-endpoint")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     byte_compile()
     for name in args.case:
-        run_case(name, args.mb, args.rounds, args.only)
+        run_case(name, args)
 
 
 if __name__ == "__main__":
