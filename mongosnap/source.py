@@ -195,6 +195,42 @@ class Source:
             raise
         return found
 
+    @classmethod
+    async def connect_pinned(
+        cls, source: MongoSource, read_preference: str, *, connect_timeout: float = DEFAULT_TIMEOUT
+    ) -> Source:
+        """A Source connected directly to one member that ``read_preference``
+        chooses, so that every command reaches it: a cursor driven by raw
+        find/getMore commands (the oplog reader) must stay on the member that
+        opened it, which a per-command read preference does not promise.
+
+        The member is chosen once, by a ping under that read preference (which
+        waits up to ``connect_timeout`` for one: ServerUnreachable if none
+        matches). Needs a ``mongodb://`` URI or host (the direct connection is
+        built from it); a client object or a ``mongodb+srv://`` URI is a UsageError.
+        """
+        check_read_preference(read_preference)
+        if not isinstance(source, str):
+            raise UsageError("a read preference for the oplog needs a URI or host, not a client")
+        uri = to_uri(source)
+        if not uri.startswith("mongodb://"):
+            raise UsageError(
+                "a read preference for the oplog needs a mongodb:// URI naming the hosts"
+            )
+        async with await cls.connect(source, connect_timeout=connect_timeout) as seed:
+            host, port = await seed._member(read_preference)
+        log.info("reading from %s:%d, chosen by read preference %s", host, port, read_preference)
+        return await cls.connect(_direct_uri(uri, host, port), connect_timeout=connect_timeout)
+
+    async def _member(self, read_preference: str) -> tuple[str, int]:
+        mode = READ_PREFERENCES[read_preference]
+        with self._translate("admin"):  # waits until a member matches, or times out
+            await self._client.admin.command("ping", read_preference=mode)
+        members = self._client.topology_description.apply_selector(mode)
+        if not members:
+            raise ServerUnreachable(f"no member of {self.hosts} matches {read_preference}")
+        return members[0].address  # type: ignore[no-any-return]
+
     async def aclose(self) -> None:
         if self._owned:
             await self._client.close()
@@ -613,6 +649,19 @@ def _check_timeout(seconds: object) -> None:
         raise UsageError(
             f"connect_timeout must be seconds, more than 0 and at most {MAX_TIMEOUT:g}"
         )
+
+
+def _direct_uri(uri: str, host: str, port: int) -> str:
+    """``uri`` with its host list replaced by one member and directConnection=true."""
+    scheme, rest = uri.split("://", 1)
+    authority, _, tail = rest.partition("/")
+    userinfo, at, _hosts = authority.rpartition("@")
+    path, _, query = tail.partition("?")
+    options = [o for o in query.split("&") if o and not o.lower().startswith("directconnection=")]
+    member = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{scheme}://{userinfo}{at}{member}/{path}?" + "&".join(
+        [*options, "directConnection=true"]
+    )
 
 
 def _open_client(source: str, connect_timeout: float) -> Any:

@@ -10,6 +10,7 @@ server drivers send no read preference and every mode reads from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -98,3 +99,99 @@ async def test_an_unknown_mode_is_a_usage_error(mongo_uri: str, tmp_path: Path) 
         await backup(mongo_uri, str(tmp_path), database="x", read_preference="secondaryish")
     done = run_cli("backup", str(tmp_path), "localhost", "x", "--read-preference", "tertiary")
     assert done.returncode == 2
+
+
+# -- oplog --read-preference: one member, chosen once, read through a direct connection
+
+
+def test_the_direct_uri_names_one_member_and_keeps_the_rest() -> None:
+    from mongosnap.source import _direct_uri
+
+    uri = "mongodb://u:p%40ss@h1:1,h2:2/admin?replicaSet=rs0&directConnection=false&tls=true"
+    assert _direct_uri(uri, "h2", 2) == (
+        "mongodb://u:p%40ss@h2:2/admin?replicaSet=rs0&tls=true&directConnection=true"
+    )
+    assert _direct_uri("mongodb://h1", "h1", 27017) == "mongodb://h1:27017/?directConnection=true"
+    assert _direct_uri("mongodb://[::1]:5/", "::1", 5) == "mongodb://[::1]:5/?directConnection=true"
+
+
+@pytest.mark.parametrize("mode", ["secondaryPreferred", "nearest"])
+async def test_the_oplog_reader_is_pinned_to_the_member_the_mode_chose(
+    mode: str, mongo_oplog_uri: str
+) -> None:
+    from mongosnap.oplog.tail import bound
+    from mongosnap.source import Source
+
+    uri = mongo_oplog_uri.rstrip("/") + "/?replicaSet=rs0"
+    src = await Source.connect_pinned(uri, mode, connect_timeout=5)
+    try:
+        description = src._client.topology_description
+        assert description.topology_type_name == "Single"  # a direct connection
+        [server] = description.server_descriptions()
+        assert f"{server[0]}:{server[1]}" == src.hosts
+        assert await bound(src, newest=True) is not None  # it reads the oplog there
+    finally:
+        await src.aclose()
+
+
+def test_oplog_with_a_mode_no_member_serves_exits_11(mongo_oplog_uri: str, tmp_path: Path) -> None:
+    uri = mongo_oplog_uri.rstrip("/") + "/?replicaSet=rs0"
+    done = run_cli(
+        "oplog", str(tmp_path / "dest"), "--uri", uri, "--read-preference", "secondary",
+        "--connect-timeout", "1",
+    )  # fmt: skip
+    assert done.returncode == 11, done.stderr
+    assert "matches the read preference" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_oplog_read_preference_refusals(tmp_path: Path) -> None:
+    from mongosnap.source import Source
+
+    listed = run_cli("oplog", str(tmp_path), "--list", "--read-preference", "nearest")
+    assert listed.returncode == 2 and "--list takes only DEST" in listed.stderr
+    with pytest.raises(UsageError, match="mongodb:// URI"):
+        import asyncio
+
+        asyncio.run(Source.connect_pinned("mongodb+srv://cluster.example/", "nearest"))
+
+
+async def test_the_archiver_archives_through_the_pinned_member(
+    replica_database: tuple[str, str], tmp_path: Path
+) -> None:
+    """End to end: archive_oplog with a read preference writes a chunk holding
+    a write made after it started."""
+    import asyncio
+
+    from mongosnap.oplog.archiver import archive_oplog
+
+    uri, name = replica_database
+    written = asyncio.Event()
+    chunks: list[int] = []
+
+    def chunk(info: object) -> None:
+        chunks.append(getattr(info, "count", 0))
+        written.set()
+
+    task = asyncio.create_task(
+        archive_oplog(
+            uri, str(tmp_path / "dest"), interval=0.3, start="now", settle=0,
+            read_preference="nearest", on_chunk=chunk,
+        )
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # the reader is ready once it has read the newest entry
+            if task.done():
+                break
+            with MongoClient(uri) as client:
+                client[name].late.insert_one({"after": True})
+            try:
+                await asyncio.wait_for(written.wait(), 0.5)
+                break
+            except TimeoutError:
+                continue
+        assert written.is_set(), task.exception() if task.done() else "no chunk"
+        assert sum(chunks) >= 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

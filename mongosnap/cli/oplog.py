@@ -13,6 +13,7 @@ from ._common import (
     add_file_mode_flag,
     add_lock_flags,
     add_output_flags,
+    add_read_preference_flag,
     add_s3_flags,
     add_source_flags,
     destination,
@@ -93,6 +94,7 @@ def register(commands: Any) -> None:
     )
     add_tripwire_flags(p)
     add_encrypt_flags(p)
+    add_read_preference_flag(p)
     add_source_flags(p)
     add_s3_flags(p)
     add_lock_flags(p, "each chunk and its sidecar")
@@ -142,7 +144,14 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..oplog.archiver import list_oplog  # imported on use: keeps --help fast
 
     if args.list:
-        if args.host or args.extra or args.uri or args.tripwire or args.on_trip:
+        if (
+            args.host
+            or args.extra
+            or args.uri
+            or args.tripwire
+            or args.on_trip
+            or args.read_preference
+        ):
             raise UsageError("--list takes only DEST")
         _print(await list_oplog(args.dest, s3=s3_config(args)), args.json, out)
         return 0
@@ -192,6 +201,7 @@ async def _archive(
         tripwires=tripwires,
         **locking,
         encryption=encryption(args),
+        read_preference=args.read_preference,
     )
 
 

@@ -99,6 +99,7 @@ async def archive_oplog(
     lock_for: timedelta | None = None,
     lock_mode: str = "governance",
     encryption: Encryption | None = None,
+    read_preference: str | None = None,
 ) -> None:
     """Archive the oplog of ``source`` into ``destination``/oplog/ until cancelled.
 
@@ -114,7 +115,9 @@ async def archive_oplog(
     (tripwire.py); their ``shrink`` rules get the counts of the newest archives
     at ``destination``. ``lock_for``: each chunk, its sidecar
     and each gap record are locked with S3 Object Lock for that long from
-    their writing (``lock_mode`` as for backup). ``encryption``: each chunk is an age
+    their writing (``lock_mode`` as for backup). ``read_preference``: the
+    member the oplog is read from, chosen once per connection and read through
+    a direct connection (Source.connect_pinned). ``encryption``: each chunk is an age
     file ``….bson.gz.age`` with a clear sidecar (docs/encryption.md). Never
     returns normally.
     """
@@ -136,7 +139,12 @@ async def archive_oplog(
     async with opened(destination, s3) as storage:
         await storage.check()
         policy = await lock_policy(storage, lock_for, lock_mode)
-        async with await Source.connect(source, connect_timeout=connect_timeout) as src:
+        connecting = (
+            Source.connect(source, connect_timeout=connect_timeout)
+            if read_preference is None
+            else Source.connect_pinned(source, read_preference, connect_timeout=connect_timeout)
+        )
+        async with await connecting as src:
             job = _Archiver(src, storage, get_codec(codec), interval, max_bytes, on_chunk)
             job.policy = policy
             job.recipients = recipients
