@@ -21,11 +21,14 @@ COPY_PART = 1 << 30
 
 
 async def splice(storage: Storage, key: str, head: bytes, source: str, start: int) -> ObjectInfo:
-    """Create key as ``head + source[start:]``; ObjectExists if key exists."""
-    from .s3 import S3Storage
+    """Create key as ``head + source[start:]``; ObjectExists if key exists.
 
-    if isinstance(storage, S3Storage):
-        return await storage.splice(key, head, source, start)
+    A storage that splices on the server (S3: UploadPartCopy) does it itself;
+    asked by its method, so this module imports no backend (no import cycle)."""
+    native = getattr(storage, "splice", None)
+    if native is not None:
+        result: ObjectInfo = await native(key, head, source, start)
+        return result
     writer = storage.open_writer(key)
     try:
         await writer.write(head)
