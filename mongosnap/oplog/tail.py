@@ -333,6 +333,9 @@ class OplogTail:
                 yield event
         if settled is not None:
             self.horizon = settled if self.horizon is None else max(self.horizon, settled)
+            # The entries up to the new horizon may be written now, not after the
+            # next getMore (a whole oplog scan on FerretDB): an event to act on.
+            yield Batch([], [])
 
     def _accept(self, docs: list[Any]) -> Iterable[Batch | Gap]:
         entries: list[bytes] = []
