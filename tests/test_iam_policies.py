@@ -17,10 +17,12 @@ MongoDB server's clock with it).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,7 +73,11 @@ def _start_moto(*wrapper: str) -> tuple[subprocess.Popen[bytes], str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     argv = [*wrapper, sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group: faketime runs moto as its child, and stopping
+    # faketime alone would leave moto running.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -82,8 +88,19 @@ def _start_moto(*wrapper: str) -> tuple[subprocess.Popen[bytes], str]:
             if proc.poll() is not None:
                 break
             time.sleep(0.1)
-    proc.kill()
+    _stop_group(proc)
     raise RuntimeError(f"moto under {wrapper} did not start")
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process and its children (faketime's moto), then wait."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 # Runs several commands in one interpreter (each as ``mongosnap ARGS`` would,
@@ -253,8 +270,7 @@ def scenario(testbed: Any, mongo_uri: str, tmp_path_factory: Any) -> Iterator[Sc
         admin.drop_database(restored)
         admin.close()
         testbed.stop_server(oplog_server)
-        faked_moto.terminate()
-        faked_moto.wait(timeout=30)
+        _stop_group(faked_moto)
 
 
 def _archive_oplog(sc: Scenario, dest: str, uri: str) -> None:
