@@ -285,3 +285,23 @@ def uploads(dest: Destination) -> list[str]:
     listed = cli(dest, "list", dest.url, "--uploads", "--json")
     assert listed.returncode == 0, listed.stderr
     return [u["key"] for u in json.loads(listed.stdout)]
+
+
+def test_a_drill_from_a_clock_ahead_vouches_only_for_when_it_ran(
+    dest: Destination, mongo_uri: str, new_database: str
+) -> None:
+    grow_to(mongo_uri, new_database, 10)
+    backup(dest, mongo_uri, new_database)
+    drilled = cli(dest, "drill", dest.url, host_of(mongo_uri), new_database, ahead="+30d")
+    assert drilled.returncode == 0, drilled.stderr
+    check = ["check", dest.url, new_database, "--max-drill-age", "8d", "--json"]
+
+    # today the drill is fresh: it ran just now, whatever its record's name says
+    today = cli(dest, *check)
+    assert today.returncode == OK, today.stdout
+    # nine days on, it ran nine days ago: no passed drill within 8 days, though
+    # the record is named three weeks later still
+    later = cli(dest, *check, ahead="+9d")
+    assert later.returncode == CRITICAL, later.stdout
+    assert "no restore drill passed within" in json.loads(later.stdout)["message"]
+    assert "the drilling host's clock ran ahead" in later.stderr

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import units
 from .._errors import MongosnapError
-from ..storage import Storage
+from ..archive.manifest import CLOCK_TOLERANCE
+from ..storage import ObjectInfo, Storage
 
 log = logging.getLogger("mongosnap.drill")
 
@@ -85,8 +87,8 @@ async def newest_passed(
 ) -> tuple[DrillRecord | None, DrillRecord | None]:
     """(the newest drill of ``database`` that passed since ``since``, the newest
     drill at all); a record that cannot be read does not count, with a warning."""
-    keys = [o.key async for o in storage.list(folder(database))]
-    dated = sorted(((t, k) for k in keys if (t := record_time(k)) is not None), reverse=True)
+    listed = [o async for o in storage.list(folder(database))]
+    dated = sorted(((t, o.key) for o in listed if (t := _dated(o)) is not None), reverse=True)
     latest = None
     for when, key in dated:
         if when < since and latest is not None:
@@ -100,6 +102,25 @@ async def newest_passed(
         if when < since:
             break
     return None, latest
+
+
+def _dated(obj: ObjectInfo) -> datetime | None:
+    """When the drill ended: its name's time, unless the storage stored it
+    earlier than that (the drilling host's clock ran ahead): then the
+    storage's time, so a record from the future never vouches for a drill."""
+    when = record_time(obj.key)
+    if when is None or obj.modified is None:
+        return when
+    stored = obj.modified.astimezone(UTC)
+    if when - stored <= CLOCK_TOLERANCE:
+        return when
+    log.warning(
+        "drill record %s is named %s after the storage stored it (the drilling host's clock"
+        " ran ahead); dated by the storage's clock",
+        obj.key,
+        units.duration(when - stored),
+    )
+    return stored
 
 
 async def _read(storage: Storage, key: str, when: datetime) -> DrillRecord | None:
