@@ -7,6 +7,7 @@ import io
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -177,10 +178,15 @@ def tar_members(archive: bytes, mode: str = "r:*") -> dict[str, bytes]:
     return out
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m mongosnap ARGS`` as an operator would; text output captured."""
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, faked: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mongosnap ARGS`` as an operator would; text output captured.
+
+    ``faked``: under ``faketime -f FAKED`` (a host whose clock is off)."""
+    clock = [shutil.which("faketime") or "faketime", "-f", faked] if faked else []
     return subprocess.run(
-        [sys.executable, "-m", "mongosnap", *args],
+        [*clock, sys.executable, "-m", "mongosnap", *args],
         capture_output=True,
         text=True,
         timeout=120,

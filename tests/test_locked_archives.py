@@ -174,3 +174,28 @@ async def test_copy_locks_what_it_writes(
         head = client.head_object(Bucket=bucket, Key=name)
         assert head["ObjectLockMode"] == "GOVERNANCE"
         assert head["ObjectLockRetainUntilDate"] >= before + timedelta(days=2)
+
+
+def test_a_host_clock_behind_never_shortens_a_lock(
+    testbed: Any, new_locked_bucket: Any, mongo_uri: str, new_database: str
+) -> None:
+    # moto only: versitygw refuses requests signed two days off (RequestTimeTooSkewed)
+    endpoint = testbed.s3["moto"]
+    seed(mongo_uri, new_database, {"users": 20})
+    bucket = new_locked_bucket(endpoint)
+    env, flags = _cli_env(endpoint)
+    before = datetime.now(UTC)
+    done = run_cli(
+        "backup", f"s3://{bucket}/nightly", "--uri", mongo_uri, new_database,
+        "--lock-days", "1", "--json", *flags, env=env, faked="-2d",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "locks are dated by the storage's clock" in done.stderr
+    key = "nightly/" + json.loads(done.stdout)["archive_key"]
+    for name in (key, manifest_key(key)):
+        until = s3_client(endpoint).head_object(Bucket=bucket, Key=name)[
+            "ObjectLockRetainUntilDate"
+        ]
+        # a day from now by the storage's clock, not a day from two days ago
+        assert before + timedelta(days=1) - timedelta(seconds=2) <= until
+        assert until <= datetime.now(UTC) + timedelta(days=1)

@@ -8,15 +8,24 @@ and their gap records); a name claim is not, since the backup deletes it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .. import units
 from .._errors import ObjectNotFound, UsageError
 from ..storage import Retention, Storage
 from ..storage.base import LockMode
 
+log = logging.getLogger("mongosnap.lock")
+
 MODES: dict[str, LockMode] = {"governance": "GOVERNANCE", "compliance": "COMPLIANCE"}
+
+
+SKEW_NOTICED = timedelta(seconds=2)
+"""A storage clock this far ahead of the host's lengthens every lock (the
+``Date`` header has one-second resolution, and a request takes time)."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +34,17 @@ class LockPolicy:
 
     period: timedelta
     mode: LockMode
+    storage_ahead: timedelta = timedelta(0)
+    """How far the storage's clock ran ahead of this host's (never negative)."""
 
     def retention(self) -> Retention:
-        """The lock of an object written now."""
-        return Retention(datetime.now(UTC).replace(microsecond=0) + self.period, self.mode)
+        """The lock of an object written now.
+
+        S3 enforces the lock by its own clock: from a host whose clock runs
+        behind, "now + period" would end early, or before it began. So now
+        is the later of the two clocks: a lock is never shorter than asked."""
+        now = datetime.now(UTC) + self.storage_ahead
+        return Retention(now.replace(microsecond=0) + self.period, self.mode)
 
 
 async def lock_policy(
@@ -49,8 +65,22 @@ async def lock_policy(
     check = getattr(storage, "check_lock", None)
     if check is None:
         raise UsageError(f"{storage.url} cannot lock objects: only S3 buckets with Object Lock can")
-    await check()
-    return LockPolicy(lock_for, mode)
+    server_now = await check()
+    return LockPolicy(lock_for, mode, _storage_ahead(storage, server_now))
+
+
+def _storage_ahead(storage: Storage, server_now: datetime | None) -> timedelta:
+    if server_now is None:
+        return timedelta(0)
+    ahead = server_now - datetime.now(UTC)
+    if ahead <= SKEW_NOTICED:
+        return timedelta(0)
+    log.warning(
+        "this host's clock runs %s behind %s's: locks are dated by the storage's clock",
+        units.duration(ahead),
+        storage.url,
+    )
+    return ahead
 
 
 def locked(retention: Retention | None) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -205,8 +207,9 @@ class S3Client:
 
     # -- object lock ---------------------------------------------------------------
 
-    async def check_lock(self) -> None:
-        """Raise LockUnavailable unless the bucket has Object Lock enabled.
+    async def check_lock(self) -> datetime | None:
+        """Raise LockUnavailable unless the bucket has Object Lock enabled; the
+        server's clock (its ``Date`` header), or None when it gave none.
 
         Credentials that may not read the bucket's lock configuration (a policy
         without s3:GetBucketObjectLockConfiguration) get a warning instead:
@@ -222,11 +225,12 @@ class S3Client:
             if not isinstance(error, AccessDenied) and not is_not_implemented(exc):
                 raise error from exc
             log.warning("cannot read the Object Lock configuration of %s: %s", self.url, error)
-            return
+            return server_date(getattr(exc, "response", {}))
         except TRANSPORT_ERRORS as exc:
             raise self.error(exc, None) from exc
         if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             raise LockUnavailable(self._no_lock())
+        return server_date(answer)
 
     def _no_lock(self) -> str:
         return (
@@ -350,3 +354,14 @@ class S3Client:
         self.config = legacy.applied(cfg)
         log.info("S3 credentials: from %s", legacy.path)
         return legacy
+
+
+def server_date(response: Mapping[str, Any]) -> datetime | None:
+    """The ``Date`` header of a botocore response, as an aware datetime."""
+    header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not isinstance(header, str):
+        return None
+    try:
+        return parsedate_to_datetime(header).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None

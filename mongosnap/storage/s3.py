@@ -78,9 +78,10 @@ class S3Storage:
         """The aiobotocore client, created on first use in the running loop."""
         return await self._s3.client()
 
-    async def check_lock(self) -> None:
-        """Raise LockUnavailable unless the bucket has Object Lock enabled."""
-        await self._s3.check_lock()
+    async def check_lock(self) -> datetime | None:
+        """Raise LockUnavailable unless the bucket has Object Lock enabled; the
+        server's clock when it said (its ``Date``)."""
+        return await self._s3.check_lock()
 
     async def check(self) -> None:
         # A one-key listing under the prefix, not HeadBucket: HeadBucket needs
