@@ -14,7 +14,8 @@
     │   ├── ObjectNotFound              23
     │   ├── ObjectExists                24  a writer never overwrites
     │   ├── ObjectArchived              25  in an archive tier (Glacier): restore it first
-    │   └── LockUnavailable             26  objects cannot be locked there (no S3 Object Lock)
+    │   ├── LockUnavailable             26  objects cannot be locked there (no S3 Object Lock)
+    │   └── DestinationBusy             27  another run holds the destination (a rekey)
     ├── ArchiveError                    30  an archive fails its checks
     │   ├── CorruptArchive              31  bad checksum, count, gzip/zstd or tar data
     │   ├── TruncatedArchive            32
@@ -118,6 +119,13 @@ class LockUnavailable(StorageError):
     bucket is created, or by AWS support), or a server refusing the lock."""
 
     exit_code = 26
+
+
+class DestinationBusy(StorageError):
+    """Another run holds the destination for work that must not run twice at
+    once (a rekey): its lock object under ``locks/`` is fresh."""
+
+    exit_code = 27
 
 
 class ArchiveError(MongosnapError):

@@ -8,6 +8,7 @@ a storage that raises at one chosen request, on the real backends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -23,10 +24,11 @@ from pymongo import MongoClient
 from test_json_schemas import check as check_schema
 
 import mongosnap
-from mongosnap import Encryption, Keys, NoIdentity
+from mongosnap import DestinationBusy, Encryption, Keys, NoIdentity
 from mongosnap.catalog import ArchiveStatus, list_archives
 from mongosnap.crypto.header import Header
 from mongosnap.crypto.keys import X25519Identity
+from mongosnap.pipelines import runlock
 from mongosnap.pipelines.leftovers import REKEY_COPY, find_leftovers, remove_stale_leftovers
 from mongosnap.pipelines.rekey import rekey
 from mongosnap.storage import Storage, opened
@@ -87,6 +89,10 @@ async def _backup(uri: str, dest: Destination, database: str, recipient: str) ->
         uri, dest.url, database=database, s3=dest.s3, encryption=Encryption([recipient])
     )
     return report.archive_key
+
+
+def _stored(dest: Destination) -> list[str]:
+    return list(dest.keys())
 
 
 def _copies(dest: Destination) -> list[str]:
@@ -254,3 +260,86 @@ def test_rekey_refusals(tmp_path: Path, keys: dict[str, tuple[Path, str]]) -> No
         done = run_cli(*argv)
         assert done.returncode == code, (argv, done.stderr)
         assert needle in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["local", "moto"])
+async def test_a_second_rekey_of_a_destination_is_refused_while_one_runs(
+    mongo_uri: str,
+    database: str,
+    keys: dict[str, tuple[Path, str]],
+    testbed: Any,
+    new_bucket: Any,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    dest = make_destination(kind, tmp_path, testbed, new_bucket)
+    (a_file, a), (_, b) = keys["a"], keys["b"]
+    archive = await _backup(mongo_uri, dest, database, a)
+    old = dest.get(_object_key(dest, archive))
+    argv = ["rekey", dest.url, "--all", "--identity", str(a_file), "--encrypt-to", b]
+    async with opened(dest.url, dest.s3) as storage, runlock.holding(storage, "rekey"):
+        busy = run_cli(*argv, env=subprocess_env(dest))
+        assert busy.returncode == 27, busy.stderr  # DestinationBusy
+        assert "another rekey of" in busy.stderr and "Traceback" not in busy.stderr
+        assert dest.get(_object_key(dest, archive)) == old and not _copies(dest)
+        held = [k for k in _stored(dest) if "locks/rekey-" in k]
+        assert len(held) == 1  # the refused run removed its own lock, not ours
+    assert not [k for k in _stored(dest) if "locks/" in k]  # the holder's is gone too
+    done = run_cli(*argv, "--json", env=subprocess_env(dest))
+    assert done.returncode == 0, done.stderr
+    assert [r["recipients"] for r in json.loads(done.stdout)["archives"]] == [2]
+    assert not [k for k in _stored(dest) if "locks/" in k]
+
+
+async def test_two_runs_taking_the_lock_at_once_never_both_hold_it(tmp_path: Path) -> None:
+    from mongosnap.storage import LocalStorage
+
+    inside: list[str] = []
+    overlaps = 0
+
+    async def one(storage: Storage, name: str) -> bool:
+        nonlocal overlaps
+        try:
+            async with runlock.holding(storage, "rekey"):
+                inside.append(name)
+                overlaps += len(inside) > 1
+                await asyncio.sleep(0.01)
+                inside.remove(name)
+                return True
+        except DestinationBusy:
+            return False
+
+    for _ in range(50):
+        first, second = LocalStorage(tmp_path), LocalStorage(tmp_path)
+        await asyncio.gather(one(first, "a"), one(second, "b"))
+        assert not list(tmp_path.glob("locks/*"))
+    assert overlaps == 0
+
+
+async def test_a_stale_lock_is_removed_and_a_live_one_refreshed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mongosnap.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    dead = locks / "rekey-20261201T000000000-0123456789ab.json"
+    dead.write_text("{}")
+    long_ago = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    os.utime(dead, (long_ago, long_ago))
+    (locks / "rekey-nonsense.json").write_text("{}")  # not a lock: left alone
+    monkeypatch.setattr(runlock, "REFRESH", timedelta(seconds=0.05))
+
+    def stored() -> list[str]:  # not the temporary file of a write under way
+        return sorted(p.name for p in locks.iterdir() if not p.name.startswith("."))
+
+    async with runlock.holding(storage, "rekey"):
+        first = stored()
+        await asyncio.sleep(0.5)
+        later = stored()
+    assert dead.name not in first and "rekey-nonsense.json" in first
+    ours = [n for n in later if n != "rekey-nonsense.json"]
+    # refreshed: a new object (with, for an instant, the old one not yet deleted)
+    assert 1 <= len(ours) <= 2 and ours[-1] not in first
+    assert stored() == ["rekey-nonsense.json"]

@@ -41,6 +41,12 @@ def register(commands: Any) -> None:
         help="remove this recipient: an age1... whose identity is given with --identity, or a"
         " KMS key id (repeatable)",
     )
+    p.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="remove another rekey's lock first (only when no other rekey of DEST is running:"
+        " a killed rekey's lock goes stale by itself after 45 minutes)",
+    )
     add_s3_flags(p)
     add_output_flags(p)
     p.set_defaults(run=run)
@@ -66,6 +72,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         add=add,
         remove=args.remove_recipient,
         s3=s3_config(args),
+        break_lock=args.break_lock,
     )
     if args.json:
         write_json(report.to_dict(), out)

@@ -32,6 +32,7 @@ from ..encryption import Encryption, Keys, check_recipients
 from ..storage import S3Config, Storage, opened
 from ..storage.splice import splice
 from .leftovers import REKEY_COPY, REKEY_SUFFIX, Leftover
+from .runlock import holding
 from .sealed import MAX_SEALED_BYTES
 
 log = logging.getLogger("mongosnap.rekey")
@@ -88,11 +89,14 @@ async def rekey(
     add: Encryption | None = None,
     remove: Sequence[str] = (),
     s3: S3Config | None = None,
+    break_lock: bool = False,
 ) -> RekeyReport:
     """Add the recipients of ``add`` to, and drop the recipients ``remove``
     (an ``age1…`` whose identity is among ``keys``, or a KMS key id) from, the
     named encrypted archives (``every``: all complete ones). ``keys`` open them.
 
+    Holds the destination's rekey lock (pipelines/runlock.py: DestinationBusy
+    while another rekey runs; ``break_lock`` removes the others' locks).
     Finishes any interrupted swap first. Raises UsageError (nothing to do, an
     archive that is not encrypted), NoIdentity, ForeignArchive, CorruptArchive
     or a StorageError; archives already done stay done.
@@ -105,10 +109,13 @@ async def rekey(
     change = await _change(identities, add, remove)
     async with opened(destination, s3) as storage:
         await storage.check()
-        report = RekeyReport(storage.url, finished=await finish_interrupted(storage))
-        for info in await _chosen(storage, archives, every):
-            report.archives.append(await _rekey_one(storage, info, identities, change))
-            log.info("rekeyed %s", info.key)
+        # one rekey at a time: a second would take the first's temporary
+        # objects for an interrupted run's and delete or swap them
+        async with holding(storage, "rekey", break_others=break_lock):
+            report = RekeyReport(storage.url, finished=await finish_interrupted(storage))
+            for info in await _chosen(storage, archives, every):
+                report.archives.append(await _rekey_one(storage, info, identities, change))
+                log.info("rekeyed %s", info.key)
     return report
 
 

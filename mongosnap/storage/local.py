@@ -324,11 +324,14 @@ def _check_root(root: Path) -> None:
 def _scan(root: Path, prefix: str) -> list[ObjectInfo]:
     """The objects of one level whose key starts with prefix, sorted by key."""
     _check_root(root)
-    found = [
-        _info(rel + entry.name, entry.stat(follow_symlinks=False))
-        for rel, entry in _entries(root, prefix)
-        if entry.is_file(follow_symlinks=False) and not _is_partial(entry.name)
-    ]
+    found = []
+    for rel, entry in _entries(root, prefix):
+        if not entry.is_file(follow_symlinks=False) or _is_partial(entry.name):
+            continue
+        try:
+            found.append(_info(rel + entry.name, entry.stat(follow_symlinks=False)))
+        except FileNotFoundError:  # deleted since the directory was read, as S3 lists
+            continue
     found.sort(key=lambda info: info.key)
     return found
 
