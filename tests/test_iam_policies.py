@@ -36,6 +36,7 @@ from helpers import s3_client, seed, subprocess_env
 from oplog.oplog_support import ArchiverProcess, Writer, newest_ts
 from pymongo import MongoClient
 
+from mongosnap.crypto.keys import X25519Identity
 from mongosnap.storage._s3_trace import TRACE_ENV
 
 POLICIES = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "iam"
@@ -60,10 +61,13 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "AbortMultipartUpload": ("s3:AbortMultipartUpload", "object"),
     "ListParts": ("s3:ListMultipartUploadParts", "object"),
     "DeleteObject": ("s3:DeleteObject", "object"),
+    # a server-side copy: PutObject on the target, GetObject on its source
+    "UploadPartCopy": ("s3:PutObject", "object"),
+    "CopyObject": ("s3:PutObject", "object"),
 }
 
 # The role (policy file) each command runs under.
-ROLES = ("backup", "heal", "prune", "monitor", "oplog")
+ROLES = ("backup", "heal", "prune", "monitor", "oplog", "drill", "rekey")
 
 
 def _start_moto(*wrapper: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -264,6 +268,23 @@ def scenario(testbed: Any, mongo_uri: str, tmp_path_factory: Any) -> Iterator[Sc
             sc.run("prune", "prune", dest, "--keep-last", "1", "--json", faked="+2d")
         )
         assert report["stale_uploads_aborted"], report
+        # drill: the newest archive restored into a scratch database, its record written;
+        # rekey: a recipient added to an encrypted multipart archive (server-side copies).
+        (key_file, holder), (_, added) = _age_key(tmp / "a.txt"), _age_key(tmp / "b.txt")
+        sc.add("drill", "drill", dest, host, database, "-q")
+        sc.add("backup", "backup", dest, host, database, "--encrypt-to", holder, "-q")
+        sc.add(
+            "rekey",
+            "rekey",
+            dest,
+            "--all",
+            "--identity",
+            str(key_file),
+            "--encrypt-to",
+            added,
+            "-q",
+        )
+        sc.batch()
         yield sc
     finally:
         admin.drop_database(database)
@@ -271,6 +292,13 @@ def scenario(testbed: Any, mongo_uri: str, tmp_path_factory: Any) -> Iterator[Sc
         admin.close()
         testbed.stop_server(oplog_server)
         _stop_group(faked_moto)
+
+
+def _age_key(path: Path) -> tuple[Path, str]:
+    """A new age identity in ``path``; (path, its public recipient)."""
+    identity = X25519Identity.generate()
+    path.write_text(identity.export() + "\n")
+    return path, str(identity.recipient)
 
 
 def _archive_oplog(sc: Scenario, dest: str, uri: str) -> None:
@@ -332,13 +360,17 @@ def _allows(statement: dict[str, Any], action: str, resource: str, prefix: str |
     return True
 
 
-def _request(record: dict[str, Any]) -> tuple[str, str, str | None]:
-    """(IAM action, resource ARN, s3:prefix) of one traced operation."""
+def _requests(record: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(IAM action, resource ARN, s3:prefix) each traced operation needs: one,
+    or two for a server-side copy (it reads its source)."""
     action, kind = ACTIONS[record["operation"]]
     bucket = record["bucket"]
     if kind == "bucket":
-        return action, f"arn:aws:s3:::{bucket}", record["prefix"]
-    return action, f"arn:aws:s3:::{bucket}/{record['key']}", None
+        return [(action, f"arn:aws:s3:::{bucket}", record["prefix"])]
+    needed = [(action, f"arn:aws:s3:::{bucket}/{record['key']}", None)]
+    if record.get("source"):
+        needed.append(("s3:GetObject", f"arn:aws:s3:::{record['source']}", None))
+    return needed
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -349,17 +381,17 @@ def test_policy_allows_every_operation_its_commands_make(scenario: Scenario, rol
     assert not unknown, f"map these operations to IAM actions: {unknown}"
     for record in records:
         statements = _policy(role, record["bucket"])
-        action, resource, prefix = _request(record)
-        assert any(_allows(st, action, resource, prefix) for st in statements), (
-            f"examples/deploy/iam/{role}.json denies {record['operation']}"
-            f" ({action} on {resource}, prefix {prefix!r})"
-        )
+        for action, resource, prefix in _requests(record):
+            assert any(_allows(st, action, resource, prefix) for st in statements), (
+                f"examples/deploy/iam/{role}.json denies {record['operation']}"
+                f" ({action} on {resource}, prefix {prefix!r})"
+            )
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_policy_grants_nothing_its_commands_never_use(scenario: Scenario, role: str) -> None:
     granted = {a for st in _policy(role, "b") for a in _listed(st["Action"])}
-    used = {ACTIONS[r["operation"]][0] for r in scenario.traces[role]}
+    used = {action for r in scenario.traces[role] for action, _, _ in _requests(r)}
     assert granted == used, f"{role}.json grants unused {granted - used}, lacks {used - granted}"
 
 
@@ -370,5 +402,8 @@ def test_scenario_took_the_unhappy_paths(scenario: Scenario) -> None:
     assert scenario.issued("prune", "AbortMultipartUpload", STALE_KEY)
     assert scenario.issued("prune", "DeleteObject", None, under=f"{PREFIX}/20")
     assert scenario.issued("oplog", "PutObject", None, under=f"{PREFIX}/oplog/")
+    assert scenario.issued("drill", "PutObject", None, under=f"{PREFIX}/drills/")
+    assert scenario.issued("rekey", "UploadPartCopy", None, under=f"{PREFIX}/")
+    assert scenario.issued("rekey", "PutObject", None, under=f"{PREFIX}/locks/rekey-")
     ranged = [r for r in scenario.traces["heal"] if r["operation"] == "GetObject" and r["range"]]
     assert ranged, "heal made no ranged GET"

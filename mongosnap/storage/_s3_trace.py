@@ -1,7 +1,8 @@
 """MONGOSNAP_S3_TRACE: record every S3 operation a process makes, for audits.
 
 When the variable names a file, each S3 API call (PutObject, UploadPart,
-ListObjectsV2...) appends one JSON line ``{"operation", "bucket", "key", "prefix", "range"}``
+ListObjectsV2...) appends one JSON line ``{"operation", "bucket", "key",
+"prefix", "range", "source"}`` (``source``: what a server-side copy reads)
 to it before the request is sent, retries counted once. It shows which
 operations, hence which IAM actions, a command needs (docs/operations.md,
 "Least privilege"); the policy test reads it. Nothing secret is written: no
@@ -28,10 +29,18 @@ class _Recorder:
             "key": params.get("Key"),
             "prefix": params.get("Prefix"),
             "range": params.get("Range"),
+            "source": _source(params.get("CopySource")),
         }
         # Opened per call: a trace is for audits, and this keeps no handle open.
         with open(self.path, "a", encoding="utf-8") as trace:
             trace.write(json.dumps(record) + "\n")
+
+
+def _source(copied: Any) -> str | None:
+    """``bucket/key`` a server-side copy reads (it needs GetObject there)."""
+    if isinstance(copied, dict):
+        return f"{copied.get('Bucket')}/{copied.get('Key')}"
+    return copied if isinstance(copied, str) else None
 
 
 def install_trace(events: Any) -> None:
