@@ -49,7 +49,7 @@ from . import chunks
 from .chunks import ChunkInfo, Coverage, GapInfo
 from .position import Ts
 from .tail import Batch, Gap, OplogTail, Resume, bound, entry_ts
-from .tripwire import Tripwires, read_baseline
+from .tripwire import BASELINE_REFRESH, Tripwires, keep_baseline, read_baseline
 
 if TYPE_CHECKING:
     from ..crypto.keys import Recipient
@@ -100,6 +100,7 @@ async def archive_oplog(
     lock_mode: str = "governance",
     encryption: Encryption | None = None,
     read_preference: str | None = None,
+    baseline_refresh: float = BASELINE_REFRESH,
 ) -> None:
     """Archive the oplog of ``source`` into ``destination``/oplog/ until cancelled.
 
@@ -113,12 +114,13 @@ async def archive_oplog(
     is retried every ``retry_delay`` seconds, doubling up to
     ``retry_max_delay`` (module doc). ``tripwires`` count every entry read
     (tripwire.py); their ``shrink`` rules get the counts of the newest archives
-    at ``destination``. ``lock_for``: each chunk, its sidecar
-    and each gap record are locked with S3 Object Lock for that long from
-    their writing (``lock_mode`` as for backup). ``read_preference``: the
-    member the oplog is read from, chosen once per connection and read through
-    a direct connection (Source.connect_pinned). ``encryption``: each chunk is an age
-    file ``….bson.gz.age`` with a clear sidecar (docs/encryption.md). Never
+    at ``destination``, read again every ``baseline_refresh`` seconds.
+    ``lock_for``: each chunk, its sidecar and each gap record are locked with
+    S3 Object Lock for that long from their writing (``lock_mode`` as for
+    backup). ``read_preference``: the member the oplog is read from, chosen
+    once per connection and read through a direct connection
+    (Source.connect_pinned). ``encryption``: each chunk is an age file
+    ``….bson.gz.age`` with a clear sidecar (docs/encryption.md). Never
     returns normally.
     """
     if interval <= 0 or max_bytes <= 0:
@@ -152,13 +154,22 @@ async def archive_oplog(
             job.max_buffer, job.backoff = max_buffer, (retry_delay, retry_max_delay)
             job.delay = retry_delay
             job.tripwires = tripwires
+            refreshing = None
             if tripwires is not None and tripwires.databases("shrink"):
                 tripwires.baseline = await read_baseline(storage, tripwires.databases("shrink"))
-            resume = await job.resume_point()
-            tail = OplogTail(
-                src, resume, from_newest=start == "now", await_ms=await_ms, settle=settle
-            )
-            await job.run(tail)
+                refreshing = asyncio.create_task(
+                    keep_baseline(tripwires, storage, baseline_refresh)
+                )
+            try:
+                resume = await job.resume_point()
+                tail = OplogTail(
+                    src, resume, from_newest=start == "now", await_ms=await_ms, settle=settle
+                )
+                await job.run(tail)
+            finally:
+                if refreshing is not None:
+                    refreshing.cancel()
+                    await asyncio.gather(refreshing, return_exceptions=True)
 
 
 class _Archiver:
