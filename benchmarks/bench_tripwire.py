@@ -92,7 +92,8 @@ def _round(
     coll: Any, lines: _Lines, documents: int, stage: tuple[str, str] | None
 ) -> tuple[float, ...]:
     """(deleteMany returned -> trip logged, last entry read -> trip logged[, trip
-    logged -> staged logged]). ``stage``: the URI and destination to back up to."""
+    logged -> staged logged, last chunk stored -> staged logged]). ``stage``: the
+    URI and destination to back up to."""
     coll.insert_many([{"_id": i, "pad": "x" * 200} for i in range(documents)])
     read = 0
 
@@ -120,10 +121,18 @@ def _round(
     tripped, _ = lines.until(trip)
     if stage is None:
         return tripped - done, tripped - read_at
-    staged, line = lines.until(lambda line: "--stage for" in line and coll.name in line)
+    stored = tripped
+
+    def staging(line: str) -> bool:
+        nonlocal stored
+        if "oplog chunk " in line:
+            stored = time.monotonic()
+        return "--stage for" in line and coll.name in line
+
+    staged, line = lines.until(staging)
     if "pre-images staged as" not in line:
         raise SystemExit(f"the staging did not succeed: {line}")
-    return tripped - done, tripped - read_at, staged - tripped
+    return tripped - done, tripped - read_at, staged - tripped, staged - stored
 
 
 def main() -> int:
@@ -175,6 +184,7 @@ def main() -> int:
     ]
     if args.stage:
         rows.append((f"trip logged -> {args.documents} pre-images staged", [f[2] for f in figures]))
+        rows.append(("of which: window's chunk stored -> staged (undo)", [f[3] for f in figures]))
     for label, lags in rows:
         print(
             f"{label}: median {statistics.median(lags) * 1000:.0f} ms, "
