@@ -1,6 +1,7 @@
 """Tripwire lag: from a deleteMany's return to the trip's log line of `mongosnap oplog`.
 
     .venv/bin/python benchmarks/bench_tripwire.py --documents 2000 --rounds 5
+    .venv/bin/python benchmarks/bench_tripwire.py --stage --interval 60 --rounds 5
 
 Uses the running test bed's oplog FerretDB when $MONGOSNAP_TESTBED_STATE names
 one (else starts a test bed). Runs ``python -m mongosnap oplog DEST --uri URI
@@ -9,12 +10,16 @@ round fills a new collection with ``--documents`` documents, waits until the
 archiver has read their inserts, runs ``deleteMany({})`` and measures the
 time from its return to the archiver's ``tripwire ... tripped`` line on
 stderr (the rule trips on the last delete, so the whole burst is counted).
-Figures go to stdout; nothing is asserted.
+With ``--stage`` the archiver runs with ``--stage``, each round takes a
+``backup --oplog`` of the database before its deleteMany, and the time to the
+``pre-images staged as`` line is measured too (trip -> staged collection
+published). Figures go to stdout; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import queue
@@ -83,8 +88,12 @@ class _Lines:
         raise SystemExit("the archiver did not log what was awaited")
 
 
-def _round(coll: Any, lines: _Lines, documents: int) -> tuple[float, float]:
-    """(deleteMany returned -> trip logged, last entry read -> trip logged)."""
+def _round(
+    coll: Any, lines: _Lines, documents: int, stage: tuple[str, str] | None
+) -> tuple[float, ...]:
+    """(deleteMany returned -> trip logged, last entry read -> trip logged[, trip
+    logged -> staged logged, last chunk stored -> staged logged]). ``stage``: the
+    URI and destination to back up to."""
     coll.insert_many([{"_id": i, "pad": "x" * 200} for i in range(documents)])
     read = 0
 
@@ -95,6 +104,10 @@ def _round(coll: Any, lines: _Lines, documents: int) -> tuple[float, float]:
         return read >= documents
 
     lines.until(counts_reads)  # every insert read: the deletes are all that is left
+    if stage is not None:
+        import mongosnap
+
+        asyncio.run(mongosnap.backup(stage[0], stage[1], database=coll.database.name, oplog=True))
     coll.delete_many({})
     done = time.monotonic()
     read_at = done
@@ -106,7 +119,20 @@ def _round(coll: Any, lines: _Lines, documents: int) -> tuple[float, float]:
         return "tripwire" in line and coll.name in line
 
     tripped, _ = lines.until(trip)
-    return tripped - done, tripped - read_at
+    if stage is None:
+        return tripped - done, tripped - read_at
+    stored = tripped
+
+    def staging(line: str) -> bool:
+        nonlocal stored
+        if "oplog chunk " in line:
+            stored = time.monotonic()
+        return "--stage for" in line and coll.name in line
+
+    staged, line = lines.until(staging)
+    if "pre-images staged as" not in line:
+        raise SystemExit(f"the staging did not succeed: {line}")
+    return tripped - done, tripped - read_at, staged - tripped, staged - stored
 
 
 def main() -> int:
@@ -116,6 +142,8 @@ def main() -> int:
     parser.add_argument(
         "--shared", action="store_true", help="use the test bed's oplog FerretDB, not a fresh one"
     )
+    parser.add_argument("--stage", action="store_true", help="also measure trip -> staged")
+    parser.add_argument("--interval", default="1", help="the archiver's --interval (default 1)")
     args = parser.parse_args()
     database = f"bench_trip_{uuid.uuid4().hex[:8]}"
     with (
@@ -124,8 +152,10 @@ def main() -> int:
         MongoClient(uri) as client,
     ):
         spec = f"{database}.*:deletes>{args.documents - 1}/60s"
-        argv = [sys.executable, "-m", "mongosnap", "oplog", str(Path(tmp) / "dest")]
-        argv += ["--uri", uri, "--start", "now", "--interval", "1", "-v", "--tripwire", spec]
+        dest = str(Path(tmp) / "dest")
+        argv = [sys.executable, "-m", "mongosnap", "oplog", dest, "--uri", uri, "--start", "now"]
+        argv += ["--interval", args.interval, "-v", "--tripwire", spec]
+        argv += ["--stage"] if args.stage else []
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
         lines = _Lines(proc)
@@ -136,8 +166,10 @@ def main() -> int:
                 with contextlib.suppress(queue.Empty):
                     if " read " in lines.queue.get(timeout=1.0)[1]:
                         break
+            stage = (uri, dest) if args.stage else None
             figures = [
-                _round(client[database][f"c{n}"], lines, args.documents) for n in range(args.rounds)
+                _round(client[database][f"c{n}"], lines, args.documents, stage)
+                for n in range(args.rounds)
             ]
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -146,10 +178,14 @@ def main() -> int:
     print(f"command: {' '.join(sys.argv)}")
     which = "the test bed's" if args.shared else "a fresh"
     print(f"rule: {spec} on {which} oplog FerretDB, {args.rounds} rounds")
-    for label, lags in (
+    rows = [
         (f"deleteMany of {args.documents} returned -> trip logged", [f[0] for f in figures]),
         ("of which: the last entry read -> trip logged", [f[1] for f in figures]),
-    ):
+    ]
+    if args.stage:
+        rows.append((f"trip logged -> {args.documents} pre-images staged", [f[2] for f in figures]))
+        rows.append(("of which: window's chunk stored -> staged (undo)", [f[3] for f in figures]))
+    for label, lags in rows:
         print(
             f"{label}: median {statistics.median(lags) * 1000:.0f} ms, "
             f"min {min(lags) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms"

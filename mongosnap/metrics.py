@@ -20,6 +20,8 @@ two runs in one process (a service, a test) never share counters. Names:
     mongosnap_undo_conflicts{command}                    gauge, conflicts the last undo left
     mongosnap_tripwire_trips_total{command,namespace,rule}  counter (oplog --tripwire)
     mongosnap_tripwire_last_trip_timestamp_seconds{command} gauge, wall clock of the last trip
+    mongosnap_tripwire_stages_total{command,namespace,rule,outcome}  counter (oplog --stage:
+                                                          staged, empty, timeout, failed, skipped)
     mongosnap_drill_last_success_timestamp_seconds{command}  gauge, end of the last passed drill
     mongosnap_drill_duration_seconds{command}            gauge, the last drill's length
     mongosnap_drill_rto_seconds{command}                 gauge, its restore and replay time
@@ -86,6 +88,13 @@ class Metrics:
         )
         self.last_trip = gauge(
             "tripwire_last_trip_timestamp_seconds", "When a tripwire last tripped"
+        )
+        self.stages = counter(
+            "tripwire_stages",
+            "Undo collections staged at a trip (--stage), by outcome",
+            "namespace",
+            "rule",
+            "outcome",
         )
         if command == "drill":
             self.drill_success = gauge(
@@ -214,6 +223,9 @@ class Metrics:
     def record_trip(self, trip: Trip) -> None:
         self.trips.labels(self.command, trip.namespace, trip.rule.text).inc()
         self.last_trip.labels(self.command).set(time.time())
+
+    def record_stage(self, trip: Trip, outcome: str) -> None:
+        self.stages.labels(self.command, trip.namespace, trip.rule.text, outcome).inc()
 
     def record_undo(self, report: UndoReport) -> None:
         self.add(bytes_in=report.bytes_fetched)

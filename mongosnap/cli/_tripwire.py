@@ -1,4 +1,8 @@
-"""``oplog --tripwire``: the rules, the ``--on-trip`` command and the metrics of trips."""
+"""``oplog --tripwire``: the rules, ``--stage``, the ``--on-trip`` command and the metrics.
+
+With ``--stage`` the command runs once the staging has ended, so that it gets
+the staged collection's name (MONGOSNAP_TRIP_STAGED); the log line and the
+trip metrics come at the trip itself."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..oplog.trip_command import TripCommand
     from ..oplog.tripwire import Trip, Tripwires
+    from ..pipelines.trip_stage import Staged, TripStager
 
 log = logging.getLogger("mongosnap.oplog")
 
@@ -26,6 +31,7 @@ class TripwireSetup:
     def __init__(self, args: argparse.Namespace) -> None:
         self.tripwires: Tripwires | None = None
         self.command: TripCommand | None = None
+        self.stager: TripStager | None = None
         self.metrics: Metrics | None = None
         self.args = args
         if not args.tripwire:
@@ -36,6 +42,10 @@ class TripwireSetup:
         rules = list(dict.fromkeys(parse(spec) for spec in args.tripwire))
         self.tripwires = Tripwires(rules, self._tripped)
         self.command = TripCommand(args.on_trip) if args.on_trip else None
+        if args.stage:
+            from ..pipelines.trip_stage import TripStager
+
+            self.stager = TripStager(self.tripwires.last_counted, self._staged)
         if args.metrics_file or args.metrics_port is not None:
             self.metrics = prepared_metrics("oplog", args.metrics_file)
 
@@ -43,8 +53,25 @@ class TripwireSetup:
         if self.metrics is not None:
             self.metrics.record_trip(trip)
             write_metrics(self.metrics, self.args.metrics_file, raising=False)
-        if self.command is not None:
+        if self.stager is not None:
+            self.stager(trip)  # the command follows the staging (_staged)
+        elif self.command is not None:
             self.command(trip)
+
+    def _staged(self, trip: Trip, staged: Staged) -> None:
+        from ..oplog.trip_command import ENV_PREFIX
+
+        if self.metrics is not None:
+            self.metrics.record_stage(trip, staged.outcome)
+            write_metrics(self.metrics, self.args.metrics_file, raising=False)
+        if self.command is not None:
+            self.command(
+                trip,
+                {
+                    f"{ENV_PREFIX}STAGED": staged.collection or "",
+                    f"{ENV_PREFIX}STAGE_OUTCOME": staged.outcome,
+                },
+            )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Tripwires | None]:

@@ -30,6 +30,7 @@ from ._tripwire import TripwireSetup
 if TYPE_CHECKING:
     from ..oplog.chunks import Coverage
     from ..oplog.tripwire import Tripwires
+    from ..pipelines.trip_stage import TripStager
 
 DEFAULT_INTERVAL = 60.0
 """oplog.archiver's default, repeated here so --help need not import the driver."""
@@ -120,6 +121,13 @@ def add_tripwire_flags(p: argparse.ArgumentParser) -> None:
         "variables; one run at a time per rule; its failure is only logged",
     )
     group.add_argument(
+        "--stage",
+        action="store_true",
+        help="when a tripwire trips, publish the pre-images of the documents its window "
+        "deleted or changed as DB.COLL_undo_<time> (undo's default mode; never applied), "
+        "once the window's chunk is stored; not with encryption",
+    )
+    group.add_argument(
         "--metrics-file",
         metavar="PATH",
         help="write the tripwire metrics to PATH after each trip (node_exporter textfile)",
@@ -150,6 +158,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             or args.uri
             or args.tripwire
             or args.on_trip
+            or args.stage
             or args.read_preference
         ):
             raise UsageError("--list takes only DEST")
@@ -171,17 +180,28 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     args.aftermath = lambda: "archiving stopped; the next start resumes after the last chunk"
     if (args.on_trip or args.metrics_file or args.metrics_port is not None) and not args.tripwire:
         raise UsageError("--on-trip and the metrics flags of oplog need --tripwire")
+    if args.stage and not args.tripwire:
+        raise UsageError("--stage stages the undo of a tripwire's window: it needs --tripwire")
+    if args.stage and encryption(args) is not None:
+        raise UsageError(
+            "--stage reads the archived oplog, which undo cannot read when it is encrypted "
+            "(--encrypt-to, --recipients-file, --passphrase-file, --kms-key-id or "
+            "$MONGOSNAP_RECIPIENTS): drop --stage or the encryption"
+        )
     watch = TripwireSetup(args)
     if not args.quiet:  # a long-running command: say what it writes (-v: what it reads)
         level = logging.DEBUG if args.verbose else logging.INFO
         logging.getLogger("mongosnap.oplog").setLevel(level)
     async with watch.running() as tripwires:
-        await _archive(args, tripwires, locking)
+        await _archive(args, tripwires, watch.stager, locking)
     return 0
 
 
 async def _archive(
-    args: argparse.Namespace, tripwires: Tripwires | None, locking: dict[str, Any]
+    args: argparse.Namespace,
+    tripwires: Tripwires | None,
+    stager: TripStager | None,
+    locking: dict[str, Any],
 ) -> None:
     from ..oplog.archiver import archive_oplog
 
@@ -199,6 +219,7 @@ async def _archive(
         s3=s3_config(args),
         connect_timeout=args.connect_timeout,
         tripwires=tripwires,
+        stager=stager,
         **locking,
         encryption=encryption(args),
         read_preference=args.read_preference,

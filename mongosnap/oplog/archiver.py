@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._aio import shielded
 from .._errors import CorruptArchive, SourceError, StorageError, UsageError
@@ -49,7 +49,7 @@ from . import chunks
 from .chunks import ChunkInfo, Coverage, GapInfo
 from .position import Ts
 from .tail import Batch, Gap, OplogTail, Resume, bound, entry_ts
-from .tripwire import Tripwires, read_baseline
+from .tripwire import BASELINE_REFRESH, Tripwires, keep_baseline, read_baseline
 
 if TYPE_CHECKING:
     from ..crypto.keys import Recipient
@@ -78,6 +78,22 @@ class ArchiverStats:
 ChunkCallback = Callable[[ChunkInfo], None]
 
 
+class Stager(Protocol):
+    """What the archiver offers ``--stage`` (pipelines/trip_stage.py)."""
+
+    def attach(
+        self,
+        source: MongoSource,
+        storage: Storage,
+        want: Callable[[Ts], None],
+        connect_timeout: float = 10.0,
+    ) -> None: ...
+
+    def stored(self, last: Ts) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 async def archive_oplog(
     source: MongoSource,
     destination: str | Storage,
@@ -100,6 +116,8 @@ async def archive_oplog(
     lock_mode: str = "governance",
     encryption: Encryption | None = None,
     read_preference: str | None = None,
+    baseline_refresh: float = BASELINE_REFRESH,
+    stager: Stager | None = None,
 ) -> None:
     """Archive the oplog of ``source`` into ``destination``/oplog/ until cancelled.
 
@@ -113,12 +131,16 @@ async def archive_oplog(
     is retried every ``retry_delay`` seconds, doubling up to
     ``retry_max_delay`` (module doc). ``tripwires`` count every entry read
     (tripwire.py); their ``shrink`` rules get the counts of the newest archives
-    at ``destination``. ``lock_for``: each chunk, its sidecar
-    and each gap record are locked with S3 Object Lock for that long from
-    their writing (``lock_mode`` as for backup). ``read_preference``: the
-    member the oplog is read from, chosen once per connection and read through
-    a direct connection (Source.connect_pinned). ``encryption``: each chunk is an age
-    file ``….bson.gz.age`` with a clear sidecar (docs/encryption.md). Never
+    at ``destination``, read again every ``baseline_refresh`` seconds.
+    ``lock_for``: each chunk, its sidecar and each gap record are locked with
+    S3 Object Lock for that long from their writing (``lock_mode`` as for
+    backup). ``read_preference``: the member the oplog is read from, chosen
+    once per connection and read through a direct connection
+    (Source.connect_pinned). ``encryption``: each chunk is an age file
+    ``….bson.gz.age`` with a clear sidecar (docs/encryption.md). ``stager``
+    (``--stage``, pipelines/trip_stage.py) gets ``source``, the destination and
+    the stored chunks' ends, and may ask for a chunk early; it cannot go with
+    ``encryption`` (undo reads no encrypted chunk). Never
     returns normally.
     """
     if interval <= 0 or max_bytes <= 0:
@@ -133,6 +155,11 @@ async def archive_oplog(
         raise UsageError(f"start is 'oldest' or 'now', not {start!r}")
     if codec not in ("gzip", "zstd"):
         raise UsageError(f"oplog chunks are compressed with gzip or zstd, not {codec!r}")
+    if stager is not None and encryption is not None:
+        raise UsageError(
+            "staging undo collections at a trip (--stage) reads the archived oplog, which "
+            "undo cannot read when encrypted: drop --stage or the encryption"
+        )
     recipients = encryption.resolved() if encryption is not None else None
     if recipients:
         await check_recipients(recipients)
@@ -152,13 +179,27 @@ async def archive_oplog(
             job.max_buffer, job.backoff = max_buffer, (retry_delay, retry_max_delay)
             job.delay = retry_delay
             job.tripwires = tripwires
+            job.stager = stager
+            if stager is not None:
+                stager.attach(source, storage, job.want, connect_timeout)
+            refreshing = None
             if tripwires is not None and tripwires.databases("shrink"):
                 tripwires.baseline = await read_baseline(storage, tripwires.databases("shrink"))
-            resume = await job.resume_point()
-            tail = OplogTail(
-                src, resume, from_newest=start == "now", await_ms=await_ms, settle=settle
-            )
-            await job.run(tail)
+                refreshing = asyncio.create_task(
+                    keep_baseline(tripwires, storage, baseline_refresh)
+                )
+            try:
+                resume = await job.resume_point()
+                tail = OplogTail(
+                    src, resume, from_newest=start == "now", await_ms=await_ms, settle=settle
+                )
+                await job.run(tail)
+            finally:
+                if refreshing is not None:
+                    refreshing.cancel()
+                    await asyncio.gather(refreshing, return_exceptions=True)
+                if stager is not None:  # while the storage is still open
+                    await shielded(stager.close())
 
 
 class _Archiver:
@@ -194,6 +235,9 @@ class _Archiver:
         self.tripwires: Tripwires | None = None
         self.policy: LockPolicy | None = None  # S3 Object Lock on what is written
         self.recipients: list[Recipient] | None = None
+        self.stager: Stager | None = None
+        self.stored_to: Ts | None = None  # the newest ts a stored chunk reaches
+        self.wanted: Ts | None = None  # write a chunk reaching it once it has settled
 
     async def resume_point(self) -> Resume | None:
         """After the last complete chunk; orphaned chunk objects are removed.
@@ -208,6 +252,7 @@ class _Archiver:
             return None
         last = max(coverage.chunks, key=lambda c: c.last_ts)
         self.prev = last.last_ts
+        self._stored(last.last_ts)
         return Resume(last.last_ts, await self._stamps(last))
 
     async def _stamps(self, last: ChunkInfo) -> list[Ts]:
@@ -331,9 +376,21 @@ class _Archiver:
             self.stamps.append(ts)
             self.size += len(entry)
 
+    def want(self, ts: Ts) -> None:
+        """Write a chunk reaching ``ts`` as soon as it has settled (--stage)."""
+        if self.stored_to is not None and self.stored_to >= ts:
+            if self.stager is not None:
+                self.stager.stored(self.stored_to)
+            return
+        self.wanted = ts if self.wanted is None else max(self.wanted, ts)
+
     def due(self) -> bool:
         if not self.entries or time.monotonic() < self.retry_at:
             return False
+        if self.wanted is not None and self.tail is not None:
+            horizon = self.tail.settled()
+            if horizon is not None and horizon >= self.wanted:
+                return True
         return self.size >= self.max_bytes or time.monotonic() - self.opened >= self.interval
 
     def _ready(self, final: bool) -> set[Ts]:
@@ -391,6 +448,15 @@ class _Archiver:
         self.opened = time.monotonic()
         self.prev = last
         self._count(info)
+        self._stored(last)
+
+    def _stored(self, last: Ts) -> None:
+        if self.stored_to is None or last > self.stored_to:
+            self.stored_to = last
+        if self.wanted is not None and self.stored_to >= self.wanted:
+            self.wanted = None
+        if self.stager is not None:
+            self.stager.stored(self.stored_to)
 
     async def _sweep(self, written: str) -> None:
         """Delete the chunk objects whose sidecar could not be written (best effort:

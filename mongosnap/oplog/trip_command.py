@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 from .._errors import UsageError
 from .tripwire import Rule, Trip, iso
@@ -53,8 +54,9 @@ class TripCommand:
         self.runs = 0
         self.failures = 0
 
-    def __call__(self, trip: Trip) -> None:
-        """Called by the tripwires from inside the archiver's event loop."""
+    def __call__(self, trip: Trip, extra: Mapping[str, str] | None = None) -> None:
+        """Called from inside the archiver's event loop; ``extra``: more variables
+        (``--stage``'s outcome)."""
         previous = self.running.get(trip.rule)
         if previous is not None and not previous.done():
             log.warning(
@@ -63,11 +65,12 @@ class TripCommand:
                 trip.namespace,
             )
             return
-        self.running[trip.rule] = asyncio.get_running_loop().create_task(self._run(trip))
+        task = asyncio.get_running_loop().create_task(self._run(trip, extra or {}))
+        self.running[trip.rule] = task
 
-    async def _run(self, trip: Trip) -> None:
+    async def _run(self, trip: Trip, extra: Mapping[str, str]) -> None:
         self.runs += 1
-        env = {**os.environ, **trip_environment(trip)}
+        env = {**os.environ, **trip_environment(trip), **extra}
         try:
             process = await asyncio.create_subprocess_exec(
                 *self.argv, env=env, stdin=subprocess.DEVNULL, stdout=2, stderr=2

@@ -19,24 +19,34 @@ archive does not list is never judged by ``shrink``.
 
 A rule that trips is not judged again for that namespace until its window has
 passed since the trip (oplog time): one trip per burst, not one per entry.
+
+The operations of a transaction (``applyOps`` entries, nested ones too) count
+at the entry that commits them: at once for an ``applyOps`` outside a
+transaction or one that commits by being written; held (as counts per
+namespace and op) across ``partialTxn`` and ``prepare`` entries until the
+committing ``applyOps`` or ``commitTransaction``; dropped on
+``abortTransaction``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from bson.raw_bson import RawBSONDocument
 
-from .._errors import UsageError
+from .._errors import ReplayError, UsageError
 from ..units import iso_utc
+from .entry import parse_entry
 from .position import Ts
+from .txn import applied_separately
 
 if TYPE_CHECKING:
     from ..archive.manifest import Manifest
@@ -48,6 +58,10 @@ MAX_WINDOW = 86400
 """Seconds: the longest window (1 day), which bounds each ring."""
 DEFAULT_SHRINK_WINDOW = 60
 MAX_COUNT = 10**9
+BASELINE_REFRESH = 300.0
+"""Seconds between two reads of the newest archives' counts while archiving."""
+MAX_HELD = 1000
+"""Open transactions whose operations are held; beyond it the oldest is forgotten."""
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _RULE = re.compile(
     r"(?P<kind>deletes|updates)>(?P<count>[0-9]{1,10})/(?P<window>[0-9]{1,6}[smh])"
@@ -129,6 +143,10 @@ class Trip:
     end: int
     base: int | None = None
     """shrink: the collection's count at the window start."""
+    first: Ts | None = None
+    """The start of the second of the window's first counted entry."""
+    last: Ts | None = None
+    """The ts of the entry that tripped the rule (the last one counted)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +175,29 @@ async def read_baseline(storage: Storage, databases: Iterable[str]) -> Baseline:
     return Baseline(counts)
 
 
+async def keep_baseline(
+    tripwires: Tripwires, storage: Storage, every: float = BASELINE_REFRESH
+) -> None:
+    """Read the newest archives' counts every ``every`` seconds, until cancelled; a
+    newer archive replaces the count ``shrink`` starts from. A failed read is logged."""
+    from .._errors import MongosnapError
+
+    databases = tripwires.databases("shrink")
+    while True:
+        await asyncio.sleep(every)
+        try:
+            baseline = await read_baseline(storage, databases)
+        except MongosnapError as exc:
+            log.warning("tripwire counts not refreshed: %s", exc)
+            continue
+        for ns in tripwires.refresh(baseline):
+            log.info("tripwire shrink counts of %s now from a newer archive", _printable(ns))
+
+
+def _printable(ns: str) -> str:
+    return ns if ns.isprintable() else repr(ns)
+
+
 def _counts(manifest: Manifest, database: str) -> dict[str, tuple[int, Ts]]:
     if manifest.oplog is not None:
         point = Ts(*manifest.oplog.last_ts)
@@ -181,6 +222,7 @@ class _Ring:
     hits: int = 0
     before: int = 0
     quiet_until: int = -1  # tripped: not judged again before this second
+    last: Ts | None = None  # the newest counted entry (hits)
 
     def add(self, second: int, hits: int, net: int) -> None:
         for bucket in reversed(self.buckets):  # entries come nearly in order: scan from the end
@@ -194,6 +236,10 @@ class _Ring:
         else:
             self._insert(second, hits, net)
         self.hits += hits
+
+    def first_hit(self) -> int | None:
+        """The second of the window's first counted entry."""
+        return next((second for second, hits, _ in self.buckets if hits), None)
 
     def _insert(self, second: int, hits: int, net: int) -> None:
         index = len(self.buckets)
@@ -232,6 +278,7 @@ class Tripwires:
         self.rings: dict[tuple[str, Rule], _Ring] = {}
         self.trips: list[Trip] = []
         self.now = 0  # the newest second seen: windows end here
+        self.held: dict[bytes, Counter[tuple[str, str]]] = {}  # open transactions' operations
 
     def databases(self, kind: Kind) -> set[str]:
         """The databases some rule of ``kind`` watches."""
@@ -241,13 +288,91 @@ class Tripwires:
         """Count one oplog entry (raw BSON); entries of no watched namespace cost a lookup."""
         doc = entry if isinstance(entry, RawBSONDocument) else RawBSONDocument(entry)
         op, ns = doc.get("op"), doc.get("ns")
+        if op == "c":
+            self._command(doc, ts)
+            return
         if op not in ("i", "u", "d") or not isinstance(ns, str):
             return
+        self._one(op, ns, ts)
+
+    def _one(self, op: str, ns: str, ts: Ts) -> None:
         database, _, collection = ns.partition(".")
         self.now = max(self.now, ts.t)
         for rule in self.rules:
             if rule.matches(database, collection):
                 self._count(ns, rule, op, ts)
+
+    def _command(self, doc: RawBSONDocument, ts: Ts) -> None:
+        """A transaction's operations, counted when it commits (module doc)."""
+        o = doc.get("o")
+        if not isinstance(o, Mapping) or not (
+            "applyOps" in o or "commitTransaction" in o or "abortTransaction" in o
+        ):
+            return
+        try:
+            entry = parse_entry(doc)
+            key = entry.txn_key
+            ops = Counter(self._watched(o.get("applyOps")))
+        except (ReplayError, TypeError, ValueError):
+            return  # not an entry replay could read either: nothing to count
+        if "applyOps" not in o:
+            held = self.held.pop(key, Counter()) if key is not None else Counter()
+            if "commitTransaction" in o:
+                self._release(held, ts)
+            return
+        if key is None or applied_separately(entry):
+            self._release(ops, ts)
+        elif entry.flag("partialTxn") or entry.flag("prepare"):
+            self.held.setdefault(key, Counter()).update(ops)
+            while len(self.held) > MAX_HELD:
+                del self.held[next(iter(self.held))]
+        else:
+            self._release(self.held.pop(key, Counter()) + ops, ts)
+
+    def _watched(self, ops: object) -> Iterator[tuple[str, str]]:
+        """(op, ns) of the i/u/d operations of an applyOps list some rule watches."""
+        if not isinstance(ops, list):
+            return
+        for op in ops:
+            if not isinstance(op, Mapping):
+                continue
+            kind, ns = op.get("op"), op.get("ns")
+            if kind == "c" and isinstance(op.get("o"), Mapping):
+                yield from self._watched(op["o"].get("applyOps"))
+            elif kind in ("i", "u", "d") and isinstance(ns, str):
+                database, _, collection = ns.partition(".")
+                if any(rule.matches(database, collection) for rule in self.rules):
+                    yield kind, ns
+
+    def _release(self, ops: Counter[tuple[str, str]], ts: Ts) -> None:
+        for (op, ns), times in ops.items():
+            for _ in range(times):
+                self._one(op, ns, ts)
+
+    def last_counted(self, ns: str, rule: Rule) -> Ts | None:
+        """The newest entry of ``ns`` the rule counted (None: none)."""
+        ring = self.rings.get((ns, rule))
+        return None if ring is None else ring.last
+
+    def refresh(self, baseline: Baseline) -> list[str]:
+        """Take the counts of newer archives; the namespaces whose count changed.
+
+        A ring of such a namespace restarts from the new count: its entries at or
+        before the new point are in that count already, so their net leaves the
+        count at the window start (docs/pitr.md, Tripwires)."""
+        old = self.baseline.counts if self.baseline is not None else {}
+        counts = dict(old)
+        changed = []
+        for ns, (count, point) in baseline.counts.items():
+            if ns in old and old[ns][1] >= point:
+                continue
+            counts[ns] = (count, point)
+            changed.append(ns)
+            for (name, rule), ring in self.rings.items():
+                if name == ns and rule.kind == "shrink":
+                    ring.before = -sum(n for second, _, n in ring.buckets if second <= point.t)
+        self.baseline = Baseline(counts)
+        return changed
 
     def _count(self, ns: str, rule: Rule, op: str, ts: Ts) -> None:
         if rule.kind == "shrink":
@@ -264,8 +389,10 @@ class Tripwires:
             ring = self.rings[(ns, rule)] = _Ring(rule.window)
         ring.add(ts.t, hits, net)
         ring.trim(self.now)
+        if hits:
+            ring.last = ts if ring.last is None else max(ring.last, ts)
         if hits and self.now >= ring.quiet_until:
-            self._judge(ns, rule, ring)
+            self._judge(ns, rule, ring, ts)
 
     def _base(self, ns: str, ts: Ts) -> int | None:
         """The archive count of ``ns``, or None when shrink cannot judge this entry."""
@@ -276,7 +403,7 @@ class Tripwires:
             return None  # already in the archive's count
         return count
 
-    def _judge(self, ns: str, rule: Rule, ring: _Ring) -> None:
+    def _judge(self, ns: str, rule: Rule, ring: _Ring, ts: Ts) -> None:
         base = None
         if rule.kind == "shrink":
             assert self.baseline is not None
@@ -285,13 +412,23 @@ class Tripwires:
                 return
         elif ring.hits <= rule.limit:
             return
-        trip = Trip(ns, rule, ring.hits, self.now - rule.window, self.now, base)
+        first = ring.first_hit()
+        trip = Trip(
+            ns,
+            rule,
+            ring.hits,
+            self.now - rule.window,
+            self.now,
+            base,
+            first=Ts(first if first is not None else ts.t, 0),
+            last=ts,
+        )
         ring.quiet_until = self.now + rule.window
         self.trips.append(trip)
         log.warning(
             "tripwire %s tripped on %s: %d %s in the %d s window %s .. %s%s",
             rule.text,
-            ns if ns.isprintable() else repr(ns),  # one log line, whatever the name holds
+            _printable(ns),  # one log line, whatever the name holds
             trip.count,
             "deletes" if rule.kind == "shrink" else rule.kind,
             rule.window,

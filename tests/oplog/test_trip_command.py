@@ -65,11 +65,19 @@ def test_bad_commands_are_usage_errors(text: str) -> None:
         TripCommand(text)
 
 
+AGE_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--tripwire", "app.users:deletes>1/60"], "tripwire 'app.users:deletes>1/60'"),
         (["--on-trip", "true"], "need --tripwire"),
+        (["--stage"], "it needs --tripwire"),
+        (
+            ["--tripwire", "app.*:deletes>5/1m", "--stage", "--encrypt-to", AGE_RECIPIENT],
+            "undo cannot read when it is encrypted",
+        ),
         (["--tripwire", "app.*:shrink>5%", "--on-trip", "/no/such/hook"], "not an executable"),
     ],
 )

@@ -164,3 +164,89 @@ def test_memory_is_bounded_by_the_window() -> None:
     ring = next(iter(wires.rings.values()))
     assert len(ring.buckets) == 10
     assert ring.hits == 10
+
+
+def test_trip_names_the_first_and_last_counted_entries() -> None:
+    trips = []
+    wires = Tripwires([parse("app.users:deletes>3/10s")], trips.append)
+    feed(wires, "i", "app.users", 99, 5)
+    feed(wires, "d", "app.users", 100, 2)
+    feed(wires, "d", "app.users", 103, 2)
+    [trip] = trips
+    assert (trip.first, trip.last) == (Ts(100, 0), Ts(103, 2))
+    feed(wires, "d", "app.users", 104, 7)  # the burst goes on, quiet: counted, not judged
+    assert len(trips) == 1
+    assert wires.last_counted("app.users", trip.rule) == Ts(104, 7)
+
+
+def op(kind: str, ns: str, i: int) -> dict[str, object]:
+    return {"op": kind, "ns": ns, "o": {"_id": i}}
+
+
+def command(t: int, o: dict[str, object], **fields: object) -> tuple[bytes, Ts]:
+    doc = {"ts": Timestamp(t, 1), "op": "c", "ns": "admin.$cmd", "o": o, **fields}
+    return bson.encode(doc), Ts(t, 1)
+
+
+TXN = {"lsid": {"id": bson.Binary(b"\x01" * 16, 4)}, "txnNumber": bson.Int64(7)}
+
+
+def test_operations_inside_applyops_are_counted() -> None:
+    trips = []
+    wires = Tripwires([parse("app.users:deletes>3/10s")], trips.append)
+    deletes = [op("d", "app.users", i) for i in range(3)]
+    wires.observe(*command(100, {"applyOps": [*deletes, op("d", "app.other", 9)]}))
+    assert trips == []
+    nested = {"applyOps": [op("i", "app.users", 5), op("d", "app.users", 4)]}
+    wires.observe(*command(101, {"applyOps": [{"op": "c", "ns": "admin.$cmd", "o": nested}]}))
+    [trip] = trips
+    assert (trip.count, trip.last) == (4, Ts(101, 1))
+
+
+def test_a_large_transaction_counts_when_it_commits() -> None:
+    trips = []
+    wires = Tripwires([parse("app.users:deletes>3/10s")], trips.append)
+    part = [op("d", "app.users", i) for i in range(3)]
+    wires.observe(*command(100, {"applyOps": part, "partialTxn": True}, **TXN))
+    wires.observe(*command(100, {"applyOps": part, "partialTxn": True}, **TXN))
+    assert trips == [] and wires.rings == {}
+    wires.observe(*command(101, {"applyOps": [op("u", "app.users", 1)]}, **TXN))
+    [trip] = trips  # on the 4th of the 6 deletes the commit releases
+    assert (trip.count, trip.last) == (4, Ts(101, 1))
+    assert wires.rings[("app.users", trip.rule)].hits == 6
+    assert wires.held == {}
+
+
+def test_a_prepared_transaction_counts_on_commit_not_on_abort() -> None:
+    trips = []
+    wires = Tripwires([parse("app.users:deletes>1/10s")], trips.append)
+    deletes = [op("d", "app.users", i) for i in range(3)]
+    wires.observe(*command(100, {"applyOps": deletes, "prepare": True}, **TXN))
+    wires.observe(*command(101, {"abortTransaction": 1}, **TXN))
+    assert trips == [] and wires.held == {}
+    wires.observe(*command(102, {"applyOps": deletes, "prepare": True}, **TXN))
+    assert trips == []
+    wires.observe(*command(103, {"commitTransaction": 1}, **TXN))
+    assert [(t.count, t.last) for t in trips] == [(2, Ts(103, 1))]  # tripped on the 2nd
+
+
+def test_a_newer_archive_replaces_the_shrink_count() -> None:
+    trips = []
+    wires = Tripwires(
+        [parse("app.users:shrink>50%/10s")], trips.append, Baseline({"app.users": (10, Ts(50, 0))})
+    )
+    feed(wires, "i", "app.users", 60, 90)  # 100 documents
+    feed(wires, "d", "app.users", 75, 40)  # 40 of 100
+    assert trips == []
+    # a newer archive counted 1000 at ts 76:0 (writes the archiver never saw)
+    assert wires.refresh(Baseline({"app.users": (1000, Ts(76, 0)), "app.new": (5, Ts(76, 0))}))
+    assert wires.baseline is not None and wires.baseline.counts["app.users"] == (1000, Ts(76, 0))
+    feed(wires, "d", "app.users", 77, 40)  # 80 deletes in the window, of 1000 + 40 at its start
+    assert trips == []
+    wires.observe(*entry("d", "app.users", 78, 999))
+    assert trips == []  # 81 of 1040 is not above 50 %
+    feed(wires, "d", "app.users", 79, 440)
+    [trip] = trips
+    assert trip.base == 1040
+    # an older archive changes nothing
+    assert wires.refresh(Baseline({"app.users": (3, Ts(60, 0))})) == []

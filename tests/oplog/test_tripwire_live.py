@@ -20,7 +20,7 @@ from pymongo import MongoClient
 
 from mongosnap import backup
 from mongosnap.oplog.archiver import archive_oplog
-from mongosnap.oplog.tripwire import Trip, Tripwires, parse
+from mongosnap.oplog.tripwire import Trip, Tripwires, parse, read_baseline
 
 RECORD = (
     "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
@@ -127,3 +127,36 @@ async def test_shrink_counts_from_the_newest_archive(
     assert wires.baseline.counts[f"{database}.users"][0] == 100
     [trip] = trips
     assert (trip.namespace, trip.count, trip.base) == (f"{database}.users", 25, 120)
+
+
+async def test_shrink_counts_follow_a_newer_archive(
+    tmp_path: Path, mongo_uri: str, new_database: str
+) -> None:
+    """keep_baseline reads the archives again: a backup taken while it runs
+    becomes the count shrink starts from."""
+    from mongosnap.oplog.tripwire import keep_baseline
+    from mongosnap.storage import open_storage
+
+    dest = tmp_path / "dest"
+    with MongoClient(mongo_uri) as client:
+        coll = client[new_database].users
+        coll.insert_many([{"_id": i} for i in range(10)])
+        await backup(mongo_uri, str(dest), database=new_database)
+        storage = open_storage(str(dest))
+        wires = Tripwires([parse(f"{new_database}.users:shrink>20%")])
+        wires.baseline = await read_baseline(storage, {new_database})
+        assert wires.baseline.counts[f"{new_database}.users"][0] == 10
+        task = asyncio.create_task(keep_baseline(wires, storage, every=0.05))
+        try:
+            time.sleep(1.1)  # the next archive's name (its second) differs
+            coll.insert_many([{"_id": i} for i in range(10, 25)])
+            await backup(mongo_uri, str(dest), database=new_database)
+            deadline = time.monotonic() + WAIT
+            while wires.baseline.counts[f"{new_database}.users"][0] != 25:
+                assert time.monotonic() < deadline, "the newer archive was never read"
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await storage.aclose()
