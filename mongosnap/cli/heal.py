@@ -93,8 +93,10 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--restore-missing",
         action="store_true",
-        help="in a damaged collection, insert the archived documents whose _id it lacks "
-        "(never replacing one); documents deleted on purpose since the archive come back too",
+        help="put back what a damaged collection lost, never replacing a live document: "
+        "with the archived oplog, the documents deleted since the archive; otherwise the "
+        "archived documents whose _id it lacks. Deliberate deletes since the archive come "
+        "back too",
     )
     add_source_flags(p)
     add_s3_flags(p, writes=False)
@@ -274,7 +276,7 @@ def _raise_if_missing(report: HealReport, *, busy_fails: bool = True) -> None:
     if report.unrepaired:
         raise HealIncomplete(
             f"damaged: {', '.join(report.unrepaired)}; nothing written (--restore-missing "
-            "puts back the archived documents they lack)"
+            "puts back the documents they lost)"
         )
     if not report.busy:
         return
