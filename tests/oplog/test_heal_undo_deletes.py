@@ -10,15 +10,19 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 from helpers import run_cli
 from pymongo import MongoClient
+from pymongo.errors import DuplicateKeyError
 from test_json_schemas import check
 from test_undo import Bed, _after, _newest, _seeded
 from test_undo import bed as bed  # the undo tests' module fixture: its own FerretDB here
@@ -26,6 +30,7 @@ from test_undo import bed as bed  # the undo tests' module fixture: its own Ferr
 import mongosnap
 from mongosnap.oplog.chunks import GapInfo, gap_key
 from mongosnap.oplog.position import Ts
+from mongosnap.pipelines import damage
 
 
 @dataclass
@@ -66,8 +71,6 @@ def shrink(bed: Bed, size: int) -> Shrunk:
 
 
 def _group(document: bytes) -> int:
-    import bson
-
     return int(bson.decode(document)["group"])
 
 
@@ -141,6 +144,65 @@ def test_heal_undoes_the_deletes_and_leaves_the_rest(bed: Bed, shrunk: Shrunk) -
     # the archive alone would have given back neither the new documents nor the updates
     assert any(str(k).startswith("new") for k in shrunk.deleted - shrunk.archived.keys())
     assert any(shrunk.archived[k] != shrunk.before[k] for k in shrunk.deleted & {0, 20, 30})
+
+
+class _Racer:
+    """Re-inserts deleted documents, last deleted first, from the moment the heal
+    has put back its first one: some land before a batch's lookup, some between
+    its lookup and its insert, some after."""
+
+    def __init__(self, uri: str, database: str, keys: list[Any]) -> None:
+        self.client: MongoClient[dict[str, Any]] = MongoClient(uri)
+        self.coll = self.client[database]["coll"]
+        self.keys = keys
+        self.wrote: list[Any] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set() and not self.coll.find_one({"_id": {"$in": self.keys}}):
+            time.sleep(0.001)
+        for key in reversed(self.keys):
+            if self.stop.is_set():
+                return
+            try:
+                self.coll.insert_one({"_id": key, "racer": True})
+            except DuplicateKeyError:  # the heal put it back first
+                continue
+            self.wrote.append(key)
+
+
+def test_a_concurrent_re_insert_is_never_overwritten(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = shrink(bed, 100)
+    monkeypatch.setattr(damage, "BATCH", 5)  # 14 lookups and inserts for the racer to meet
+    racer = _Racer(bed.uri, scene.database, sorted(scene.deleted, key=str))
+    racer.thread.start()
+    try:
+        report = asyncio.run(
+            mongosnap.heal(
+                bed.uri,
+                str(bed.dest),
+                database=scene.database,
+                collections=["coll"],
+                restore_missing=True,
+                shrink_threshold=20,
+            )
+        )
+    finally:
+        racer.stop.set()
+        racer.thread.join()
+        racer.client.close()
+    [done] = report.damaged
+    assert racer.wrote, "the racer re-inserted nothing: no race happened"
+    assert (done.status, done.source, done.deleted) == ("restored", "oplog", len(scene.deleted))
+    now = bed.documents(scene.database)
+    for key in racer.wrote:
+        assert bson.decode(now[key]) == {"_id": key, "racer": True}, key  # kept as written
+    for key in scene.deleted - set(racer.wrote):
+        assert now[key] == scene.before[key], key
+    assert done.inserted == len(scene.deleted) - len(racer.wrote)
 
 
 def test_text_summary_names_the_oplog_and_what_comes_back(bed: Bed) -> None:
