@@ -238,3 +238,27 @@ def test_a_gap_falls_back_to_the_archive_and_says_why(bed: Bed, tmp_path: Path) 
     assert damage["inserted"] == len(back)
     assert {k: now[k] for k in back} == {k: scene.archived[k] for k in back}  # as archived
     assert not (scene.deleted - scene.archived.keys()) & now.keys()  # the new ones are lost
+
+
+def test_a_collection_recreated_since_the_archive_is_not_written_to(bed: Bed) -> None:
+    """FerretDB logs no drop: the re-insert of an archived _id shows another
+    incarnation, whose deletes the archive cannot undo. Failed, nothing written."""
+    database = f"heal_{uuid.uuid4().hex[:10]}"
+    with MongoClient(bed.uri) as client:
+        coll = client[database]["coll"]
+        coll.insert_many([_seeded(i) for i in range(50)])
+        asyncio.run(mongosnap.backup(bed.uri, str(bed.dest), database=database, oplog=True))
+        coll.drop()
+        coll.insert_many([{"_id": i, "status": "another incarnation"} for i in range(50)])
+        coll.delete_many({"_id": {"$lt": 40}})
+    bed.archived()
+    left = bed.documents(database)
+    done = run_cli(
+        *("heal", str(bed.dest), "--uri", bed.uri, database, "coll", "--json"),
+        *("--restore-missing", "--shrink-threshold", "20"),
+    )
+    assert done.returncode == 42, done.stderr
+    [damage] = json.loads(done.stdout.splitlines()[0])["damaged"]
+    assert (damage["status"], damage["source"]) == ("failed", "oplog")
+    assert "dropped and recreated" in damage["error"]
+    assert bed.documents(database) == left
