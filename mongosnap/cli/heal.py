@@ -36,6 +36,7 @@ from ._logging import STOP_LOGGER
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
+    from ..pipelines.damage import Damage
     from ..pipelines.engine import CollectionOutcome
     from ..pipelines.heal import HealReport
     from ..pipelines.ledger import StagingLedger
@@ -92,8 +93,10 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--restore-missing",
         action="store_true",
-        help="in a damaged collection, insert the archived documents whose _id it lacks "
-        "(never replacing one); documents deleted on purpose since the archive come back too",
+        help="put back what a damaged collection lost, never replacing a live document: "
+        "with the archived oplog, the documents deleted since the archive; otherwise the "
+        "archived documents whose _id it lacks. Deliberate deletes since the archive come "
+        "back too",
     )
     add_source_flags(p)
     add_s3_flags(p, writes=False)
@@ -273,7 +276,7 @@ def _raise_if_missing(report: HealReport, *, busy_fails: bool = True) -> None:
     if report.unrepaired:
         raise HealIncomplete(
             f"damaged: {', '.join(report.unrepaired)}; nothing written (--restore-missing "
-            "puts back the archived documents they lack)"
+            "puts back the documents they lost)"
         )
     if not report.busy:
         return
@@ -346,19 +349,40 @@ def damage_lines(report: HealReport) -> list[str]:
             f"  {d.name}: {d.reason} since {d.archive} "
             f"({count(d.live)} of {plural(d.archived, 'document')} left)"
         )
-        if d.status == "restored":
+        if d.status == "restored" and d.source == "oplog":
+            done = f"{_undone(d)}; documents deleted on purpose since then came back too"
+        elif d.status == "restored":
             done = (
-                f"{plural(d.inserted, 'missing document')} restored (documents deleted "
-                "on purpose since the archive came back too)"
+                f"{plural(d.inserted, 'missing document')} restored from the archive (documents "
+                f"deleted on purpose since the archive came back too){_fallback(d)}"
+            )
+        elif d.status == "would restore" and d.source == "oplog":
+            done = (
+                f"would undo the deletes since {_instant(d.consistent_point or '')}, from the oplog"
             )
         elif d.status == "would restore":
-            done = "would restore the archived documents it lacks"
+            done = f"would restore the archived documents it lacks{_fallback(d)}"
         elif d.status == "failed":
             done = f"missing documents not restored ({d.error})"
         else:
             done = "DAMAGED, nothing written (--restore-missing puts back what it lacks)"
         lines.append(f"{seen}; {done}")
     return lines
+
+
+def _undone(d: Damage) -> str:
+    """What the oplog repair did: documents back, deleted since when, read up to when."""
+    left = d.deleted - d.inserted
+    kept = f", {count(left)} already there left alone" if left else ""
+    return (
+        f"restored {plural(d.inserted, 'document')} deleted since "
+        f"{_instant(d.consistent_point or '')}, from the oplog up to "
+        f"{_instant(d.oplog_to or '')}{kept}"
+    )
+
+
+def _fallback(d: Damage) -> str:
+    return f"; not from the oplog: {d.fallback}" if d.fallback else ""
 
 
 def replay_lines(report: HealReport) -> dict[str, str]:

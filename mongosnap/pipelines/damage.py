@@ -25,12 +25,15 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .._errors import (
     ArchiveError,
     AuthenticationFailed,
     CorruptArchive,
+    DecryptionFailed,
+    PointInTimeUnavailable,
+    ReplayError,
     ServerUnreachable,
     SourceError,
 )
@@ -42,6 +45,9 @@ from ..source import Source
 from ..storage import Storage
 from . import sealed
 from .engine import Engine
+
+if TYPE_CHECKING:
+    from .pitr import PitrPlan
 
 log = logging.getLogger("mongosnap.heal")
 
@@ -66,6 +72,18 @@ class Damage:
     status: str = "reported"
     inserted: int = 0
     error: str | None = None
+    source: str | None = None
+    """What the documents come from: ``oplog`` (the deletes since the archive
+    undone, damage_oplog.py) or ``archive`` (its documents whose _id is
+    absent); None when nothing is to be written."""
+    fallback: str | None = None
+    """With ``source`` ``archive``: why the oplog could not be used."""
+    deleted: int = 0
+    """``oplog``: documents deleted since the archive, each with its state before."""
+    consistent_point: str | None = None
+    """``oplog``: the archive's consistent point, ``SECONDS:INC``: deletes after it are undone."""
+    oplog_to: str | None = None
+    """``oplog``: the newest archived entry read, ``SECONDS:INC``."""
 
     @property
     def shrink(self) -> float:
@@ -185,26 +203,57 @@ async def repair(
     damaged: list[Damage],
     *,
     dry_run: bool,
+    keys: Keys | None = None,
 ) -> list[Damage]:
-    """``--restore-missing`` on each damaged collection; a failure is reported, not raised."""
+    """``--restore-missing`` on each damaged collection: the deletes since the
+    archive undone when the archived oplog covers them, else the archive's
+    missing documents put back; a failure is reported, not raised."""
+    from . import damage_oplog  # the oplog modules load only for a repair
+
     assert info.manifest is not None
     archived = entries(info.manifest, database)
     engine = Engine(storage, info, src, database)
+    found = await damage_oplog.plan(storage, info, keys)
+    if isinstance(found, str):
+        say = log.warning if info.manifest.oplog is not None else log.info
+        say("restoring missing documents from the archive, not the oplog: %s", found)
     done = []
     for damage in damaged:
+        damage = _sourced(damage, found)
         if dry_run:
             done.append(replace(damage, status="would restore"))
             continue
         try:
-            inserted = await restore_missing(engine, archived[damage.name])
-        except (ArchiveError, SourceError) as exc:
+            if isinstance(found, str):
+                damage = replace(
+                    damage, inserted=await restore_missing(engine, archived[damage.name])
+                )
+            else:
+                undone = await damage_oplog.undo_deletes(
+                    engine, found, archived[damage.name], BATCH
+                )
+                damage = replace(damage, inserted=undone.inserted, deleted=undone.deleted)
+        except (
+            ArchiveError, SourceError, ReplayError, PointInTimeUnavailable, DecryptionFailed
+        ) as exc:  # fmt: skip
             if isinstance(exc, ServerUnreachable | AuthenticationFailed):
                 raise  # the heal cannot go on: not this collection's failure
             log.warning(
-                "%s: missing documents not restored from %s: %s", damage.name, info.key, exc
+                "%s: missing documents not restored from %s: %s", damage.name, damage.source, exc
             )
             done.append(replace(damage, status="failed", error=str(exc)))
             continue
-        log.info("%s: %d missing documents restored from %s", damage.name, inserted, info.key)
-        done.append(replace(damage, status="restored", inserted=inserted))
+        log.info(
+            "%s: %d missing documents restored from the %s (%s)",
+            *(damage.name, damage.inserted, damage.source, info.key),
+        )
+        done.append(replace(damage, status="restored"))
     return done
+
+
+def _sourced(damage: Damage, found: PitrPlan | str) -> Damage:
+    if isinstance(found, str):
+        return replace(damage, source="archive", fallback=found)
+    return replace(
+        damage, source="oplog", consistent_point=str(found.start), oplog_to=str(found.target)
+    )

@@ -285,7 +285,7 @@ async def _damage(
     damaged = find_damage(info, database, live, threshold)
     if not damaged or not restore_missing:
         return damaged
-    return await repair(view, src, info, database, damaged, dry_run=dry_run)
+    return await repair(view, src, info, database, damaged, dry_run=dry_run, keys=keys)
 
 
 class _Search:

@@ -283,14 +283,18 @@ def _lenient_ts(entry: bytes) -> str:
     return f" ts={ts.time}:{ts.inc}" if isinstance(ts, Timestamp) else ""
 
 
-async def since(storage: Storage, archive: ArchiveInfo) -> PitrPlan | None:
+async def since(
+    storage: Storage, archive: ArchiveInfo, coverage: Coverage | None = None
+) -> PitrPlan | None:
     """The archive and every archived entry after its consistent point, as far as
     one continuous span of chunks reaches; None when no span covers that point
-    (or the archive has none). Heal replays this to the instant before a loss."""
+    (or the archive has none). Heal replays this to the instant before a loss.
+    ``coverage``: the destination's, when the caller has read it already."""
     start = consistent_point(archive)
     if start is None:
         return None
-    coverage = await read_coverage(storage)
+    if coverage is None:
+        coverage = await read_coverage(storage)
     span = next((s for s in coverage.spans if s.first <= start <= s.last), None)
     if span is None:
         return None

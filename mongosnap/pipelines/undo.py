@@ -217,7 +217,7 @@ class _Run:
         chunk_bytes = sum(c.object_bytes for c in plan.chunks)
         keys = timeline.touched()
         entry = self._entry(plan.archive.manifest)
-        archived = await self._archived(engine, entry, set(keys))
+        archived = await archived_documents(engine, entry, set(keys))
         images = [timeline.images(k, archived.get(k)) for k in keys]
         report = UndoReport(
             self.database,
@@ -255,18 +255,19 @@ class _Run:
             return entry
         return None
 
-    async def _archived(
-        self, engine: Engine, entry: CollectionEntry | None, wanted: set[IdKey]
-    ) -> dict[IdKey, bytes]:
-        """The wanted documents of the collection's data member, streamed once."""
-        found: dict[IdKey, bytes] = {}
-        if entry is None or not wanted:
-            return found
-        async for document in engine.collection_documents(entry):
-            key = document_key(document)
-            if key in wanted:
-                found[key] = document
+
+async def archived_documents(
+    engine: Engine, entry: CollectionEntry | None, wanted: set[IdKey]
+) -> dict[IdKey, bytes]:
+    """The wanted documents of the collection's data member, streamed once."""
+    found: dict[IdKey, bytes] = {}
+    if entry is None or not wanted:
         return found
+    async for document in engine.collection_documents(entry):
+        key = document_key(document)
+        if key in wanted:
+            found[key] = document
+    return found
 
 
 def _span(entry: CollectionEntry) -> int:

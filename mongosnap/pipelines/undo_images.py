@@ -11,7 +11,7 @@ document is replayed without the rest of the collection.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,25 +151,58 @@ class Timeline:
                 found[key] = min(inside)
         return sorted(found, key=lambda k: found[k])
 
+    def deleted(self) -> list[IdKey]:
+        """The ``_id``s with a delete entry after the archive's consistent point, up
+        to ``last``, in order of their first such delete."""
+        found = {}
+        for key, steps in self.steps.items():
+            deletes = [s.ts for s in steps if s.op == "d" and self.start < s.ts <= self.last]
+            if deletes:
+                found[key] = min(deletes)
+        return sorted(found, key=lambda k: found[k])
+
     def images(self, key: IdKey, archived: bytes | None) -> Images:
         """Replay the document's own entries over ``archived``, its state in the
         archive's collection member (None: not there)."""
-        state = pre = archived
+        pre = state = archived
         later = False
+        for step, _, state in self._replay(key, archived):
+            if step.ts > self.last:
+                later = True  # its state is left as it was at ``last``
+            elif step.ts < self.first:
+                pre = state
+        return Images(key, pre, state, later)
+
+    def before_delete(self, key: IdKey, archived: bytes | None) -> bytes | None:
+        """The document just before the delete that removed it, when it is deleted
+        at ``last`` by a delete after the archive's consistent point; else None
+        (it is there at ``last``, or was already gone before that delete)."""
+        removed: bytes | None = None
+        final = archived
+        for step, before, after in self._replay(key, archived):
+            final = after
+            if step.op == "d" and self.start < step.ts <= self.last:
+                removed = before
+        return removed if final is None else None
+
+    def _replay(
+        self, key: IdKey, archived: bytes | None
+    ) -> Iterator[tuple[Step, bytes | None, bytes | None]]:
+        """Each of the document's entries in ts order, with its state before and
+        after; the first entry after ``last`` ends it, its state unchanged."""
+        state = archived
         for step in sorted(self.steps.get(key, []), key=lambda s: s.ts):
             if step.ts > self.last:
-                later = True
-                continue
+                yield step, state, state
+                return
             if step.op == "i" and step.ts > self.start and state is not None:
                 raise PointInTimeUnavailable(
                     f"{self.ns}: an insert at ts {step.ts} of a document that existed then: "
                     "the collection was dropped and recreated (FerretDB logs no drop); the "
                     "archived documents belong to another incarnation: nothing was changed"
                 )
-            state = _apply(state, step)
-            if step.ts < self.first:
-                pre = state
-        return Images(key, pre, state, later)
+            before, state = state, _apply(state, step)
+            yield step, before, state
 
 
 def _apply(state: bytes | None, step: Step) -> bytes | None:

@@ -205,3 +205,35 @@ def test_list_and_prune_need_no_key(enc: Encrypted, tmp_path: Path) -> None:
     assert kept and min(i.first_ts for i in kept) <= Ts.parse(
         json.loads(pruned.stdout)["oplog"]["kept_from"]
     )
+
+
+def test_heal_undoes_the_deletes_through_the_key_and_stops_without_it(enc: Encrypted) -> None:
+    """heal --restore-missing of the emptied collection reads the encrypted chunks
+    with --identity and puts back what the writer deleted since the archive; without
+    the key it stops (NoIdentity) and writes nothing. (It empties the collection: last.)"""
+    with MongoClient(enc.uri) as client:
+        coll = client[enc.database]["events"]
+        coll.delete_many({})  # not archived: the archiver has stopped
+        argv = ("heal", str(enc.dest), "--uri", enc.uri, enc.database, "events")
+        argv += ("--restore-missing", "--json")
+        refused = run_cli(*argv)
+        assert refused.returncode == 61, refused.stderr
+        assert coll.count_documents({}) == 0
+        done = run_cli(*argv, "--identity", str(enc.key))
+        assert done.returncode == 0, done.stderr
+        [damage] = json.loads(done.stdout)["damaged"]
+        assert (damage["source"], damage["status"]) == ("oplog", "restored")
+        assert "not archived yet" in done.stderr  # the delete_many above
+        since, until = Ts.parse(damage["consistent_point"]), Ts.parse(damage["oplog_to"])
+        ns = f"{enc.database}.events"
+        entries = [bson.decode(e) for e in split_bson(b"".join(
+            client["local"]["oplog.rs"].find_raw_batches({"ns": ns})
+        ))]  # fmt: skip
+    deleted = {
+        e["o"]["_id"] for e in entries if e["op"] == "d" and since < Ts.from_bson(e["ts"]) <= until
+    }
+    inserted = {e["o"]["_id"]: e["o"] for e in entries if e["op"] == "i"}
+    assert deleted and not {e["o2"]["_id"] for e in entries if e["op"] == "u"} & deleted
+    assert damage["deleted"] == damage["inserted"] == len(deleted)
+    expected = sorted(bson.encode(inserted[i]) for i in deleted)
+    assert sorted(server_documents(enc.uri, enc.database, "events")) == expected

@@ -91,3 +91,36 @@ def test_an_insert_of_an_existing_id_means_another_incarnation() -> None:
     timeline = _timeline(_entry(250, "i", {"_id": 1, "v": "new"}))
     with pytest.raises(PointInTimeUnavailable, match="dropped and recreated"):
         timeline.images(id_key(1), bson.encode({"_id": 1, "v": "old"}))
+
+
+def test_before_delete_is_each_deleted_document_as_it_was_just_before() -> None:
+    """What heal --restore-missing inserts with the oplog: the state before the
+    delete that removed a document for good since the archive (start 100; last 300)."""
+    timeline = _timeline(
+        _entry(90, "d", {"_id": 9}),  # before the consistent point: the archive has it so
+        _entry(150, "u", {"$v": 2, "diff": {"u": {"qty": 6}}}, 1),
+        _entry(160, "d", {"_id": 1}),  # archived, updated, deleted
+        _entry(170, "i", {"_id": 2, "qty": 2}),
+        _entry(180, "d", {"_id": 2}),  # inserted after the archive, deleted
+        _entry(190, "d", {"_id": 3}),
+        _entry(195, "i", {"_id": 3, "qty": "back"}),  # deleted, then re-inserted
+        _entry(250, "i", {"_id": 4, "qty": 4}),
+        _entry(260, "d", {"_id": 4}),
+        _entry(270, "i", {"_id": 4, "qty": 40}),
+        _entry(280, "d", {"_id": 4}),  # the last delete is the one undone
+        _entry(350, "d", {"_id": 5}),  # after last: not this repair's
+    )
+    assert timeline.deleted() == [id_key(1), id_key(2), id_key(3), id_key(4)]
+    archived = {1: {"_id": 1, "qty": 5}, 3: {"_id": 3, "qty": 3}, 5: {"_id": 5}}
+
+    def back(key: int) -> Any:
+        found = timeline.before_delete(
+            id_key(key), bson.encode(archived[key]) if key in archived else None
+        )
+        return None if found is None else bson.decode(found)
+
+    assert back(1) == {"_id": 1, "qty": 6}
+    assert back(2) == {"_id": 2, "qty": 2}
+    assert back(3) is None
+    assert back(4) == {"_id": 4, "qty": 40}
+    assert back(5) is None
