@@ -36,6 +36,8 @@ INDEX_THRESHOLD = 200
 PAGE_ENTRIES = 48
 """Most entries per page: ~25 KB of manifest, while the index of 10,000
 collections stays near 30 KB (a heal reads one page and the index)."""
+PAGE_BYTES = 24 << 10
+"""Most bytes per page (long names make long entries), unless one entry is more."""
 MAX_INDEX_BYTES = 1 << 20
 """Largest index read; a bigger one is ignored (the full sidecar is read instead)."""
 MAX_FRAME_BYTES = 16 << 10
@@ -248,10 +250,19 @@ def build_index(manifest: Manifest, document: bytes) -> bytes | None:
     if max(head.end - head.offset, tail.end - tail.offset) > MAX_FRAME_BYTES:
         return None
     pages = []
-    for at in range(0, len(entries), PAGE_ENTRIES):
-        last = min(at + PAGE_ENTRIES, len(entries)) - 1
-        span = _hashed(document, offsets[at][0], offsets[last][1])
-        pages.append(Page(keys[at], keys[last], span))
+    at = 0
+    while at < len(entries):
+        last = at
+        while (
+            last + 1 < len(entries)
+            and last + 1 - at < PAGE_ENTRIES
+            and offsets[last + 1][1] - offsets[at][0] <= PAGE_BYTES
+        ):
+            last += 1
+        pages.append(
+            Page(keys[at], keys[last], _hashed(document, offsets[at][0], offsets[last][1]))
+        )
+        at = last + 1
     index = ManifestIndex(
         archive=manifest.archive,
         codec=manifest.codec,
