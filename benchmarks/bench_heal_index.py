@@ -131,8 +131,12 @@ async def run(args: argparse.Namespace) -> None:
         async with S3Storage(bucket, prefix, config) as storage:
             manifest = await write_archive(storage, database, args.collections, indexed)
     assert manifest is not None
-    sidecar = len(manifest.to_json())
-    print(f"## heal of 1 collection of {args.collections} on {args.s3}; sidecar {sidecar} bytes")
+    document = manifest.to_json()
+    index = build_index(manifest, document) or b""
+    print(
+        f"## heal of 1 collection of {args.collections} on {args.s3}:"
+        f" sidecar {len(document):,} bytes, index {len(index):,} bytes"
+    )
     figures: dict[str, list[tuple[float, float, Counted, str]]] = {p: [] for p in prefixes}
     mongo = MongoClient(bed.mongo_uri)
     try:

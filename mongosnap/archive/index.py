@@ -2,7 +2,7 @@
 
 An archive of many collections has a manifest of megabytes; a heal wants a
 few entries of it. The index cuts the manifest's ``collections`` (sorted by
-database and name) into pages and records each page's key range, byte range
+database and name) into pages and records each page's last key, byte range
 and SHA-256, plus the text before the first entry (head) and after the last
 (tail). Head, some pages and tail joined are a valid manifest listing only
 those collections. The bytes are read from the archive's own manifest
@@ -67,14 +67,15 @@ class Span:
 
 @dataclass(frozen=True)
 class Page:
-    """Consecutive entries: their first and last (database, name) and their text."""
+    """Consecutive entries: the last one's (database, name) and their text. The
+    first key is not stored: pages tile the sorted entries, so a key belongs to
+    the first page whose last key is not below it (that saves a third of the index)."""
 
-    first: tuple[str, str]
     last: tuple[str, str]
     span: Span
 
     def to_list(self) -> list[Any]:
-        return [*self.first, *self.last, *self.span.to_list()]
+        return [*self.last, *self.span.to_list()]
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class ManifestIndex:
             raise CorruptArchive("manifest index: ranges do not tile the manifest")
         previous: tuple[str, str] | None = None
         for page in self.pages:
-            if page.first > page.last or (previous is not None and page.first <= previous):
+            if previous is not None and page.last <= previous:
                 raise CorruptArchive("manifest index: page keys out of order")
             previous = page.last
 
@@ -178,7 +179,7 @@ class ManifestIndex:
         found: dict[int, Page] = {}
         for key in keys:
             at = bisect_left(lasts, key)
-            if at < len(self.pages) and self.pages[at].first <= key:
+            if at < len(self.pages):
                 found[at] = self.pages[at]
         return [found[i] for i in sorted(found)]
 
@@ -195,14 +196,21 @@ class ManifestIndex:
 
     def assemble(self, head: bytes, pages: list[tuple[Page, bytes]], tail: bytes) -> Manifest:
         """The manifest listing only the pages' collections, parsed and checked,
-        agreeing with the index on its member, size and each page's keys."""
+        agreeing with the index on its member, size and each page's keys (its
+        entries sorted, its last key the index's, its first above the page before)."""
         manifest = Manifest.from_json(head + _SEPARATOR.join(data for _, data in pages) + tail)
         keys = [(c.database, c.name) for c in manifest.collections]
         position = 0
         for page, data in pages:
             count = data.count(b"\n    },\n    {") + 1  # entries, as the writer separates them
-            if position + count > len(keys) or (
-                (keys[position], keys[position + count - 1]) != (page.first, page.last)
+            at = self.pages.index(page)
+            floor = self.pages[at - 1].last if at else None
+            mine = keys[position : position + count]
+            if (
+                len(mine) != count
+                or mine[-1] != page.last
+                or (floor is not None and mine[0] <= floor)
+                or any(a >= b for a, b in pairwise(mine))
             ):
                 raise CorruptArchive("the manifest index's page keys do not match the manifest")
             position += count
@@ -259,9 +267,7 @@ def build_index(manifest: Manifest, document: bytes) -> bytes | None:
             and offsets[last + 1][1] - offsets[at][0] <= PAGE_BYTES
         ):
             last += 1
-        pages.append(
-            Page(keys[at], keys[last], _hashed(document, offsets[at][0], offsets[last][1]))
-        )
+        pages.append(Page(keys[last], _hashed(document, offsets[at][0], offsets[last][1])))
         at = last + 1
     index = ManifestIndex(
         archive=manifest.archive,
@@ -287,11 +293,10 @@ def _span(raw: object) -> Span:
 
 
 def _page(raw: object) -> Page:
-    if not isinstance(raw, list) or len(raw) != 7:
-        raise CorruptArchive("manifest index: a page is not [db, name, db, name, offset, end, sha]")
-    first = (_text(raw[0]), _text(raw[1]))
-    last = (_text(raw[2]), _text(raw[3]))
-    return Page(first, last, Span(_count(raw[4]), _count(raw[5]), _sha(raw[6])))
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise CorruptArchive("manifest index: a page is not [db, name, offset, end, sha256]")
+    last = (_text(raw[0]), _text(raw[1]))
+    return Page(last, Span(_count(raw[2]), _count(raw[3]), _sha(raw[4])))
 
 
 def _text(value: object) -> str:
