@@ -13,12 +13,21 @@ import logging
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from catalog_support import at, backup_at
-from helpers import make_destination, seed, server_documents, split_bson
+from helpers import (
+    Destination,
+    make_destination,
+    s3_client,
+    s3_config,
+    seed,
+    server_documents,
+    split_bson,
+)
 from pymongo import MongoClient
 
 import mongosnap
@@ -195,3 +204,34 @@ async def test_a_backup_whose_sidecar_fails_leaves_no_index(
     with pytest.raises(mongosnap.StorageError):
         await backup(mongo_uri, storage, database=seeded)
     assert [o.key async for o in storage.list()] == []
+
+
+async def test_backup_locks_the_index_and_prune_keeps_it_while_locked(
+    indexing: None, s3_endpoint: Any, new_locked_bucket: Any, mongo_uri: str, seeded: str
+) -> None:
+    bucket = new_locked_bucket(s3_endpoint)
+    dest = Destination(f"s3://{bucket}/nightly", s3_config(s3_endpoint))
+    client = s3_client(s3_endpoint)
+    locked = await backup(
+        mongo_uri, dest.url, database=seeded, s3=dest.s3, lock_for=timedelta(days=1)
+    )
+    head = client.head_object(Bucket=bucket, Key=f"nightly/{index_key(locked.archive_key)}")
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    old = await backup_at(at(1), mongo_uri, dest, seeded)
+    middle = await backup_at(at(2), mongo_uri, dest, seeded)
+    hour = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    client.put_object_retention(  # only the index of the oldest: prune must keep it all
+        Bucket=bucket,
+        Key=f"nightly/{index_key(old)}",
+        Retention={"Mode": "GOVERNANCE", "RetainUntilDate": hour},
+    )
+
+    report = await prune(dest.url, keep_last=1, s3=dest.s3)
+
+    assert [d.archive.key for d in report.locked] == [old]
+    assert [a.key for a in report.deleted] == [middle]
+    assert index_key(f"nightly/{middle}") not in _keys(client, bucket)
+
+
+def _keys(client: Any, bucket: str) -> list[str]:
+    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
