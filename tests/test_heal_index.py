@@ -235,3 +235,18 @@ async def test_backup_locks_the_index_and_prune_keeps_it_while_locked(
 
 def _keys(client: Any, bucket: str) -> list[str]:
     return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+async def test_a_mirror_whose_sidecar_fails_keeps_no_index(
+    indexing: None, seeded: str, mongo_uri: str, tmp_path: Path
+) -> None:
+    main, mirror = LocalStorage(tmp_path / "main"), SidecarFails(tmp_path / "mirror")
+
+    result = await backup(mongo_uri, main, database=seeded, also=[mirror])
+
+    assert [(m["complete"], bool(m["error"])) for m in result.also] == [(False, True)]
+    assert [o.key async for o in mirror.list()] == []
+    key = result.archive_key
+    assert sorted([o.key async for o in main.list()]) == sorted(
+        [key, manifest_key(key), index_key(key)]
+    )
