@@ -25,6 +25,7 @@ from mongosnap.archive.index import (
 from mongosnap.archive.manifest import Manifest, manifest_key
 from mongosnap.catalog import newest_archives
 from mongosnap.indexed import partial_manifest
+from mongosnap.pipelines.verify import verify
 from mongosnap.storage.memory import MemoryStorage
 
 CASES = int(os.environ.get("MONGOSNAP_FUZZ_CASES", "5000")) // 10
@@ -212,3 +213,22 @@ async def test_a_huge_index_is_not_read_past_its_limit() -> None:
     size = await size_of(storage, key)
     with pytest.raises(MongosnapError):
         await partial_manifest(storage, key, size, "gzip", [("app", "c00001")])
+
+
+async def test_verify_warns_of_an_index_that_is_not_the_manifests(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = MemoryStorage()
+    key, _, _ = await write_many(storage, INDEX_THRESHOLD)
+    with caplog.at_level(logging.WARNING, logger="mongosnap.verify"):
+        assert (await verify(storage, key)).ok
+    assert "manifest index" not in caplog.text
+
+    index = json.loads(await storage.read_bytes(index_key(key), limit=MAX_INDEX_BYTES))
+    index["head"][2] = "0" * 64
+    await storage.delete(index_key(key))
+    await storage.put(index_key(key), json.dumps(index).encode())
+    with caplog.at_level(logging.WARNING, logger="mongosnap.verify"):
+        report = await verify(storage, key)
+    assert report.ok  # costs the fast path only: not a problem of the archive
+    assert "the manifest index does not match the manifest" in caplog.text
