@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -66,6 +67,7 @@ from ._errors import (
     UsageError,
 )
 from .archive.clear import ClearSidecar, is_clear_sidecar
+from .archive.index import INDEX_SUFFIX, index_key
 from .archive.manifest import (
     CLOCK_TOLERANCE,
     ENCRYPTED_SUFFIX,
@@ -79,10 +81,13 @@ from .archive.manifest import parse_archive_name as _parse_name
 from .archive.names import MANIFEST_MEMBER, parse_member_name
 from .archive.reader import read_archive
 from .codecs import CODECS
+from .indexed import partial_manifest
 from .storage.base import ObjectInfo, Storage
 
 if TYPE_CHECKING:
     from .storage.s3 import S3Config
+
+log = logging.getLogger("mongosnap.catalog")
 
 LATEST = "latest"
 LEGACY_SUFFIX = "mongodb-dump.tar.gz"
@@ -167,6 +172,10 @@ class ArchiveInfo:
     clear: ClearSidecar | None = None
     """An encrypted archive's clear sidecar when COMPLETE (``manifest`` is then
     None until a key unseals it: pipelines/sealed.py)."""
+    partial: bool = False
+    """``manifest`` lists only some collections: read through the manifest
+    index from the archive's own manifest member (docs/format.md, section 18),
+    so it is not compared with the sidecar again."""
 
     @property
     def encrypted(self) -> bool:
@@ -232,6 +241,7 @@ async def newest_archives(
     *,
     database: str | None = None,
     passed: list[ArchiveInfo] | None = None,
+    collections: Collection[str] | None = None,
 ) -> AsyncGenerator[ArchiveInfo, None]:
     """Archives newest first, each classified only when the caller gets to it.
 
@@ -243,6 +253,12 @@ async def newest_archives(
     databases cannot be told (a damaged archive: the caller's checks judge it).
     The others go to ``passed``, if given, with their ``databases`` known
     (what the search learned anyway: no read more).
+
+    With ``database`` and ``collections`` (read again for each archive, so a
+    caller may shrink it as it goes), an archive with a manifest index comes
+    with a ``partial`` manifest listing only those collections (the entries
+    of the pages holding them), read through the index; without an index, or
+    when the index cannot be used, with the whole sidecar as always.
     """
     objects, sidecars = await _scan(storage, prefix)
     now = datetime.now(UTC)
@@ -250,7 +266,10 @@ async def newest_archives(
     by_key = {obj.key: obj for obj in objects}
     for placed in listed:
         obj = by_key[placed.key]
-        info = await _describe(storage, obj, manifest_key(obj.key) in sidecars, placed)
+        wanted = None
+        if database is not None and collections and index_key(obj.key) in sidecars:
+            wanted = frozenset((database, name) for name in collections)
+        info = await _describe(storage, obj, manifest_key(obj.key) in sidecars, placed, wanted)
         if info is None:
             continue
         if database is not None:
@@ -292,11 +311,12 @@ async def learn_databases(storage: Storage, archives: list[ArchiveInfo]) -> list
 
 
 async def _scan(storage: Storage, prefix: str) -> tuple[list[ObjectInfo], set[str]]:
-    """One listing: the archive objects, and the keys of the sidecars present."""
+    """One listing: the archive objects, and the keys of the sidecars and
+    manifest indexes present."""
     objects: list[ObjectInfo] = []
     sidecars: set[str] = set()
     async for obj in storage.list(prefix):
-        if obj.key.endswith(MANIFEST_SUFFIX):
+        if obj.key.endswith((MANIFEST_SUFFIX, INDEX_SUFFIX)):
             sidecars.add(obj.key)
         elif archive_codec(obj.key) is not None:
             objects.append(obj)
@@ -382,24 +402,37 @@ def archive_time(key: str, modified: datetime | None = None) -> datetime:
 
 
 async def _describe(
-    storage: Storage, obj: ObjectInfo, has_sidecar: bool, base: ArchiveInfo | None = None
+    storage: Storage,
+    obj: ObjectInfo,
+    has_sidecar: bool,
+    base: ArchiveInfo | None = None,
+    wanted: frozenset[tuple[str, str]] | None = None,
 ) -> ArchiveInfo | None:
-    """Classify one archive object; None if it vanished meanwhile."""
+    """Classify one archive object; None if it vanished meanwhile. ``wanted``:
+    the (database, name) pairs to read through its manifest index."""
     base = base if base is not None else _placeholder(obj, datetime.now(UTC))
     try:
-        return await _classify(storage, obj, base, has_sidecar)
+        return await _classify(storage, obj, base, has_sidecar, wanted)
     except ObjectArchived as exc:
         return replace(base, status=ArchiveStatus.ARCHIVED, problem=str(exc))
 
 
 async def _classify(
-    storage: Storage, obj: ObjectInfo, base: ArchiveInfo, has_sidecar: bool
+    storage: Storage,
+    obj: ObjectInfo,
+    base: ArchiveInfo,
+    has_sidecar: bool,
+    wanted: frozenset[tuple[str, str]] | None = None,
 ) -> ArchiveInfo | None:
     if obj.storage_class in ARCHIVE_CLASSES:
         try:
             await _probe(storage, obj)  # readable once restored; ObjectArchived until then
         except ObjectNotFound:
             return None
+    if has_sidecar and wanted and not base.encrypted:
+        judged = await _judge_index(storage, base, wanted)
+        if judged is not None:
+            return judged
     if has_sidecar:
         judged = await _judge_sidecar(storage, base)
         if judged is not None:
@@ -425,6 +458,33 @@ async def _probe(storage: Storage, obj: ObjectInfo) -> None:
     async with _closing(storage.read(obj.key, 0, 1)) as chunks:
         async for _ in chunks:
             pass
+
+
+async def _judge_index(
+    storage: Storage, base: ArchiveInfo, wanted: frozenset[tuple[str, str]]
+) -> ArchiveInfo | None:
+    """The archive with a partial manifest read through its index; None when
+    the index cannot say (the caller then reads the whole sidecar)."""
+    try:
+        manifest = await partial_manifest(storage, base.key, base.size, base.codec, wanted)
+    except _PASSED_ON:
+        raise
+    except ObjectNotFound:  # the index or the sidecar went since the listing
+        return None
+    except (StorageError, ArchiveError) as exc:
+        log.warning("%s: manifest index not used, reading the whole sidecar: %s", base.key, exc)
+        return None
+    if manifest is None or _mismatch(manifest, base):
+        return None
+    judged = replace(
+        base,
+        status=ArchiveStatus.COMPLETE,
+        manifest=manifest,
+        sidecar=SidecarState.MATCHES,
+        databases=frozenset(manifest.databases),
+        partial=True,
+    )
+    return judged if judged.skewed else _server_skew(judged, manifest.server_time)
 
 
 async def _judge_sidecar(storage: Storage, base: ArchiveInfo) -> ArchiveInfo | None:

@@ -65,8 +65,30 @@ class Codec(ABC):
     suffix: ClassVar[str]
     default_level: ClassVar[int]
 
+    stored_frame: ClassVar[tuple[int, int, int]] = (0, 0, 0)
+    """stored()'s framing: bytes before the first block, bytes of each block's
+    header, a block's capacity (0: no blocks, the data as it is)."""
+
     def __init__(self, level: int | None = None) -> None:
         self.level = self.default_level if level is None else level
+
+    @classmethod
+    def stored_spans(cls, start: int, end: int) -> list[tuple[int, int]]:
+        """Where bytes ``[start, end)`` of ``data`` lie in ``stored(data)``: one
+        ``(offset, end)`` per block they touch, in order. A reader can so take a
+        slice of a stored member with one ranged read (the manifest index)."""
+        prefix, header, block = cls.stored_frame
+        if not block:
+            return [(start, end)] if end > start else []
+        spans = []
+        position = start
+        while position < end:
+            index = position // block
+            stop = min(end, (index + 1) * block)
+            at = prefix + header * (index + 1) + position
+            spans.append((at, at + stop - position))
+            position = stop
+        return spans
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(level={self.level})"
@@ -179,6 +201,7 @@ class GzipCodec(Codec):
     name = "gzip"
     suffix = ".tar.gz"
     default_level = 2
+    stored_frame = (len(_GZIP_HEADER), 5, _STORED_MAX)
 
     def compress(self, chunk: bytes) -> bytes:
         return isal_zlib.compress(chunk, self.level, 31)
@@ -281,6 +304,7 @@ class ZstdCodec(Codec):
     name = "zstd"
     suffix = ".tar.zst"
     default_level = 3
+    stored_frame = (9, 3, _RAW_BLOCK_MAX)
 
     def __init__(self, level: int | None = None) -> None:
         super().__init__(level)

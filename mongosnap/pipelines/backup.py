@@ -39,6 +39,7 @@ from .._errors import (
 )
 from .._version import __version__
 from ..archive import ArchiveWriter, metadata, names
+from ..archive.index import build_index, index_key
 from ..archive.manifest import (
     CLOCK_TOLERANCE,
     COMPLETE,
@@ -468,7 +469,11 @@ class _Job:
             self._note_discard(sink, key)
             raise
         sealed_document = None
+        # no index for an encrypted archive: its clear sidecar names no collections
+        index = build_index(manifest, document) if sealing is None else None
         try:
+            if index is not None:  # before the sidecar, which makes the archive complete
+                await self.storage.put(index_key(key), index, **locked(self.retention))
             if sealing is not None and self.recipients is not None:
                 clear, sealed_document = await sealed.store_sealed(
                     self.storage, key, document, manifest, *sealing, info.size,
@@ -481,7 +486,7 @@ class _Job:
             await shielded(mirrors.withdraw(tee, self.mirrors, key, "the primary sidecar failed"))
             raise
         self.aftermath.complete = True
-        await mirrors.publish(tee, self.mirrors, key, document, sealed_document)
+        await mirrors.publish(tee, self.mirrors, key, document, sealed_document, index)
         return info.size
 
     def _note_discard(self, sink: ObjectWriter, key: str) -> None:
@@ -564,6 +569,9 @@ class _Job:
         if self.recipients is not None:  # its sealed sidecar, if stored: an orphan for prune
             with contextlib.suppress(MongosnapError):
                 await _delete_retrying(self.storage, sealed_key(key))
+        else:  # its manifest index, if stored
+            with contextlib.suppress(MongosnapError):
+                await _delete_retrying(self.storage, index_key(key))
         try:
             await _delete_retrying(self.storage, key)
         except MongosnapError as exc:

@@ -38,6 +38,7 @@ from .._errors import (
     ObjectNotFound,
     UsageError,
 )
+from ..archive.index import build_index, index_key
 from ..archive.manifest import Manifest, manifest_key, sealed_key
 from ..archive.reader import read_archive
 from ..archive.tar import member_length
@@ -225,6 +226,9 @@ class _Copy:
                     await self.dst.delete(key)
                 raise CorruptArchive(f"{self.dst.url}/{key}: {problem} after the copy")
             return CopiedArchive(key, info.size, CONFLICT, problem)
+        index = build_index(manifest, sidecar)
+        if index is not None:  # before the sidecar (docs/format.md, section 18)
+            await self._put_once(index_key(key), index)  # other bytes there: readers check them
         match = await self._sidecar(key, sidecar)
         if not match:
             return CopiedArchive(key, info.size, CONFLICT, "another sidecar at the target")

@@ -344,7 +344,7 @@ class Engine:
         entries = self.entries(selection)
         if entries is None:
             return await self._restore_streaming(selection)
-        if entries:
+        if entries and not self.info.partial:  # a partial one was read from that member
             await self.check_embedded_manifest()
         if before_publish is not None:
             return await self._restore_held(entries, before_publish)

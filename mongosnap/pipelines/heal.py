@@ -325,7 +325,9 @@ class _Search:
         seen = False
         passed: list[ArchiveInfo] = []  # archives that do not hold the database
         async with contextlib.aclosing(
-            newest_archives(self.storage, database=self.database, passed=passed)
+            newest_archives(
+                self.storage, database=self.database, passed=passed, collections=self.remaining
+            )
         ) as archives:
             async for info in archives:
                 seen = True

@@ -2,7 +2,8 @@
 and name claims. ``list --leftovers`` shows them; ``prune`` removes stale ones.
 
 - An orphan sidecar is a ``<archive>.manifest.json`` (or an encrypted
-  archive's sealed ``<archive>.manifest.json.age``) whose archive is not
+  archive's sealed ``<archive>.manifest.json.age``, or a manifest index
+  ``<archive>.manifest.index.json``) whose archive is not
   there (a backup killed while withdrawing an archive whose sidecar was in
   flight). It describes nothing; restore, heal and list ignore it.
 - A rekey copy is ``<archive or sidecar>.rekey`` (pipelines/rekey.py): the
@@ -31,6 +32,7 @@ from typing import Any
 
 from .. import units
 from .._errors import ObjectNotFound, StorageError
+from ..archive.index import INDEX_SUFFIX
 from ..archive.manifest import (
     ENCRYPTED_SUFFIX,
     MANIFEST_SUFFIX,
@@ -70,6 +72,8 @@ class Leftover:
                 if original.endswith(suffix):
                     return original.removesuffix(suffix)
             return original
+        if self.key.endswith(INDEX_SUFFIX):
+            return self.key.removesuffix(INDEX_SUFFIX)
         return self.key.removesuffix(ENCRYPTED_SUFFIX).removesuffix(MANIFEST_SUFFIX)
 
     def stale(self, now: datetime, after: timedelta = STALE_AFTER) -> bool:
@@ -97,7 +101,7 @@ async def find_leftovers(storage: Storage, prefix: str = "") -> list[Leftover]:
     async for obj in storage.list(prefix):
         if obj.key.endswith(REKEY_SUFFIX):
             copies.append(Leftover(obj.key, REKEY_COPY, obj.size, obj.modified))
-        elif obj.key.endswith((MANIFEST_SUFFIX, SEALED_SUFFIX)):
+        elif obj.key.endswith((MANIFEST_SUFFIX, SEALED_SUFFIX, INDEX_SUFFIX)):
             sidecars[obj.key] = obj
         elif obj.key.endswith(CLAIM_SUFFIX) and _archive_named(obj.key, CLAIM_SUFFIX):
             claims[obj.key] = obj

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from .._errors import MongosnapError, ObjectExists, ObjectNotFound, UsageError
+from ..archive.index import index_key
 from ..archive.manifest import manifest_key, sealed_key
 from ..storage import ObjectWriter, Retention, S3Config, Storage, open_storage
 from ..storage.tee import TeeWriter
@@ -108,11 +109,13 @@ async def publish(
     key: str,
     document: bytes,
     sealed_document: bytes | None = None,
+    index_document: bytes | None = None,
 ) -> None:
     """After the primary's sidecar: each mirror's sidecar(s), for the mirrors
-    whose archive was committed; a mirror left without one loses its archive.
-    An encrypted archive's sealed sidecar goes first, its clear one last, as
-    at the primary (docs/encryption.md)."""
+    whose archive was committed; a mirror left without one loses its archive
+    (and its manifest index). An encrypted archive's sealed sidecar goes
+    first, its clear one last, as at the primary (docs/encryption.md); a
+    manifest index goes before the sidecar (docs/format.md, section 18)."""
     if not isinstance(sink, TeeWriter):
         return
     live = [m for m in mirrors if m.live]
@@ -121,6 +124,8 @@ async def publish(
     for index in sink.committed:
         mirror = live[index]
         try:
+            if index_document is not None:
+                await mirror.storage.put(index_key(key), index_document, **locked(mirror.retention))
             if sealed_document is not None:
                 await mirror.storage.put(
                     sealed_key(key), sealed_document, **locked(mirror.retention)
@@ -132,6 +137,9 @@ async def publish(
             with contextlib.suppress(MongosnapError):
                 if sealed_document is not None:
                     await mirror.storage.delete(sealed_key(key))
+            with contextlib.suppress(MongosnapError):
+                if index_document is not None:
+                    await mirror.storage.delete(index_key(key))
             with contextlib.suppress(MongosnapError):
                 await mirror.storage.delete(key)  # an archive without sidecar: withdraw it
 

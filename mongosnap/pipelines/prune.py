@@ -48,6 +48,7 @@ from typing import Any
 
 from .. import units
 from .._errors import UsageError
+from ..archive.index import index_key
 from ..archive.manifest import manifest_key, sealed_key
 from ..catalog import ArchiveInfo, ArchiveStatus, learn_databases, list_archives, order
 from ..oplog.position import Ts
@@ -225,10 +226,13 @@ def plan(
 
 async def delete_archive(storage: Storage, info: ArchiveInfo) -> None:
     """Delete the sidecar first, then the archive (docs/format.md, section 2);
-    an encrypted archive's clear sidecar, then its sealed one, then the archive."""
+    an encrypted archive's clear sidecar, then its sealed one, then the archive;
+    the manifest index (if any) after the sidecar (section 18)."""
     await storage.delete(manifest_key(info.key))
     if info.encrypted:
         await storage.delete(sealed_key(info.key))
+    else:
+        await storage.delete(index_key(info.key))  # missing is not an error
     await storage.delete(info.key)
 
 
@@ -241,7 +245,7 @@ async def _unless_locked(storage: Storage, decision: PruneDecision, now: datetim
     if decision.keep:
         return decision
     key = decision.archive.key
-    until = await locked_until(storage, [manifest_key(key), key], now)
+    until = await locked_until(storage, [manifest_key(key), index_key(key), key], now)
     if until is None:
         return decision
     reasons = (f"locked until {units.iso_utc(until)}", *decision.reasons)

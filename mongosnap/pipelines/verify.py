@@ -21,6 +21,10 @@ Checks, in order:
 3. ranges (COMPLETE archives): each collection's compressed range
    ``[metadata.offset, bson.end)`` read alone decompresses to exactly its
    members, with the manifest's names, sizes, document count and sha256.
+
+A manifest index (docs/format.md, section 18) that is not the one the
+manifest gives is reported with a warning only: readers then fall back to
+the whole sidecar, so it costs speed, never data.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -38,10 +43,12 @@ from .._errors import (
     CorruptArchive,
     DecryptionFailed,
     ObjectNotFound,
+    StorageError,
     TruncatedArchive,
     UnsafeArchive,
 )
 from ..archive import BsonSplitter, parse_metadata, read_archive
+from ..archive.index import MAX_INDEX_BYTES, build_index, index_key
 from ..archive.manifest import (
     COMPLETE,
     MAX_MANIFEST_BYTES,
@@ -62,6 +69,8 @@ from . import sealed
 from .engine import LEGACY_DOCUMENTS_PER_BYTE, LEGACY_FREE_DOCUMENTS, LEGACY_STEP
 
 RANGE_CONCURRENCY = 4
+
+log = logging.getLogger("mongosnap.verify")
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,8 @@ class _Verifier:
             reference = self._embedded_manifest()
         if sidecar is not None and self.embedded is not None and self.embedded != sidecar:
             self._problem(CorruptArchive, "the embedded manifest differs from the sidecar")
+        if sidecar is not None and reference is not None and not self.info.encrypted:
+            await self._check_index(reference, sidecar)
         tallies = self._legacy_tallies() if reference is None else self._compare(reference)
         if ranges is not None:
             self._merge_ranges(await ranges, tallies)
@@ -239,6 +250,22 @@ class _Verifier:
             bytes_read=self.bytes_read,
             duration=time.monotonic() - clock,
         )
+
+    async def _check_index(self, manifest: Manifest, sidecar: bytes) -> None:
+        """Warn when the archive's manifest index is not the one its manifest gives."""
+        key = index_key(self.info.key)
+        try:
+            found = await self.storage.read_bytes(key, limit=MAX_INDEX_BYTES)
+        except ObjectNotFound:
+            return
+        except StorageError as exc:
+            found = f"unreadable: {exc}".encode()
+        if found != build_index(manifest, sidecar):
+            log.warning(
+                "%s: the manifest index does not match the manifest; heal reads the whole"
+                " sidecar instead (delete the index, %s, to silence this)",
+                *(self.info.key, key),
+            )
 
     def _problem(self, error: type[ArchiveError] | type[DecryptionFailed], message: str) -> None:
         self.problems.append(Problem(error, message))
