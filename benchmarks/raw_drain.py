@@ -1,0 +1,116 @@
+"""The floor of a Python reader: find/getMore over one plain socket, nothing else.
+
+    .venv/bin/python benchmarks/raw_drain.py URI [--batch-size 1000]
+
+prints the number of BSON bytes read from every collection of ``bench``. One
+asyncio stream to the URI's first host (no TLS, no auth, no compression, no
+sessions, no server selection, no retries): the OP_MSG request is built by
+hand, the reply's top two levels are walked as mongosnap's raw batch cursor
+walks them (``mongosnap._rawcursor``) and the batch array becomes a document
+stream with the same C routine. What is left is what any Python dump must
+pay per byte and per getMore; ``bench_client.py`` runs it as ``raw-drain``
+beside PyMongo's drain and mongodump's. A measuring stick, not a client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import struct
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import bson
+from bson import _array_of_documents_to_buffer
+
+from mongosnap._rawcursor import _elements
+
+HEADER = struct.Struct("<iiii")
+OP_MSG = 2013
+DATABASE = "bench"
+
+
+class Connection:
+    """One socket, one request in flight."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.ids = itertools.count(1)
+
+    async def command(self, command: dict[str, object]) -> bytes:
+        """The reply's body document (flag bits and section kind skipped)."""
+        body = b"\0\0\0\0\0" + bson.encode(command)  # flagBits 0, one kind-0 section
+        self.writer.write(HEADER.pack(16 + len(body), next(self.ids), 0, OP_MSG) + body)
+        length = HEADER.unpack(await self.reader.readexactly(16))[0]
+        return (await self.reader.readexactly(length - 16))[5:]
+
+
+def cursor_batch(reply: bytes) -> tuple[int, bytes]:
+    """(cursor id, the batch as concatenated documents) of a find/getMore reply."""
+    top = _elements(reply, 0, len(reply))
+    cursor = next((e for e in top if e[0] == b"cursor"), None)
+    if cursor is None:
+        raise RuntimeError(f"not a cursor reply: {bson.decode(reply)}")
+    cursor_id, stream = 0, b""
+    for key, _, start, end in _elements(reply, cursor[2] + len(b"cursor") + 2, cursor[3]):
+        value = start + len(key) + 2
+        if key == b"id":
+            cursor_id = struct.unpack_from("<q", reply, value)[0]
+        elif key in (b"firstBatch", b"nextBatch"):
+            stream = _array_of_documents_to_buffer(memoryview(reply)[value:end])
+    return cursor_id, stream
+
+
+async def batches(connection: Connection, name: str, size: int) -> AsyncIterator[bytes]:
+    reply = await connection.command({"find": name, "batchSize": size, "$db": DATABASE})
+    cursor_id, stream = cursor_batch(reply)
+    yield stream
+    while cursor_id:
+        more = {"getMore": bson.Int64(cursor_id), "collection": name, "batchSize": size}
+        cursor_id, stream = cursor_batch(await connection.command({**more, "$db": DATABASE}))
+        yield stream
+
+
+async def connect(uri: str) -> Connection:
+    host = urlsplit(uri).netloc.split(",")[0]
+    name, _, port = host.rpartition(":")
+    return Connection(*await asyncio.open_connection(name or host, int(port or 27017)))
+
+
+async def drain(uri: str, size: int) -> dict[str, bytes]:
+    """Every collection of ``bench``: name -> its documents, concatenated."""
+    connection = await connect(uri)
+    try:
+        listed = await connection.command({"listCollections": 1, "nameOnly": True, "$db": DATABASE})
+        names = [c["name"] for c in bson.decode(listed)["cursor"]["firstBatch"]]
+        found = {}
+        for name in names:
+            found[name] = b"".join([batch async for batch in batches(connection, name, size)])
+        return found
+    finally:
+        connection.writer.close()
+
+
+async def count(uri: str, size: int) -> int:
+    """Bytes of every collection, no batch kept (what the benchmark runs)."""
+    connection = await connect(uri)
+    listed = await connection.command({"listCollections": 1, "nameOnly": True, "$db": DATABASE})
+    total = 0
+    for entry in bson.decode(listed)["cursor"]["firstBatch"]:
+        async for batch in batches(connection, entry["name"], size):
+            total += len(batch)
+    connection.writer.close()
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("uri")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args()
+    print(asyncio.run(count(args.uri, args.batch_size)))
+
+
+if __name__ == "__main__":
+    main()
