@@ -7,10 +7,11 @@ Serves ``--mb`` MB of ``--size``-byte documents (4 collections) from a
 mongosnap's raw batch cursor (the read a backup does) and through
 ``raw_drain.py`` (one plain socket, no driver). Each read runs under
 cProfile with a CPU clock (``time.process_time``), after one unprofiled
-warm-up read so the server has every reply encoded. Printed per read: CPU
-seconds, CPU microseconds per reply, and the share of the parts a read is
-made of (cumulative CPU of the functions named, so a part includes what it
-calls; "rest" is what the named parts leave). cProfile's own overhead per
+warm-up read so the server has every reply encoded; a read of no collection
+(client start, listCollections, close) prices the fixed part. Printed per
+read: CPU seconds, CPU microseconds per reply beyond the fixed part, and the
+parts a reply costs (cumulative CPU of the functions named, so a part
+includes what it calls; "rest" is what the named parts leave). cProfile's own overhead per
 call inflates code with many small calls (PyMongo's) more than the floor:
 compare the parts, take totals from ``bench_client.py``.
 """
@@ -57,10 +58,10 @@ PARTS = {
 }
 
 
-async def cursor_read(uri: str, size: int) -> int:
+async def cursor_read(uri: str, size: int, collections: int | None = None) -> int:
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri)
     total = 0
-    for name in await client.bench.list_collection_names():
+    for name in (await client.bench.list_collection_names())[:collections]:
         async for batch in raw_batch_cursor(client.bench[name], batch_size=size):
             total += len(batch)
     await client.close()
@@ -87,15 +88,17 @@ def cumulative(stats: pstats.Stats, suffix: str, function: str) -> float:
     return found
 
 
-def show(label: str, cpu: float, stats: pstats.Stats, replies: int) -> None:
-    print(f"\n{label}: {cpu:.3f} CPU-s profiled, {cpu / replies * 1e6:.0f} µs per reply")
-    named = 0.0
+def show(label: str, cpu: float, stats: pstats.Stats, replies: int, fixed: float) -> None:
+    each = (cpu - fixed) / replies
+    print(f"\n{label}: {cpu:.3f} CPU-s profiled, {fixed:.3f} of them start/stop (no read)")
+    print(f"  per reply, beyond start/stop: {each * 1e6:.0f} µs, of which")
+    named = fixed
     for part, functions in PARTS.items():
         spent = sum(cumulative(stats, suffix, function) for suffix, function in functions)
         named += spent
         print(f"  {part:<42} {spent / replies * 1e6:7.1f} µs  {spent / cpu:6.1%}")
     rest = cpu - named
-    label = "rest: coroutines, cursor, client start/stop"
+    label = "rest: coroutines, cursor bookkeeping"
     print(f"  {label:<42} {rest / replies * 1e6:7.1f} µs  {rest / cpu:6.1%}")
 
 
@@ -110,10 +113,12 @@ def main() -> None:
     print(f"4 x {documents} documents of ~{args.size} B, {replies} replies")
     with FakeServer.spawn(4, documents, args.size) as server:
         size = args.batch_size
+        fixed, _ = profiled(lambda: cursor_read(server.uri, size, 0))
         cpu, stats = profiled(lambda: cursor_read(server.uri, size))
-        show("mongosnap raw batch cursor (PyMongo)", cpu, stats, replies)
+        show("mongosnap raw batch cursor (PyMongo)", cpu, stats, replies, fixed)
+        fixed, _ = profiled(lambda: raw_drain.count(server.uri, size, 0))
         cpu, stats = profiled(lambda: raw_drain.count(server.uri, size))
-        show("raw_drain.py (no driver)", cpu, stats, replies)
+        show("raw_drain.py (no driver)", cpu, stats, replies, fixed)
 
 
 if __name__ == "__main__":

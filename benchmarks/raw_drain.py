@@ -92,12 +92,12 @@ async def drain(uri: str, size: int) -> dict[str, bytes]:
         connection.writer.close()
 
 
-async def count(uri: str, size: int) -> int:
-    """Bytes of every collection, no batch kept (what the benchmark runs)."""
+async def count(uri: str, size: int, collections: int | None = None) -> int:
+    """Bytes of every collection (or the first ``collections``), no batch kept."""
     connection = await connect(uri)
     listed = await connection.command({"listCollections": 1, "nameOnly": True, "$db": DATABASE})
     total = 0
-    for entry in bson.decode(listed)["cursor"]["firstBatch"]:
+    for entry in bson.decode(listed)["cursor"]["firstBatch"][:collections]:
         async for batch in batches(connection, entry["name"], size):
             total += len(batch)
     connection.writer.close()
