@@ -5,7 +5,8 @@
 prints the number of BSON bytes read from every collection of ``bench``. One
 asyncio stream to the URI's first host (no TLS, no auth, no compression, no
 sessions, no server selection, no retries): the OP_MSG request is built by
-hand, the reply's top two levels are walked as mongosnap's raw batch cursor
+hand, each reply is read straight into a buffer of its size (as PyMongo's
+asyncio reader does), the reply's top two levels are walked as mongosnap's raw batch cursor
 walks them (``mongosnap._rawcursor``) and the batch array becomes a document
 stream with the same C routine. What is left is what any Python dump must
 pay per byte and per getMore; ``bench_client.py`` runs it as ``raw-drain``
@@ -31,29 +32,64 @@ OP_MSG = 2013
 DATABASE = "bench"
 
 
+BODY = 5  # a reply's document starts after its flag bits and section kind
+
+
+class Replies(asyncio.BufferedProtocol):
+    """Reads each message straight into a buffer of its size: one copy, no joins."""
+
+    def __init__(self) -> None:
+        self.header = bytearray(16)
+        self.message: bytearray | None = None
+        self.filled = 0
+        self.waiter: asyncio.Future[bytearray] | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        target = self.header if self.message is None else self.message
+        return memoryview(target)[self.filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.filled += nbytes
+        if self.message is None and self.filled == 16:
+            self.message, self.filled = bytearray(HEADER.unpack(self.header)[0] - 16), 0
+        elif self.message is not None and self.filled == len(self.message):
+            assert self.waiter is not None
+            self.waiter.set_result(self.message)
+            self.message, self.filled = None, 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionError("connection closed"))
+
+
 class Connection:
     """One socket, one request in flight."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, transport: asyncio.Transport, replies: Replies) -> None:
+        self.transport, self.replies = transport, replies
         self.ids = itertools.count(1)
 
-    async def command(self, command: dict[str, object]) -> bytes:
-        """The reply's body document (flag bits and section kind skipped)."""
+    async def command(self, command: dict[str, object]) -> bytearray:
+        """The reply message after its header; its document starts at BODY."""
         body = b"\0\0\0\0\0" + bson.encode(command)  # flagBits 0, one kind-0 section
-        self.writer.write(HEADER.pack(16 + len(body), next(self.ids), 0, OP_MSG) + body)
-        length = HEADER.unpack(await self.reader.readexactly(16))[0]
-        return (await self.reader.readexactly(length - 16))[5:]
+        self.replies.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(HEADER.pack(16 + len(body), next(self.ids), 0, OP_MSG) + body)
+        return await self.replies.waiter
 
 
-def cursor_batch(reply: bytes) -> tuple[int, bytes]:
+def document(message: bytearray) -> dict[str, object]:
+    return bson.decode(bytes(message[BODY:]))
+
+
+def cursor_batch(reply: bytearray) -> tuple[int, bytes]:
     """(cursor id, the batch as concatenated documents) of a find/getMore reply."""
-    top = _elements(reply, 0, len(reply))
+    top = _elements(reply, BODY, len(reply))  # type: ignore[arg-type]  # bytes-like
     cursor = next((e for e in top if e[0] == b"cursor"), None)
     if cursor is None:
-        raise RuntimeError(f"not a cursor reply: {bson.decode(reply)}")
+        raise RuntimeError(f"not a cursor reply: {document(reply)}")
     cursor_id, stream = 0, b""
-    for key, _, start, end in _elements(reply, cursor[2] + len(b"cursor") + 2, cursor[3]):
+    inner = _elements(reply, cursor[2] + len(b"cursor") + 2, cursor[3])  # type: ignore[arg-type]
+    for key, _, start, end in inner:
         value = start + len(key) + 2
         if key == b"id":
             cursor_id = struct.unpack_from("<q", reply, value)[0]
@@ -75,7 +111,9 @@ async def batches(connection: Connection, name: str, size: int) -> AsyncIterator
 async def connect(uri: str) -> Connection:
     host = urlsplit(uri).netloc.split(",")[0]
     name, _, port = host.rpartition(":")
-    return Connection(*await asyncio.open_connection(name or host, int(port or 27017)))
+    loop = asyncio.get_running_loop()
+    transport, replies = await loop.create_connection(Replies, name or host, int(port or 27017))
+    return Connection(transport, replies)
 
 
 async def drain(uri: str, size: int) -> dict[str, bytes]:
@@ -83,13 +121,13 @@ async def drain(uri: str, size: int) -> dict[str, bytes]:
     connection = await connect(uri)
     try:
         listed = await connection.command({"listCollections": 1, "nameOnly": True, "$db": DATABASE})
-        names = [c["name"] for c in bson.decode(listed)["cursor"]["firstBatch"]]
+        names = [c["name"] for c in document(listed)["cursor"]["firstBatch"]]  # type: ignore[index]
         found = {}
         for name in names:
             found[name] = b"".join([batch async for batch in batches(connection, name, size)])
         return found
     finally:
-        connection.writer.close()
+        connection.transport.close()
 
 
 async def count(uri: str, size: int, collections: int | None = None) -> int:
@@ -97,10 +135,10 @@ async def count(uri: str, size: int, collections: int | None = None) -> int:
     connection = await connect(uri)
     listed = await connection.command({"listCollections": 1, "nameOnly": True, "$db": DATABASE})
     total = 0
-    for entry in bson.decode(listed)["cursor"]["firstBatch"][:collections]:
+    for entry in document(listed)["cursor"]["firstBatch"][:collections]:  # type: ignore[index]
         async for batch in batches(connection, entry["name"], size):
             total += len(batch)
-    connection.writer.close()
+    connection.transport.close()
     return total
 
 
