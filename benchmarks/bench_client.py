@@ -38,10 +38,12 @@ each its own process:
                        ../shared/mongo-tools/bin or $MONGOSNAP_MONGO_TOOLS).
 
 The drains ask for ``--drain-batch`` (1000, a backup's default
-``--batch-size``) documents per batch. Printed per contender: min and median
+``--batch-size``) documents per batch and print the bytes they read, which
+must be the server's (else no figure). Printed per contender: min and median
 wall seconds, MB/s of BSON at the min, CPU seconds (user + system of the
 process) at the min and per MB, peak RSS, and wall and CPU ratios to the
-drain (and to mongodump-null when it ran). Figures depend on the machine: note it beside them.
+drain (and to mongodump-null when it ran). Figures depend on the machine:
+note it beside them.
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from fakewire import FakeServer  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
 
 CASES = {  # name: (collections, document size); documents follow from --mb
     "1k": (4, 1024),
@@ -104,25 +108,43 @@ class Runs:
     rss: list[int] = field(default_factory=list)
 
 
+DRAINS = {"drain", "cursor-drain", "raw-drain"}  # print the bytes they read
+
+
+def corpus_bytes(uri: str) -> int:
+    """The BSON bytes the fake server holds (its ``sizeOnDisk``)."""
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(uri) as client:
+        return int(client.admin.command("listDatabases")["databases"][0]["sizeOnDisk"])
+
+
 def tools_dir() -> Path:
     return Path(os.environ.get("MONGOSNAP_MONGO_TOOLS") or ROOT.parent / "shared/mongo-tools/bin")
 
 
-def measure(argv: list[str]) -> tuple[float, float, int]:
+def measure(argv: list[str], expect: int | None = None) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds and peak RSS (KiB) of one process.
 
     It runs outside the source tree: ``python -m`` puts its working directory
     first on sys.path, where ROOT/mongosnap would shadow $MONGOSNAP_BASELINE.
+    ``expect``: the bytes a drain must print having read them (one short
+    line, so the pipe cannot fill before the process is reaped).
     """
     started = time.perf_counter()
+    output = subprocess.DEVNULL if expect is None else subprocess.PIPE
     process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir()
+        argv, stdout=output, stderr=subprocess.PIPE, cwd=tempfile.gettempdir()
     )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         assert process.stderr is not None
         raise RuntimeError(f"{argv[:3]} failed: {process.stderr.read().decode()[-1000:]}")
+    if expect is not None:
+        assert process.stdout is not None
+        read = process.stdout.read().decode().strip()
+        if read != str(expect):
+            raise RuntimeError(f"{argv[:3]} read {read} bytes, not {expect}: no figure")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
@@ -185,11 +207,12 @@ def run_case(name: str, args: argparse.Namespace) -> None:
         commands = {
             k: v for k, v in contenders(server.uri, out, args).items() if k == "drain" or k in only
         }
-        measure(commands["drain"])  # the server encodes each reply once: warm it
+        corpus = corpus_bytes(server.uri)
+        measure(commands["drain"], corpus)  # the server encodes each reply once: warm it
         runs = {label: Runs() for label in commands}
         for _ in range(rounds):
             for label, argv in commands.items():
-                wall, cpu, rss = measure(argv)
+                wall, cpu, rss = measure(argv, corpus if label in DRAINS else None)
                 runs[label].wall.append(wall)
                 runs[label].cpu.append(cpu)
                 runs[label].rss.append(rss)
