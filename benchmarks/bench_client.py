@@ -12,12 +12,19 @@ each its own process:
 
 - ``drain``            PyMongo AsyncMongoClient.find_raw_batches over every
                        collection, nothing else: the floor for any dump;
+- ``cursor-drain``     the same through mongosnap's raw batch cursor
+                       (``mongosnap._rawcursor``): the read a backup does;
+- ``raw-drain``        ``raw_drain.py``: find/getMore over one plain socket,
+                       no driver: the floor of a Python reader;
+- ``mongodump-null``   ``mongodump --archive`` to /dev/null: the Go drain
+                       (mongodump reads 4 collections at a time);
 - ``mongosnap-gzip``   ``mongosnap backup`` to a directory (default gzip);
 - ``mongosnap-zstd``   the same with ``--codec zstd``;
 - ``mongosnap-s3``     gzip to ``s3://BUCKET/bench`` on ``--s3-endpoint URL``
                        (``--bucket``, which must exist; credentials from the
                        standard AWS variables): the S3 path against a directory;
 - ``mongosnap-p1``     gzip with ``--parallel 1`` (one collection read at a time);
+- ``mongosnap-b10k``   gzip with ``--batch-size 10000``: a tenth of the getMores;
 - ``mongosnap-age``    gzip encrypted with ``--encrypt-to`` (one X25519 recipient):
                        the cost of encryption (docs/encryption.md);
 - ``no-listindexes``   mongosnap-gzip with ``Source.indexes`` answering the
@@ -30,9 +37,13 @@ each its own process:
 - ``mongodump-gz``     the real ``mongodump --archive --gzip`` (mongo-tools in
                        ../shared/mongo-tools/bin or $MONGOSNAP_MONGO_TOOLS).
 
-Printed per contender: min and median wall seconds, MB/s of BSON at the min,
-CPU seconds (user + system of the process) at the min, peak RSS, and wall and
-CPU ratios to the drain. Figures depend on the machine: note it beside them.
+The drains ask for ``--drain-batch`` (1000, a backup's default
+``--batch-size``) documents per batch and print the bytes they read, which
+must be the server's (else no figure). Printed per contender: min and median
+wall seconds, MB/s of BSON at the min, CPU seconds (user + system of the
+process) at the min and per MB, peak RSS, and wall and CPU ratios to the
+drain (and to mongodump-null when it ran). Figures depend on the machine:
+note it beside them.
 """
 
 from __future__ import annotations
@@ -47,11 +58,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from fakewire import FakeServer  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
 
 CASES = {  # name: (collections, document size); documents follow from --mb
     "1k": (4, 1024),
@@ -62,15 +75,19 @@ CASES = {  # name: (collections, document size); documents follow from --mb
 DRAIN = """
 import asyncio, sys
 from pymongo import AsyncMongoClient
-async def main(uri):
+from mongosnap._rawcursor import raw_batch_cursor
+def find_raw_batches(collection, **find):
+    return collection.find_raw_batches(**find)
+read = {"pymongo": find_raw_batches, "mongosnap": raw_batch_cursor}[sys.argv[2]]
+async def main(uri, size):
     client = AsyncMongoClient(uri)
     total = 0
     for name in await client.bench.list_collection_names():
-        async for batch in client.bench[name].find_raw_batches(batch_size=1000):
+        async for batch in read(client.bench[name], batch_size=size):
             total += len(batch)
     await client.close()
     print(total)
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], int(sys.argv[3])))
 """
 
 NO_LISTINDEXES = """
@@ -91,25 +108,43 @@ class Runs:
     rss: list[int] = field(default_factory=list)
 
 
+DRAINS = {"drain", "cursor-drain", "raw-drain"}  # print the bytes they read
+
+
+def corpus_bytes(uri: str) -> int:
+    """The BSON bytes the fake server holds (its ``sizeOnDisk``)."""
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(uri) as client:
+        return int(client.admin.command("listDatabases")["databases"][0]["sizeOnDisk"])
+
+
 def tools_dir() -> Path:
     return Path(os.environ.get("MONGOSNAP_MONGO_TOOLS") or ROOT.parent / "shared/mongo-tools/bin")
 
 
-def measure(argv: list[str]) -> tuple[float, float, int]:
+def measure(argv: list[str], expect: int | None = None) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds and peak RSS (KiB) of one process.
 
     It runs outside the source tree: ``python -m`` puts its working directory
     first on sys.path, where ROOT/mongosnap would shadow $MONGOSNAP_BASELINE.
+    ``expect``: the bytes a drain must print having read them (one short
+    line, so the pipe cannot fill before the process is reaped).
     """
     started = time.perf_counter()
+    output = subprocess.DEVNULL if expect is None else subprocess.PIPE
     process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir()
+        argv, stdout=output, stderr=subprocess.PIPE, cwd=tempfile.gettempdir()
     )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         assert process.stderr is not None
         raise RuntimeError(f"{argv[:3]} failed: {process.stderr.read().decode()[-1000:]}")
+    if expect is not None:
+        assert process.stdout is not None
+        read = process.stdout.read().decode().strip()
+        if read != str(expect):
+            raise RuntimeError(f"{argv[:3]} read {read} bytes, not {expect}: no figure")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
@@ -117,26 +152,23 @@ def contenders(uri: str, out: Path, args: argparse.Namespace) -> dict[str, list[
     python = sys.executable
     backup = [python, "-m", "mongosnap", "backup", str(out), "--uri", uri, "bench", "-q"]
     s3 = [python, "-m", "mongosnap", "backup", f"s3://{args.bucket}/bench", "--uri", uri]
+    batch = str(args.drain_batch)
+    mongodump = [str(tools_dir() / "mongodump"), "--uri", uri, "--db", "bench"]
     s3 += ["bench", "-q", "--endpoint-url", str(args.s3_endpoint), "--addressing-style", "path"]
     return {
         "mongosnap-s3": s3,
         "no-listindexes": [python, "-c", NO_LISTINDEXES, *backup[3:]],
-        "drain": [python, "-c", DRAIN, uri],
+        "drain": [python, "-c", DRAIN, uri, "pymongo", batch],
+        "cursor-drain": [python, "-c", DRAIN, uri, "mongosnap", batch],
+        "raw-drain": [python, str(HERE / "raw_drain.py"), uri, "--batch-size", batch],
+        "mongodump-null": [*mongodump, "--archive", "--quiet"],  # to stdout: /dev/null
         "mongosnap-gzip": backup,
         "mongosnap-zstd": [*backup, "--codec", "zstd"],
         "mongosnap-p1": [*backup, "--parallel", "1"],
+        "mongosnap-b10k": [*backup, "--batch-size", "10000"],
         "mongosnap-age": [*backup, "--encrypt-to", _recipient()],
         "baseline-gzip": ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}", *backup],
-        "mongodump-gz": [
-            str(tools_dir() / "mongodump"),
-            "--uri",
-            uri,
-            "--db",
-            "bench",
-            "--gzip",
-            f"--archive={out / 'mongodump.archive'}",
-            "--quiet",
-        ],
+        "mongodump-gz": [*mongodump, "--gzip", f"--archive={out / 'mongodump.archive'}", "--quiet"],
     }
 
 
@@ -175,11 +207,12 @@ def run_case(name: str, args: argparse.Namespace) -> None:
         commands = {
             k: v for k, v in contenders(server.uri, out, args).items() if k == "drain" or k in only
         }
-        measure(commands["drain"])  # the server encodes each reply once: warm it
+        corpus = corpus_bytes(server.uri)
+        measure(commands["drain"], corpus)  # the server encodes each reply once: warm it
         runs = {label: Runs() for label in commands}
         for _ in range(rounds):
             for label, argv in commands.items():
-                wall, cpu, rss = measure(argv)
+                wall, cpu, rss = measure(argv, corpus if label in DRAINS else None)
                 runs[label].wall.append(wall)
                 runs[label].cpu.append(cpu)
                 runs[label].rss.append(rss)
@@ -190,19 +223,22 @@ def run_case(name: str, args: argparse.Namespace) -> None:
 
 
 def report(runs: dict[str, Runs], total: int) -> None:
-    floor = runs["drain"]
-    floor_wall, floor_cpu = min(floor.wall), min(floor.cpu)
+    floors = [("drain", runs["drain"])]
+    if "mongodump-null" in runs:
+        floors.append(("Go", runs["mongodump-null"]))
+    heads = "".join(f" {f'wall/{n}':>11} {f'CPU/{n}':>10}" for n, _ in floors)
     print(
         f"{'contender':<16} {'min s':>7} {'median s':>9} {'MB/s':>7} {'CPU s':>7}"
-        f" {'RSS MiB':>8} {'wall/drain':>11} {'CPU/drain':>10}"
+        f" {'CPU ms/MB':>9} {'RSS MiB':>8}{heads}"
     )
     for label, r in runs.items():
         best = min(r.wall)
         cpu = min(r.cpu)
         median = statistics.median(r.wall)
+        ratios = "".join(f" {best / min(f.wall):11.2f} {cpu / min(f.cpu):10.2f}" for _, f in floors)
         print(
             f"{label:<16} {best:7.2f} {median:9.2f} {total / best / 1e6:7.0f} {cpu:7.2f}"
-            f" {max(r.rss) / 1024:8.0f} {best / floor_wall:11.2f} {cpu / floor_cpu:10.2f}"
+            f" {cpu / total * 1e9:9.2f} {max(r.rss) / 1024:8.0f}{ratios}"
         )
 
 
@@ -224,6 +260,9 @@ def main() -> None:
             "mongodump-gz",
         ],
         help="contenders besides the drain (PYTHONPATH=DIR runs another mongosnap tree)",
+    )
+    parser.add_argument(
+        "--drain-batch", type=int, default=1000, help="documents per batch of the drains"
     )
     parser.add_argument("--s3-endpoint", help="S3 server for mongosnap-s3")
     parser.add_argument("--bucket", default="bench", help="existing bucket for mongosnap-s3")

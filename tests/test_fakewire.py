@@ -19,6 +19,7 @@ import mongosnap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from fakewire import Corpus, FakeServer
+from raw_drain import drain
 
 COLLECTIONS, DOCUMENTS, SIZE = 3, 700, 300
 
@@ -52,3 +53,12 @@ def test_mongosnap_backs_it_up_byte_for_byte(
     for name, documents in corpus.collections.items():
         assert split_bson(members[f"dump/bench/{name}.bson"]) == documents
     assert result.documents == COLLECTIONS * DOCUMENTS
+
+
+def test_raw_drain_reads_every_document(fake: FakeServer, corpus: Corpus) -> None:
+    # benchmarks/raw_drain.py is bench_client's floor of a Python reader: it must
+    # read what PyMongo reads, batch boundaries included (256 of 700 documents).
+    read = asyncio.run(drain(fake.uri, 256))
+    assert sorted(read) == sorted(corpus.collections)
+    for name, documents in corpus.collections.items():
+        assert split_bson(read[name]) == documents
