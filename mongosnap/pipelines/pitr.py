@@ -298,12 +298,33 @@ async def since(
     span = next((s for s in coverage.spans if s.first <= start <= s.last), None)
     if span is None:
         return None
+    end = _before_gaps(coverage.gaps, start, span.last)
+    if end is None:
+        return None
     chunks = [
         c
         for c in coverage.chunks
-        if span.first <= c.first_ts and c.last_ts <= span.last and c.last_ts > start
+        if span.first <= c.first_ts <= end and c.last_ts <= span.last and c.last_ts > start
     ]
-    return PitrPlan(archive, start, span.last, chunks)
+    return PitrPlan(archive, start, end, chunks)
+
+
+def _before_gaps(gaps: list[GapInfo], start: Ts, end: Ts) -> Ts | None:
+    """How far after ``start`` the entries are known whole: ``end``, or the
+    first recorded gap inside the span (chunks can continue each other across
+    a gap the archiver recorded: entries it could not read); None when a gap
+    begins at or before ``start``."""
+    for gap in gaps:
+        if gap.before <= start or gap.after >= end:
+            continue
+        if gap.after <= start:
+            log.warning(
+                "the archived oplog has a gap at the archive's point: %s", _describe_gap(gap)
+            )
+            return None
+        log.warning("replay stops before a gap in the archived oplog: %s", _describe_gap(gap))
+        end = gap.after
+    return end
 
 
 async def entries(engine: Engine, plan: PitrPlan | None) -> AsyncIterator[bytes]:

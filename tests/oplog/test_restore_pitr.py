@@ -38,6 +38,7 @@ from mongosnap.archive.manifest import Manifest
 from mongosnap.catalog import resolve
 from mongosnap.oplog.chunks import GapInfo, gap_key
 from mongosnap.oplog.position import Ts
+from mongosnap.pipelines import pitr
 from mongosnap.pipelines.engine import Engine
 from mongosnap.storage import open_storage
 
@@ -312,6 +313,31 @@ def test_restore_refuses_across_a_recorded_gap(
     (copy.dest / gap_key(gap.after, gap.before)).write_bytes(gap.to_json())
     stderr = _refused(copy, mongo_uri, target_database, "--to-ts", str(target))
     assert "gap" in stderr and "oplog rolled over" in stderr
+
+
+async def test_heal_replays_only_up_to_a_gap_recorded_inside_a_span(
+    timeline: Timeline, tmp_path: Path
+) -> None:
+    """Chunks may continue each other across a gap the archiver recorded (entries
+    it could not read): heal's replay plan stops at the gap, or never starts
+    when the gap covers the archive's consistent point."""
+    copy = _copy(timeline, tmp_path / "copy")
+    storage = open_storage(str(copy.dest))
+    info = await resolve(storage, timeline.key)
+    whole = await pitr.since(storage, info)
+    assert whole is not None and whole.target > timeline.start
+
+    middle = ts_of(timeline.after[len(timeline.after) // 2])
+    inside = GapInfo(middle, whole.target, datetime.now(UTC), "oplog rolled over")
+    (copy.dest / gap_key(inside.after, inside.before)).write_bytes(inside.to_json())
+    stopped = await pitr.since(storage, info)
+    assert stopped is not None and stopped.target == middle
+    assert all(c.first_ts <= middle for c in stopped.chunks)
+    assert len(stopped.chunks) < len(whole.chunks)
+
+    at_start = GapInfo(Ts(timeline.start.t - 1, 0), middle, datetime.now(UTC), "oplog rolled over")
+    (copy.dest / gap_key(at_start.after, at_start.before)).write_bytes(at_start.to_json())
+    assert await pitr.since(storage, info) is None
 
 
 def test_restore_refuses_across_a_missing_chunk(
