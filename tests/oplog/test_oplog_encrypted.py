@@ -81,6 +81,8 @@ def enc(mongo_oplog_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         writer.start()
         wait_for(lambda: writer.count > 30, "the writer to start")
         archiver.wait_read_past(newest_ts(uri))
+        # a chunk stored before the backup, so prune has one wholly before its point
+        wait_for(lambda: bool(_sidecars(dest)), "a chunk stored before the archive")
         archived = asyncio.run(mongosnap.backup(uri, str(dest), database=database, oplog=True))
         mark = writer.count
         wait_for(lambda: writer.count > mark + 60, "writes after the archive")
