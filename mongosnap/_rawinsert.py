@@ -18,8 +18,9 @@ same BulkWriteError, counts and ``op`` as ``bulk_write`` raises.
 
 ``supports`` says which collections this can drive: a PyMongo
 ``AsyncCollection`` of a client without automatic encryption (which must see
-each document) and with an acknowledged write concern; the caller keeps
-``bulk_write`` for the others (Motor).
+each document) and with an acknowledged write concern, when the installed
+PyMongo has the private hooks used here (4.20's); the caller keeps
+``bulk_write`` for the others (Motor, older PyMongo).
 """
 
 from __future__ import annotations
@@ -33,20 +34,26 @@ from typing import Any
 
 from bson import _dict_to_bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import _csot
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.command_runner import run_bulk_write_command
-from pymongo.asynchronous.helpers import _handle_reauth
-from pymongo.bulk_shared import _raise_bulk_write_error
-from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES, _get_wce_doc
-from pymongo.message import (
-    _INSERT,
-    _BulkWriteContext,
-    _compress,
-    _raise_document_too_large,
-    _randint,
-)
 from pymongo.read_preferences import ReadPreference
+
+try:  # PyMongo's private hooks, as of 4.20; without them every insert uses bulk_write
+    from pymongo import _csot
+    from pymongo.asynchronous.command_runner import run_bulk_write_command
+    from pymongo.asynchronous.helpers import _handle_reauth
+    from pymongo.bulk_shared import _raise_bulk_write_error
+    from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES, _get_wce_doc
+    from pymongo.message import (
+        _INSERT,
+        _BulkWriteContext,
+        _compress,
+        _raise_document_too_large,
+        _randint,
+    )
+except ImportError:  # pragma: no cover - depends on the installed PyMongo
+    HOOKED = False
+else:
+    HOOKED = True
 
 OP_MSG = 2013
 _HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
@@ -60,7 +67,7 @@ _COMMAND_LOG = logging.getLogger("pymongo.command")
 
 def supports(collection: Any) -> bool:
     """Whether ``insert`` can drive this collection (else use ``bulk_write``)."""
-    if not isinstance(collection, AsyncCollection):
+    if not HOOKED or not isinstance(collection, AsyncCollection):
         return False
     client = collection.database.client
     return getattr(client, "_encrypter", None) is None and collection.write_concern.acknowledged

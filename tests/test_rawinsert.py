@@ -201,13 +201,18 @@ async def test_a_motor_client_inserts_through_bulk_write(mongo_uri: str, new_dat
     assert server_documents(mongo_uri, new_database, "docs") == documents
 
 
-async def test_an_unacknowledged_client_keeps_bulk_write(mongo_uri: str) -> None:
-    """w=0 cannot count what was stored: such a client keeps today's path (and error)."""
+async def test_an_unacknowledged_client_keeps_bulk_write(
+    mongo_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """w=0 cannot count what was stored: such a client keeps today's path (and
+    error); so does every client of a PyMongo without the hooks used."""
     plain: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
     unacknowledged: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, w=0)
     try:
         assert _rawinsert.supports(plain.db.docs)
         assert not _rawinsert.supports(unacknowledged.db.docs)
+        monkeypatch.setattr(_rawinsert, "HOOKED", False)
+        assert not _rawinsert.supports(plain.db.docs)
     finally:
         await plain.close()
         await unacknowledged.close()
