@@ -30,7 +30,9 @@ RSS), alternated over --rounds with the order rotating each round:
   reads its metadata.json beside it); floor: insert_many of its raw documents;
 - full restore into a fresh DATABASE_restored: ``mongosnap restore`` of its
   archive; ``mongorestore`` (default parallelism) of the ``mongodump --archive
-  --gzip`` file; floor: insert_many of every collection.
+  --gzip`` file; floor: insert_many of every collection. With
+  ``MONGOSNAP_BASELINE=DIR`` (a source tree, e.g. ``git archive`` of an older
+  commit), ``mongosnap restore`` of that tree runs too, as ``baseline``.
 
 Every heal and restore is verified afterwards: each collection's document
 count and digest of its raw documents equal the source's, or the run stops.
@@ -75,6 +77,8 @@ FLOORS = str(HERE / "floors.py")
 TARBALL = "legacy-mongodb-dump.tar.gz"
 MB = 1024 * 1024
 SMOKE = {"gb": 0.001, "big_mb": 0.5, "collections": 20, "many_mb": 1.0, "rounds": 1}
+BASELINE = os.environ.get("MONGOSNAP_BASELINE", "")
+"""Another mongosnap source tree whose restore runs beside this one's."""
 SMOKE_CASES = ("1k", "many")  # 200b and big differ only in their layouts (workload.py)
 
 
@@ -194,6 +198,7 @@ class CaseRun:
             },
             "restore": {
                 "mongosnap": self.restore_mongosnap,
+                **({"baseline": self.restore_baseline} if BASELINE else {}),
                 "mongorestore": self.restore_mongorestore,
                 "insert-floor": self.restore_insert,
             },
@@ -314,15 +319,22 @@ class CaseRun:
 
     # -- full restore
 
-    def restore_mongosnap(self) -> Run:
+    def restore_mongosnap(self, tree: Path = HERE.parent) -> Run:
+        """``mongosnap restore`` of the clone's tree (or another one): first on the
+        path, run from the case's directory, where no other tree shadows it."""
         self.client.drop_database(self.restored)
         argv = [PYTHON, "-m", "mongosnap", "restore", "latest", self.url("mongosnap"), "--uri"]
         argv += [self.srv.mongo_uri, self.db, "--to-database", self.restored, "--json"]
-        sample = measure([*argv, *self.s3_flags()], env=self.srv.env)
+        env = {**self.srv.env, "PYTHONPATH": str(tree)}
+        sample = measure([*argv, *self.s3_flags()], env=env, cwd=self.dir)
         result = json.loads(sample.stdout)
         if any(c["status"] != "restored" for c in result["collections"]):
             raise BenchError(f"mongosnap restore left collections behind: {sample.stdout[:2000]}")
         return Run({"restore": sample}, self.verify(self.restored))
+
+    def restore_baseline(self) -> Run:
+        """The same restore by the $MONGOSNAP_BASELINE tree."""
+        return self.restore_mongosnap(Path(BASELINE))
 
     def restore_mongorestore(self) -> Run:
         self.client.drop_database(self.restored)
@@ -400,6 +412,8 @@ def byte_compile() -> None:
     PYTHONDONTWRITEBYTECODE set, each ``python -m mongosnap`` run would otherwise
     compile them again (0.1-0.15 CPU-second charged to every heal and restore)."""
     compileall.compile_dir(HERE.parent / "mongosnap", quiet=1)
+    if BASELINE:
+        compileall.compile_dir(Path(BASELINE) / "mongosnap", quiet=1)
 
 
 def log(message: str) -> None:

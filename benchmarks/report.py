@@ -17,6 +17,7 @@ LABELS = {
     "heal/legacy": "heal: legacy (sum of 3 stages)",
     "heal/insert-floor": "floor: insert_many of the collection",
     "restore/mongosnap": "restore: `mongosnap restore`",
+    "restore/baseline": "restore: `mongosnap restore` of $MONGOSNAP_BASELINE",
     "restore/mongorestore": "restore: `mongorestore --archive --gzip`",
     "restore/insert-floor": "floor: insert_many of every collection",
 }
@@ -30,6 +31,8 @@ RATIOS = (  # name, contender, reference
     ("mongosnap heal / insert floor", "heal/mongosnap", "heal/insert-floor"),
     ("mongosnap restore / mongorestore", "restore/mongosnap", "restore/mongorestore"),
     ("mongosnap restore / insert floor", "restore/mongosnap", "restore/insert-floor"),
+    ("mongosnap restore / baseline", "restore/mongosnap", "restore/baseline"),
+    ("baseline restore / mongorestore", "restore/baseline", "restore/mongorestore"),
 )
 
 

@@ -47,6 +47,7 @@ from pymongo.read_preferences import (
     _ServerMode,
 )
 
+from . import _rawinsert
 from ._errors import (
     AuthenticationFailed,
     ServerUnreachable,
@@ -441,13 +442,18 @@ class Source:
     async def insert_raw(self, database: str, name: str, documents: list[bytes]) -> int:
         """Insert documents as the bytes they are (no decode, no re-encode).
 
-        Returns how many the server acknowledged.
+        Returns how many the server acknowledged. A PyMongo client sends the
+        bytes as one insert's document sequence (_rawinsert.py); others go
+        through ``bulk_write``. Both raise the same BulkWriteError.
         """
-        # bulk_write, not insert_many: its result carries the server's count,
-        # while insert_many only lists the _ids it generated (none for raw documents).
-        requests = [InsertOne(RawBSONDocument(d)) for d in documents]
+        coll = self._client[database][name]
         with self._translate(database):
-            result = await self._client[database][name].bulk_write(requests, ordered=True)
+            if _rawinsert.supports(coll):
+                return await _rawinsert.insert(coll, documents)
+            # bulk_write, not insert_many: its result carries the server's count,
+            # while insert_many only lists the _ids it generated (none for raw documents).
+            requests = [InsertOne(RawBSONDocument(d)) for d in documents]
+            result = await coll.bulk_write(requests, ordered=True)
         return int(result.inserted_count)
 
     async def count(self, database: str, name: str) -> int:
