@@ -27,6 +27,7 @@ each its own process:
 - ``baseline-gzip``    ``mongosnap backup`` from another source tree, when
                        $MONGOSNAP_BASELINE names one (e.g. ``git archive`` of
                        an older commit): before/after in one alternated run;
+- ``baseline-s3``      ``mongosnap-s3`` from the $MONGOSNAP_BASELINE tree;
 - ``mongodump-gz``     the real ``mongodump --archive --gzip`` (mongo-tools in
                        ../shared/mongo-tools/bin or $MONGOSNAP_MONGO_TOOLS).
 
@@ -118,6 +119,7 @@ def contenders(uri: str, out: Path, args: argparse.Namespace) -> dict[str, list[
     backup = [python, "-m", "mongosnap", "backup", str(out), "--uri", uri, "bench", "-q"]
     s3 = [python, "-m", "mongosnap", "backup", f"s3://{args.bucket}/bench", "--uri", uri]
     s3 += ["bench", "-q", "--endpoint-url", str(args.s3_endpoint), "--addressing-style", "path"]
+    baseline = ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}"]
     return {
         "mongosnap-s3": s3,
         "no-listindexes": [python, "-c", NO_LISTINDEXES, *backup[3:]],
@@ -126,7 +128,8 @@ def contenders(uri: str, out: Path, args: argparse.Namespace) -> dict[str, list[
         "mongosnap-zstd": [*backup, "--codec", "zstd"],
         "mongosnap-p1": [*backup, "--parallel", "1"],
         "mongosnap-age": [*backup, "--encrypt-to", _recipient()],
-        "baseline-gzip": ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}", *backup],
+        "baseline-gzip": [*baseline, *backup],
+        "baseline-s3": [*baseline, *s3],
         "mongodump-gz": [
             str(tools_dir() / "mongodump"),
             "--uri",
@@ -228,8 +231,8 @@ def main() -> None:
     parser.add_argument("--s3-endpoint", help="S3 server for mongosnap-s3")
     parser.add_argument("--bucket", default="bench", help="existing bucket for mongosnap-s3")
     args = parser.parse_args()
-    if "mongosnap-s3" in args.only and not args.s3_endpoint:
-        parser.error("mongosnap-s3 needs --s3-endpoint")
+    if {"mongosnap-s3", "baseline-s3"} & set(args.only) and not args.s3_endpoint:
+        parser.error("mongosnap-s3 and baseline-s3 need --s3-endpoint")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     byte_compile()
     for name in args.case:
