@@ -1,4 +1,4 @@
-"""The S3 writer's parts: the bytes each part carries, their ETags, and aborts.
+"""The S3 bodies: the bytes each part carries, their ETags, aborts, no 100-continue.
 
 Parts are handed to the client as the writer's own buffers (no copy); these
 tests check, on both test servers, that every part holds exactly its slice of
@@ -135,3 +135,20 @@ async def test_a_failed_held_part_aborts_the_upload(s3: S3Storage) -> None:
     assert (await client.list_multipart_uploads(Bucket=s3.bucket)).get("Uploads", []) == []
     with pytest.raises(ObjectNotFound):
         await s3.stat("held")
+
+
+async def test_bodies_go_without_waiting_for_100_continue(s3: S3Storage) -> None:
+    # A file-object body would be sent with "Expect: 100-continue": a round
+    # trip before each PutObject and UploadPart body.
+    client = await s3.client()
+    sent: list[tuple[str, str | None]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        sent.append((request.method, request.headers.get("Expect")))
+
+    client.meta.events.register("before-send.s3", record)
+    await s3.put("small", b"{}")
+    async with s3.open_writer("large") as writer:
+        await writer.write(random.Random(11).randbytes(PART + 1))
+        await writer.commit()
+    assert [expect for method, expect in sent if method == "PUT"] == [None, None, None]
