@@ -1,7 +1,7 @@
 """The client's own ceiling: backup against the fake wire server, next to its floors.
 
     .venv/bin/python benchmarks/bench_client.py [--mb 200] [--rounds 3] [--case 1k 200b many]
-        [--collections 2000] [--many-documents 50] [--s3-endpoint URL --bucket B]
+        [--collections 2000] [--many-documents 50] [--s3-endpoint URL --bucket B [--s3-pid PID]]
 
 For each case a fresh ``fakewire`` process serves a pre-generated corpus
 (``1k``: 4 collections of 1 KB documents; ``200b``: 4 of 200 B documents;
@@ -33,7 +33,9 @@ each its own process:
 
 Printed per contender: min and median wall seconds, MB/s of BSON at the min,
 CPU seconds (user + system of the process) at the min, peak RSS, and wall and
-CPU ratios to the drain. Figures depend on the machine: note it beside them.
+CPU ratios to the drain; with ``--s3-pid PID`` (the S3 server's process, one
+nobody else uses) also the server's CPU seconds over each run, min of the
+rounds. Figures depend on the machine: note it beside them.
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ class Runs:
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    server: list[float] = field(default_factory=list)  # the S3 server's CPU seconds
+
+
+def server_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tools_dir() -> Path:
@@ -182,22 +193,25 @@ def run_case(name: str, args: argparse.Namespace) -> None:
         runs = {label: Runs() for label in commands}
         for _ in range(rounds):
             for label, argv in commands.items():
+                before = server_cpu(args.s3_pid)
                 wall, cpu, rss = measure(argv)
+                runs[label].server.append(server_cpu(args.s3_pid) - before)
                 runs[label].wall.append(wall)
                 runs[label].cpu.append(cpu)
                 runs[label].rss.append(rss)
                 for leftover in out.iterdir():
                     leftover.unlink()
         total = collections * documents * size
-        report(runs, total)
+        report(runs, total, args.s3_pid is not None)
 
 
-def report(runs: dict[str, Runs], total: int) -> None:
+def report(runs: dict[str, Runs], total: int, server: bool = False) -> None:
     floor = runs["drain"]
     floor_wall, floor_cpu = min(floor.wall), min(floor.cpu)
     print(
         f"{'contender':<16} {'min s':>7} {'median s':>9} {'MB/s':>7} {'CPU s':>7}"
         f" {'RSS MiB':>8} {'wall/drain':>11} {'CPU/drain':>10}"
+        + (f" {'S3 CPU s':>9}" if server else "")
     )
     for label, r in runs.items():
         best = min(r.wall)
@@ -206,6 +220,7 @@ def report(runs: dict[str, Runs], total: int) -> None:
         print(
             f"{label:<16} {best:7.2f} {median:9.2f} {total / best / 1e6:7.0f} {cpu:7.2f}"
             f" {max(r.rss) / 1024:8.0f} {best / floor_wall:11.2f} {cpu / floor_cpu:10.2f}"
+            + (f" {min(r.server):9.2f}" if server else "")
         )
 
 
@@ -230,6 +245,7 @@ def main() -> None:
     )
     parser.add_argument("--s3-endpoint", help="S3 server for mongosnap-s3")
     parser.add_argument("--bucket", default="bench", help="existing bucket for mongosnap-s3")
+    parser.add_argument("--s3-pid", type=int, help="the S3 server's pid: report its CPU")
     args = parser.parse_args()
     if {"mongosnap-s3", "baseline-s3"} & set(args.only) and not args.s3_endpoint:
         parser.error("mongosnap-s3 and baseline-s3 need --s3-endpoint")
