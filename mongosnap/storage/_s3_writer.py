@@ -28,6 +28,7 @@ import warnings
 from typing import Any
 
 from .._errors import StorageError
+from ._s3_body import PartBody
 from ._s3_client import ABORT_RETRY_DELAYS, S3Client
 from ._s3_config import MAX_PART_SIZE, MIN_PART_SIZE
 from ._writer import BaseWriter
@@ -198,7 +199,7 @@ class S3Writer(BaseWriter):
                 f"{self._s3.where(self.key)} outgrows S3's {MAX_PARTS} parts"
                 f" ({object_size_ceiling(self._base)} bytes with part_size {self._base})"
             )
-        return bytearray(part_size(self._next_part, self._base))
+        return PartBody(part_size(self._next_part, self._base))
 
     def _take_part(self) -> bytearray:
         """The part being filled, cut to what was written; a new one starts."""
@@ -210,9 +211,9 @@ class S3Writer(BaseWriter):
 
     async def _cut(self) -> None:
         """Hand the part being filled over: upload it, or hold it back while it
-        overlaps an unfilled reservation. The bytearray itself goes to the
-        client, uncopied (a bytes Body would be wrapped in a BytesIO that
-        aiohttp copies and reads in 64 KiB pieces)."""
+        overlaps an unfilled reservation. The buffer itself goes to the
+        client, uncopied (_s3_body.py; a bytes Body would be wrapped in a
+        BytesIO that aiohttp copies and reads in 64 KiB pieces)."""
         number, start = self._next_part, self._part_start
         part = self._take_part()
         self._next_part += 1

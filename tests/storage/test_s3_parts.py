@@ -13,8 +13,10 @@ import hashlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from faultproxy import FaultProxy
 from s3_faults import FaultyClient
 
 from mongosnap._errors import ObjectNotFound, StorageError
@@ -43,19 +45,23 @@ class _PartRecorder(FaultyClient):
         return answer
 
 
+def _config(endpoint: Any, **overrides: Any) -> S3Config:
+    fields: dict[str, Any] = {
+        "endpoint_url": endpoint.endpoint_url,
+        "region": endpoint.region,
+        "access_key_id": endpoint.access_key,
+        "secret_access_key": endpoint.secret_key,
+        "addressing_style": "path",
+        "part_size": PART,
+        "max_concurrency": 2,
+        "max_attempts": 1,
+    }
+    return S3Config(**(fields | overrides))
+
+
 @pytest.fixture
 async def s3(s3_endpoint: Any, new_bucket: Any) -> AsyncIterator[S3Storage]:
-    config = S3Config(
-        endpoint_url=s3_endpoint.endpoint_url,
-        region=s3_endpoint.region,
-        access_key_id=s3_endpoint.access_key,
-        secret_access_key=s3_endpoint.secret_key,
-        addressing_style="path",
-        part_size=PART,
-        max_concurrency=2,
-        max_attempts=1,
-    )
-    async with S3Storage(new_bucket(s3_endpoint), "p", config) as storage:
+    async with S3Storage(new_bucket(s3_endpoint), "p", _config(s3_endpoint)) as storage:
         yield storage
 
 
@@ -152,3 +158,22 @@ async def test_bodies_go_without_waiting_for_100_continue(s3: S3Storage) -> None
         await writer.write(random.Random(11).randbytes(PART + 1))
         await writer.commit()
     assert [expect for method, expect in sent if method == "PUT"] == [None, None, None]
+
+
+async def test_a_part_cut_off_midway_is_sent_again_whole(s3_endpoint: Any, new_bucket: Any) -> None:
+    # botocore retries a part whose connection is reset halfway: the same
+    # buffer is signed and written again from its first byte.
+    target = urlsplit(s3_endpoint.endpoint_url)
+    assert target.hostname is not None and target.port is not None
+    bucket = new_bucket(s3_endpoint)
+    data = random.Random(12).randbytes(2 * PART + 5)
+    with FaultProxy((target.hostname, target.port)) as proxy:
+        config = _config(s3_endpoint, endpoint_url=f"http://{proxy.address}", max_attempts=3)
+        async with S3Storage(bucket, "p", config) as storage:
+            proxy.reset_after(up=PART // 2, count=3)  # any connection carrying a part
+            async with storage.open_writer("retried") as writer:
+                await writer.write(data)
+                await writer.commit()
+            assert proxy.counters.resets >= 1
+            assert proxy.counters.bytes_up > len(data) + PART // 2  # resent
+            assert await storage.read_bytes("retried", limit=len(data)) == data
