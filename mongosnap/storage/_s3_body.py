@@ -12,6 +12,8 @@ transport has drained the one before, so at most a view's worth is copied.
 
 from __future__ import annotations
 
+import warnings
+
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
 
@@ -38,3 +40,9 @@ class _PartPayload(payload.BytesPayload):
 
 # The exact type only: no other body changes how aiohttp sends it.
 payload.register_payload(_PartPayload, PartBody)
+
+# aiohttp advises a BytesIO for a body over 1 MiB, lest one write hold the
+# event loop: a PartBody is written in views, and a BytesIO is copied.
+warnings.filterwarnings(
+    "ignore", "Sending a large body directly", ResourceWarning, "aiohttp.payload"
+)

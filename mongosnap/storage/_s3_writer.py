@@ -24,7 +24,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import warnings
 from typing import Any
 
 from .._errors import StorageError
@@ -48,13 +47,6 @@ MAX_PARTS = 10_000
 PARTS_PER_STEP = 1000
 
 log = logging.getLogger(__name__)
-
-# aiohttp advises a BytesIO for bodies over 1 MiB, lest writing one hold the
-# event loop; for parts it measured the other way (docs/benchmarks.md,
-# 2026-12-07): a BytesIO is copied, then sent in 64 KiB reads.
-warnings.filterwarnings(
-    "ignore", "Sending a large body directly", ResourceWarning, "aiohttp.payload"
-)
 
 
 def part_size(number: int, base: int) -> int:
