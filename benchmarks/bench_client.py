@@ -1,7 +1,7 @@
 """The client's own ceiling: backup against the fake wire server, next to its floors.
 
     .venv/bin/python benchmarks/bench_client.py [--mb 200] [--rounds 3] [--case 1k 200b many]
-        [--collections 2000] [--many-documents 50] [--s3-endpoint URL --bucket B]
+        [--collections 2000] [--many-documents 50] [--s3-endpoint URL --bucket B [--s3-pid PID]]
 
 For each case a fresh ``fakewire`` process serves a pre-generated corpus
 (``1k``: 4 collections of 1 KB documents; ``200b``: 4 of 200 B documents;
@@ -34,6 +34,7 @@ each its own process:
 - ``baseline-gzip``    ``mongosnap backup`` from another source tree, when
                        $MONGOSNAP_BASELINE names one (e.g. ``git archive`` of
                        an older commit): before/after in one alternated run;
+- ``baseline-s3``      ``mongosnap-s3`` from the $MONGOSNAP_BASELINE tree;
 - ``mongodump-gz``     the real ``mongodump --archive --gzip`` (mongo-tools in
                        ../shared/mongo-tools/bin or $MONGOSNAP_MONGO_TOOLS).
 
@@ -42,8 +43,9 @@ The drains ask for ``--drain-batch`` (1000, a backup's default
 must be the server's (else no figure). Printed per contender: min and median
 wall seconds, MB/s of BSON at the min, CPU seconds (user + system of the
 process) at the min and per MB, peak RSS, and wall and CPU ratios to the
-drain (and to mongodump-null when it ran). Figures depend on the machine:
-note it beside them.
+drain (and to mongodump-null when it ran). With ``--s3-pid PID`` (the S3
+server's process, one nobody else uses) also the server's CPU seconds over
+each run, min of the rounds. Figures depend on the machine: note them.
 """
 
 from __future__ import annotations
@@ -106,6 +108,15 @@ class Runs:
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    server: list[float] = field(default_factory=list)  # the S3 server's CPU seconds
+
+
+def server_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 DRAINS = {"drain", "cursor-drain", "raw-drain"}  # print the bytes they read
@@ -155,6 +166,7 @@ def contenders(uri: str, out: Path, args: argparse.Namespace) -> dict[str, list[
     batch = str(args.drain_batch)
     mongodump = [str(tools_dir() / "mongodump"), "--uri", uri, "--db", "bench"]
     s3 += ["bench", "-q", "--endpoint-url", str(args.s3_endpoint), "--addressing-style", "path"]
+    baseline = ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}"]
     return {
         "mongosnap-s3": s3,
         "no-listindexes": [python, "-c", NO_LISTINDEXES, *backup[3:]],
@@ -167,7 +179,8 @@ def contenders(uri: str, out: Path, args: argparse.Namespace) -> dict[str, list[
         "mongosnap-p1": [*backup, "--parallel", "1"],
         "mongosnap-b10k": [*backup, "--batch-size", "10000"],
         "mongosnap-age": [*backup, "--encrypt-to", _recipient()],
-        "baseline-gzip": ["env", f"PYTHONPATH={os.environ.get('MONGOSNAP_BASELINE', '')}", *backup],
+        "baseline-gzip": [*baseline, *backup],
+        "baseline-s3": [*baseline, *s3],
         "mongodump-gz": [*mongodump, "--gzip", f"--archive={out / 'mongodump.archive'}", "--quiet"],
     }
 
@@ -212,24 +225,26 @@ def run_case(name: str, args: argparse.Namespace) -> None:
         runs = {label: Runs() for label in commands}
         for _ in range(rounds):
             for label, argv in commands.items():
+                before = server_cpu(args.s3_pid)
                 wall, cpu, rss = measure(argv, corpus if label in DRAINS else None)
+                runs[label].server.append(server_cpu(args.s3_pid) - before)
                 runs[label].wall.append(wall)
                 runs[label].cpu.append(cpu)
                 runs[label].rss.append(rss)
                 for leftover in out.iterdir():
                     leftover.unlink()
         total = collections * documents * size
-        report(runs, total)
+        report(runs, total, args.s3_pid is not None)
 
 
-def report(runs: dict[str, Runs], total: int) -> None:
+def report(runs: dict[str, Runs], total: int, server: bool = False) -> None:
     floors = [("drain", runs["drain"])]
     if "mongodump-null" in runs:
         floors.append(("Go", runs["mongodump-null"]))
     heads = "".join(f" {f'wall/{n}':>11} {f'CPU/{n}':>10}" for n, _ in floors)
     print(
         f"{'contender':<16} {'min s':>7} {'median s':>9} {'MB/s':>7} {'CPU s':>7}"
-        f" {'CPU ms/MB':>9} {'RSS MiB':>8}{heads}"
+        f" {'CPU ms/MB':>9} {'RSS MiB':>8}{heads}" + (f" {'S3 CPU s':>9}" if server else "")
     )
     for label, r in runs.items():
         best = min(r.wall)
@@ -239,6 +254,7 @@ def report(runs: dict[str, Runs], total: int) -> None:
         print(
             f"{label:<16} {best:7.2f} {median:9.2f} {total / best / 1e6:7.0f} {cpu:7.2f}"
             f" {cpu / total * 1e9:9.2f} {max(r.rss) / 1024:8.0f}{ratios}"
+            + (f" {min(r.server):9.2f}" if server else "")
         )
 
 
@@ -266,9 +282,10 @@ def main() -> None:
     )
     parser.add_argument("--s3-endpoint", help="S3 server for mongosnap-s3")
     parser.add_argument("--bucket", default="bench", help="existing bucket for mongosnap-s3")
+    parser.add_argument("--s3-pid", type=int, help="the S3 server's pid: report its CPU")
     args = parser.parse_args()
-    if "mongosnap-s3" in args.only and not args.s3_endpoint:
-        parser.error("mongosnap-s3 needs --s3-endpoint")
+    if {"mongosnap-s3", "baseline-s3"} & set(args.only) and not args.s3_endpoint:
+        parser.error("mongosnap-s3 and baseline-s3 need --s3-endpoint")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     byte_compile()
     for name in args.case:

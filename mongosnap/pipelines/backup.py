@@ -273,25 +273,49 @@ async def backup(
             source, connect_timeout=connect_timeout, read_preference=read_preference
         ) as src:
             server_clock = await src.server_time()
-            aborted = await abort_stale_uploads(storage, now=_trusted_now(server_clock))
-            capture = await OplogCapture.begin(src) if oplog else None
-            specs = await _plan(src, database, include, exclude)
-            job = _Job(src, storage, chosen_codec, batch_size, progress)
-            if progress is not ignore:  # nobody watching: no command spent on estimates
-                await job.announce(specs)
-            job.server_clock = server_clock
-            job.aftermath = aftermath if aftermath is not None else BackupAftermath()
-            job.aftermath.where = storage.url
-            job.parallel, job.read_ahead = parallel, read_ahead
-            job.retention = None if policy is None else policy.retention()
-            job.mirrors = extra
-            job.range_size = range_size if parallel > 1 else 0
-            job.recipients = recipients
-            job.users_and_roles, job.bucket = users_and_roles, bucket
-            if capture is not None:
-                job.oplog_hook = functools.partial(capture.write, include=include, exclude=exclude)
-            report = replace(await job.run(specs), stale_uploads_aborted=aborted)
-            return replace(report, also=[m.to_dict() for m in extra])
+            # Other backups' uploads idle for a day are aborted while this one
+            # claims its name and dumps: its own upload is never that idle.
+            cleanup = asyncio.ensure_future(
+                abort_stale_uploads(storage, now=_trusted_now(server_clock))
+            )
+            async with _joined(cleanup):
+                capture = await OplogCapture.begin(src) if oplog else None
+                specs = await _plan(src, database, include, exclude)
+                job = _Job(src, storage, chosen_codec, batch_size, progress)
+                if progress is not ignore:  # nobody watching: no command spent on estimates
+                    await job.announce(specs)
+                job.server_clock = server_clock
+                job.aftermath = aftermath if aftermath is not None else BackupAftermath()
+                job.aftermath.where = storage.url
+                job.parallel, job.read_ahead = parallel, read_ahead
+                job.retention = None if policy is None else policy.retention()
+                job.mirrors = extra
+                job.range_size = range_size if parallel > 1 else 0
+                job.recipients = recipients
+                job.users_and_roles, job.bucket = users_and_roles, bucket
+                if capture is not None:
+                    writes = functools.partial(capture.write, include=include, exclude=exclude)
+                    job.oplog_hook = writes
+                report = await job.run(specs)
+                report = replace(report, stale_uploads_aborted=await cleanup)
+                return replace(report, also=[m.to_dict() for m in extra])
+
+
+@contextlib.asynccontextmanager
+async def _joined(task: asyncio.Future[Any]) -> AsyncGenerator[None]:
+    """Wait for a background task at the end of the block, even a failed one's
+    (so its work is done as before); cancel it only if the run is cancelled."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        await shielded(_finished(task))
+
+
+async def _finished(task: asyncio.Future[Any]) -> None:
+    await asyncio.gather(task, return_exceptions=True)  # its failure is retrieved, not raised
 
 
 def _trusted_now(server: datetime | None) -> datetime:

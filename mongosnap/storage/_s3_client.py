@@ -64,6 +64,7 @@ class S3Client:
         self._lock = asyncio.Lock()
         self._conditional_writes = True
         self._settings_checked = False
+        self._bucket_seen = False  # a probe succeeded: a bare 404 is then the key's
 
     @property
     def url(self) -> str:
@@ -112,14 +113,19 @@ class S3Client:
         client = await self.client()
         with self.translating(None):
             await client.list_objects_v2(Bucket=self.bucket, Prefix=self.root, MaxKeys=1)
+        self._bucket_seen = True
 
     async def head(self, key: str) -> dict[str, Any]:
-        """HeadObject's answer; ObjectNotFound and the other StorageErrors."""
+        """HeadObject's answer; ObjectNotFound and the other StorageErrors.
+
+        A bare 404 is told apart from a missing bucket by a probe, unless one
+        already found the bucket (a backup's name check would pay a request).
+        """
         client = await self.client()
         try:
             return dict(await client.head_object(Bucket=self.bucket, Key=self.name(key)))
         except ClientError as exc:
-            if is_bare_head_error(exc):
+            if is_bare_head_error(exc) and not (self._bucket_seen and error_code(exc) == "404"):
                 await self.probe()
             raise self.error(exc, key) from exc
         except TRANSPORT_ERRORS as exc:

@@ -27,6 +27,7 @@ import logging
 from typing import Any
 
 from .._errors import StorageError
+from ._s3_body import PartBody
 from ._s3_client import ABORT_RETRY_DELAYS, S3Client
 from ._s3_config import MAX_PART_SIZE, MIN_PART_SIZE
 from ._writer import BaseWriter
@@ -59,7 +60,7 @@ def object_size_ceiling(base: int) -> int:
     return sum(PARTS_PER_STEP * part_size(1 + step * PARTS_PER_STEP, base) for step in range(steps))
 
 
-def content_md5(data: bytes) -> str:
+def content_md5(data: bytes | bytearray) -> str:
     """The Content-MD5 header S3 requires on every write of a locked object."""
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
@@ -74,8 +75,11 @@ class S3Writer(BaseWriter):
         self._concurrency = s3.config.max_concurrency
         self._max_in_flight = s3.config.max_in_flight
         self._in_flight = 0  # bytes of the parts in self._running
-        self._buffer = bytearray()
-        self._buffer_start = 0  # object offset of the buffer's first byte
+        # The part being filled: allocated at its full size and handed to the
+        # client as it is once full (the only copy of a byte is into it).
+        self._part = bytearray()
+        self._filled = 0  # bytes of self._part written so far
+        self._part_start = 0  # object offset of the part's first byte
         self._next_part = 1
         self._held: dict[int, tuple[int, bytearray]] = {}  # number: (offset, bytes)
         self._running: set[asyncio.Task[dict[str, Any]]] = set()
@@ -87,23 +91,32 @@ class S3Writer(BaseWriter):
 
     async def _append(self, offset: int, data: bytes) -> None:
         self._reap()
-        self._buffer += data
-        while len(self._buffer) >= part_size(self._next_part, self._base):
-            await self._cut(part_size(self._next_part, self._base))
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                if not self._part:
+                    self._part = self._new_part()
+                taken = min(len(self._part) - self._filled, len(view) - done)
+                self._part[self._filled : self._filled + taken] = view[done : done + taken]
+                self._filled += taken
+                done += taken
+                if self._filled == len(self._part):
+                    await self._cut()
 
     async def _fill(self, offset: int, data: bytes) -> None:
         self._reap()
         end = offset + len(data)
-        blocks = [*self._held.values(), (self._buffer_start, self._buffer)]
-        for start, block in blocks:
-            lo, hi = max(offset, start), min(end, start + len(block))
+        blocks = [(start, len(block), block) for start, block in self._held.values()]
+        blocks.append((self._part_start, self._filled, self._part))
+        for start, length, block in blocks:
+            lo, hi = max(offset, start), min(end, start + length)
             if lo < hi:
                 block[lo - start : hi - start] = data[lo - offset : hi - offset]
         for number in sorted(self._held):
             start, block = self._held[number]
             if not self._reserved(start, start + len(block)):
                 del self._held[number]
-                await self._launch(number, bytes(block))
+                await self._launch(number, block)
 
     async def _commit(self) -> ObjectInfo:
         self._reap()
@@ -113,7 +126,7 @@ class S3Writer(BaseWriter):
 
     async def _put_whole(self) -> ObjectInfo:
         """An object shorter than one part: one PutObject."""
-        body, self._buffer = bytes(self._buffer), bytearray()
+        body = self._take_part()
         client = await self._s3.client()
         args = {**self._s3.object_args(self.key, self._retention), **self._md5(body)}
         await self._s3.create_new(
@@ -122,7 +135,7 @@ class S3Writer(BaseWriter):
         await self._locked()
         return ObjectInfo(self.key, len(body))
 
-    def _md5(self, data: bytes) -> dict[str, Any]:
+    def _md5(self, data: bytes | bytearray) -> dict[str, Any]:
         return {} if self._retention is None else {"ContentMD5": content_md5(data)}
 
     async def _locked(self) -> None:
@@ -132,8 +145,8 @@ class S3Writer(BaseWriter):
 
     async def _complete(self) -> ObjectInfo:
         """Upload the last part, wait for every part, complete the upload."""
-        if self._buffer:
-            await self._cut(len(self._buffer))
+        if self._filled:
+            await self._cut()
         while self._running:
             await asyncio.wait(self._running, return_when=asyncio.FIRST_EXCEPTION)
             self._reap()
@@ -160,7 +173,7 @@ class S3Writer(BaseWriter):
         await asyncio.gather(*self._running, return_exceptions=True)
         self._running.clear()
         self._held.clear()
-        self._buffer = bytearray()
+        self._part, self._filled = bytearray(), 0
         upload_id = self._upload_id
         if upload_id is None and self._create is not None:
             (created,) = await asyncio.gather(self._create, return_exceptions=True)
@@ -171,32 +184,41 @@ class S3Writer(BaseWriter):
 
     # -- parts -------------------------------------------------------------------
 
-    async def _cut(self, size: int) -> None:
-        """Take the next part off the buffer: upload it, or hold it back."""
-        number = self._next_part
-        if number > MAX_PARTS:
+    def _new_part(self) -> bytearray:
+        """The next part's buffer, at its full size (zeros until written)."""
+        if self._next_part > MAX_PARTS:
             raise StorageError(
                 f"{self._s3.where(self.key)} outgrows S3's {MAX_PARTS} parts"
                 f" ({object_size_ceiling(self._base)} bytes with part_size {self._base})"
             )
-        start = self._buffer_start
-        with memoryview(self._buffer) as view:
-            if self._reserved(start, start + size):
-                self._held[number] = (start, bytearray(view[:size]))
-                part = b""
-            else:
-                part = bytes(view[:size])
-        del self._buffer[:size]
-        self._buffer_start += size
+        return PartBody(part_size(self._next_part, self._base))
+
+    def _take_part(self) -> bytearray:
+        """The part being filled, cut to what was written; a new one starts."""
+        part = self._part
+        del part[self._filled :]  # only a last part is short; nothing views it yet
+        self._part_start += self._filled
+        self._part, self._filled = bytearray(), 0
+        return part
+
+    async def _cut(self) -> None:
+        """Hand the part being filled over: upload it, or hold it back while it
+        overlaps an unfilled reservation. The buffer itself goes to the
+        client, uncopied (_s3_body.py; a bytes Body would be wrapped in a
+        BytesIO that aiohttp copies and reads in 64 KiB pieces)."""
+        number, start = self._next_part, self._part_start
+        part = self._take_part()
         self._next_part += 1
-        if part:
+        if self._reserved(start, start + len(part)):
+            self._held[number] = (start, part)
+        else:
             await self._launch(number, part)
 
     def _reserved(self, start: int, end: int) -> bool:
         """Whether [start, end) overlaps an unfilled reservation."""
         return any(o < end and start < o + n for o, n in self._reservations.items())
 
-    async def _launch(self, number: int, data: bytes) -> None:
+    async def _launch(self, number: int, data: bytearray) -> None:
         """Start uploading a part; first wait for room (count and bytes in flight)."""
         while self._running and (
             len(self._running) >= self._concurrency
@@ -236,7 +258,7 @@ class S3Writer(BaseWriter):
             created = await client.create_multipart_upload(**args)
         return created["UploadId"]
 
-    async def _upload_part(self, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+    async def _upload_part(self, upload_id: str, number: int, data: bytearray) -> dict[str, Any]:
         client = await self._s3.client()
         with self._s3.translating(self.key):
             response = await client.upload_part(

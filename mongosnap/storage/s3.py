@@ -152,7 +152,9 @@ class S3Storage:
     async def put(self, key: str, data: bytes, *, retention: Retention | None = None) -> ObjectInfo:
         args = self._s3.object_args(key, retention)
         client = await self.client()
-        body = bytes(data)
+        # A bytearray, not bytes: botocore would turn bytes into a file object,
+        # sent only after a round trip for "Expect: 100-continue".
+        body = bytearray(data)
         if retention is not None:
             args["ContentMD5"] = content_md5(body)  # S3 demands it (or a checksum) with a lock
         await self._s3.create_new(key, lambda **cond: client.put_object(**args, Body=body, **cond))

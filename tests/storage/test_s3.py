@@ -232,6 +232,16 @@ async def test_missing_bucket(s3_endpoint: Any) -> None:
             await writer.write(payload(PART))  # the first part creates the upload
 
 
+async def test_a_missing_key_in_a_probed_bucket_costs_one_head(s3: S3Storage) -> None:
+    # Once a probe found the bucket, a HEAD's bare 404 is the key's: a backup's
+    # name check does not pay a second listing.
+    await s3.check()
+    faulty = await FaultyClient.install(s3)
+    with pytest.raises(ObjectNotFound):
+        await s3.stat("absent")
+    assert faulty.calls == ["head_object"]
+
+
 @pytest.mark.parametrize("wrong", ["access_key_id", "secret_access_key"])
 async def test_wrong_credentials(s3_endpoint: Any, new_bucket: Any, wrong: str) -> None:
     bucket = new_bucket(s3_endpoint)
