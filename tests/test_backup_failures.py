@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -214,8 +215,13 @@ async def test_wrong_mongodb_credentials(mongo_auth_uri: str, tmp_path: Path) ->
 
 
 async def test_right_mongodb_credentials(mongo_auth_uri: str, tmp_path: Path) -> None:
+    database = f"authdb_{uuid.uuid4().hex[:8]}"  # the server is shared by every run
     with MongoClient(mongo_auth_uri) as client:
-        client.authdb.things.insert_many([{"n": n} for n in range(10)])
-    result = await backup(mongo_auth_uri, tmp_path, database="authdb")
+        client[database].things.insert_many([{"n": n} for n in range(10)])
+    try:
+        result = await backup(mongo_auth_uri, tmp_path, database=database)
+    finally:
+        with MongoClient(mongo_auth_uri) as client:
+            client.drop_database(database)
     assert result.documents == 10
     assert mongo_auth_uri.split("@")[0] not in str(result.to_dict())
