@@ -130,14 +130,18 @@ def _cli(args: list[str], limit: float = 0) -> Measured:
     return Measured(report, wall, cpu, usage.ru_maxrss / 1024, proc.returncode)
 
 
-def _bad_window(uri: str, database: str, documents: int, touched: int) -> tuple[int, int]:
-    """Delete every (2*step)th document and overwrite a field of the ones between."""
-    step = max(documents // touched, 1)
+def _bad_window(uri: str, database: str, args: argparse.Namespace) -> tuple[int, int]:
+    """A deleteMany of every ``step``th document, and an updateMany overwriting a
+    field of ``--updated`` others spread over the collection."""
+    updated = args.touched // 2 if args.updated is None else args.updated
+    step = max(args.documents // max(args.touched - updated, 1), 2)
+    spread = args.documents // max(updated, 1)
+    ids = [k * spread // step * step + step // 2 for k in range(updated)]  # never deleted
     with MongoClient(uri) as client:
         coll = client[database][COLLECTION]
-        deleted = coll.delete_many({"n": {"$mod": [2 * step, 0]}}).deleted_count
-        updated = coll.update_many({"n": {"$mod": [2 * step, step]}}, {"$set": {"pad": BAD}})
-    return deleted, updated.modified_count
+        deleted = coll.delete_many({"n": {"$mod": [step, 0]}}).deleted_count
+        changed = coll.update_many({"n": {"$in": ids}}, {"$set": {"pad": BAD}}).modified_count
+    return deleted, changed
 
 
 def run(
@@ -171,8 +175,9 @@ def run(
         assert backup.report is not None, "backup failed"
         newest = _newest(uri)
         first = Ts(newest.t, newest.i + 1)
+        _done("backup --oplog", backup)
         _step("the bad window")
-        deleted, updated = _bad_window(uri, database, args.documents, args.touched)
+        deleted, updated = _bad_window(uri, database, args)
         last = _newest(uri)
         _step("waiting for the archiver")
         _wait_archived(dest, last)
@@ -184,19 +189,20 @@ def run(
     undo += ["--from", f"{first.t}:{first.i}", "--to", f"{last.t}:{last.i}"]
     _step("undo (stage)")
     staged = _cli(undo)
+    _done("undo (stage)", staged)
     before = Ts(first.t, first.i - 1)
     restore = ["restore", _key(backup), str(dest), "--uri", uri, database, "-c", COLLECTION]
     restore += ["--to-database", f"{database}_pitr", "--to-ts", f"{before.t}:{before.i}"]
     _step("restore --to-ts")
     restored = _cli(restore)
+    _done("restore --to-ts", restored)
     _step("undo --dry-run")
     dry = _cli([*undo, "--dry-run", "--batch-size", str(args.batch_size)])
+    _done("undo --dry-run", dry)
     _step("undo --apply")
     apply_batch = args.apply_batch_size or args.batch_size
     applied = _cli([*undo, "--apply", "--batch-size", str(apply_batch)], args.apply_limit)
-    archive = sum(
-        p.stat().st_size for p in dest.rglob("*") if p.is_file() and "oplog" not in p.parts
-    )
+    archive = sum(_archive_files(dest))
     _print(args, seeded, backup, staged, dry, restored, applied, archive, (deleted, updated))
     _print_apply(uri, database, applied, args.documents, (deleted, updated))
     shutil.rmtree(dest)
@@ -205,6 +211,15 @@ def run(
 def _archive_files(dest: Path) -> list[int]:
     """Sizes of the archive and its sidecars (everything but the oplog chunks)."""
     return [p.stat().st_size for p in dest.rglob("*") if p.is_file() and "oplog" not in p.parts]
+
+
+def _done(name: str, m: Measured) -> None:
+    """A run's figures at once on stderr (a long run can be watched, or stopped)."""
+    fetched = None if m.report is None else m.report.get("bytes_fetched")
+    _step(
+        f"{name}: {m.wall:.1f} s wall, {m.cpu:.1f} s CPU, {m.rss_mib:.0f} MiB, "
+        f"fetched {fetched}, exit {m.exit_code}; {json.dumps(m.report)[:600]}"
+    )
 
 
 def _step(name: str) -> None:
@@ -294,6 +309,9 @@ def main() -> None:
         "--other", type=int, default=10_000, help="documents of the other collection"
     )
     parser.add_argument("--touched", type=int, default=500, help="documents the bad window writes")
+    parser.add_argument(
+        "--updated", type=int, help="of --touched, documents updated (default half; others deleted)"
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="undo's --batch-size")
     parser.add_argument("--apply-batch-size", type=int, help="--apply's (default --batch-size)")
     parser.add_argument("--apply-limit", type=float, default=0, help="stop --apply after S s")
