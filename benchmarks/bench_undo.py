@@ -1,7 +1,8 @@
 """Undo of N documents of a large collection, against a point-in-time restore of it.
 
     .venv/bin/python benchmarks/bench_undo.py [--documents 20000] [--size 1000]
-        [--other 10000] [--touched 500] [--batch-size 100] [--apply-limit 0]
+        [--other 10000] [--touched 500] [--updated N] [--batch-size 100]
+        [--apply-batch-size N] [--apply-limit 0]
         [--uri mongodb://... (a server keeping an oplog)]
 
 Without --uri it starts a private FerretDB, on the running test bed
@@ -15,7 +16,9 @@ window. With --uri the seed goes through the server's oplog.
 
 Then, as a user would: ``mongosnap oplog`` running, ``backup --oplog``, and a
 bad window: a ``deleteMany`` and an ``updateMany`` (overwriting a field)
-touching ``--touched`` documents spread over the collection, half each.
+touching ``--touched`` documents spread over the collection, ``--updated``
+of them updated (default half; FerretDB's SQLite backend scans the table for
+each document an update writes, so keep it small on a large collection).
 Measured, each once and each as its own CLI process (wall, CPU and peak RSS
 of that process; bytes fetched from its --json report): undo (stage),
 ``--dry-run``, ``restore --to-ts`` of the collection to the window's start
