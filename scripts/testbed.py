@@ -532,13 +532,16 @@ class Testbed:
         self.mongo_auth_uri = f"mongodb://{AUTH_USER}:{password}@{HOST}:{port}/"
         self.mongo_oplog_uri = self.start_oplog_ferretdb("ferretdb-oplog", OPLOG_SIZE)
 
-    def start_oplog_ferretdb(self, name: str, oplog_size: int) -> str:
+    def start_oplog_ferretdb(self, name: str, oplog_size: int, *, oplog: bool = True) -> str:
         """A FerretDB that keeps an oplog: started with ``--repl-set-name`` and a
         capped ``local.oplog.rs`` of ``oplog_size`` bytes created before any write,
         trimmed every OPLOG_CLEANUP.
 
         Returns its URI. It is stopped with the rest of the testbed; a small
-        ``oplog_size`` lets a test make the oplog roll over.
+        ``oplog_size`` lets a test make the oplog roll over. ``oplog`` False:
+        no ``local.oplog.rs`` yet (FerretDB logs nothing until it exists), so a
+        benchmark can seed data the oplog never holds, then call
+        ``mongo_create_capped`` itself.
         """
         if name in self.processes:
             raise TestbedError(f"a server named {name} is already running")
@@ -547,7 +550,7 @@ class Testbed:
             f"--test-capped-cleanup-interval={OPLOG_CLEANUP}",
         )
         port = self._start_ferretdb(name, flags)
-        if not mongo_create_capped(port, "local", "oplog.rs", oplog_size):
+        if oplog and not mongo_create_capped(port, "local", "oplog.rs", oplog_size):
             raise TestbedError(f"{name}: could not create the capped local.oplog.rs")
         return f"mongodb://{HOST}:{port}/"
 

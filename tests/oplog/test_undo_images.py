@@ -4,16 +4,22 @@ diffs, commands (drop, rename, dropDatabase) and collection UUIDs. No server."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import bson
 import pytest
 from bson.binary import Binary, UuidRepresentation
+from bson.decimal128 import Decimal128
+from bson.errors import InvalidBSON
+from bson.int64 import Int64
+from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
 from mongosnap import PointInTimeUnavailable
+from mongosnap.oplog.entry import PLAIN
 from mongosnap.oplog.position import Ts
-from mongosnap.pipelines.undo_images import Timeline, id_key
+from mongosnap.pipelines.undo_images import Timeline, document_key, id_key
 
 NS = "shop.orders"
 UI = Binary.from_uuid(uuid.uuid4(), UuidRepresentation.STANDARD)
@@ -124,3 +130,41 @@ def test_before_delete_is_each_deleted_document_as_it_was_just_before() -> None:
     assert back(3) is None
     assert back(4) == {"_id": 4, "qty": 40}
     assert back(5) is None
+
+
+_IDS = [
+    1,
+    -(2**31),
+    2**40,
+    Int64(7),
+    ObjectId(),
+    "abc",
+    "",
+    "ünï\x00code",
+    1.5,
+    None,
+    True,
+    {"a": 1, "b": [1, 2]},
+    Binary(b"\x00\x01", 0),
+    Binary.from_uuid(uuid.uuid4(), UuidRepresentation.STANDARD),
+    datetime(2026, 12, 7, tzinfo=UTC),
+    Timestamp(5, 6),
+    Decimal128("1.10"),
+]
+
+
+@pytest.mark.parametrize("value", _IDS, ids=lambda v: type(v).__name__)
+def test_a_documents_key_is_the_key_of_its_decoded_id(value: Any) -> None:
+    """Sliced from the raw bytes or decoded, the key is the one the oplog side
+    computes from a decoded ``_id`` (else an archived document is never matched)."""
+    for doc in ({"_id": value, "pad": "x" * 50}, {"a": 1, "_id": value}, {"_id": value}):
+        raw = bson.encode(doc)
+        assert document_key(raw) == id_key(bson.decode(raw, PLAIN)["_id"])
+
+
+def test_a_document_without_id_has_no_key_and_a_bad_string_is_not_sliced() -> None:
+    assert document_key(bson.encode({"a": 1})) is None
+    raw = bytearray(bson.encode({"_id": "abc", "n": 1}))
+    raw[13] = 0xFF  # the string's first byte: no longer UTF-8
+    with pytest.raises(InvalidBSON):
+        document_key(bytes(raw))
