@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from faultproxy import FaultProxy
+from helpers import s3_config
 from s3_faults import FaultyClient
 
 from mongosnap._errors import ObjectNotFound, StorageError
@@ -46,17 +47,8 @@ class _PartRecorder(FaultyClient):
 
 
 def _config(endpoint: Any, **overrides: Any) -> S3Config:
-    fields: dict[str, Any] = {
-        "endpoint_url": endpoint.endpoint_url,
-        "region": endpoint.region,
-        "access_key_id": endpoint.access_key,
-        "secret_access_key": endpoint.secret_key,
-        "addressing_style": "path",
-        "part_size": PART,
-        "max_concurrency": 2,
-        "max_attempts": 1,
-    }
-    return S3Config(**(fields | overrides))
+    defaults: dict[str, Any] = {"part_size": PART, "max_concurrency": 2, "max_attempts": 1}
+    return s3_config(endpoint, **(defaults | overrides))
 
 
 @pytest.fixture
