@@ -110,3 +110,32 @@ async def test_a_lease_taken_over_while_the_run_stalled_is_not_confirmed(
     await stalled.close()
     left = _leases(mongo_uri, new_database)
     assert list(left) == ["x"] and left["x"] != stalled.owner  # the other run's, left to it
+
+
+async def test_one_renewal_for_all_leases_reads_back_which_are_still_ours(
+    mongo_uri: str, new_database: str, logged: tuple[Source, CommandLog]
+) -> None:
+    """The heartbeat renews every held lease with one update; when it matches
+    fewer than it holds (a lease lost: here another run holds ``q`` now), it
+    reads back which are its own, keeps renewing those and lets ``q`` go."""
+    source, commands = logged
+    ours = Leases(source, new_database, seconds=0.6)
+    ours.plan(["p", "q"])
+    assert await ours.acquire("p") and await ours.acquire("q")
+    with MongoClient(mongo_uri) as client:
+        leases = client[new_database][LEASES]
+        taken = leases.find_one({"_id": "p"})["expires"]
+        leases.update_one({"_id": "q"}, {"$set": {"owner": "another run"}})
+    for _ in range(200):
+        if "q" not in ours.held:
+            break
+        await asyncio.sleep(0.05)
+    assert ours.held == {"p"}
+    with MongoClient(mongo_uri) as client:
+        assert client[new_database][LEASES].find_one({"_id": "p"})["expires"] > taken
+    updates = [c["updates"][0]["q"] for name, c in commands.commands if name == "update"]
+    assert {"_id": {"$in": ["p", "q"]}, "owner": ours.owner} in updates
+    finds = [c["filter"] for name, c in commands.commands if name == "find"]
+    assert {"_id": {"$in": ["p", "q"]}, "owner": ours.owner} in finds
+    await ours.close()
+    assert _leases(mongo_uri, new_database) == {"q": "another run"}

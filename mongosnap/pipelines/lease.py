@@ -125,11 +125,9 @@ class Leases:
         async with self._taking:
             if name not in self._tried:
                 await self._take(self._group(name))
-        if name not in self.held:
-            return False
-        if self._beat is None or self._beat.done():
-            self._beat = asyncio.ensure_future(self._heartbeat())
-        return True
+        if self.held and (self._beat is None or self._beat.done()):
+            self._beat = asyncio.ensure_future(self._heartbeat())  # for the group's too
+        return name in self.held
 
     def _group(self, name: str) -> list[str]:
         """``name`` and the next planned names not tried yet, GROUP at most."""
@@ -142,8 +140,8 @@ class Leases:
         return group
 
     async def _take(self, names: list[str]) -> None:
+        sent = _stamp()  # before the expiry is computed: a lease is never thought younger
         now = await self._now()
-        sent = _stamp()
         retried = self._unsure.intersection(names)  # a taking cut short: maybe ours
         self._unsure.update(names)  # sent, maybe executed: release() deletes them if ours
         busy = await self._insert_many(names, now)
@@ -151,17 +149,18 @@ class Leases:
             if name not in busy:
                 self._hold(name, sent)
         for name in busy:
-            await self._take_over(name, now, mine=name in retried)
+            await self._take_over(name, now, sent, mine=name in retried)
         self._tried.update(names)
         self._unsure.difference_update(names)
 
-    async def _take_over(self, name: str, now: datetime, *, mine: bool) -> None:
+    async def _take_over(
+        self, name: str, now: datetime, sent: tuple[float, float], *, mine: bool
+    ) -> None:
         """Take ``name``'s lease if it has expired (its holder stopped); with
         ``mine`` (an earlier taking was cut short) also if it is our own."""
         query: dict[str, Any] = {"_id": name, "expires": {"$lt": now}}
         if mine:
             query = {"_id": name, "$or": [{"expires": {"$lt": now}}, {"owner": self.owner}]}
-        sent = _stamp()
         if not await self._update(query, now):
             return
         self._hold(name, sent)
@@ -267,8 +266,8 @@ class Leases:
     async def _renew_all(self, names: list[str]) -> None:
         """Renew the leases of ``names`` with one update; read back which are
         still ours only when it did not match them all."""
-        now = await self._now()
         sent = _stamp()
+        now = await self._now()
         query = {"_id": {"$in": names}, "owner": self.owner}
         if await self._update(query, now, multi=True) == len(names):
             owned = set(names)
@@ -292,8 +291,8 @@ class Leases:
                 log.warning("%s.%s: lease taken over by another run", *self._ns(name))
 
     async def _renew(self, name: str) -> bool:
-        now = await self._now()
         sent = _stamp()
+        now = await self._now()
         if await self._update({"_id": name, "owner": self.owner}, now):
             self._renewed[name] = sent
             return True
