@@ -346,6 +346,7 @@ class Engine:
             return await self._restore_streaming(selection)
         if entries and not self.info.partial:  # a partial one was read from that member
             await self.check_embedded_manifest()
+        self.leases.plan(entry.name for entry in entries)  # their leases taken by groups
         if before_publish is not None:
             return await self._restore_held(entries, before_publish)
         windows = _windows(entries)
