@@ -297,7 +297,7 @@ async def backup(
                     writes = functools.partial(capture.write, include=include, exclude=exclude)
                     job.oplog_hook = writes
                 report = await job.run(specs)
-                report = replace(report, stale_uploads_aborted=await cleanup)
+                report = replace(report, stale_uploads_aborted=await _cleaned(cleanup))
                 return replace(report, also=[m.to_dict() for m in extra])
 
 
@@ -312,6 +312,17 @@ async def _joined(task: asyncio.Future[Any]) -> AsyncGenerator[None]:
         raise
     finally:
         await shielded(_finished(task))
+
+
+async def _cleaned(cleanup: asyncio.Future[int]) -> int:
+    """How many stale uploads the cleanup aborted. The archive is complete by
+    now: a cleanup that failed in a way it should not is logged, never the
+    backup's failure."""
+    try:
+        return await cleanup
+    except Exception as exc:
+        log.warning("the cleanup of stale uploads failed: %s: %s", type(exc).__name__, exc)
+        return 0
 
 
 async def _finished(task: asyncio.Future[Any]) -> None:

@@ -349,7 +349,10 @@ def _scan_partials(root: Path, prefix: str) -> list[UploadInfo]:
             continue
         target = entry.name[1 : -len(_PARTIAL)].rpartition(".")[0]
         if target and target.startswith(start):
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # its writer finished (renamed it) meanwhile
+                continue
             written = datetime.fromtimestamp(st.st_mtime, UTC)
             found.append(UploadInfo(rel + target, rel + entry.name, None, written))
     found.sort(key=lambda u: (u.key, u.upload_id))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mongosnap._errors import AccessDenied, ObjectExists, ObjectNotFound, UsageError
-from mongosnap.storage import LocalStorage
+from mongosnap.storage import LocalStorage, local
 
 MiB = 1024 * 1024
 
@@ -99,3 +100,31 @@ async def test_directories_and_symlinks_are_not_objects(tmp_path: Path) -> None:
         await storage.stat("dir")
     with pytest.raises(ObjectNotFound):
         await storage.read_bytes("dir", limit=10)
+
+
+async def test_listings_survive_files_going_away_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that goes away between reading the directory and its stat (a writer
+    renaming its temporary file, a prune deleting) is left out, never an error."""
+    storage = LocalStorage(tmp_path)
+    await storage.check()
+    names = [
+        ".2026-01-01-00-00-00-mongodb-dump.tar.gz.x1.partial",
+        "2026-01-01-00-00-00-mongodb-dump.tar.gz",
+    ]
+    read_entries = local._entries
+
+    def entries_then_gone(root: Path, prefix: str) -> list[Any]:
+        found = read_entries(root, prefix)
+        for name in names:
+            (tmp_path / name).unlink(missing_ok=True)  # after scandir, before the stat
+        return found
+
+    monkeypatch.setattr(local, "_entries", entries_then_gone)
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert [u async for u in storage.uploads()] == []
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert [o async for o in storage.list()] == []
