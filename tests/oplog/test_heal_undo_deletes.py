@@ -317,7 +317,7 @@ def test_a_signal_mid_insert_leaves_whole_absent_documents_and_a_rerun_completes
         assert now[key] == scene.before[key], key  # whole, as just before the delete
     assert bson.decode(now[mine]) == kept  # never overwritten
     assert {k: now[k] for k in scene.after} == scene.after  # live documents untouched
-    said = f"the repair of {scene.database}.coll was interrupted after putting back {len(back)} "
+    said = f"the repair of {scene.database}.coll was interrupted after putting back {len(back):,} "
     assert said in err and "--restore-missing again, with a --shrink-threshold" in err, err
     assert f"it holds about {len(now):,} documents, the archive 2,200" in err, err
 
