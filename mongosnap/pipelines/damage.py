@@ -45,6 +45,7 @@ from ..source import Source
 from ..storage import Storage
 from . import sealed
 from .engine import Engine
+from .ledger import Refill, StagingLedger
 
 if TYPE_CHECKING:
     from .pitr import PitrPlan
@@ -144,15 +145,18 @@ def _reason(archived: int, live: int, threshold: float | None) -> str:
     return ""
 
 
-async def restore_missing(engine: Engine, entry: CollectionEntry) -> int:
-    """Insert the archived documents of ``entry`` whose _id is absent; how many were."""
-    inserted = 0
+async def restore_missing(engine: Engine, entry: CollectionEntry, refill: Refill) -> int:
+    """Insert the archived documents of ``entry`` whose _id is absent; how many were.
+
+    ``refill`` counts them batch by batch: an interruption says how many stay."""
     with _spool() as spool:
         await _fetch(engine, entry, spool)
         spool.seek(0)
         async for batch in _batches(spool, entry):
-            inserted += await engine.target.insert_absent(engine.to_database, entry.name, batch)
-    return inserted
+            refill.inserted += await engine.target.insert_absent(
+                engine.to_database, entry.name, batch
+            )
+    return refill.inserted
 
 
 async def _fetch(engine: Engine, entry: CollectionEntry, spool: IO[bytes]) -> None:
@@ -204,10 +208,14 @@ async def repair(
     *,
     dry_run: bool,
     keys: Keys | None = None,
+    ledger: StagingLedger | None = None,
 ) -> list[Damage]:
     """``--restore-missing`` on each damaged collection: the deletes since the
     archive undone when the archived oplog covers them, else the archive's
-    missing documents put back; a failure is reported, not raised."""
+    missing documents put back; a failure is reported, not raised.
+
+    ``ledger`` records how many documents each repair put back, so an
+    interrupted run says what stays in the live collection."""
     from . import damage_oplog  # the oplog modules load only for a repair
 
     assert info.manifest is not None
@@ -217,20 +225,21 @@ async def repair(
     if isinstance(found, str):
         say = log.warning if info.manifest.oplog is not None else log.info
         say("restoring missing documents from the archive, not the oplog: %s", found)
+    ledger = ledger if ledger is not None else StagingLedger()
     done = []
     for damage in damaged:
         damage = _sourced(damage, found)
         if dry_run:
             done.append(replace(damage, status="would restore"))
             continue
+        refill = ledger.refill(database, damage.name, damage.archived, damage.live)
         try:
             if isinstance(found, str):
-                damage = replace(
-                    damage, inserted=await restore_missing(engine, archived[damage.name])
-                )
+                inserted = await restore_missing(engine, archived[damage.name], refill)
+                damage = replace(damage, inserted=inserted)
             else:
                 undone = await damage_oplog.undo_deletes(
-                    engine, found, archived[damage.name], BATCH
+                    engine, found, archived[damage.name], BATCH, refill
                 )
                 damage = replace(damage, inserted=undone.inserted, deleted=undone.deleted)
         except (
@@ -243,6 +252,7 @@ async def repair(
             )
             done.append(replace(damage, status="failed", error=str(exc)))
             continue
+        refill.complete = True
         log.info(
             "%s: %d missing documents restored from the %s (%s)",
             *(damage.name, damage.inserted, damage.source, info.key),

@@ -27,6 +27,7 @@ from ..oplog.position import Ts
 from ..storage import Storage
 from . import pitr
 from .engine import Engine
+from .ledger import Refill
 from .undo import archived_documents
 from .undo_images import Timeline
 
@@ -73,10 +74,12 @@ def _uncovered(coverage: Coverage, start: Ts) -> str:
 
 
 async def undo_deletes(
-    engine: Engine, found: pitr.PitrPlan, entry: CollectionEntry, batch: int
+    engine: Engine, found: pitr.PitrPlan, entry: CollectionEntry, batch: int, refill: Refill
 ) -> Undone:
     """Insert, as they were just before, the documents of ``entry``'s collection
-    deleted since the consistent point and still absent."""
+    deleted since the consistent point and still absent.
+
+    ``refill`` counts them batch by batch: an interruption says how many stay."""
     database, name = entry.database, entry.name
     newest = await _server_newest(engine)  # before this repair's own inserts join the oplog
     timeline = Timeline(database, name, found.start, _after(found.start), found.target)
@@ -85,10 +88,9 @@ async def undo_deletes(
     keys = timeline.deleted()
     archived = await archived_documents(engine, entry, set(keys))
     images = [d for k in keys if (d := timeline.before_delete(k, archived.get(k))) is not None]
-    inserted = 0
     for offset in range(0, len(images), batch):
         part = images[offset : offset + batch]
-        inserted += await engine.target.insert_absent(engine.to_database, name, part)
+        refill.inserted += await engine.target.insert_absent(engine.to_database, name, part)
     if newest is not None and newest > found.target:
         log.warning(
             "%s: the archived oplog ends at ts %s, the server's at ts %s: deletes after "
@@ -96,7 +98,7 @@ async def undo_deletes(
             "mongosnap oplog has archived them",
             *(name, found.target, newest, found.target),
         )
-    return Undone(len(images), inserted)
+    return Undone(len(images), refill.inserted)
 
 
 def _after(ts: Ts) -> Ts:

@@ -211,7 +211,15 @@ async def heal(
                 await storage.check()
                 await search.run(depth)
             damaged = await _damage(
-                storage, src, database, healthy, shrink_threshold, restore_missing, dry_run, keys
+                storage,
+                src,
+                database,
+                healthy,
+                shrink_threshold,
+                restore_missing,
+                dry_run,
+                keys,
+                ledger,
             )
         finally:
             await shielded(ledger.finish(src))
@@ -269,6 +277,7 @@ async def _damage(
     restore_missing: bool,
     dry_run: bool,
     keys: Keys | None,
+    ledger: StagingLedger,
 ) -> list[Damage]:
     """The damaged present collections, repaired with ``restore_missing``.
 
@@ -285,7 +294,9 @@ async def _damage(
     damaged = find_damage(info, database, live, threshold)
     if not damaged or not restore_missing:
         return damaged
-    return await repair(view, src, info, database, damaged, dry_run=dry_run, keys=keys)
+    return await repair(
+        view, src, info, database, damaged, dry_run=dry_run, keys=keys, ledger=ledger
+    )
 
 
 class _Search:

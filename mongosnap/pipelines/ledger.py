@@ -37,9 +37,16 @@ class StagingLedger:
     published: list[str] = field(default_factory=list)
     """Collections made visible under their real name, in order."""
     swept: bool = False
+    refills: dict[str, Refill] = field(default_factory=dict)
+    """Live collections missing documents were put back into (heal
+    --restore-missing): inserted for good, so an interruption must say so."""
 
     def track(self, database: str, name: str) -> None:
         self.live.add((database, name))
+
+    def refill(self, database: str, name: str, archived: int, live: int) -> Refill:
+        """The record of putting missing documents back into ``database.name``."""
+        return self.refills.setdefault(f"{database}.{name}", Refill(archived, live))
 
     def forget(self, database: str, name: str) -> None:
         """``name`` was renamed away or published: no longer ours to remove."""
@@ -115,4 +122,28 @@ class StagingLedger:
     def report(self) -> str:
         """What was completed, then what is left: for a run that was cut short."""
         done = ", ".join(self.published) or "nothing"
-        return f"restored before it stopped: {done}; {self.statement()}"
+        refills = "".join(f"; {r.report(n)}" for n, r in sorted(self.refills.items()))
+        return f"restored before it stopped: {done}{refills}; {self.statement()}"
+
+
+@dataclass
+class Refill:
+    """Documents put back into a live collection: they stay there, whatever ends the run."""
+
+    archived: int
+    live: int
+    """The archive's count and the live one when the repair began."""
+    inserted: int = 0
+    complete: bool = False
+
+    def report(self, name: str) -> str:
+        if self.complete:
+            return f"{self.inserted:,} missing documents put back into {name}"
+        # Partly refilled, the collection may no longer pass for damaged: say what a rerun needs.
+        return (
+            f"the repair of {name} was interrupted after putting back {self.inserted:,} "
+            f"missing documents (a batch in flight may have landed too); it holds about "
+            f"{self.live + self.inserted:,} documents, the archive {self.archived:,}: heal "
+            "--restore-missing again, with a --shrink-threshold under the share still "
+            "missing, puts back the rest"
+        )

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .._aio import shielded
 from .._errors import CorruptArchive, ForeignArchive, UsageError
 from ..archive.clear import MAX_CLEAR_BYTES, ClearSidecar, SealBinding
 from ..archive.manifest import MANIFEST_SUFFIX, manifest_key, sealed_key
@@ -185,11 +186,16 @@ async def _rekey_one(
     sealed_bytes = encrypt_with(bound.seal(document), sealed_new.stanzas, sealed_new.file_key)
     clear_new = replace(clear, encrypted_bytes=size, header_bytes=len(new.header), sha256=new_hash)
     await _drop_temporaries(storage, key)  # of an earlier run that did not get to its swap
-    await splice(storage, temporary(key), new.header, key, new.old_length)
-    await _verify(storage, temporary(key), size, new_hash)
-    await storage.put(temporary(sealed_key(key)), sealed_bytes)
-    await storage.put(temporary(manifest_key(key)), clear_new.to_json())  # the swap may go on
-    await _swap(storage, key)
+    try:
+        await splice(storage, temporary(key), new.header, key, new.old_length)
+        await _verify(storage, temporary(key), size, new_hash)
+        await storage.put(temporary(sealed_key(key)), sealed_bytes)
+        await storage.put(temporary(manifest_key(key)), clear_new.to_json())  # the swap may go on
+    except asyncio.CancelledError:  # a signal: the old archive stays, nothing of ours beside it
+        await shielded(_drop_temporaries(storage, key))
+        raise
+    # A signal waits for the swap: a half-swapped archive is unusable until the next rekey.
+    await shielded(_swap(storage, key))
     added = len(change.add)
     return RekeyedArchive(key, len(new.stanzas), added, new.dropped, size)
 
@@ -264,7 +270,7 @@ async def finish_interrupted(storage: Storage) -> list[str]:
         if original.endswith(MANIFEST_SUFFIX) and original not in listed:
             archive = original.removesuffix(MANIFEST_SUFFIX)
             log.warning("finishing the interrupted rekey of %s", archive)
-            await _swap(storage, archive)
+            await shielded(_swap(storage, archive))
             finished.append(archive)
     for name in sorted(k for k in listed if k.endswith(REKEY_SUFFIX)):
         archive = Leftover(name, REKEY_COPY, 0, None).archive

@@ -10,6 +10,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from typing import Any
 
 import bson
 import pytest
+from faultproxy import FaultProxy, Hold
 from helpers import run_cli
 from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError
@@ -262,3 +264,82 @@ def test_a_collection_recreated_since_the_archive_is_not_written_to(bed: Bed) ->
     assert (damage["status"], damage["source"]) == ("failed", "oplog")
     assert "dropped and recreated" in damage["error"]
     assert bed.documents(database) == left
+
+
+INSERT_COLL = b"\x02insert\x00\x05\x00\x00\x00coll\x00"
+"""An OP_MSG insert command's first element, {insert: "coll"}: held at the proxy."""
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
+)
+def test_a_signal_mid_insert_leaves_whole_absent_documents_and_a_rerun_completes(
+    bed: Bed, sig: signal.Signals, code: int
+) -> None:
+    """1,120 deleted: two insert batches. The first lands, the second is held at
+    the proxy when the signal comes, then cut: it never reaches the server. What
+    is left is the first batch's documents, whole, and an application's
+    re-insert untouched; the exit line says how many were put back; a rerun
+    puts back the rest byte for byte."""
+    scene = shrink(bed, 2200)
+    mine = sorted(scene.deleted, key=str)[0]
+    with MongoClient(bed.uri) as client:
+        client[scene.database]["coll"].insert_one({"_id": mine, "status": "re-created"})
+        kept = client[scene.database]["coll"].find_one({"_id": mine})
+    port = int(bed.uri.rsplit(":", 1)[1].split("/")[0])
+    with FaultProxy(("127.0.0.1", port)) as proxy:
+        first = proxy.hold("up", INSERT_COLL)
+        command = ["heal", str(bed.dest), "--uri", _direct(proxy.address)]
+        options = [scene.database, "coll", "--restore-missing", "--shrink-threshold", "20"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mongosnap", *command, *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _reached(first, proc)
+            second = proxy.hold("up", INSERT_COLL)
+            first.release()
+            _reached(second, proc)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proxy.reset_all() >= 1  # the held batch is cut: it never lands
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+
+    now = bed.documents(scene.database)
+    back = (scene.deleted & now.keys()) - {mine}
+    assert 0 < len(back) < len(scene.deleted) - 1  # the first batch only
+    for key in back:
+        assert now[key] == scene.before[key], key  # whole, as just before the delete
+    assert bson.decode(now[mine]) == kept  # never overwritten
+    assert {k: now[k] for k in scene.after} == scene.after  # live documents untouched
+    said = f"the repair of {scene.database}.coll was interrupted after putting back {len(back):,} "
+    assert said in err and "--restore-missing again, with a --shrink-threshold" in err, err
+    assert f"it holds about {len(now):,} documents, the archive 2,200" in err, err
+
+    # partly refilled, it shrank by less than 20%: the rerun's threshold is lower
+    done = _damage(_heal(bed.dest, bed, scene.database, "--shrink-threshold", "1"))
+    assert done["status"] == "restored"
+    assert done["inserted"] == len(scene.deleted) - 1 - len(back)
+    now = bed.documents(scene.database)
+    assert {k: now[k] for k in scene.deleted - {mine}} == {
+        k: scene.before[k] for k in scene.deleted - {mine}
+    }
+    assert bson.decode(now[mine]) == kept
+    assert set(now) == set(scene.after) | scene.deleted
+
+
+def _reached(held: Hold, proc: subprocess.Popen[str]) -> None:
+    """Until ``held`` holds its request; the heal still running."""
+    while not held.reached.wait(0.01):
+        assert proc.poll() is None, f"the heal ended first: {proc.communicate()}"
+
+
+def _direct(address: str) -> str:
+    """The proxy's URI: a direct connection, or the replica set's hello would
+    lead the driver to the server's own address, around the proxy."""
+    return f"mongodb://{address}/?directConnection=true"

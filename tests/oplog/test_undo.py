@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 
 import bson
 import pytest
+from faultproxy import FaultProxy, Hold
 from helpers import run_cli, server_documents
 from oplog_support import ArchiverProcess, sidecars, wait_for
 from pymongo import MongoClient
@@ -332,6 +334,56 @@ def test_interrupted_by_sigterm_says_what_it_left_and_resumes(bed: Bed) -> None:
     assert result["resumed"] and result["restored"] == len(restorable)
     final = bed.documents(scene.database)
     assert all(final.get(key) == scene.before[key] for key in restorable)
+
+
+LEDGER_UPDATE = b"\x02update\x00" + struct.pack("<i", len(LEDGER) + 1) + LEDGER.encode() + b"\0"
+"""An OP_MSG update command's first element, {update: LEDGER}: the run's header
+first, then each batch's "done" record."""
+
+
+def test_a_sighup_mid_apply_says_what_it_left_and_resumes(bed: Bed) -> None:
+    """Held at the proxy: the second batch's "done" record, its writes made. The
+    SIGHUP comes then, and the record is cut: the rerun must find those writes."""
+    scene = make_scene(bed, 150)
+    port = int(bed.uri.rsplit(":", 1)[1].split("/")[0])
+    with FaultProxy(("127.0.0.1", port)) as proxy:
+        uri = f"mongodb://{proxy.address}/?directConnection=true"  # not led around the proxy
+        argv = [sys.executable, "-m", "mongosnap", "undo", str(bed.dest), "--uri", uri]
+        argv += [scene.database, "coll", "--from", str(scene.first), "--to", str(scene.last)]
+        argv += ["--apply", "--batch-size", "2"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            held = proxy.hold("up", LEDGER_UPDATE)
+            for _ in range(2):  # the header, batch 1's record: let through
+                _wait_held(held, proc)
+                held, passed = proxy.hold("up", LEDGER_UPDATE), held
+                passed.release()
+            _wait_held(held, proc)
+            proc.send_signal(signal.SIGHUP)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        proxy.reset_all()  # the held record never lands
+    assert proc.returncode == 129, stderr
+    assert "Traceback" not in stderr
+    assert f"recorded in {scene.database}.mongosnap_undo" in stderr
+    with MongoClient(bed.uri) as client:
+        records = list(client[scene.database][LEDGER].find())
+    states = [r["state"] for r in records if "keys" in r]  # the batches, not the header
+    assert sorted(states) == ["done", "pending"], states
+
+    result = _report(_undo(bed, scene, "--apply"))
+    restorable = (scene.deleted | scene.wiped) - scene.later
+    assert result["resumed"] and result["restored"] == len(restorable)
+    final = bed.documents(scene.database)
+    assert all(final.get(key) == scene.before[key] for key in restorable)
+    for key in scene.later - {200_000}:
+        assert final[key] == scene.after[key]
+
+
+def _wait_held(held: Hold, proc: subprocess.Popen[str]) -> None:
+    while not held.reached.wait(0.01):
+        assert proc.poll() is None, f"undo ended first: {proc.communicate()}"
 
 
 class _Racer:
