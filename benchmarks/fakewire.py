@@ -268,8 +268,13 @@ def _error(code: int, message: str) -> dict[str, Any]:
 
 
 def _matches(document: bytes, query: dict[str, Any]) -> bool:
+    """Equality on top-level fields, or ``{"$in": [...]}`` (as a run's leases are
+    deleted and renewed together)."""
     decoded = bson.decode(document)
-    return all(decoded.get(k) == v for k, v in query.items())
+    return all(
+        decoded.get(k) in v["$in"] if isinstance(v, dict) and "$in" in v else decoded.get(k) == v
+        for k, v in query.items()
+    )
 
 
 class WritableServer(Server):
@@ -352,7 +357,8 @@ class WritableServer(Server):
                     decoded = bson.decode(document) | update["u"].get("$set", {})
                     target.documents[i] = bson.encode(decoded)  # type: ignore[union-attr]
                     n += 1
-                    break
+                    if not update.get("multi"):
+                        break
         return {"n": n, "nModified": n}
 
     def _cmd_delete(self, command: dict[str, Any]) -> dict[str, Any]:
