@@ -25,11 +25,11 @@ from bson import Binary
 from faultproxy import FaultProxy, Hold
 from helpers import Destination, make_destination, run_cli, seed, subprocess_env
 from pymongo import MongoClient
+from test_rekey import _key, _opens
 
 import mongosnap
-from mongosnap import Encryption, Keys, NoIdentity
+from mongosnap import Encryption
 from mongosnap.catalog import ArchiveStatus, list_archives
-from mongosnap.crypto.keys import X25519Identity
 from mongosnap.storage import opened
 
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -51,21 +51,6 @@ def database(mongo_uri: str) -> Iterator[str]:
     yield name
     with MongoClient(mongo_uri) as client:
         client.drop_database(name)
-
-
-def _key(path: Path) -> tuple[Path, str]:
-    identity = X25519Identity.generate()
-    path.write_text(identity.export() + "\n")
-    return path, str(identity.recipient)
-
-
-async def _opens(dest: Destination, archive: str, key_file: Path) -> bool:
-    try:
-        report = await mongosnap.verify(dest.url, archive, s3=dest.s3, keys=Keys([key_file]))
-    except NoIdentity:
-        return False
-    assert report.ok, report.to_dict()
-    return True
 
 
 async def _status(dest: Destination) -> ArchiveStatus:
